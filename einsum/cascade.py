@@ -41,7 +41,7 @@ from einsum.ast import (
     walk,
 )
 from einsum.errors import CascadeError, ShapeError, Span
-from einsum.syntax import parse
+from einsum.syntax import NAMING_RULE, parse
 
 # ---------------------------------------------------------------------------------------------------------
 # Affine index expressions
@@ -208,9 +208,7 @@ class Cascade:
         self.parent_of = {part: parent for parent, parts in self.partitions.items() for part in parts}
         known_ranks = {r for d in inputs.values() for r in d.ranks} | set(self.partitions) | set(self.parent_of)
 
-        tensors: dict[str, Tensor] = {
-            n: Tensor(n, d.ranks, "input") for n, d in inputs.items()
-        }
+        tensors: dict[str, Tensor] = {n: Tensor(n, d.ranks, "input") for n, d in inputs.items()}
         for name, s in einsum_stmts.items():
             tensors[name] = self._output_tensor(s, known_ranks, inits.get(name))
         for name, init in inits.items():
@@ -222,9 +220,7 @@ class Cascade:
 
         einsums = {name: self._einsum(s, known_ranks) for name, s in einsum_stmts.items()}
         self._check_unused_inputs(inputs, einsums)
-        self.ranks = tuple(
-            sorted(known_ranks | {v.upper() for e in einsums.values() for v in e.iter_vars})
-        )
+        self.ranks = tuple(sorted(known_ranks | {v.upper() for e in einsums.values() for v in e.iter_vars}))
         self._build_graph(einsums)
         self._set_outputs(output_decl, einsums)
 
@@ -243,7 +239,12 @@ class Cascade:
         iterative_dim = None
         seen: set[str] = set()
         for pos, idx in enumerate(s.output.indices):
-            var, offset = _var_offset(idx)
+            var, offset = var_offset(idx)
+            if isinstance(idx, IdxSize):
+                raise self._error(
+                    f"{idx.name} is a rank size, not a variable: {NAMING_RULE}; iterate with {idx.name.lower()!r}",
+                    idx.span,
+                )
             if var is None or offset not in (0, 1):
                 raise self._error(
                     f"an output index must be a rank variable (m) or, for a recurrence, a variable plus one "
@@ -264,11 +265,9 @@ class Cascade:
             ranks.append(var.rank)
         init_value = None
         if iterative_dim is not None:
-            var_name = _var_offset(s.output.indices[iterative_dim])[0].name
+            var_name = var_offset(s.output.indices[iterative_dim])[0].name
             if init is None:
-                shown = ",".join(
-                    "0" if i == iterative_dim else format_index(x) for i, x in enumerate(s.output.indices)
-                )
+                shown = ",".join("0" if i == iterative_dim else format_index(x) for i, x in enumerate(s.output.indices))
                 raise self._error(
                     f"{s.output.tensor} is a recurrence over iterative rank {var_name.upper()} (written at "
                     f"{var_name}+1) and needs its initial value: add `init {s.output.tensor}[{shown}] = ...`",
@@ -299,9 +298,7 @@ class Cascade:
                         idx.span,
                     )
             elif not (isinstance(idx, IdxVar) and idx.rank == ranks[pos]):
-                raise self._error(
-                    f"expected the variable {ranks[pos].lower()} of rank {ranks[pos]} here", idx.span
-                )
+                raise self._error(f"expected the variable {ranks[pos].lower()} of rank {ranks[pos]} here", idx.span)
 
     def _dim_rank(self, idx: IndexExpr) -> str | None:
         """The rank an index expression walks along (None for a plain integer)."""
@@ -321,9 +318,7 @@ class Cascade:
                 idx.span,
             )
         parts = self.partitions[parent]
-        expected = {
-            tuple(sorted((part.lower(), *parts[i + 1 :]))): 1 for i, part in enumerate(parts)
-        }
+        expected = {tuple(sorted((part.lower(), *parts[i + 1 :]))): 1 for i, part in enumerate(parts)}
         got = {m: c for m, c in _poly(idx).items() if m}
         if got != expected:
             want = "+".join("*".join((p.lower(), *parts[i + 1 :])) for i, p in enumerate(parts))
@@ -378,7 +373,7 @@ class Cascade:
         tensor = self.tensors[s.output.tensor]
         out_vars, out_offsets = [], []
         for idx in s.output.indices:
-            var, offset = _var_offset(idx)
+            var, offset = var_offset(idx)
             out_vars.append(var.name)
             out_offsets.append(offset)
         reads = tuple(n for n in walk(s.expr) if isinstance(n, Access))
@@ -483,7 +478,7 @@ class Cascade:
         idx = acc.indices[d]
         if isinstance(idx, IdxInt) and idx.value == 0:
             return None
-        var, offset = _var_offset(idx)
+        var, offset = var_offset(idx)
         return var is not None and offset == 0
 
     def _check_recurrences(self) -> None:
@@ -622,16 +617,11 @@ class Cascade:
         return {n: t.shape(sizes) for n, t in self.tensors.items()}
 
 
-def _var_offset(idx: IndexExpr) -> tuple[IdxVar | None, int]:
+def var_offset(idx: IndexExpr) -> tuple[IdxVar | None, int]:
     """(v, k) when the index is ``v``, ``v+k`` or ``v-k``; (None, 0) otherwise."""
     if isinstance(idx, IdxVar):
         return idx, 0
-    if (
-        isinstance(idx, IdxBin)
-        and idx.op in "+-"
-        and isinstance(idx.left, IdxVar)
-        and isinstance(idx.right, IdxInt)
-    ):
+    if isinstance(idx, IdxBin) and idx.op in "+-" and isinstance(idx.left, IdxVar) and isinstance(idx.right, IdxInt):
         return idx.left, idx.right.value if idx.op == "+" else -idx.right.value
     return None, 0
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import networkx as nx
 import numpy as np
 
-from einsum.ast import Access, BinOp, Call, Compare, Expr, Neg, Number
+from einsum.ast import Access, BinOp, Compare, Expr, Neg, Number
 from einsum.cascade import Cascade, Einsum, bind_index
 from einsum.errors import ShapeError
 
@@ -39,15 +39,11 @@ _COMPARE = {
 _REDUCE = {"sum": np.sum, "max": np.max, "min": np.min}
 
 
-def random_inputs(
-    cascade: Cascade, sizes: Mapping[str, int], seed: int = 0, dtype=np.float64
-) -> dict[str, np.ndarray]:
+def random_inputs(cascade: Cascade, sizes: Mapping[str, int], seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
     """Standard-normal inputs for every input tensor, drawn in declaration order from ``seed``."""
     full = cascade.rank_sizes(sizes)
     rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal(cascade.tensors[name].shape(full)).astype(dtype) for name in cascade.inputs
-    }
+    return {name: rng.standard_normal(cascade.tensors[name].shape(full)).astype(dtype) for name in cascade.inputs}
 
 
 def run(
@@ -121,10 +117,7 @@ def _evaluate(e: Einsum, sizes: Mapping[str, int], values: dict[str, np.ndarray]
     grids: dict[str, np.ndarray] = {}
     for axis, var in enumerate(e.iter_vars):
         shape = [1] * nvars
-        if var in fixed:
-            values_1d = np.array([fixed[var]])
-        else:
-            values_1d = np.arange(sizes[var.upper()])
+        values_1d = np.array([fixed[var]]) if var in fixed else np.arange(sizes[var.upper()])
         shape[axis] = values_1d.size
         grids[var] = values_1d.reshape(shape)
     full_shape = tuple(int(g.size) for g in grids.values())
@@ -159,5 +152,7 @@ def _evaluate(e: Einsum, sizes: Mapping[str, int], values: dict[str, np.ndarray]
     nout = len(e.out_vars)
     if e.reduce_op is not None:
         result = _REDUCE[e.reduce_op](result, axis=tuple(range(nout, nvars)))
-    out_index = tuple(grids[v].reshape(grids[v].shape[:nout]) + off for v, off in zip(e.out_vars, e.out_offsets, strict=True))
+    out_index = tuple(
+        grids[v].reshape(grids[v].shape[:nout]) + off for v, off in zip(e.out_vars, e.out_offsets, strict=True)
+    )
     values[e.name][out_index] = result

@@ -98,9 +98,7 @@ class _LineParser:
 
     # -- errors and tokens ---------------------------------------------------------------------------------
     def error(self, message: str, col: int, end_col: int | None = None) -> EinsumSyntaxError:
-        return EinsumSyntaxError(
-            message, self.source, Span(self.lineno, col, end_col or col + 1), self.origin
-        )
+        return EinsumSyntaxError(message, self.source, Span(self.lineno, col, end_col or col + 1), self.origin)
 
     def _tokenize(self) -> list[Token]:
         tokens: list[Token] = []
@@ -160,9 +158,7 @@ class _LineParser:
         if tok.kind != "name":
             raise self.error(f"expected a tensor name, found {_describe(tok)}", tok.col, tok.end_col)
         if tok.text in KEYWORDS:
-            raise self.error(
-                f"{tok.text!r} is a reserved word and cannot name a tensor", tok.col, tok.end_col
-            )
+            raise self.error(f"{tok.text!r} is a reserved word and cannot name a tensor", tok.col, tok.end_col)
         return self.advance()
 
     def rank_name(self, context: str) -> Token:
@@ -297,9 +293,7 @@ class _LineParser:
             self.expect_op("]", "',' or ']' closing the reduced variables")
         expr = self.expr()
         span = self.span_from(start)
-        return EinsumStmt(
-            output, reduce_op, tuple(reduce_vars), expr, self.text[span.col : span.end_col].strip(), span
-        )
+        return EinsumStmt(output, reduce_op, tuple(reduce_vars), expr, self.text[span.col : span.end_col].strip(), span)
 
     # -- value expressions ---------------------------------------------------------------------------------
     def expr(self) -> Expr:
@@ -324,6 +318,8 @@ class _LineParser:
         if self.at_op("-"):
             start = self.advance()
             operand = self.unary()
+            if isinstance(operand, Number):  # a negative constant, not an operation
+                return Number(-operand.value, self.span_from(start))
             return Neg(operand, self.span_from(start))
         return self.atom()
 
@@ -357,8 +353,8 @@ class _LineParser:
                 raise self.error(
                     f"expected '[' after tensor {tok.text!r}: tensors are written with their indices, "
                     f"e.g. {tok.text}[m,p]",
-                    nxt.col,
-                    nxt.end_col,
+                    tok.col,
+                    tok.end_col,
                 )
         raise self.error(
             f"expected a tensor access, a number or a function call, found {_describe(tok)}",

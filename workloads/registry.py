@@ -56,9 +56,7 @@ def get_cascade(name: str) -> CascadeEntry:
     try:
         return CASCADES[name]
     except KeyError:
-        raise RegistryError(
-            f"unknown cascade {name!r}; registered cascades: {', '.join(sorted(CASCADES))}"
-        ) from None
+        raise RegistryError(f"unknown cascade {name!r}; registered cascades: {', '.join(sorted(CASCADES))}") from None
 
 
 @cache

@@ -1,0 +1,161 @@
+"""The ``attnscope`` command line: a thin layer over :mod:`attnscope.api`.
+
+Bad input exits with status 2 and a message naming what is at fault; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zipfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from attnscope import api
+from einsum.errors import AttnscopeError
+from workloads.registry import parse_shape
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors like every other user error (exit 2, one message)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        raise SystemExit(_fail(f"{self.prog}: {message}"))
+
+
+def _fail(message: str) -> int:
+    print(f"attnscope: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:{'<' if i in (0, len(widths) - 1) else '>'}{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*map(str, r)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _shape_text(sizes: dict[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sizes.items())
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+
+
+def cmd_cascades(args) -> int:
+    rows = api.list_cascades(parse_shape(args.shape))
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"Registered cascades (ops at {_shape_text(rows[0]['shape'])}; passes over M)\n")
+    print(
+        _table(
+            [[r["name"], r["passes"], r["einsums"], f"{r['ops']:,}", r["summary"]] for r in rows],
+            ["name", "passes", "einsums", "ops", "summary"],
+        )
+    )
+    return 0
+
+
+def cmd_show(args) -> int:
+    info = api.describe_cascade(args.name, parse_shape(args.shape), args.rank)
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"{info['name']}: {info['summary']}")
+    print(f"source: {info['source']}")
+    print(f"shape: {_shape_text(info['shape'])}\n")
+    print(info["text"].rstrip())
+    if info["passes"] is not None:
+        print(f"\npasses over {info['pass_rank']}: {info['passes']}")
+        if info["carried_between_passes"]:
+            print(f"  carried from one pass to a later one: {', '.join(info['carried_between_passes'])}")
+    rows = []
+    for name, ops in info["ops"].items():
+        ops_text = ", ".join(f"{k} {v:,}" for k, v in sorted(ops.items())) or "-"
+        rows.append([name, info["einsum_passes"].get(name, "-"), f"{info['tensor_elements'][name]:,}", ops_text])
+    print()
+    print(_table(rows, ["einsum", "pass", "out elements", "ops"]))
+    print("\ntotal: " + ", ".join(f"{k} {v:,}" for k, v in info["total_ops"].items()))
+    return 0
+
+
+def cmd_run(args) -> int:
+    given = {}
+    if args.inputs:
+        try:
+            with np.load(args.inputs, allow_pickle=False) as data:
+                given = {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            return _fail(f"cannot read inputs {args.inputs}: {exc}; give an .npz written by numpy.savez")
+    used, outputs, sizes = api.run_cascade(args.name, parse_shape(args.shape), given, args.seed)
+    arrays = {**used, **outputs} if args.save_inputs else outputs
+    try:
+        np.savez(args.out, **arrays)
+    except OSError as exc:
+        return _fail(f"cannot write {args.out}: {exc.strerror}")
+    if args.json:
+        _print_json({"out": args.out, "shape": sizes, "outputs": {k: list(v.shape) for k, v in outputs.items()}})
+    else:
+        for name, arr in outputs.items():
+            print(f"{name}: shape {arr.shape}, written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="attnscope", description="Attention algorithms as Extended-Einsum cascades.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("cascades", help="list the registered cascades")
+    p.add_argument("--shape", default="", help="rank sizes for the op counts, e.g. M=4K,E=128")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cascades)
+
+    cascade = sub.add_parser("cascade", help="show or run one cascade")
+    csub = cascade.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = csub.add_parser("show", help="the Einsums as text and their analyses")
+    p.add_argument("name", help="a registered cascade or a .einsum file")
+    p.add_argument("--shape", default="", help="rank sizes, e.g. B=1,H=2,M=128,P=64,E=32,F=32")
+    p.add_argument("--rank", default="M", help="rank for the pass analysis (default M)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = csub.add_parser("run", help="execute with the numpy reference interpreter")
+    p.add_argument("name", help="a registered cascade or a .einsum file")
+    p.add_argument("--shape", default="", help="rank sizes, e.g. B=1,H=2,M=128,P=64,E=32,F=32")
+    p.add_argument("--inputs", help=".npz with input arrays named by tensor (others are drawn from --seed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .npz (arrays named by tensor)")
+    p.add_argument("--save-inputs", action="store_true", help="also store the inputs used in --out")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    except AttnscopeError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
