@@ -1,0 +1,760 @@
+"""Hardware as data: architecture specs read from YAML into validated, frozen dataclasses.
+
+A spec lists its storage levels from the outermost (DRAM) to the innermost (PE register files), its compute
+arrays with the functional units of their PEs and the operators those support, and a compatibility setting that
+switches the FuseMax artifact's modelling quirks on (default: all off, the corrected model). Validation collects
+every problem and raises one :class:`~einsum.errors.SpecError` naming the file and dotted key of each. The cost
+kernels never see these objects: :attr:`ArchSpec.flat` lowers a spec to numpy arrays once.
+
+Assumptions: capacities, bandwidths and areas are per instance; a read or write energy is per access of
+``access_width_words`` words and is charged pro rata per word; an operator's cycles are the sum of its unit
+weights unless it gives ``cycles``; a null bandwidth is unbounded (the FuseMax study models none on chip).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import yaml
+
+from einsum.errors import RegistryError, SpecError
+
+OPERATORS: tuple[str, ...] = (
+    *("mac", "mul", "add", "sub", "neg", "div", "max", "min", "select"),
+    *("exp", "log", "sqrt", "sigmoid", "softplus", "relu"),
+)
+"""Operators a PE can support: the op kinds einsum.analysis counts, plus ``mac`` (a ``mul`` whose product feeds a
+``sum`` reduction, which the cost model may charge as one fused action, as the FuseMax study does)."""
+
+
+@dataclass(frozen=True)
+class Compat:
+    """Switches for the FuseMax artifact's modelling quirks (fusemax-study.md §F); all off = corrected model."""
+
+    reg_file_energy_one_instance: bool = False
+    """Charge PE register-file accesses of a single PE, as the artifact did (§C.5, §F.1)."""
+    drop_exp_energy: bool = False
+    """Exp-unit actions cost 0 pJ (+Cascade's misspelled `exponentiatial` energy key, §F.2)."""
+    drop_staging_energy: bool = False
+    """Staging-level accesses cost 0 pJ (the artifact charges reg_file_1d only on the FuseMax arch, §F.2)."""
+    count_all_buffer_reads: bool = False
+    """Count every on-chip buffer read, also the first read of a not-yet-written partial sum (§C.5, §F.8)."""
+    exclude_adder_area: bool = False
+    """Leave adders out of the area ("accounted for as part of the mac": collect_area, §C.5)."""
+    arch_stall: bool = False
+    """Add "+Architecture"'s stall of (2-D array columns) x (latency of the local-max Einsum) (§C.1, §F.4)."""
+    sum_op_cycles: bool = False
+    """Charge an element the sum of its ops' cycles even on a pipelined array ("+Cascade", §B, §F.3)."""
+
+    @property
+    def label(self) -> str:
+        """The name of the setting equal to these flags, else the flags that differ from the corrected model."""
+        for name, setting in COMPAT_SETTINGS.items():
+            if setting == self:
+                return name
+        return ", ".join(
+            f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != f.default
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every flag, as YAML would spell it."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_ARTIFACT = {"reg_file_energy_one_instance": True, "count_all_buffer_reads": True, "exclude_adder_area": True}
+COMPAT_SETTINGS: Mapping[str, Compat] = MappingProxyType(
+    {
+        "corrected": Compat(),
+        "fusemax-artifact": Compat(**_ARTIFACT),
+        "fusemax-artifact-arch": Compat(**_ARTIFACT, arch_stall=True),
+        "fusemax-artifact-cascade": Compat(
+            **_ARTIFACT, drop_exp_energy=True, drop_staging_energy=True, sum_op_cycles=True
+        ),
+        "fusemax-artifact-flat": Compat(**_ARTIFACT, drop_staging_energy=True),
+        "fusemax-artifact-unfused": Compat(**_ARTIFACT, drop_staging_energy=True),
+    }
+)
+"""Named compatibility settings: the corrected model and the artifact's quirks for each of its five configs."""
+
+
+@dataclass(frozen=True)
+class StorageLevel:
+    """One level of the storage hierarchy; capacity, bandwidth and area are per instance."""
+
+    name: str  # identifier, unique within the spec
+    parent: str | None  # the next level outwards; None for the outermost level
+    capacity_words: int | None  # words per instance; None = unbounded (outermost level only)
+    instances: int  # copies of the level (one per PE for register files)
+    per_pe_of: str | None  # array whose every PE holds one instance (instances derived from it), else None
+    access_width_words: int  # words per read or write access (a 4096-bit row of 2-byte words = 256)
+    bandwidth_bytes_per_s: float | None  # bytes/s per instance; None = unbounded
+    read_energy_pj: float  # pJ per read access of access_width_words words
+    write_energy_pj: float  # pJ per write access (fill or update) of access_width_words words
+    area_um2: float  # um^2 per instance
+
+    def to_dict(self) -> dict[str, Any]:
+        """The level as YAML would spell it (instances left out where per_pe_of derives them)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.parent is not None:
+            out["parent"] = self.parent
+        out["capacity_words"] = self.capacity_words
+        if self.per_pe_of is None:
+            out["instances"] = self.instances
+        else:
+            out["per_pe_of"] = self.per_pe_of
+        keys = ("access_width_words", "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2")
+        return out | {k: getattr(self, k) for k in keys}
+
+
+@dataclass(frozen=True)
+class FunctionalUnit:
+    """A functional unit inside every PE of an array."""
+
+    name: str  # identifier (mac, add, max, exp, divide, ...)
+    energy_pj: float  # pJ per action
+    area_um2: float  # um^2 per PE
+
+
+@dataclass(frozen=True)
+class Operator:
+    """An operator a PE supports, done as a weighted combination of its functional units."""
+
+    name: str  # one of OPERATORS
+    weights: tuple[tuple[str, float], ...]  # (unit, actions per op), e.g. exp = (("mac", 6.0),)
+    cycles: float  # PE cycles per op (default: the sum of the weights)
+
+    def to_dict(self) -> dict[str, float]:
+        """The weights, plus cycles where they differ from the weights' sum (so a weight override re-derives them)."""
+        derived = self.cycles == sum(w for _, w in self.weights)
+        return dict(self.weights) | ({} if derived else {"cycles": self.cycles})
+
+
+@dataclass(frozen=True)
+class ComputeArray:
+    """A 2-D or 1-D array of identical PEs."""
+
+    name: str  # identifier, unique within the spec (the presets use pe_2d and pe_1d)
+    kind: str  # "2d" or "1d"
+    shape: tuple[int, ...]  # PEs per dimension: (rows, cols) for 2d, (pes,) for 1d
+    instances: int  # copies of the array working on separate tiles (TPU v3: 2 MXUs per core)
+    fed_by: str  # innermost storage level whose words the PEs consume
+    pipelined: bool  # True: a PE finishes one Einsum element per cycle whatever its ops; else cycles add up
+    units: tuple[FunctionalUnit, ...]  # functional units in every PE
+    ops: tuple[Operator, ...]  # operators the PEs support
+
+    @property
+    def pe_count(self) -> int:
+        """PEs in all instances of the array."""
+        return self.instances * math.prod(self.shape)
+
+    def unit(self, name: str) -> FunctionalUnit:
+        """The functional unit called name."""
+        return _named(self.units, name, f"array {self.name} has no unit")
+
+    def op(self, name: str) -> Operator:
+        """The operator called name; a miss lists the operators this array supports."""
+        return _named(self.ops, name, f"array {self.name} does not support operator")
+
+    def op_energy_pj(self, name: str) -> float:
+        """pJ per op: the sum over its units of weight x unit energy (before any compat setting)."""
+        return sum(w * self.unit(u).energy_pj for u, w in self.op(name).weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The array as YAML would spell it (without its name, which is its key)."""
+        dims = dict(zip(("rows", "cols") if self.kind == "2d" else ("pes",), self.shape, strict=True))
+        return {
+            "kind": self.kind,
+            **dims,
+            "instances": self.instances,
+            "fed_by": self.fed_by,
+            "pipelined": self.pipelined,
+            "units": {u.name: {"energy_pj": u.energy_pj, "area_um2": u.area_um2} for u in self.units},
+            "ops": {o.name: o.to_dict() for o in self.ops},
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class FlatArch:
+    """A spec lowered to read-only numpy arrays for the cost kernels (L levels, A arrays, O ops, U units).
+
+    Energies are as charged under the spec's compat setting (exp and staging energies may be 0); the
+    register-file instance quirk is left to the cost model, which knows the access counts.
+    """
+
+    clock_hz: float  # Hz
+    word_bytes: int  # bytes per word
+    level_names: tuple[str, ...]  # L names, outermost first
+    level_parent: np.ndarray  # int64[L], index of the next level outwards, -1 for the outermost
+    level_capacity_words: np.ndarray  # float64[L], words per instance, inf = unbounded
+    level_instances: np.ndarray  # int64[L], copies
+    level_bandwidth_words_per_cycle: np.ndarray  # float64[L], words/cycle per instance, inf = unbounded
+    level_access_width_words: np.ndarray  # int64[L], words per access
+    level_read_energy_pj_per_word: np.ndarray  # float64[L], pJ per word read
+    level_write_energy_pj_per_word: np.ndarray  # float64[L], pJ per word written
+    level_area_um2: np.ndarray  # float64[L], um^2 per instance
+    array_names: tuple[str, ...]  # A names
+    array_rows: np.ndarray  # int64[A], PE rows (1 for a 1-D array)
+    array_cols: np.ndarray  # int64[A], PE columns (the PE count of a 1-D array)
+    array_instances: np.ndarray  # int64[A], copies of each array
+    array_pe_count: np.ndarray  # int64[A], instances x rows x cols
+    array_fed_by: np.ndarray  # int64[A], index of the level feeding the PEs
+    array_pipelined: np.ndarray  # bool[A], one Einsum element per PE cycle
+    op_names: tuple[str, ...]  # O names, = OPERATORS
+    unit_names: tuple[str, ...]  # U names, union over the arrays, sorted
+    op_supported: np.ndarray  # bool[A, O]
+    op_cycles: np.ndarray  # float64[A, O], PE cycles per op, inf where unsupported
+    op_unit_weights: np.ndarray  # float64[A, O, U], unit actions per op
+    op_energy_pj: np.ndarray  # float64[A, O], pJ per op, inf where unsupported
+    unit_energy_pj: np.ndarray  # float64[A, U], pJ per action, 0 where the array lacks the unit
+    unit_area_um2: np.ndarray  # float64[A, U], um^2 per PE, 0 where the array lacks the unit
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An accelerator: clock, word size, storage levels (outermost first), compute arrays, compat setting."""
+
+    name: str  # preset or user name
+    source: str  # citation for the figures
+    clock_hz: float  # Hz
+    word_bytes: int  # bytes per data word (2 for fp16/bf16)
+    levels: tuple[StorageLevel, ...]  # outermost (DRAM) first; a level's parent is listed before it
+    arrays: tuple[ComputeArray, ...]  # in file order
+    staging_level: str | None  # level through which the arrays exchange values (FuseMax reg_file_1d), or None
+    compat: Compat  # modelling quirks to mimic; Compat() is the corrected model
+    origin: str = field(default="<dict>", compare=False)  # where the spec was read from, for messages
+
+    def level(self, name: str) -> StorageLevel:
+        """The storage level called name; a miss lists the levels."""
+        return _named(self.levels, name, f"{self.name} has no storage level")
+
+    def array(self, name: str) -> ComputeArray:
+        """The compute array called name; a miss lists the arrays."""
+        return _named(self.arrays, name, f"{self.name} has no compute array")
+
+    def path(self, array: str) -> tuple[StorageLevel, ...]:
+        """The levels from the outermost one down to the level feeding the named array."""
+        chain = [self.level(self.array(array).fed_by)]
+        while chain[-1].parent is not None:
+            chain.append(self.level(chain[-1].parent))
+        return tuple(reversed(chain))
+
+    def area_um2(self) -> float:
+        """Total area in um^2: instances x area of every level plus every PE's units (adders out under compat)."""
+        skip = {"add"} if self.compat.exclude_adder_area else set()
+        levels = sum(lv.instances * lv.area_um2 for lv in self.levels)
+        return levels + sum(a.pe_count * sum(u.area_um2 for u in a.units if u.name not in skip) for a in self.arrays)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain YAML-ready data; ``spec_from_dict(spec.to_dict()) == spec``."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "clock_hz": self.clock_hz,
+            "word_bytes": self.word_bytes,
+            "levels": [lv.to_dict() for lv in self.levels],
+            "arrays": {a.name: a.to_dict() for a in self.arrays},
+            "staging_level": self.staging_level,
+            "compat": self.compat.to_dict(),
+        }
+
+    @cached_property
+    def flat(self) -> FlatArch:
+        """The spec as numpy arrays for the cost kernels (computed once)."""
+        return _flatten(self)
+
+
+def _named(items: tuple[Any, ...], name: str, miss: str) -> Any:
+    for item in items:
+        if item.name == name:
+            return item
+    raise SpecError(f"{miss} {name!r}; known: {', '.join(i.name for i in items) or 'none'}")
+
+
+def _flatten(spec: ArchSpec) -> FlatArch:
+    index = {lv.name: i for i, lv in enumerate(spec.levels)}
+    units = tuple(sorted({u.name for a in spec.arrays for u in a.units}))
+    n_arr, n_ops, n_units = len(spec.arrays), len(OPERATORS), len(units)
+    unit_energy, unit_area = np.zeros((n_arr, n_units)), np.zeros((n_arr, n_units))
+    supported = np.zeros((n_arr, n_ops), dtype=bool)
+    cycles, energy = np.full((n_arr, n_ops), np.inf), np.full((n_arr, n_ops), np.inf)
+    weights = np.zeros((n_arr, n_ops, n_units))
+    for a, array in enumerate(spec.arrays):
+        for unit in array.units:
+            dropped = spec.compat.drop_exp_energy and unit.name == "exp"
+            unit_energy[a, units.index(unit.name)] = 0.0 if dropped else unit.energy_pj
+            unit_area[a, units.index(unit.name)] = unit.area_um2
+        for op in array.ops:
+            o = OPERATORS.index(op.name)
+            supported[a, o], cycles[a, o] = True, op.cycles
+            for unit_name, weight in op.weights:
+                weights[a, o, units.index(unit_name)] = weight
+            energy[a, o] = weights[a, o] @ unit_energy[a]
+    staging = spec.staging_level if spec.compat.drop_staging_energy else None
+    width = np.array([lv.access_width_words for lv in spec.levels], dtype=np.int64)
+    per_word = spec.word_bytes * spec.clock_hz
+
+    def level_energy(attr: str) -> np.ndarray:
+        return np.array([0.0 if lv.name == staging else getattr(lv, attr) for lv in spec.levels]) / width
+
+    return FlatArch(
+        clock_hz=spec.clock_hz,
+        word_bytes=spec.word_bytes,
+        level_names=tuple(index),
+        level_parent=_ro([-1 if lv.parent is None else index[lv.parent] for lv in spec.levels], np.int64),
+        level_capacity_words=_ro([math.inf if lv.capacity_words is None else lv.capacity_words for lv in spec.levels]),
+        level_instances=_ro([lv.instances for lv in spec.levels], np.int64),
+        level_bandwidth_words_per_cycle=_ro(
+            [math.inf if (b := lv.bandwidth_bytes_per_s) is None else b / per_word for lv in spec.levels]
+        ),
+        level_access_width_words=_ro(width, np.int64),
+        level_read_energy_pj_per_word=_ro(level_energy("read_energy_pj")),
+        level_write_energy_pj_per_word=_ro(level_energy("write_energy_pj")),
+        level_area_um2=_ro([lv.area_um2 for lv in spec.levels]),
+        array_names=tuple(a.name for a in spec.arrays),
+        array_rows=_ro([a.shape[0] if a.kind == "2d" else 1 for a in spec.arrays], np.int64),
+        array_cols=_ro([a.shape[-1] for a in spec.arrays], np.int64),
+        array_instances=_ro([a.instances for a in spec.arrays], np.int64),
+        array_pe_count=_ro([a.pe_count for a in spec.arrays], np.int64),
+        array_fed_by=_ro([index[a.fed_by] for a in spec.arrays], np.int64),
+        array_pipelined=_ro([a.pipelined for a in spec.arrays], bool),
+        op_names=OPERATORS,
+        unit_names=units,
+        op_supported=_ro(supported, bool),
+        op_cycles=_ro(cycles),
+        op_unit_weights=_ro(weights),
+        op_energy_pj=_ro(energy),
+        unit_energy_pj=_ro(unit_energy),
+        unit_area_um2=_ro(unit_area),
+    )
+
+
+def _ro(values: Any, dtype: Any = np.float64) -> np.ndarray:
+    out = np.array(values, dtype=dtype)
+    out.setflags(write=False)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+_TOP_KEYS = ("name", "source", "clock_hz", "word_bytes", "levels", "arrays", "staging_level", "compat")
+_LEVEL_KEYS = (
+    "name",
+    "parent",
+    "capacity_words",
+    "instances",
+    "per_pe_of",
+    "access_width_words",
+    "bandwidth_bytes_per_s",
+    "read_energy_pj",
+    "write_energy_pj",
+    "area_um2",
+)
+_ARRAY_KEYS = ("kind", "rows", "cols", "pes", "instances", "fed_by", "pipelined", "units", "ops")
+_UNIT_KEYS = ("energy_pj", "area_um2")
+_COMPAT_KEYS = ("base", *(f.name for f in fields(Compat)))
+_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_REQUIRED = object()
+
+
+def _is_name(v: Any) -> bool:
+    return isinstance(v, str) and bool(_NAME.match(v))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "positive": (lambda v: _finite(v) and v > 0, "a positive number"),
+    "nonnegative": (lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "name": (_is_name, "a lower-case identifier like global_buffer"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return text if _finite(value) else f"{text} ({type(value).__name__})"
+
+
+class _Checker:
+    """Collects (dotted path, problem) pairs while reading a spec."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def add(self, path: str, what: str) -> None:
+        self.problems.append((path, what))
+
+    def mapping(self, value: Any, path: str, keys: tuple[str, ...] | None) -> dict[Any, Any] | None:
+        """value if it is a mapping, recording unknown keys when keys are given; None after recording why not."""
+        if not isinstance(value, dict):
+            self.add(path, f"expected a mapping, got {_show(value)}")
+            return None
+        for key in value if keys is not None else ():
+            if key not in keys:
+                self.add(_join(path, key), f"unknown key; allowed keys: {', '.join(keys)}")
+        return value
+
+    def get(
+        self, m: Mapping[Any, Any], path: str, key: str, kind: str, default: Any = _REQUIRED, null: bool = False
+    ) -> Any:
+        """m[key] checked against kind; default when absent; None (recorded) when missing or wrong."""
+        test, what = _KINDS[kind]
+        what += " or null" if null else ""
+        if key not in m:
+            if default is _REQUIRED:
+                self.add(_join(path, key), f"missing; expected {what}")
+                return None
+            return default
+        value = m[key]
+        if (value is None and null) or test(value):
+            return float(value) if kind in ("positive", "nonnegative") and value is not None else value
+        self.add(_join(path, key), f"expected {what}, got {_show(value)}")
+        return None
+
+
+def spec_from_dict(data: Any, origin: str = "<dict>") -> ArchSpec:
+    """Validate plain data (as loaded from YAML) and build the spec; every problem goes into one SpecError.
+
+    >>> spec = spec_from_dict(load_arch("flat-edge").to_dict())
+    >>> spec.array("pe_2d").shape
+    (32, 32)
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
+    c = _Checker()
+    top = c.mapping(data, "", _TOP_KEYS)
+    name, source = c.get(top, "", "name", "text"), c.get(top, "", "source", "text")
+    clock_hz, word_bytes = c.get(top, "", "clock_hz", "positive"), c.get(top, "", "word_bytes", "count")
+    arrays = _read_arrays(c, top.get("arrays", _REQUIRED))
+    levels = _read_levels(c, top.get("levels", _REQUIRED), {a.name: a for a in arrays})
+    staging = c.get(top, "", "staging_level", "name", default=None, null=True)
+    compat = _read_compat(c, top.get("compat", "corrected"))
+    names = [lv.name for lv in levels if lv.name is not None]
+    if staging is not None and levels and staging not in names:
+        c.add("staging_level", f"no storage level {staging!r}; levels: {', '.join(names)}")
+    for array in arrays:
+        _check_feed(c, array, levels)
+    if c.problems:
+        lines = [f"{origin}: {path}: {what}" if path else f"{origin}: {what}" for path, what in c.problems]
+        head = [f"{origin}: {len(lines)} problems in the architecture spec:"] if len(lines) > 1 else []
+        raise SpecError("\n".join(head + lines))
+    return ArchSpec(name, source, clock_hz, word_bytes, tuple(levels), tuple(arrays), staging, compat, origin)
+
+
+def _read_levels(c: _Checker, raw: Any, arrays: Mapping[str, ComputeArray]) -> list[StorageLevel]:
+    if raw is _REQUIRED or not isinstance(raw, list) or not raw:
+        c.add("levels", f"expected a non-empty list of levels, got {'nothing' if raw is _REQUIRED else _show(raw)}")
+        return []
+    levels: list[StorageLevel] = []
+    for i, item in enumerate(raw):
+        path = f"levels[{i}]"
+        m = c.mapping(item, path, _LEVEL_KEYS)
+        if m is None:
+            continue
+        name = c.get(m, path, "name", "name")
+        seen = [lv.name for lv in levels if lv.name is not None]
+        if name in seen:
+            c.add(_join(path, "name"), f"duplicate level name {name!r}")
+        parent = c.get(m, path, "parent", "name", default=seen[-1] if seen else None)
+        if i == 0 and "parent" in m:
+            c.add(_join(path, "parent"), "the outermost level has no parent; remove the key")
+        elif parent is not None and parent not in seen:
+            c.add(_join(path, "parent"), f"must name a level listed before this one: {', '.join(seen)}")
+        if i > 0 and "capacity_words" in m and m["capacity_words"] is None:
+            c.add(_join(path, "capacity_words"), "null (unbounded) is allowed only for the outermost level")
+            capacity = None
+        else:
+            capacity = c.get(m, path, "capacity_words", "count", null=i == 0)
+        instances = c.get(m, path, "instances", "count", default=1)
+        per_pe_of = c.get(m, path, "per_pe_of", "name", default=None)
+        if per_pe_of is not None:
+            if "instances" in m:
+                c.add(_join(path, "instances"), "give either instances or per_pe_of, not both")
+            if per_pe_of in arrays:
+                owner = arrays[per_pe_of]
+                instances = owner.pe_count if owner.shape and owner.instances else None
+            else:
+                c.add(_join(path, "per_pe_of"), f"no compute array {per_pe_of!r}; arrays: {', '.join(arrays)}")
+        width = c.get(m, path, "access_width_words", "count")
+        if width is not None and capacity is not None and width > capacity:
+            c.add(_join(path, "access_width_words"), f"{width} is larger than capacity_words ({capacity})")
+        levels.append(
+            StorageLevel(
+                name=name,
+                parent=parent,
+                capacity_words=capacity,
+                instances=instances,
+                per_pe_of=per_pe_of,
+                access_width_words=width,
+                bandwidth_bytes_per_s=c.get(m, path, "bandwidth_bytes_per_s", "positive", null=True),
+                read_energy_pj=c.get(m, path, "read_energy_pj", "nonnegative"),
+                write_energy_pj=c.get(m, path, "write_energy_pj", "nonnegative"),
+                area_um2=c.get(m, path, "area_um2", "nonnegative"),
+            )
+        )
+    return levels
+
+
+def _read_arrays(c: _Checker, raw: Any) -> list[ComputeArray]:
+    if raw is _REQUIRED or not isinstance(raw, dict) or not raw:
+        c.add("arrays", f"expected a non-empty mapping of arrays, got {'nothing' if raw is _REQUIRED else _show(raw)}")
+        return []
+    arrays = []
+    for name, item in raw.items():
+        path = _join("arrays", name)
+        if not _is_name(name):
+            c.add(path, f"array name must be {_KINDS['name'][1]}")
+        m = c.mapping(item, path, _ARRAY_KEYS)
+        if m is None:
+            continue
+        kind = m.get("kind")
+        dims = {"2d": ("rows", "cols"), "1d": ("pes",)}.get(kind) if isinstance(kind, str) else None
+        if dims is None:
+            c.add(_join(path, "kind"), f"expected 2d or 1d, got {_show(kind) if 'kind' in m else 'nothing'}")
+            dims = ()
+        for key in {"rows", "cols", "pes"} - set(dims):
+            if key in m and dims:
+                c.add(_join(path, key), f"not used by a {kind} array, which takes {' and '.join(dims)}")
+        shape = tuple(c.get(m, path, d, "count") for d in dims)
+        units = _read_units(c, m.get("units", _REQUIRED), _join(path, "units"))
+        arrays.append(
+            ComputeArray(
+                name=name,
+                kind=kind,
+                shape=shape if None not in shape else (),
+                instances=c.get(m, path, "instances", "count", default=1),
+                fed_by=c.get(m, path, "fed_by", "name"),
+                pipelined=c.get(m, path, "pipelined", "flag", default=False),
+                units=units,
+                ops=_read_ops(c, m.get("ops", _REQUIRED), _join(path, "ops"), {u.name for u in units}),
+            )
+        )
+    return arrays
+
+
+def _read_units(c: _Checker, raw: Any, path: str) -> tuple[FunctionalUnit, ...]:
+    if raw is _REQUIRED:
+        c.add(path, "missing; expected {unit: {energy_pj, area_um2}, ...}")
+        return ()
+    units = []
+    for name, item in (c.mapping(raw, path, None) or {}).items():
+        upath = _join(path, name)
+        if not _is_name(name):
+            c.add(upath, f"unit name must be {_KINDS['name'][1]}")
+        m = c.mapping(item, upath, _UNIT_KEYS)
+        if m is not None:
+            energy, area = c.get(m, upath, "energy_pj", "nonnegative"), c.get(m, upath, "area_um2", "nonnegative")
+            units.append(FunctionalUnit(name, energy, area))
+    return tuple(units)
+
+
+def _read_ops(c: _Checker, raw: Any, path: str, units: set[str]) -> tuple[Operator, ...]:
+    if raw is _REQUIRED:
+        c.add(path, "missing; expected {op: {unit: weight, ...}, ...}")
+        return ()
+    ops = []
+    for name, item in (c.mapping(raw, path, None) or {}).items():
+        opath = _join(path, name)
+        if name not in OPERATORS:
+            c.add(opath, f"unknown operator; allowed: {', '.join(OPERATORS)}")
+        m = c.mapping(item, opath, None)
+        if m is None:
+            continue
+        weights = []
+        for unit in m:
+            if unit == "cycles":
+                continue
+            weight = c.get(m, opath, unit, "positive")
+            if unit not in units:
+                c.add(
+                    _join(opath, unit),
+                    f"no energy entry: unit {unit!r} is not in this array's units "
+                    f"({', '.join(sorted(units)) or 'none'})",
+                )
+            weights.append((unit, weight))
+        if not weights:
+            c.add(opath, "needs at least one functional unit with its weight, e.g. {mac: 1}")
+        total = sum(w for _, w in weights if w is not None)
+        ops.append(Operator(name, tuple(weights), c.get(m, opath, "cycles", "positive", default=float(total))))
+    return tuple(ops)
+
+
+def _read_compat(c: _Checker, raw: Any) -> Compat:
+    base_path = "compat" if isinstance(raw, str) else "compat.base"
+    m = c.mapping({"base": raw} if isinstance(raw, str) else raw, "compat", _COMPAT_KEYS) or {}
+    base = m.get("base", "corrected")
+    if not (isinstance(base, str) and base in COMPAT_SETTINGS):
+        c.add(base_path, f"unknown setting {_show(base)}; allowed: {', '.join(COMPAT_SETTINGS)}")
+        base = "corrected"
+    flags = {}
+    for f in fields(Compat):
+        flags[f.name] = c.get(m, "compat", f.name, "flag", default=getattr(COMPAT_SETTINGS[base], f.name))
+    return Compat(**flags)
+
+
+def _check_feed(c: _Checker, array: ComputeArray, levels: list[StorageLevel]) -> None:
+    """fed_by names a level, and every level held per PE of this array lies on the array's path."""
+    by_name = {lv.name: lv for lv in levels if lv.name is not None}
+    if array.fed_by is None or not levels:
+        return
+    if array.fed_by not in by_name:
+        path = _join(_join("arrays", array.name), "fed_by")
+        c.add(path, f"no storage level {array.fed_by!r}; levels: {', '.join(by_name)}")
+        return
+    chain, name = set(), array.fed_by
+    while name is not None and name not in chain and name in by_name:
+        chain.add(name)
+        name = by_name[name].parent
+    for i, level in enumerate(levels):
+        if level.per_pe_of == array.name and level.name not in chain:
+            c.add(
+                f"levels[{i}].per_pe_of",
+                f"{level.name} is not on the path to {array.name}'s fed_by ({array.fed_by}), so its PEs never read it",
+            )
+
+
+# ----------------------------------------------------------------------------------------------- YAML, registry
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that reads 1e9 as a float (YAML 1.2) and refuses duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_arch_file(path: str | Path, origin: str | None = None) -> ArchSpec:
+    """Read and validate one YAML spec; origin (default: the path) prefixes every message."""
+    origin = origin or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        if mark is not None:
+            where = f"{origin}:{mark.line + 1}:{mark.column + 1}"
+        elif isinstance(exc, yaml.reader.ReaderError):  # a bad character: only its offset is known
+            where = f"{origin}:{text.count(chr(10), 0, exc.position) + 1}"
+        else:
+            where = origin
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
+        raise SpecError(f"{where}: invalid YAML: {problem}") from None
+    return spec_from_dict(data, origin)
+
+
+_ARCHITECTURES: dict[str, Path] = {p.stem: p for p in sorted(Path(__file__).with_name("presets").glob("*.yaml"))}
+ARCHITECTURES: Mapping[str, Path] = MappingProxyType(_ARCHITECTURES)
+"""Registered architectures: name -> YAML file (the shipped presets, then whatever register_arch adds)."""
+
+
+def register_arch(name: str, path: str | Path) -> None:
+    """Register a YAML spec under name; names are never replaced."""
+    if name in _ARCHITECTURES:
+        raise RegistryError(f"architecture {name!r} is already registered ({_ARCHITECTURES[name]})")
+    if not Path(path).is_file():
+        raise SpecError(f"{path}: no such file")
+    _ARCHITECTURES[name] = Path(path)
+
+
+def load_arch(name_or_path: str | Path) -> ArchSpec:
+    """The spec of a registered architecture, or of a YAML file given by path.
+
+    >>> spec = load_arch("fusemax-cloud")
+    >>> spec.level("global_buffer").capacity_words * spec.word_bytes == 16 * 2**20  # 16 MiB
+    True
+    """
+    if isinstance(name_or_path, str) and name_or_path in _ARCHITECTURES:
+        return read_arch_file(_ARCHITECTURES[name_or_path], _ARCHITECTURES[name_or_path].name)
+    path = Path(name_or_path)
+    if isinstance(name_or_path, Path) or path.suffix in (".yaml", ".yml") or "/" in str(name_or_path):
+        return read_arch_file(path)
+    raise RegistryError(
+        f"unknown architecture {name_or_path!r}; registered: {', '.join(sorted(_ARCHITECTURES))} "
+        "(or give the path of a .yaml file)"
+    )
+
+
+def with_overrides(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec:
+    """A new, re-validated spec with values replaced at dotted paths (list entries by name or [index]).
+
+    >>> small = with_overrides(load_arch("fusemax-cloud"), {"arrays.pe_2d.rows": 128, "arrays.pe_2d.cols": 128})
+    >>> small.array("pe_2d").pe_count, small.level("pe_reg_2d").instances
+    (16384, 16384)
+    """
+    data, origin = spec.to_dict(), f"{spec.origin} + overrides"
+    for dotted, value in overrides.items():
+        steps = _steps(dotted, origin)
+        node = data
+        for i, step in enumerate(steps):
+            where = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps[:i]).lstrip(".")
+            key = _locate(
+                node, step, i == len(steps) - 1, f"{origin}: override {dotted!r}: no {step!r} in {where or 'the spec'}"
+            )
+            if i == len(steps) - 1:
+                node[key] = copy.deepcopy(value)
+            else:
+                node = node[key]
+    return spec_from_dict(data, origin)
+
+
+def _steps(dotted: str, origin: str) -> list[str | int]:
+    steps: list[str | int] = []
+    for part in dotted.split("."):
+        m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", part)
+        if m is None or not (m[1] or m[2]):
+            raise SpecError(f"{origin}: override {dotted!r}: not a dotted path like levels.global_buffer.area_um2")
+        steps += ([m[1]] if m[1] else []) + [int(i) for i in re.findall(r"\d+", m[2])]
+    return steps
+
+
+def _locate(node: Any, step: str | int, last: bool, miss: str) -> Any:
+    """The key or index of step in node (a new key only at the last step); a miss lists what is there."""
+    if isinstance(node, list):
+        names = [item.get("name") if isinstance(item, dict) else None for item in node]
+        if isinstance(step, int) and step < len(node):
+            return step
+        if step in names:
+            return names.index(step)
+        known = f"indices 0..{len(node) - 1} or names {', '.join(str(n) for n in names)}"
+    elif isinstance(node, dict):
+        if isinstance(step, str) and (last or step in node):
+            return step
+        known = f"keys {', '.join(map(str, node))}"
+    else:
+        known = f"no entries: it is the value {_show(node)}"
+    raise SpecError(f"{miss}; it has {known}")
