@@ -1,0 +1,453 @@
+"""Cost of a whole cascade under a :class:`~simulator.mapping.CascadeMapping`: one model for every design.
+
+Per Einsum, the loop-nest kernel (:mod:`simulator.nest`) gives access counts per level and tensor and the
+compute time steps. The cascade model then adds what crosses Einsum boundaries:
+
+* **Where tensors live.** An intermediate placed in the global buffer (or a staging level, or the PE
+  registers) never touches the levels above it: the producer's drains and the consumers' fills from those
+  levels are dropped. A tensor in a staging level is written once and read once per consumer on another
+  array.
+* **Buffer occupancy per phase.** The sum over buffer-resident tensors of their largest tile in the phase
+  (tensors that overwrite another in place share its buffer), plus, for every tensor handed between two
+  arrays through the buffer, a double buffer of the producer's spatial tile. Above capacity a phase is
+  infeasible, or, when the mapping spills, a fraction ``1 - capacity/occupancy`` of every buffered
+  tensor's buffer accesses also goes to DRAM (and that share of a buffered DRAM tensor's own traffic is
+  served from there instead).
+* **Compute time.** An Einsum's time steps x cycles per point; a point costs the sum of its ops' cycles,
+  or on a pipelined array the busiest functional unit's actions.
+* **Schedule.** Phases add up; a phase takes max(its stages' compute, its DRAM bytes / bandwidth); a stage
+  takes the slowest array's sum of Einsum times.
+* **Energy** = actions x per-action energy: ops x functional-unit energies; words x per-word energy of
+  each level (access energy / access width); all PE-register instances (one instance under the compat
+  flag ``reg_file_energy_one_instance``).
+* **Utilization** of an array = its useful work (points x cycles per point / PEs) / latency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from einsum.errors import SpecError
+from einsum.lower import LoweredCascade, LoweredEinsum
+from simulator.mapping import CascadeMapping, EinsumMapping, Phase
+from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
+from simulator.specs import ArchSpec, ComputeArray
+
+DRAM = 0
+
+
+@dataclass(frozen=True)
+class EinsumCost:
+    """Cost of one Einsum inside the cascade."""
+
+    name: str
+    array: str
+    compute_cycles: float
+    busy_cycles: float  # useful points x cycles per point / PEs of the array
+    cycles_per_point: float
+    ops: Mapping[str, int]
+    energy_pj: Mapping[str, float]  # by component: "compute", level names
+
+
+@dataclass(frozen=True)
+class CascadeCost:
+    """Cost of a cascade mapping on an architecture. Times in seconds, traffic in bytes, energy in pJ."""
+
+    latency_s: float
+    dram_bytes: float
+    energy_pj: float
+    feasible: bool
+    utilization: Mapping[str, float]  # array -> busy fraction of the latency
+    einsum_utilization: Mapping[str, float]  # Einsum -> its array's busy fraction of the latency due to it
+    einsums: Mapping[str, EinsumCost]
+    energy_breakdown_pj: Mapping[str, float]  # component -> pJ
+    dram_bytes_by_tensor: Mapping[str, float]
+    buffer_occupancy_words: tuple[float, ...]  # per phase
+    spill_fraction: tuple[float, ...]  # per phase
+    compute_s_by_array: Mapping[str, float]
+    memory_s: float
+    compute_bound_s: float  # max over arrays of useful work / peak: the roofline compute bound
+    notes: tuple[str, ...] = field(default=())
+
+
+def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadeCost:
+    """Cost a cascade mapping (the model is in the module docstring)."""
+    _check_mapping(lowered, arch, mapping)
+    nest_costs = {e.name: _nest(e, arch, mapping.einsums[e.name]) for e in lowered.einsums}
+    buffer = _buffer_level(arch)
+    words = _Traffic(lowered, arch, mapping, nest_costs, buffer)
+
+    occupancy, spill = [], []
+    capacity = float(arch.level(buffer).capacity_words) if buffer else math.inf
+    feasible = True
+    for phase in mapping.phases:
+        occ = _phase_occupancy(lowered, mapping, phase, buffer)
+        occupancy.append(occ)
+        ps = 0.0
+        if occ > capacity:
+            if mapping.spill:
+                ps = 1.0 - capacity / occ
+            else:
+                feasible = False
+        spill.append(ps)
+        if ps:
+            words.spill(phase, ps)
+
+    einsum_costs: dict[str, EinsumCost] = {}
+    compute_cycles: dict[str, float] = {}
+    for e in lowered.einsums:
+        em = mapping.einsums[e.name]
+        array = arch.array(em.array)
+        cpp = _cycles_per_point(e, array, arch.compat.sum_op_cycles)
+        nc = nest_costs[e.name]
+        cycles = float(nc.compute_cycles[0]) * cpp
+        busy = e.points * cpp / array.pe_count
+        compute_cycles[e.name] = cycles
+        einsum_costs[e.name] = EinsumCost(
+            e.name, em.array, cycles, busy, cpp, e.ops(), {"compute": _compute_energy(e, array, arch)}
+        )
+        feasible &= bool(nc.feasible[0]) or _only_buffer_overflow(nc, em, buffer, mapping.spill)
+
+    clock = arch.clock_hz
+    dram_bw = arch.level(arch.levels[DRAM].name).bandwidth_bytes_per_s or math.inf
+    latency_cycles = 0.0
+    array_busy: dict[str, float] = {a.name: 0.0 for a in arch.arrays}
+    array_compute: dict[str, float] = {a.name: 0.0 for a in arch.arrays}
+    memory_s = 0.0
+    for phase in mapping.phases:
+        comp = _phase_compute_cycles(phase, compute_cycles, mapping, arch)
+        mem_s = words.phase_dram_words(phase) * arch.word_bytes / dram_bw
+        memory_s += mem_s
+        latency_cycles += max(comp, mem_s * clock)
+        for name in phase.einsums:
+            array_compute[mapping.array_of(name)] += compute_cycles[name] / clock
+    for c in einsum_costs.values():
+        array_busy[c.array] += c.busy_cycles
+
+    energy = words.energy_by_component()
+    energy["compute"] = sum(c.energy_pj["compute"] for c in einsum_costs.values())
+    latency_s = latency_cycles / clock
+    util = {a: (b / latency_cycles if latency_cycles else 0.0) for a, b in array_busy.items()}
+    einsum_util = {n: (c.busy_cycles / latency_cycles if latency_cycles else 0.0) for n, c in einsum_costs.items()}
+    return CascadeCost(
+        latency_s=latency_s,
+        dram_bytes=words.total_dram_words() * arch.word_bytes,
+        energy_pj=float(sum(energy.values())),
+        feasible=feasible,
+        utilization=util,
+        einsum_utilization=einsum_util,
+        einsums=einsum_costs,
+        energy_breakdown_pj=energy,
+        dram_bytes_by_tensor={t: w * arch.word_bytes for t, w in words.dram_by_tensor().items()},
+        buffer_occupancy_words=tuple(occupancy),
+        spill_fraction=tuple(spill),
+        compute_s_by_array=array_compute,
+        memory_s=memory_s,
+        compute_bound_s=max(array_busy.values()) / clock,
+        notes=mapping.notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-Einsum pieces
+
+
+def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> None:
+    problems = []
+    names = {e.name for e in lowered.einsums}
+    missing = names - set(mapping.einsums)
+    if missing:
+        problems.append(f"no loop nest for Einsum(s) {', '.join(sorted(missing))}")
+    scheduled = [e for ph in mapping.phases for e in ph.einsums]
+    if sorted(scheduled) != sorted(names):
+        problems.append(
+            f"the phases must schedule every Einsum exactly once; scheduled {sorted(scheduled)}, "
+            f"Einsums {sorted(names)}"
+        )
+    levels = {lv.name for lv in arch.levels}
+    for t, where in mapping.placement.items():
+        if where not in levels | {"pe"}:
+            problems.append(f"placement.{t}: unknown place {where!r}; allowed: pe, {', '.join(sorted(levels))}")
+    for e in lowered.einsums:
+        em = mapping.einsums.get(e.name)
+        if em is None:
+            continue
+        for var, size in zip(e.vars, e.var_sizes, strict=True):
+            if em.factors(var) < size:
+                problems.append(
+                    f"einsums.{e.name}: the bounds of {var} multiply to {em.factors(var)}, its rank has size {size}"
+                )
+    if problems:
+        raise SpecError(f"mapping {mapping.name}: " + "; ".join(problems))
+
+
+def _nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
+    """Evaluate one Einsum's loop nest with the kernel (a batch of one mapping)."""
+    levels = [arch.level(n) for n in em.levels]
+    array = arch.array(em.array)
+    spatial_level = next((i for i, lv in enumerate(levels) if lv.per_pe_of), len(levels) - 1)
+    axes = np.array(array.shape if array.instances == 1 else (*array.shape, array.instances), dtype=np.int64)
+    n_pes = int(np.prod(axes))
+    cap = np.array([math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in levels])
+    inst = np.array([n_pes if i >= spatial_level else 1 for i in range(len(levels))], dtype=np.int64)
+    bw = np.full(len(levels), math.inf)  # transfers are costed per phase by the cascade model
+    read_e = np.array([lv.read_energy_pj / lv.access_width_words for lv in levels])
+    write_e = np.array([lv.write_energy_pj / lv.access_width_words for lv in levels])
+    problem = NestProblem(e.var_sizes, e.incidence, e.is_output, e.vars, e.tensors)
+    nest_arch = NestArch(cap, inst, bw, read_e, write_e, spatial_level, axes, tuple(em.levels))
+    n_levels, n_ranks = len(levels), len(e.vars)
+    temporal = np.ones((1, n_levels, n_ranks), dtype=np.int64)
+    order = np.tile(np.arange(n_ranks, dtype=np.int64), (1, n_levels, 1))
+    for li, loops in enumerate(em.temporal):
+        listed = [e.vars.index(v) for v, _ in loops]
+        for v, bound in loops:
+            temporal[0, li, e.vars.index(v)] = bound
+        order[0, li] = listed + [r for r in range(n_ranks) if r not in listed]
+    spatial = np.ones((1, len(axes), n_ranks), dtype=np.int64)
+    for ai, loops in enumerate(em.spatial):
+        for v, factor in loops:
+            spatial[0, ai, e.vars.index(v)] = factor
+    keep = np.zeros((1, n_levels, len(e.tensors)), dtype=bool)
+    keep[0, 0, :] = True
+    for li in range(1, n_levels):
+        for ti, t in enumerate(e.tensors):
+            keep[0, li, ti] = t in em.keep[li]
+    return evaluate_nest(problem, nest_arch, MappingBatch(temporal, spatial, order, keep), parallel=False)
+
+
+def _cycles_per_point(e: LoweredEinsum, array: ComputeArray, sum_op_cycles: bool) -> float:
+    """PE cycles per iteration point: ops' cycles added up, or the busiest unit on a pipelined array."""
+    if not e.ops_per_point:
+        return 1.0  # a copy still occupies the PE for a cycle
+    for op in e.ops_per_point:
+        array.op(op)  # raises with the operators the array supports
+    if array.pipelined and not sum_op_cycles:
+        per_unit: dict[str, float] = {}
+        for op, count in e.ops_per_point.items():
+            for unit, weight in array.op(op).weights:
+                per_unit[unit] = per_unit.get(unit, 0.0) + count * weight
+        return max(1.0, max(per_unit.values()))
+    return float(sum(count * array.op(op).cycles for op, count in e.ops_per_point.items()))
+
+
+def _compute_energy(e: LoweredEinsum, array: ComputeArray, arch: ArchSpec) -> float:
+    a = [x.name for x in arch.arrays].index(array.name)
+    flat = arch.flat
+    return float(sum(n * flat.op_energy_pj[a, flat.op_names.index(op)] for op, n in e.ops().items()))
+
+
+def _only_buffer_overflow(nc: NestCosts, em: EinsumMapping, buffer: str | None, spill: bool) -> bool:
+    """A nest infeasible only because the shared buffer overflows is judged at phase level."""
+    return spill and buffer is not None and buffer in em.levels
+
+
+def _buffer_level(arch: ArchSpec) -> str | None:
+    """The shared on-chip buffer: the largest bounded level with a single instance."""
+    shared = [lv for lv in arch.levels if lv.capacity_words is not None and lv.per_pe_of is None and lv.instances == 1]
+    return max(shared, key=lambda lv: lv.capacity_words).name if shared else None
+
+
+def _phase_compute_cycles(
+    phase: Phase, compute_cycles: Mapping[str, float], mapping: CascadeMapping, arch: ArchSpec
+) -> float:
+    total = 0.0
+    for i, stage in enumerate(phase.stages):
+        if arch.compat.arch_stall and phase.stall_stage == i and phase.stall_einsum:
+            stalled = arch.array(mapping.array_of(phase.stall_einsum))
+            total += stalled.shape[-1] * compute_cycles[phase.stall_einsum]
+        total += max((sum(compute_cycles[e] for e in names) for names in stage.values()), default=0.0)
+    return total
+
+
+def _phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, buffer: str | None) -> float:
+    """Words held in the shared buffer during a phase (see the module docstring)."""
+    if buffer is None:
+        return 0.0
+    tiles: dict[str, float] = {}
+    for name in phase.einsums:
+        e = lowered.einsum(name)
+        em = mapping.einsums[name]
+        if buffer not in em.levels:
+            continue
+        li = em.levels.index(buffer)
+        for ti, t in enumerate(e.tensors):
+            if t in em.keep[li]:
+                tiles[t] = max(tiles.get(t, 0.0), _tile_words(e, em, ti, li))
+    alias = dict(mapping.in_place)
+    classes: dict[str, float] = {}
+    for t, words in tiles.items():
+        root = t
+        while root in alias and alias[root] in tiles:
+            root = alias[root]
+        classes[root] = max(classes.get(root, 0.0), words)
+    handoff = 0.0
+    for t in tiles:
+        if mapping.placement.get(t) != buffer or t not in lowered.producer:
+            continue
+        producer = mapping.einsums[lowered.producer[t]]
+        if any(mapping.array_of(c) != producer.array for c in lowered.consumers.get(t, ())):
+            e = lowered.einsum(lowered.producer[t])
+            handoff += 2 * _spatial_tile(e, producer, 0)
+    return sum(classes.values()) + handoff
+
+
+def _tile_words(e: LoweredEinsum, em: EinsumMapping, ti: int, level: int) -> float:
+    """Words of tensor ``ti``'s tile held by one instance of ``level`` (Timeloop's tile: extents below)."""
+    spatial_level = len(em.levels) - 1
+    extent = {v: 1 for v in e.vars}
+    for li in range(level, len(em.levels)):
+        for v, bound in em.temporal[li]:
+            extent[v] *= bound
+    if level < spatial_level:
+        for loops in em.spatial:
+            for v, factor in loops:
+                extent[v] *= factor
+    return float(math.prod(min(extent[v], e.var_size(v)) for v, on in zip(e.vars, e.incidence[ti], strict=True) if on))
+
+
+def _spatial_tile(e: LoweredEinsum, em: EinsumMapping, ti: int) -> float:
+    """Words of tensor ``ti`` the whole array produces or consumes in one time step."""
+    factors = {v: 1 for v in e.vars}
+    for loops in em.spatial:
+        for v, f in loops:
+            factors[v] *= f
+    return float(math.prod(factors[v] for v, on in zip(e.vars, e.incidence[ti], strict=True) if on))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Word accounting across Einsums
+
+
+class _Traffic:
+    """Words moved per (level, tensor), after the placement rules; energy per component."""
+
+    def __init__(
+        self,
+        lowered: LoweredCascade,
+        arch: ArchSpec,
+        mapping: CascadeMapping,
+        nest_costs: Mapping[str, NestCosts],
+        buffer: str | None,
+    ):
+        self.arch = arch
+        self.mapping = mapping
+        self.lowered = lowered
+        self.buffer = buffer
+        self.reads: dict[tuple[str, str], float] = {}  # (level, tensor) -> words
+        self.writes: dict[tuple[str, str], float] = {}
+        self.by_einsum_dram: dict[str, float] = {}
+        self.spilled: dict[str, float] = {}  # einsum -> extra DRAM words charged to its phase
+        staging = arch.staging_level
+        forwarded = {(t, consumer): level for t, consumer, level in mapping.forwarded}
+        for e in lowered.einsums:
+            em = mapping.einsums[e.name]
+            nc = nest_costs[e.name]
+            dram_words = 0.0
+            for ti, t in enumerate(e.tensors):
+                home = mapping.placement.get(t, "dram")
+                # A tensor whose home is outside this nest (the PE registers, a staging level) moves only
+                # inside the PEs here; the staging accesses are added by _staging.
+                home_index = em.levels.index(home) if home in em.levels else len(em.levels) - 1
+                source = forwarded.get((t, e.name))
+                first = len(em.levels) - 1 if source == "pe" else (em.levels.index(source) if source else 0)
+                for li, level in enumerate(em.levels):
+                    if li < first:
+                        continue  # the data is already at its source level
+                    if source and li == first and source != "pe":
+                        r = float(nc.reads_words[0, li, ti])
+                        self._add(level, t, r, 0.0)  # no fill: it is already there
+                        continue
+                    r = float(nc.reads_words[0, li, ti])
+                    w = float(nc.fills_words[0, li, ti] + nc.updates_words[0, li, ti])
+                    if li < home_index:
+                        continue  # the tensor never reaches levels above its home
+                    if li == home_index and home != "dram":
+                        # Fills from above and drains to above do not happen: it lives here.
+                        w = float(nc.updates_words[0, li, ti])
+                        if li + 1 < len(em.levels) or e.is_output[ti]:
+                            drained = float(nc.updates_words[0, li - 1, ti]) if li > 0 else 0.0
+                            r = max(0.0, r - drained) if e.is_output[ti] else r
+                    self._add(level, t, r, w)
+                    if li == DRAM:
+                        dram_words += r + w
+            if staging and mapping.placement and any(mapping.placement.get(t) == staging for t in e.tensors):
+                self._staging(e, em, staging)
+            self.by_einsum_dram[e.name] = dram_words
+
+    def _add(self, level: str, tensor: str, r: float, w: float) -> None:
+        self.reads[level, tensor] = self.reads.get((level, tensor), 0.0) + r
+        self.writes[level, tensor] = self.writes.get((level, tensor), 0.0) + w
+
+    def _staging(self, e: LoweredEinsum, em: EinsumMapping, staging: str) -> None:
+        """A tensor in the staging level: written once by its producer, read once by each consumer."""
+        words = self.lowered.tensor_words
+        for t in e.tensors:
+            if self.mapping.placement.get(t) != staging:
+                continue
+            if t == e.name:
+                self._add(staging, t, 0.0, float(words[t]))
+            elif self.mapping.array_of(self.lowered.producer.get(t, e.name)) != em.array:
+                self._add(staging, t, float(words[t]), 0.0)
+
+    def spill(self, phase: Phase, ps: float) -> None:
+        """Charge a spilled share of the phase's buffer accesses to DRAM."""
+        buffered = {t for (lv, t) in (*self.reads, *self.writes) if lv == self.buffer}
+        touched = {t for name in phase.einsums for t in self.lowered.einsum(name).tensors}
+        for t in sorted(buffered & touched):
+            extra = ps * (self.reads.get((self.buffer, t), 0.0) + self.writes.get((self.buffer, t), 0.0))
+            dram = self.arch.levels[DRAM].name
+            if (dram, t) in self.reads or (dram, t) in self.writes:
+                # a buffered DRAM tensor: that share of its own traffic is what the spill already moves
+                self.reads[dram, t] = self.reads.get((dram, t), 0.0) * (1 - ps)
+                self.writes[dram, t] = self.writes.get((dram, t), 0.0) * (1 - ps)
+            self._add(dram, t, extra, 0.0)
+            first = phase.einsums[0]
+            self.spilled[first] = self.spilled.get(first, 0.0) + extra
+
+    def dram_by_tensor(self) -> dict[str, float]:
+        dram = self.arch.levels[DRAM].name
+        out: dict[str, float] = {}
+        for (lv, t), w in list(self.reads.items()) + list(self.writes.items()):
+            if lv == dram:
+                out[t] = out.get(t, 0.0) + w
+        return out
+
+    def total_dram_words(self) -> float:
+        return sum(self.dram_by_tensor().values())
+
+    def phase_dram_words(self, phase: Phase) -> float:
+        """DRAM words of a phase: those of its Einsums' tensors (spills included)."""
+        dram = self.arch.levels[DRAM].name
+        tensors = {t for name in phase.einsums for t in self.lowered.einsum(name).tensors}
+        shared = self._phase_share(tensors)
+        return sum(
+            w * shared[t]
+            for (lv, t), w in list(self.reads.items()) + list(self.writes.items())
+            if lv == dram and t in tensors
+        )
+
+    def _phase_share(self, tensors: set[str]) -> dict[str, float]:
+        """A tensor touched by several phases splits its DRAM words between them by their accesses."""
+        counts = {t: sum(1 for ph in self.mapping.phases if t in self._phase_tensors(ph)) for t in tensors}
+        return {t: 1.0 / max(1, counts[t]) for t in tensors}
+
+    def _phase_tensors(self, phase: Phase) -> set[str]:
+        return {t for name in phase.einsums for t in self.lowered.einsum(name).tensors}
+
+    def energy_by_component(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        compat = self.arch.compat
+        for key in set(self.reads) | set(self.writes):
+            level = self.arch.level(key[0])
+            per_read = level.read_energy_pj / level.access_width_words
+            per_write = level.write_energy_pj / level.access_width_words
+            if compat.drop_staging_energy and key[0] == self.arch.staging_level:
+                per_read = per_write = 0.0
+            scale = 1.0 / level.instances if (compat.reg_file_energy_one_instance and level.per_pe_of) else 1.0
+            pj = (self.reads.get(key, 0.0) * per_read + self.writes.get(key, 0.0) * per_write) * scale
+            out[key[0]] = out.get(key[0], 0.0) + pj
+        return out

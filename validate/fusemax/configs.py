@@ -1,0 +1,126 @@
+"""The study's five configurations, each a cascade + architecture + mapping (no formula per configuration).
+
+- ``unfused``: 3-pass cascade; QK and AV mapped by the mapper; every intermediate through DRAM.
+- ``flat``: 3-pass cascade fused on the FLAT architecture; FLAT's choices from :mod:`mappers.flat`.
+- ``cascade`` (+Cascade): the FuseMax 1-pass cascade on the FLAT architecture (softmax on the 1-D array).
+- ``arch`` (+Architecture): the FuseMax architecture, 2-D array runs LM/SLN/SLD too, one tile at a time.
+- ``binding`` (FuseMax): the same, with the 2-D and 1-D work of consecutive tiles interleaved.
+
+The FuseMax-family mappings tile P = P2 x P1 x P0 and M = M1 x M0 with M0 = P0 = the array width, keep
+the query-row state (Q, RM, RD, RNV) for P1 x P0 queries in the global buffer, stream K and V tiles, and
+take the largest P1 whose state fits the buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from einsum.lower import LoweredCascade, lower
+from mappers.templates import divisors, loop_nest
+from simulator.cost import CascadeCost, _phase_occupancy, evaluate_cascade
+from simulator.mapping import CascadeMapping, Phase
+from simulator.specs import ArchSpec
+from workloads import get_cascade
+
+BUFFER = "global_buffer"
+
+#: which array runs each Einsum of the FuseMax cascade
+FUSEMAX_BINDINGS: Mapping[str, Mapping[str, str]] = {
+    "cascade": {"QK": "pe_2d", "SLNV": "pe_2d"},  # everything else on the 1-D array
+    "arch": {"QK": "pe_2d", "LM": "pe_2d", "SLN": "pe_2d", "SLD": "pe_2d", "SLNV": "pe_2d"},
+    "binding": {"QK": "pe_2d", "LM": "pe_2d", "SLN": "pe_2d", "SLD": "pe_2d", "SLNV": "pe_2d"},
+}
+
+#: the schedules: per stage, array -> Einsums (the interleaving is what "+Binding" adds)
+FUSEMAX_SCHEDULES: Mapping[str, Phase] = {
+    "cascade": Phase(
+        stages=(
+            {
+                "pe_2d": ("QK", "SLNV"),
+                "pe_1d": ("LM", "RM", "SLN", "SLD", "PRM", "SPD", "RD", "SPNV", "RNV", "AV"),
+            },
+        )
+    ),
+    "arch": Phase(
+        stages=(
+            {"pe_2d": ("QK", "LM"), "pe_1d": ("RD", "AV")},
+            {"pe_1d": ("RM",)},
+            {"pe_2d": ("SLN", "SLD"), "pe_1d": ("PRM", "SPD")},
+            {"pe_2d": ("SLNV",), "pe_1d": ("SPNV", "RNV")},
+        ),
+        stall_stage=1,
+        stall_einsum="LM",
+    ),
+    "binding": Phase(
+        stages=(
+            {"pe_2d": ("QK", "LM"), "pe_1d": ("RD", "RNV", "AV")},
+            {"pe_1d": ("RM",)},
+            {"pe_2d": ("SLN", "SLD"), "pe_1d": ("PRM", "SPD")},
+            {"pe_2d": ("SLNV",), "pe_1d": ("SPNV",)},
+        )
+    ),
+}
+
+STATE = ("RM", "RD", "RNV")
+
+
+@dataclass(frozen=True)
+class Design:
+    """One evaluated design point."""
+
+    config: str
+    mapping: CascadeMapping
+    cost: CascadeCost
+    lowered: LoweredCascade
+
+
+def fusemax_family(config: str, arch: ArchSpec, sizes: Mapping[str, int]) -> Design:
+    """A FuseMax-family design (cascade, arch, binding) with the largest P1 whose buffer state fits."""
+    width = arch.array("pe_2d").shape[-1]
+    lowered = lower(get_cascade("fusemax").cascade, {**sizes, "M0": width})
+    p_tiles = lowered.sizes["P"] // width
+    best = None
+    for p1 in reversed(divisors(p_tiles)):
+        mapping = fusemax_mapping(config, lowered, arch, p1)
+        occupancy = _phase_occupancy(lowered, mapping, mapping.phases[0], BUFFER)
+        if occupancy <= arch.level(BUFFER).capacity_words or p1 == 1:
+            best = mapping
+            break
+    cost = evaluate_cascade(lowered, arch, best)
+    return Design(config, best, cost, lowered)
+
+
+def fusemax_mapping(config: str, lowered: LoweredCascade, arch: ArchSpec, p1: int) -> CascadeMapping:
+    """The tiled, fused mapping of the FuseMax cascade for one configuration and query-tile count P1."""
+    binding = FUSEMAX_BINDINGS[config]
+    width = arch.array("pe_2d").shape[-1]
+    s = lowered.sizes
+    p2 = s["P"] // (width * p1)
+    outer = [("b", s["B"]), ("h", s["H"]), ("p", p2), ("m1", s["M1"])]
+    middle = [("p", p1)]
+    placement: dict[str, str] = {t: BUFFER for t in STATE}
+    for e in lowered.einsums:
+        if e.name in STATE or e.name in lowered.outputs:
+            continue
+        here = binding.get(e.name, "pe_1d")
+        readers = {binding.get(c, "pe_1d") for c in lowered.consumers.get(e.name, ())}
+        if readers <= {here}:
+            placement[e.name] = "pe"
+        elif config == "cascade" and e.name in ("QK", "SLN"):
+            placement[e.name] = BUFFER  # +Cascade stages whole score tiles in the buffer for the other array
+        else:
+            placement[e.name] = arch.staging_level or BUFFER
+    keeps = {"Q", "K", "V", *STATE} | {t for t, where in placement.items() if where == BUFFER}
+    nests = {}
+    for e in lowered.einsums:
+        array = binding.get(e.name, "pe_1d")
+        spatial = ("m0", "p") if arch.array(array).kind == "2d" else ("p",)
+        nests[e.name] = loop_nest(e, arch, array, outer, middle, spatial, keeps)
+    return CascadeMapping(
+        name=f"{config}-P1={p1}",
+        einsums=nests,
+        placement=placement,
+        phases=(FUSEMAX_SCHEDULES[config],),
+        notes=(f"P = P2 x P1 x P0 = {p2} x {p1} x {width}; M = M1 x M0 = {s['M1']} x {width}",),
+    )
