@@ -118,6 +118,68 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from validate.fusemax.report import reproduce
+    from validate.fusemax.study import CONFIGS, SEQ_LENS, STUDY_MODELS
+
+    models = _choices(args.models, STUDY_MODELS, "--models")
+    seqs = _choices(args.seqs, tuple(SEQ_LENS), "--seqs")
+    steps = 2 * len(models) * len(seqs) * (len(CONFIGS) + 2) + 1
+    with tqdm(total=steps, desc="fusemax study", unit="step", disable=args.quiet, file=sys.stderr) as bar:
+
+        def progress(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+        summary = reproduce(Path(args.out), models, seqs, progress, figures=not args.no_figures)
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"wrote {args.out}/report.md and the CSVs and figures beside it in {summary['seconds']:.1f} s")
+    if summary["cells_compared"]:
+        print(f"{summary['cells_within_tolerance']} of {summary['cells_compared']} published cells within tolerance")
+    for label, values in summary["headline"].items():
+        print(f"  {label:28s} " + "  ".join(f"{k} {v:.3g}" for k, v in values.items()))
+    return 0
+
+
+def cmd_arch_show(args) -> int:
+    from simulator.specs import load_arch
+
+    spec = load_arch(args.name)
+    if args.json:
+        _print_json({**spec.to_dict(), "area_um2": spec.area_um2()})
+        return 0
+    print(f"{spec.name}: {spec.source}")
+    print(f"clock {spec.clock_hz / 1e6:g} MHz, {spec.word_bytes}-byte words, compat {spec.compat.label}\n")
+    rows = [
+        [lv.name, "unbounded" if lv.capacity_words is None else f"{lv.capacity_words:,}", lv.instances,
+         "-" if lv.bandwidth_bytes_per_s is None else f"{lv.bandwidth_bytes_per_s / 2**30:g}",
+         f"{lv.read_energy_pj:g}/{lv.write_energy_pj:g} per {lv.access_width_words}"]
+        for lv in spec.levels
+    ]  # fmt: skip
+    print(_table(rows, ["level", "words", "instances", "GiB/s", "pJ read/write"]))
+    print()
+    rows = [[a.name, "x".join(map(str, a.shape)), a.pe_count, ", ".join(o.name for o in a.ops)] for a in spec.arrays]
+    print(_table(rows, ["array", "shape", "PEs", "ops"]))
+    print(f"\narea {spec.area_um2() / 1e8:.4g} cm^2")
+    return 0
+
+
+def _choices(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    if not text:
+        return allowed
+    chosen = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in chosen if x not in allowed]
+    if bad:
+        raise AttnscopeError(f"{flag}: unknown {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    return chosen
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="attnscope", description="Attention algorithms as Extended-Einsum cascades.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -144,6 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-inputs", action="store_true", help="also store the inputs used in --out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    arch = sub.add_parser("arch", help="hardware presets")
+    asub = arch.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = asub.add_parser("show", help="a preset or YAML file, validated")
+    p.add_argument("name", help="a preset name or a .yaml file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_arch_show)
+
+    p = sub.add_parser("reproduce", help="reproduce a published study")
+    p.add_argument("study", choices=["fusemax"], help="the study (FuseMax, MICRO 2024)")
+    p.add_argument("--out", required=True, help="output folder for CSVs, figures and report.md")
+    p.add_argument("--models", help="comma-separated subset of BERT,TrXL,T5,XLM")
+    p.add_argument("--seqs", help="comma-separated subset of 1K,4K,16K,64K,256K,1M")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

@@ -1,7 +1,8 @@
 """Building blocks for mappings: a loop nest from a few loop lists, and the schedule helpers.
 
 A template names, per Einsum, the loops at the DRAM level and at the buffer level and which variable each
-array axis spreads; every variable's remaining factor runs at the PE level. Loops over variables an Einsum
+array axis spreads; every variable's remaining factor runs innermost at the buffer level (the PE registers
+hold one word of each operand). Loops over variables an Einsum
 does not have are skipped, so one list serves a whole cascade (e.g. ``p`` split into P2 at DRAM, P1 at the
 buffer and P0 across the array for every Einsum that iterates ``p``).
 """
@@ -42,7 +43,7 @@ def loop_nest(
                 continue
             if remaining[var] % bound:
                 raise SpecError(
-                    f"{e.name}: a loop bound {bound} for {var} does not divide what is left of its size ({remaining[var]})"
+                    f"{e.name}: loop bound {bound} of {var} does not divide what is left ({remaining[var]})"
                 )
             remaining[var] //= bound
             out.append((var, bound))
@@ -61,12 +62,13 @@ def loop_nest(
             raise SpecError(f"{e.name}: {var} ({remaining[var]} left) does not divide over {axis} PEs")
         remaining[var] //= factor
         spatial_loops.append(((var, factor),))
-    pe_loops = tuple((v, n) for v, n in remaining.items() if n > 1)
+    # What is left iterates innermost at the buffer level: a PE register holds one word of each operand.
+    buffer_loops += tuple((v, n) for v, n in remaining.items() if n > 1)
     keeps = frozenset(buffer_keeps) & set(e.tensors)
     return EinsumMapping(
         array=array,
         levels=("dram", buffer, spec_array.fed_by),
-        temporal=(dram_loops, buffer_loops, pe_loops),
+        temporal=(dram_loops, buffer_loops, ()),
         spatial=tuple(spatial_loops),
         keep=(frozenset(e.tensors), keeps, frozenset(e.tensors)),
     )

@@ -246,9 +246,9 @@ def _only_buffer_overflow(nc: NestCosts, em: EinsumMapping, buffer: str | None, 
 
 
 def _buffer_level(arch: ArchSpec) -> str | None:
-    """The shared on-chip buffer: the largest bounded level with a single instance."""
+    """The shared on-chip buffer: the outermost bounded level with a single instance."""
     shared = [lv for lv in arch.levels if lv.capacity_words is not None and lv.per_pe_of is None and lv.instances == 1]
-    return max(shared, key=lambda lv: lv.capacity_words).name if shared else None
+    return shared[0].name if shared else None
 
 
 def _phase_compute_cycles(

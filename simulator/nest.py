@@ -701,7 +701,7 @@ def _three_level_arch(pe_side: int) -> NestArch:
     return NestArch(
         capacity_words=np.array([np.inf, 2.0**20, 64.0]),
         instances=np.array([1, 1, pes], dtype=np.int64),
-        bandwidth_words_per_cycle=np.array([32.0, 256.0, 4.0]),
+        bandwidth_words_per_cycle=np.array([32.0, 128.0, 4.0]),
         read_energy_pj_per_word=np.array([62.4, 6.0, 0.5]),
         write_energy_pj_per_word=np.array([62.4, 7.0, 0.5]),
         spatial_level=2,
