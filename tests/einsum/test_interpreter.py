@@ -115,5 +115,5 @@ def test_rank_sizes_derive_and_check_partitions():
 
 def test_out_of_range_index_is_reported():
     c = Cascade.from_text("input X[M]\nY[m] = X[m+1]")
-    with pytest.raises(ShapeError, match="index m\\+1 of X spans 1..4 but X has 4 elements along M"):
+    with pytest.raises(ShapeError, match=r"index m\+1 of X spans 1\.\.4 but X has 4 elements along M"):
         c.rank_sizes({"M": 4})

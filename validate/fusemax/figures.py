@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from validate.fusemax.study import CONFIGS, EINSUM_COLUMNS, SEQ_LENS, StudyResult
+from validate.fusemax.study import CONFIGS, EINSUM_COLUMNS, SWEEP_SEQ, StudyResult
 
 E2E_PLATFORM = {"unfused": "flat", "flat": "flat", "cascade": "flat", "arch": "proposal", "binding": "proposal"}
 
@@ -78,8 +78,15 @@ def _bars(ax, series: Mapping[str, list[float]], labels: list[str]) -> None:
 def _utilization(out: Path, published: StudyResult, corrected: StudyResult, paper: StudyResult | None) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, column in zip(axes, ("util_2d", "util_1d"), strict=True):
-        series = {"attnscope (as published)": [_mean(r[column] for r in published.attention[c]) for c in CONFIGS]}
-        series["attnscope (corrected)"] = [_mean(r[column] for r in corrected.attention[c]) for c in CONFIGS]
+        keys = {(r["model"], r["seq_len"]) for r in paper.attention["flat"]} if paper else None
+
+        def mean_of(result, config, column=column, keys=keys):
+            return _mean(
+                r[column] for r in result.attention[config] if keys is None or (r["model"], r["seq_len"]) in keys
+            )
+
+        series = {"attnscope (as published)": [mean_of(published, c) for c in CONFIGS]}
+        series["attnscope (corrected)"] = [mean_of(corrected, c) for c in CONFIGS]
         if paper:
             series["published"] = [_mean(r[column] for r in paper.attention[c]) for c in CONFIGS]
         _bars(ax, series, list(CONFIGS))
@@ -92,16 +99,24 @@ def _utilization(out: Path, published: StudyResult, corrected: StudyResult, pape
 
 def _relative(out, published, corrected, paper, metric: str, ylabel: str, name: str) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # Compare over the rows the published data has (it ships no XLM rows).
+    rows = set(_ratios(paper, "flat", metric, False)) if paper else None
+
+    def mean_over(result, config, end2end):
+        ratios = _ratios(result, config, metric, end2end)
+        return _mean(v for k, v in ratios.items() if rows is None or k in rows)
+
     for ax, end2end in zip(axes, (False, True), strict=True):
         series = {
-            "attnscope (as published)": [_mean(_ratios(published, c, metric, end2end).values()) for c in CONFIGS],
-            "attnscope (corrected)": [_mean(_ratios(corrected, c, metric, end2end).values()) for c in CONFIGS],
+            "attnscope (as published)": [mean_over(published, c, end2end) for c in CONFIGS],
+            "attnscope (corrected)": [mean_over(corrected, c, end2end) for c in CONFIGS],
         }
         if paper:
-            series["published"] = [_mean(_ratios(paper, c, metric, end2end).values()) for c in CONFIGS]
+            series["published"] = [mean_over(paper, c, end2end) for c in CONFIGS]
         _bars(ax, series, list(CONFIGS))
         ax.set_ylabel(ylabel)
-        ax.set_title(("end-to-end" if end2end else "attention") + " (arithmetic mean over rows)")
+        where = f"mean over the {len(rows)} published rows" if rows else "mean over rows"
+        ax.set_title(("end-to-end" if end2end else "attention") + f" ({where})", fontsize=10)
         if metric == "latency":
             ax.set_yscale("log")
     fig.tight_layout()
@@ -139,7 +154,7 @@ def _pareto(out: Path, sweep: list[dict]) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("area (cm^2)")
     ax.set_ylabel("latency (s)")
-    ax.set_title(f"FuseMax PE sweep at {list(SEQ_LENS)[-2]}: latency vs area")
+    ax.set_title(f"FuseMax PE sweep at {SWEEP_SEQ}: latency vs area")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "pareto.png", dpi=110)

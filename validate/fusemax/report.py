@@ -202,7 +202,13 @@ def reproduce(
         "corrected model": headline(corrected.attention, corrected.end2end),
     }
     if reference:
-        heads["from the published CSVs"] = headline(*published_tables(reference))
+        shipped = published_tables(reference)
+        keys = {(r["model"], r["seq_len"]) for r in shipped[0]["flat"]}
+        heads[f"from the published CSVs ({len(keys)} rows shipped)"] = headline(*shipped)
+        heads[f"reproduced, the same {len(keys)} rows"] = headline(
+            {c: [r for r in rows if (r["model"], r["seq_len"]) in keys] for c, rows in published.attention.items()},
+            {p: [r for r in rows if (r["model"], r["seq_len"]) in keys] for p, rows in published.end2end.items()},
+        )
     figure_files = []
     if figures:
         from validate.fusemax.figures import draw_all  # matplotlib only when drawing
@@ -266,8 +272,9 @@ def _report(published, corrected, comparisons, heads, sweep, figure_files, elaps
         for (file, column), cs in sorted(groups.items()):
             errors = [c.error for c in cs]
             unit = "" if column in TOLERANCE else " (abs)"
+            show = (lambda x: f"{x:.2%}") if column in TOLERANCE else (lambda x: f"{x:.4f}")
             lines.append(
-                f"| {file} | {column}{unit} | {len(cs)} | {max(errors):.2%} | {sum(errors) / len(errors):.2%} | "
+                f"| {file} | {column}{unit} | {len(cs)} | {show(max(errors))} | {show(sum(errors) / len(errors))} | "
                 f"{sum(c.within for c in cs)}/{len(cs)} |"
             )
         worst = sorted(comparisons, key=lambda c: c.error / (TOLERANCE.get(c.column, UTIL_TOLERANCE)), reverse=True)
@@ -275,7 +282,8 @@ def _report(published, corrected, comparisons, heads, sweep, figure_files, elaps
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
         for c in worst[:10]:
             lines.append(
-                f"| {c.file} | {c.model} | {c.seq_len} | {c.column} | {_fmt(c.ours)} | {_fmt(c.published)} | {c.error:.2%} |"
+                f"| {c.file} | {c.model} | {c.seq_len} | {c.column} | {_fmt(c.ours)} | {_fmt(c.published)} | "
+                + (f"{c.error:.2%} |" if c.column in TOLERANCE else f"{c.error:.4f} (abs) |")
             )
     else:
         lines.append("No published reference found (set ATTNSCOPE_SHARED to the folder holding reference/fusemax).")

@@ -1,0 +1,497 @@
+"""Exhaustive search, with pruning, for the loop nest of one Einsum on a three-level hierarchy.
+
+The nest has the shape :func:`mappers.templates.loop_nest` builds: DRAM, a buffer level, the array's PE
+registers; ``spatial[a]`` names the variable spread over array axis ``a`` (factor: the axis size, or the
+variable's size if smaller). The space searched:
+
+* **Tiling.** The size each variable has left after its spatial factor is split into a DRAM bound and a
+  buffer bound. The buffer bound takes every divisor of that size; a size with more than
+  :data:`MAX_DIVISORS` divisors takes only the powers of two dividing it and the size itself
+  (:attr:`SearchResult.notes` names those variables). Variables in ``fixed_outer`` (e.g. batch and head)
+  stay wholly at DRAM, outermost, in the given order. The PE registers hold one word of each tensor.
+* **Loop orders** at DRAM and at the buffer, over the loops of bound > 1. Only the innermost run of loops
+  not indexing a tensor decides how often its tile is reloaded (the kernel's reuse model), so orders that
+  give every tensor the same run are the same point: one order per distinct set of runs is evaluated.
+* **Buffer bypass.** The buffer keeps every tensor, except (``bypass=True``) the inputs it does not
+  reuse (it reads each filled word once): those go from DRAM straight to the PEs. That moves the same DRAM
+  words and saves buffer energy and capacity, so a point takes its bypass variant whenever one exists.
+
+Pruning: a tiling whose output tile alone overflows the buffer is dropped before its orders are expanded.
+The rest streams through :func:`simulator.nest.evaluate_nest` in batches, costed with DRAM's real
+bandwidth and unbounded bandwidth elsewhere; a reducer keeps only the best feasible mapping, so memory is
+bounded by the batch size whatever the size of the space.
+
+>>> from einsum.cascade import Cascade
+>>> from einsum.lower import lower
+>>> from simulator.specs import load_arch
+>>> gemm = Cascade.from_text("input A[T,K], B[K,N]\\nC[t,n] = sum[k] A[t,k] * B[k,n]")
+>>> e = lower(gemm, {"T": 1024, "K": 256, "N": 256}).einsum("C")
+>>> best = search_nest(e, load_arch("fusemax-cloud"), "pe_2d", ("t", "n"))
+>>> best.dram_words == 1024 * 256 + 256 * 256 + 1024 * 256  # every word moves once
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from einsum.errors import SpecError
+from einsum.lower import LoweredEinsum
+from mappers.templates import divisors
+from simulator.mapping import EinsumMapping, Loops
+from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
+from simulator.specs import ArchSpec
+
+__all__ = ["MAX_DIVISORS", "OBJECTIVES", "SearchResult", "search_nest"]
+
+MAX_DIVISORS = 24
+"""A remaining size with more divisors than this offers only powers of two (and itself) as buffer bounds."""
+
+OBJECTIVES = ("latency", "energy", "edp")
+"""``latency``: least latency, then least energy; ``energy``: the reverse; ``edp``: least product, then latency."""
+
+_TIE = 1e-12
+"""Relative difference below which two costs count as equal (the secondary key then decides)."""
+
+DRAM, BUFFER, PE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The best feasible mapping found and what the search did."""
+
+    mapping: EinsumMapping
+    """The loop nest, levels (DRAM, buffer, PE registers) as :func:`mappers.templates.loop_nest` builds."""
+    latency_cycles: float
+    """max(compute at 1 cycle per point, DRAM words / DRAM words per cycle); scale compute for other op costs."""
+    energy_pj: float
+    """Storage access energy in pJ (no compute or network energy)."""
+    dram_words: float
+    """Words read from, filled into and updated in DRAM, summed over tensors."""
+    evaluated: int
+    """Mappings costed by the kernel (bypass variants included; pruned tilings excluded)."""
+    space_size: int
+    """Points in the space: tilings x distinct DRAM orders x distinct buffer orders (pruned ones included)."""
+    feasible_count: int
+    """Points whose best variant fits every level's capacity."""
+    seconds: float
+    """Wall time of the search."""
+    notes: tuple[str, ...] = field(default=())
+    """Where the space was narrowed (variables offered powers of two only)."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """Everything fixed for one search: the kernel's problem and architecture, and the space's axes."""
+
+    e: LoweredEinsum
+    array: str
+    levels: tuple[str, str, str]
+    problem: NestProblem
+    nest_arch: NestArch
+    spatial: np.ndarray  # int64[A, R]: spatial factor of each variable on each axis
+    remaining: np.ndarray  # int64[R]: size left per variable after its spatial factor
+    choices: tuple[np.ndarray, ...]  # per variable: int64 buffer bounds offered
+    fixed: tuple[int, ...]  # fixed_outer variable indices, outermost first
+    free: np.ndarray  # bool[R]: not in fixed_outer
+    output_spatial: float  # the output's buffer tile at buffer bounds 1 (its spatial extent)
+    orders: dict[tuple[int, int], np.ndarray]  # (level, mask of active loops) -> int64[n, R] distinct orders
+    notes: tuple[str, ...]
+
+    def level_orders(self, level: int, mask: int) -> np.ndarray:
+        """One full loop order per distinct reuse signature of the active loops ``mask`` at ``level``."""
+        key = (level, mask)
+        if key not in self.orders:
+            self.orders[key] = _distinct_orders(self, level, mask)
+        return self.orders[key]
+
+
+def search_nest(
+    e: LoweredEinsum,
+    arch: ArchSpec,
+    array: str,
+    spatial: Sequence[str | None],
+    buffer: str = "global_buffer",
+    objective: str = "latency",
+    fixed_outer: Sequence[str] = (),
+    batch_size: int = 50_000,
+    *,
+    bypass: bool = True,
+    parallel: bool = True,
+) -> SearchResult:
+    """The best feasible three-level loop nest of ``e`` on ``array`` under ``objective`` (module docstring).
+
+    ``spatial[a]`` is the variable spread over array axis ``a`` (None: the axis idles). ``fixed_outer``
+    variables run wholly at DRAM, outermost, in the given order. ``bypass`` lets inputs the buffer would
+    not reuse skip it. ``parallel`` spreads each batch over Numba's threads. Latency is in cycles at one
+    cycle per iteration point. Raises :class:`einsum.errors.SpecError` for bad arguments and when no
+    mapping fits.
+    """
+    start = time.perf_counter()
+    plan = _plan(e, arch, array, spatial, buffer, objective, fixed_outer, batch_size)  # validate, lower once
+    best = _Best(objective)
+    space_size = evaluated = feasible_count = 0
+    for points, batch in _batches(plan, batch_size):  # tilings -> prune -> x distinct orders, streamed
+        space_size += points
+        if batch is None:
+            continue
+        costs, batch, runs = _evaluate(plan, batch, bypass, parallel)  # keep-all, then bypass variants
+        evaluated += runs
+        feasible_count += int(np.count_nonzero(costs.feasible))
+        best.update(batch, costs)  # keep the best feasible
+    if best.costs is None:
+        raise SpecError(_nothing_fits(plan, best, space_size, evaluated))
+    return SearchResult(
+        mapping=_mapping(plan, best.batch),
+        latency_cycles=float(best.costs.latency_cycles[0]),
+        energy_pj=float(best.costs.energy_pj[0]),
+        dram_words=float(_dram_words(best.costs)[0]),
+        evaluated=evaluated,
+        space_size=space_size,
+        feasible_count=feasible_count,
+        seconds=time.perf_counter() - start,
+        notes=plan.notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Plan: check the arguments (collecting every problem), lower the architecture to the kernel's arrays.
+
+
+def _plan(
+    e: LoweredEinsum,
+    arch: ArchSpec,
+    array: str,
+    spatial: Sequence[str | None],
+    buffer: str,
+    objective: str,
+    fixed_outer: Sequence[str],
+    batch_size: int,
+) -> _Plan:
+    where = f"search_nest({e.name} on {array})"
+    spec_array = arch.array(array)  # raises listing the arrays
+    path = arch.path(array)
+    problems: list[str] = []
+    inner = [lv.name for lv in path[1:-1] if lv.per_pe_of is None]
+    if buffer not in inner:
+        problems.append(f"buffer {buffer!r} is not a shared level between DRAM and {array}; choose from {inner}")
+    if objective not in OBJECTIVES:
+        problems.append(f"objective {objective!r} is unknown; choose from {', '.join(OBJECTIVES)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not e.vars:
+        problems.append("the Einsum has no iteration variables: there is no loop nest to search")
+    axes = spec_array.shape if spec_array.instances == 1 else (*spec_array.shape, spec_array.instances)
+    if len(spatial) > len(axes):
+        problems.append(f"spatial names {len(spatial)} axes, {array} has {len(axes)} ({axes})")
+    for var in [*spatial, *fixed_outer]:
+        if var is not None and var not in e.vars:
+            problems.append(f"{var!r} is not a variable of {e.name}; its variables are {', '.join(e.vars)}")
+    if len(set(fixed_outer)) != len(fixed_outer):
+        problems.append(f"fixed_outer repeats a variable: {list(fixed_outer)}")
+    if problems:
+        raise SpecError(f"{where}: " + "; ".join(problems))
+
+    num_vars = len(e.vars)
+    remaining = e.var_sizes.astype(np.int64).copy()
+    factors = np.ones((len(axes), num_vars), dtype=np.int64)
+    for a, (size, var) in enumerate(zip(axes, [*spatial, *[None] * (len(axes) - len(spatial))], strict=True)):
+        if var is None:
+            continue
+        r = e.vars.index(var)
+        factor = min(size, int(remaining[r]))
+        if remaining[r] % factor:
+            raise SpecError(f"{where}: {var} ({remaining[r]} left) does not divide over {size} PEs of axis {a}")
+        remaining[r] //= factor
+        factors[a, r] = factor
+
+    fixed = tuple(e.vars.index(v) for v in fixed_outer)
+    choices: list[np.ndarray] = []
+    notes: list[str] = []
+    for r, var in enumerate(e.vars):
+        size = int(remaining[r])
+        options = divisors(size)
+        if r in fixed:
+            options = [1]
+        elif len(options) > MAX_DIVISORS:
+            options = sorted({d for d in options if d & (d - 1) == 0} | {size})
+            notes.append(f"{var}: {size} has more than {MAX_DIVISORS} divisors; buffer bounds {options}")
+        choices.append(np.array(options, dtype=np.int64))
+
+    levels = (arch.levels[0].name, buffer, spec_array.fed_by)
+    specs = [arch.level(name) for name in levels]
+    n_pes = math.prod(axes)
+    dram_bw = specs[DRAM].bandwidth_bytes_per_s
+    bandwidth = np.full(3, math.inf)
+    if dram_bw is not None:
+        bandwidth[DRAM] = dram_bw / (arch.word_bytes * arch.clock_hz)
+    nest_arch = NestArch(
+        capacity_words=np.array([math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in specs]),
+        instances=np.array([1, 1, n_pes], dtype=np.int64),
+        bandwidth_words_per_cycle=bandwidth,
+        read_energy_pj_per_word=np.array([lv.read_energy_pj / lv.access_width_words for lv in specs]),
+        write_energy_pj_per_word=np.array([lv.write_energy_pj / lv.access_width_words for lv in specs]),
+        spatial_level=PE,
+        array_axes=np.array(axes, dtype=np.int64),
+        level_names=levels,
+    )
+    problem = NestProblem(
+        e.var_sizes.astype(np.int64), e.incidence.astype(bool), e.is_output.astype(bool), e.vars, e.tensors
+    )
+    spatial_per_var = factors.prod(axis=0).astype(np.float64)
+    output_vars = e.incidence[np.flatnonzero(e.is_output)[0]]
+    free = np.ones(num_vars, dtype=bool)
+    free[list(fixed)] = False
+    return _Plan(
+        e=e,
+        array=array,
+        levels=levels,
+        problem=problem,
+        nest_arch=nest_arch,
+        spatial=factors,
+        remaining=remaining,
+        choices=tuple(choices),
+        fixed=fixed,
+        free=free,
+        output_spatial=float(np.prod(spatial_per_var[output_vars])),
+        orders={},
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The space: tilings, each crossed with the distinct loop orders of its active loops.
+
+
+def _distinct_orders(plan: _Plan, level: int, mask: int) -> np.ndarray:
+    """Full orders (int64[n, R], outermost first) at ``level``: one per distinct innermost-run signature.
+
+    The active loops are the variables in ``mask`` (bound > 1). At DRAM the fixed variables come first,
+    then a permutation of the active free ones, then the rest (bound 1, inert). A tensor's signature is
+    the set of loops in the innermost run not indexing it; orders with the same signature for every tensor
+    cost the same.
+    """
+    num_vars = len(plan.e.vars)
+    active = [r for r in range(num_vars) if mask >> r & 1]
+    prefix = list(plan.fixed) if level == DRAM else []
+    inert = [r for r in range(num_vars) if r not in active and r not in prefix]
+    prefix_active = [r for r in prefix if plan.remaining[r] > 1]
+    seen: set[tuple[frozenset[int], ...]] = set()
+    orders = []
+    for perm in itertools.permutations(active):
+        loops = prefix_active + list(perm)
+        signature = tuple(_innermost_run(loops, row) for row in plan.problem.incidence)
+        if signature not in seen:
+            seen.add(signature)
+            orders.append(prefix + list(perm) + inert)
+    return np.array(orders, dtype=np.int64).reshape(len(orders), num_vars)
+
+
+def _innermost_run(loops: list[int], indexes: np.ndarray) -> frozenset[int]:
+    """The innermost loops (of ``loops``, outermost first) up to the first one indexing the tensor."""
+    run = []
+    for r in reversed(loops):
+        if indexes[r]:
+            break
+        run.append(r)
+    return frozenset(run)
+
+
+def _batches(plan: _Plan, batch_size: int) -> Iterator[tuple[int, MappingBatch | None]]:
+    """Stream the space: (points covered since the last yield, next batch of <= ``batch_size`` mappings).
+
+    Tilings are decoded from a flat index in chunks small enough that their expansion by the orders stays
+    within about one batch, so memory does not grow with the space. The batch is None when the last points
+    were all pruned.
+    """
+    num_vars = len(plan.e.vars)
+    bits = np.left_shift(1, np.arange(num_vars, dtype=np.int64))
+    full = int(bits[plan.free].sum())
+    widest = len(plan.level_orders(DRAM, full)) * len(plan.level_orders(BUFFER, full))
+    chunk = max(1, batch_size // widest)
+    dims = tuple(len(c) for c in plan.choices)
+    total = math.prod(dims)
+    output = plan.problem.incidence[plan.problem.is_output][0]
+    capacity = plan.nest_arch.capacity_words[BUFFER]
+    pe_orders = np.arange(num_vars, dtype=np.int64)
+    temporal_parts: list[np.ndarray] = []
+    order_parts: list[np.ndarray] = []
+    pending = points = 0
+    for begin in range(0, total, chunk):
+        digits = np.unravel_index(np.arange(begin, min(total, begin + chunk)), dims)
+        buffer = np.stack([plan.choices[r][digits[r]] for r in range(num_vars)], axis=1)
+        dram = plan.remaining[None, :] // buffer
+        key = (((dram > 1) & plan.free) @ bits) << num_vars | (buffer > 1) @ bits
+        output_tile = plan.output_spatial * np.prod(buffer[:, output].astype(np.float64), axis=1)
+        fits = output_tile <= capacity  # prune: the output tile alone overflows the buffer
+        for k in np.unique(key):
+            rows = np.flatnonzero(key == k)
+            d_orders = plan.level_orders(DRAM, int(k) >> num_vars)
+            b_orders = plan.level_orders(BUFFER, int(k) & ((1 << num_vars) - 1))
+            combos = len(d_orders) * len(b_orders)
+            points += len(rows) * combos
+            rows = rows[fits[rows]]
+            if not len(rows):
+                continue
+            tiles = np.stack([dram[rows], buffer[rows], np.ones_like(buffer[rows])], axis=1)
+            orders = np.stack(
+                [
+                    np.repeat(d_orders, len(b_orders), axis=0),
+                    np.tile(b_orders, (len(d_orders), 1)),
+                    np.broadcast_to(pe_orders, (combos, num_vars)),
+                ],
+                axis=1,
+            )
+            temporal_parts.append(np.repeat(tiles, combos, axis=0))
+            order_parts.append(np.tile(orders, (len(rows), 1, 1)))
+            pending += len(rows) * combos
+        last = begin + chunk >= total
+        while pending >= batch_size or (pending and last):
+            temporal, order = np.concatenate(temporal_parts), np.concatenate(order_parts)
+            temporal_parts, order_parts = [temporal[batch_size:]], [order[batch_size:]]
+            pending = len(temporal_parts[0])
+            yield points, _batch(plan, temporal[:batch_size], order[:batch_size])
+            points = 0
+    if points:
+        yield points, None
+
+
+def _batch(plan: _Plan, temporal: np.ndarray, order: np.ndarray) -> MappingBatch:
+    """Kernel arrays for tilings and orders; every level keeps every tensor."""
+    n = len(temporal)
+    return MappingBatch(
+        temporal=np.ascontiguousarray(temporal),
+        spatial=np.ascontiguousarray(np.broadcast_to(plan.spatial, (n, *plan.spatial.shape))),
+        order=np.ascontiguousarray(order),
+        keep=np.ones((n, 3, len(plan.e.tensors)), dtype=bool),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Evaluation, bypass, reduction to the best.
+
+
+def _evaluate(plan: _Plan, batch: MappingBatch, bypass: bool, parallel: bool) -> tuple[NestCosts, MappingBatch, int]:
+    """Cost a keep-all batch; where an input is not reused at the buffer, cost and take its bypass variant.
+
+    Returns the costs of each point's variant, the batch with the chosen keep bits, and the evaluations.
+    """
+    costs = evaluate_nest(plan.problem, plan.nest_arch, batch, parallel=parallel)
+    if not bypass:
+        return costs, batch, batch.num_mappings
+    inputs = ~plan.problem.is_output
+    reads, fills = costs.reads_words[:, BUFFER, :], costs.fills_words[:, BUFFER, :]
+    no_reuse = inputs & (reads <= fills * (1 + _TIE))
+    rows = np.flatnonzero(no_reuse.any(axis=1))
+    if not len(rows):
+        return costs, batch, batch.num_mappings
+    keep = batch.keep.copy()
+    keep[rows, BUFFER, :] = ~no_reuse[rows]
+    variant = MappingBatch(batch.temporal[rows], batch.spatial[rows], batch.order[rows], keep[rows])
+    bypassed = evaluate_nest(plan.problem, plan.nest_arch, variant, parallel=parallel)
+    for name in _PER_MAPPING:
+        getattr(costs, name)[rows] = getattr(bypassed, name)
+    chosen = MappingBatch(batch.temporal, batch.spatial, batch.order, keep)
+    return costs, chosen, batch.num_mappings + len(rows)
+
+
+_PER_MAPPING = tuple(name for name in NestCosts.__dataclass_fields__ if name != "useful_points")
+
+
+def _dram_words(costs: NestCosts) -> np.ndarray:
+    """float64[N]: reads + fills + updates at DRAM, summed over tensors."""
+    return (costs.reads_words[:, DRAM] + costs.fills_words[:, DRAM] + costs.updates_words[:, DRAM]).sum(axis=1)
+
+
+def _keys(objective: str, costs: NestCosts) -> tuple[np.ndarray, np.ndarray]:
+    """(primary, secondary) cost to minimise per mapping."""
+    latency, energy = costs.latency_cycles, costs.energy_pj
+    if objective == "latency":
+        return latency, energy
+    if objective == "energy":
+        return energy, latency
+    return latency * energy, latency
+
+
+class _Best:
+    """Reducer: the best feasible mapping seen so far (ties within :data:`_TIE` go to the first seen)."""
+
+    def __init__(self, objective: str):
+        self.objective = objective
+        self.key: tuple[float, float] | None = None
+        self.batch: MappingBatch | None = None
+        self.costs: NestCosts | None = None
+        self.least_overflow = math.inf
+        self.least_occupancy: np.ndarray | None = None
+
+    def update(self, batch: MappingBatch, costs: NestCosts) -> None:
+        k = int(np.argmin(costs.overflow_ratio))
+        if costs.overflow_ratio[k] < self.least_overflow:
+            self.least_overflow = float(costs.overflow_ratio[k])
+            self.least_occupancy = costs.occupancy_words[k].copy()
+        feasible = np.flatnonzero(costs.feasible)
+        if not len(feasible):
+            return
+        primary, secondary = _keys(self.objective, costs)
+        near = feasible[primary[feasible] <= primary[feasible].min() * (1 + _TIE)]
+        i = int(near[np.argmin(secondary[near])])
+        key = (float(primary[i]), float(secondary[i]))
+        if self.key is None or _better(key, self.key):
+            self.key = key
+            self.batch = MappingBatch(
+                *(a[i : i + 1].copy() for a in (batch.temporal, batch.spatial, batch.order, batch.keep))
+            )
+            self.costs = NestCosts(
+                **{name: getattr(costs, name)[i : i + 1].copy() for name in _PER_MAPPING},
+                useful_points=costs.useful_points,
+            )
+
+
+def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether key ``a`` beats ``b``: a clearly smaller primary, or an equal primary and smaller secondary."""
+    if a[0] < b[0] * (1 - _TIE):
+        return True
+    return a[0] <= b[0] * (1 + _TIE) and a[1] < b[1] * (1 - _TIE)
+
+
+def _nothing_fits(plan: _Plan, best: _Best, space_size: int, evaluated: int) -> str:
+    where = f"search_nest({plan.e.name} on {plan.array})"
+    caps = plan.nest_arch.capacity_words
+    if best.least_occupancy is None:
+        return (
+            f"{where}: no mapping fits: even the smallest output tile, {plan.output_spatial:.0f} words (the "
+            f"spatial extent), overflows {plan.levels[BUFFER]!r} ({caps[BUFFER]:.0f} words); "
+            f"all {space_size} points were pruned"
+        )
+    occ = best.least_occupancy
+    return (
+        f"{where}: none of the {space_size} points fits (evaluated {evaluated}); the closest needs "
+        f"{occ[BUFFER]:.0f} words in {plan.levels[BUFFER]!r} (capacity {caps[BUFFER]:.0f}) and "
+        f"{occ[PE]:.0f} words per PE in {plan.levels[PE]!r} (capacity {caps[PE]:.0f}); "
+        "use a smaller spatial spread, a larger buffer, or registers for one word of every tensor"
+    )
+
+
+def _mapping(plan: _Plan, batch: MappingBatch) -> EinsumMapping:
+    """The chosen row of a one-mapping batch as an :class:`EinsumMapping`."""
+    names, tensors = plan.e.vars, plan.e.tensors
+
+    def loops(level: int) -> Loops:
+        bounds = batch.temporal[0, level]
+        return tuple((names[r], int(bounds[r])) for r in batch.order[0, level] if bounds[r] > 1)
+
+    spatial = tuple(tuple((names[r], int(f)) for r, f in enumerate(row) if f > 1) for row in batch.spatial[0])
+    kept = frozenset(t for t, k in zip(tensors, batch.keep[0, BUFFER], strict=True) if k)
+    return EinsumMapping(
+        array=plan.array,
+        levels=plan.levels,
+        temporal=(loops(DRAM), loops(BUFFER), ()),
+        spatial=spatial,
+        keep=(frozenset(tensors), kept, frozenset(tensors)),
+    )

@@ -1,0 +1,92 @@
+"""The FuseMax study against every published row (the reference is read only by the comparison)."""
+
+import csv
+import itertools
+
+import pytest
+
+from attnscope.cli import main
+from validate.fusemax.report import PUBLISHED_HEADLINE, compare, headline, read_reference, reference_dir
+from validate.fusemax.study import CONFIGS, SEQ_LENS, pe_sweep, run_study
+
+REFERENCE = read_reference(reference_dir())
+needs_reference = pytest.mark.skipif(not REFERENCE, reason="shared/reference/fusemax not found beside the checkout")
+
+
+@pytest.fixture(scope="module")
+def published():
+    return run_study(as_published=True)
+
+
+@needs_reference
+def test_every_published_cell_is_within_tolerance(published):
+    comparisons = compare(published, REFERENCE)
+    expected = sum(len(REFERENCE[f"attn-{c}"]) for c in CONFIGS) + sum(
+        len(REFERENCE[f"end2end-{p}"]) for p in ("flat", "proposal")
+    )
+    assert len({(c.file, c.model, c.seq_len) for c in comparisons}) == expected
+    bad = [c for c in comparisons if not c.within]
+    assert not bad, bad[:5]
+
+
+def test_headline_averages_within_five_percent_of_the_paper(published):
+    ours = headline(published.attention, published.end2end)
+    for key, paper in PUBLISHED_HEADLINE.items():
+        assert ours[key] == pytest.approx(paper, rel=0.05), key
+
+
+def test_xlm_rows_are_computed_by_the_same_code(published):
+    xlm = [r for r in published.attention["binding"] if r["model"] == "XLM"]
+    bert = [r for r in published.attention["binding"] if r["model"] == "BERT"]
+    assert [r["seq_len"] for r in xlm] == list(SEQ_LENS)
+    # E = F = 128 doubles the QK and SLNV work per score: XLM is slower than BERT at every length
+    assert all(x["latency"] > b["latency"] for x, b in zip(xlm, bert, strict=True))
+
+
+def test_corrected_model_differs_only_where_the_quirks_are():
+    corrected = run_study(False, models=("BERT",), seqs=("1K",))
+    quirky = run_study(True, models=("BERT",), seqs=("1K",))
+    fix, pub = corrected.attention, quirky.attention
+    assert fix["binding"][0]["latency"] == pub["binding"][0]["latency"]  # no quirk in its latency
+    assert fix["arch"][0]["latency"] < pub["arch"][0]["latency"]  # no stall of 256 x LM
+    assert fix["cascade"][0]["latency"] < pub["cascade"][0]["latency"]  # pipelined 1-D PEs
+    assert fix["binding"][0]["energy"] > pub["binding"][0]["energy"]  # every PE's register file counted
+
+
+def test_pe_sweep_trades_area_for_latency():
+    rows = pe_sweep(True, models=("BERT",))
+    assert [r["PE_dim"] for r in rows] == [16, 32, 64, 128, 256, 512]
+    assert all(a["latency"] > b["latency"] and a["area"] < b["area"] for a, b in itertools.pairwise(rows))
+    assert all(r["latency"] >= max(r["mem_lat"], r["comp_2d_lat"], r["comp_1d_lat"]) * (1 - 1e-12) for r in rows)
+
+
+def test_reproduce_command_writes_csvs_figures_and_report(tmp_path, capsys):
+    out = tmp_path / "fm"
+    assert main(["reproduce", "fusemax", "--out", str(out), "--models", "BERT", "--seqs", "1K,4K", "--quiet"]) == 0
+    for config in CONFIGS:
+        with (out / f"attn-{config}.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert [r["seq_len"] for r in rows] == ["1K", "4K"] and rows[0]["model"] == "BERT"
+    with (out / "pareto.csv").open() as f:
+        header = next(csv.reader(f))
+    assert header == [
+        "accel",
+        "model",
+        "PE_dim",
+        "traffic",
+        "mem_lat",
+        "comp_2d_lat",
+        "comp_1d_lat",
+        "latency",
+        "array_2d_area",
+        "area",
+    ]
+    for name in ("utilization.png", "speedup.png", "energy.png", "breakdown-bert.png", "pareto.png", "report.md"):
+        assert (out / name).stat().st_size > 0
+    assert "Headline averages" in (out / "report.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_reproduce_rejects_unknown_models(tmp_path, capsys):
+    assert main(["reproduce", "fusemax", "--out", str(tmp_path), "--models", "GPT"]) == 2
+    assert "--models: unknown GPT; allowed: BERT, TrXL, T5, XLM" in capsys.readouterr().err
