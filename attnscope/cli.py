@@ -31,6 +31,16 @@ def _fail(message: str) -> int:
     return 2
 
 
+def print_json(data) -> None:
+    """Print data as indented JSON (numpy scalars allowed)."""
+    _print_json(data)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain-text table: first and last columns left-aligned, the others right-aligned."""
+    return _table(rows, header)
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=_json_default))
 
@@ -223,7 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    for module in _command_modules():
+        module.add_parser(sub, _Parser)
     return parser
+
+
+def _command_modules():
+    """Modules of attnscope.commands that contribute subcommands, in name order."""
+    import importlib
+    import pkgutil
+
+    import attnscope.commands as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if hasattr(module, "add_parser"):
+            yield module
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from mappers.search import search_nest
-
 from einsum.cascade import Cascade
 from einsum.lower import lower
 from mappers.flat import BUFFER, PHASE, ROWWISE_FORWARDED, rowwise_softmax, search_flat
+from mappers.search import search_nest
 from simulator.cost import CascadeCost, evaluate_cascade
 from simulator.mapping import CascadeMapping, Phase
 from simulator.specs import ArchSpec, load_arch, with_overrides
