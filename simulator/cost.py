@@ -162,6 +162,11 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
     missing = names - set(mapping.einsums)
     if missing:
         problems.append(f"no loop nest for Einsum(s) {', '.join(sorted(missing))}")
+    for i, ph in enumerate(mapping.phases):
+        for j, stage in enumerate(ph.stages):
+            for array in stage:
+                if array not in {a.name for a in arch.arrays}:
+                    problems.append(f"phases[{i}].stages[{j}]: unknown array {array!r}")
     scheduled = [e for ph in mapping.phases for e in ph.einsums]
     if sorted(scheduled) != sorted(names):
         problems.append(
@@ -172,17 +177,36 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
     for t, where in mapping.placement.items():
         if where not in levels | {"pe"}:
             problems.append(f"placement.{t}: unknown place {where!r}; allowed: pe, {', '.join(sorted(levels))}")
+    arrays = {a.name: a for a in arch.arrays}
+    for name in set(mapping.einsums) - names:
+        problems.append(f"einsums.{name}: no such Einsum; the cascade has {', '.join(sorted(names))}")
     for e in lowered.einsums:
         em = mapping.einsums.get(e.name)
         if em is None:
             continue
+        path = f"einsums.{e.name}"
+        if em.array not in arrays:
+            problems.append(f"{path}.array: unknown array {em.array!r}; {arch.name} has {', '.join(arrays)}")
+            continue
+        unknown_levels = [lv for lv in em.levels if lv not in levels]
+        if unknown_levels:
+            problems.append(f"{path}.levels: unknown {unknown_levels}; {arch.name} has {', '.join(sorted(levels))}")
+            continue
+        if len(em.spatial) > len(arrays[em.array].shape) + (arrays[em.array].instances > 1):
+            problems.append(f"{path}.spatial: {len(em.spatial)} axes, array {em.array} has {arrays[em.array].shape}")
+        for var in {v for loops in (*em.temporal, *em.spatial) for v, _ in loops} - set(e.vars):
+            problems.append(f"{path}: unknown variable {var!r}; {e.name} iterates {', '.join(e.vars)}")
+        for tensors in em.keep[1:]:
+            for t in set(tensors) - set(e.tensors):
+                problems.append(f"{path}.keep: {t} is not a tensor of {e.name} ({', '.join(e.tensors)})")
         for var, size in zip(e.vars, e.var_sizes, strict=True):
             if em.factors(var) < size:
                 problems.append(
                     f"einsums.{e.name}: the bounds of {var} multiply to {em.factors(var)}, its rank has size {size}"
                 )
     if problems:
-        raise SpecError(f"mapping {mapping.name}: " + "; ".join(problems))
+        where = f"{mapping.origin}: " if mapping.origin else ""
+        raise SpecError(f"{where}mapping {mapping.name}: " + "; ".join(problems))
 
 
 def _nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:

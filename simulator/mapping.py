@@ -23,6 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from einsum.errors import SpecError
 
 Loops = tuple[tuple[str, int], ...]
 
@@ -84,6 +89,154 @@ class CascadeMapping:
     spill: bool = False
     notes: tuple[str, ...] = field(default=())
     """Human-readable choices (e.g. "FLAT: output-stationary, row block P1=1024"), for reports."""
+    origin: str = field(default="", compare=False)
+    """Where the mapping came from (a YAML file), named in error messages."""
 
     def array_of(self, einsum: str) -> str:
         return self.einsums[einsum].array
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML form
+
+
+_MAPPING_KEYS = ("name", "einsums", "placement", "phases", "in_place", "forwarded", "spill", "notes")
+_EINSUM_KEYS = ("array", "levels", "temporal", "spatial", "keep")
+_PHASE_KEYS = ("stages", "stall_stage", "stall_einsum")
+
+
+def mapping_to_dict(mapping: CascadeMapping) -> dict:
+    """A mapping as plain YAML-ready data (``mapping_from_dict`` reads it back)."""
+    einsums = {}
+    for name, em in mapping.einsums.items():
+        einsums[name] = {
+            "array": em.array,
+            "levels": list(em.levels),
+            "temporal": {lv: [[v, b] for v, b in loops] for lv, loops in zip(em.levels, em.temporal, strict=True)},
+            "spatial": [[[v, f] for v, f in loops] for loops in em.spatial],
+            "keep": {lv: sorted(k) for lv, k in zip(em.levels[1:], em.keep[1:], strict=True)},
+        }
+    phases = []
+    for ph in mapping.phases:
+        entry: dict = {"stages": [{a: list(names) for a, names in st.items()} for st in ph.stages]}
+        if ph.stall_einsum is not None:
+            entry |= {"stall_stage": ph.stall_stage, "stall_einsum": ph.stall_einsum}
+        phases.append(entry)
+    return {
+        "name": mapping.name,
+        "einsums": einsums,
+        "placement": dict(mapping.placement),
+        "phases": phases,
+        "in_place": [list(p) for p in mapping.in_place],
+        "forwarded": [list(f) for f in mapping.forwarded],
+        "spill": mapping.spill,
+        "notes": list(mapping.notes),
+    }
+
+
+def mapping_from_dict(data: object, origin: str = "<mapping>") -> CascadeMapping:
+    """Validate and build a mapping; every problem is reported with ``origin`` and its dotted key."""
+    problems: list[str] = []
+
+    def bad(path: str, what: str) -> None:
+        problems.append(f"{origin}: {path}: {what}")
+
+    def mapping_of(value, path, keys):
+        if not isinstance(value, dict):
+            bad(path, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        for k in value:
+            if k not in keys:
+                bad(f"{path}.{k}" if path else str(k), f"unknown key; allowed keys: {', '.join(keys)}")
+        return value
+
+    def loops_of(value, path) -> Loops:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            bad(path, "expected a list of [variable, bound] pairs")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            ok = isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)
+            if not ok or isinstance(item[1], bool) or not isinstance(item[1], int) or item[1] < 1:
+                bad(f"{path}[{i}]", f"expected [variable, positive integer bound], got {item!r}")
+                continue
+            out.append((item[0], item[1]))
+        return tuple(out)
+
+    top = mapping_of(data, "", _MAPPING_KEYS)
+    einsums = {}
+    raw_einsums = top.get("einsums") or {}
+    if not isinstance(raw_einsums, dict):
+        bad("einsums", "expected a mapping of Einsum name -> loop nest")
+        raw_einsums = {}
+    for name, raw in raw_einsums.items():
+        path = f"einsums.{name}"
+        em = mapping_of(raw, path, _EINSUM_KEYS)
+        levels = em.get("levels")
+        if not (isinstance(levels, list) and levels and all(isinstance(x, str) for x in levels)):
+            bad(f"{path}.levels", "expected a non-empty list of storage level names, outermost first")
+            continue
+        temporal_raw = mapping_of(em.get("temporal", {}), f"{path}.temporal", tuple(levels))
+        temporal = tuple(loops_of(temporal_raw.get(lv), f"{path}.temporal.{lv}") for lv in levels)
+        spatial_raw = em.get("spatial", [])
+        if not isinstance(spatial_raw, list):
+            bad(f"{path}.spatial", "expected one list of [variable, factor] pairs per array axis")
+            spatial_raw = []
+        spatial = tuple(loops_of(ax, f"{path}.spatial[{i}]") for i, ax in enumerate(spatial_raw))
+        keep_raw = mapping_of(em.get("keep", {}), f"{path}.keep", tuple(levels[1:]))
+        keep = [frozenset()] + [frozenset(keep_raw.get(lv) or ()) for lv in levels[1:]]
+        array = em.get("array")
+        if not isinstance(array, str):
+            bad(f"{path}.array", "expected the name of a compute array, e.g. pe_2d")
+            continue
+        einsums[name] = EinsumMapping(array, tuple(levels), temporal, spatial, tuple(keep))
+    if not einsums:
+        bad("einsums", "expected a mapping of Einsum name -> loop nest")
+    phases = []
+    for i, raw in enumerate(top.get("phases") or []):
+        ph = mapping_of(raw, f"phases[{i}]", _PHASE_KEYS)
+        stages = []
+        for j, st in enumerate(ph.get("stages") or []):
+            if not isinstance(st, dict) or not all(isinstance(v, list) for v in st.values()):
+                bad(f"phases[{i}].stages[{j}]", "expected {array: [Einsum, ...]}")
+                continue
+            stages.append({a: tuple(v) for a, v in st.items()})
+        phases.append(Phase(tuple(stages), ph.get("stall_stage"), ph.get("stall_einsum")))
+    if not phases:
+        bad("phases", "expected a list of phases, each with stages: [{array: [Einsum, ...]}]")
+    placement = top.get("placement") or {}
+    if not isinstance(placement, dict):
+        bad("placement", "expected {tensor: level name or pe}")
+        placement = {}
+    if problems:
+        raise SpecError(f"{len(problems)} problem(s) in the mapping:\n" + "\n".join(problems))
+    for data_key in ("in_place", "forwarded"):
+        if not all(isinstance(x, list | tuple) for x in top.get(data_key) or []):
+            raise SpecError(f"{origin}: {data_key}: expected a list of lists")
+    return CascadeMapping(
+        name=str(top.get("name", origin)),
+        einsums=einsums,
+        placement=dict(placement),
+        phases=tuple(phases),
+        in_place=tuple(tuple(x) for x in top.get("in_place") or ()),
+        forwarded=tuple(tuple(x) for x in top.get("forwarded") or ()),
+        spill=bool(top.get("spill", False)),
+        notes=tuple(top.get("notes") or ()),
+        origin=origin,
+    )
+
+
+def load_mapping(path: str | Path) -> CascadeMapping:
+    """Read a mapping YAML file (see :func:`mapping_to_dict` for the layout)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"cannot read mapping {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return mapping_from_dict(data, str(path))
