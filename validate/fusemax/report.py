@@ -223,7 +223,9 @@ def reproduce(
         "headline": heads,
         "figures": figure_files,
     }
-    (out / "report.md").write_text(_report(published, corrected, comparisons, heads, sweep, figure_files, elapsed))
+    (out / "report.md").write_text(
+        _report(published, corrected, comparisons, heads, sweep, figure_files, elapsed, reference)
+    )
     return summary
 
 
@@ -231,7 +233,18 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _report(published, corrected, comparisons, heads, sweep, figure_files, elapsed) -> str:
+def _pair(row: dict, published: dict | None, key: str) -> str:
+    """``ours / published (error)`` for one cell."""
+    ours = row[key]
+    if not published or key not in published:
+        return f"{ours:.3f} / -" if key.startswith("util") else f"{_fmt(ours)} / -"
+    pub = published[key]
+    if key.startswith("util"):
+        return f"{ours:.3f} / {pub:.3f} ({abs(ours - pub):.3f})"
+    return f"{_fmt(ours)} / {_fmt(pub)} ({abs(ours - pub) / abs(pub):.2%})"
+
+
+def _report(published, corrected, comparisons, heads, sweep, figure_files, elapsed, reference) -> str:
     lines = [
         "# FuseMax study reproduced by attnscope",
         "",
@@ -287,17 +300,33 @@ def _report(published, corrected, comparisons, heads, sweep, figure_files, elaps
             )
     else:
         lines.append("No published reference found (set ATTNSCOPE_SHARED to the folder holding reference/fusemax).")
-    lines += ["", "## Every attention row: reproduced (as published) / corrected model", ""]
+    lines += [
+        "",
+        "## Every row: reproduced (as published) vs published, and the corrected model",
+        "",
+        "Each cell: ours / published (relative error; absolute for utilizations). `-`: no published row (XLM).",
+        "",
+    ]
     for config in CONFIGS:
-        lines += [f"### {config}", "", "| model | seq | latency s | traffic B | energy pJ | util 2D | util 1D | corrected latency | corrected energy | mapping |",
+        lines += [f"### attention, {config}", "", "| model | seq | latency s | traffic B | energy pJ | util 2D | util 1D | corrected latency s | corrected energy pJ | mapping |",
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        ref = reference.get(f"attn-{config}", {})
         for row, crow in zip(published.attention[config], corrected.attention[config], strict=True):
             design = published.designs[config, row["model"], row["seq_len"]]
+            pub = ref.get((row["model"], row["seq_len"]))
+            cells = [_pair(row, pub, k) for k in ("latency", "traffic", "energy", "util_2d", "util_1d")]
             lines.append(
-                f"| {row['model']} | {row['seq_len']} | {_fmt(row['latency'])} | {_fmt(row['traffic'])} | "
-                f"{_fmt(row['energy'])} | {row['util_2d']:.3f} | {row['util_1d']:.3f} | {_fmt(crow['latency'])} | "
+                f"| {row['model']} | {row['seq_len']} | " + " | ".join(cells) + f" | {_fmt(crow['latency'])} | "
                 f"{_fmt(crow['energy'])} | {'; '.join(design.mapping.notes)} |"
             )
+        lines.append("")
+    for platform in published.end2end:
+        lines += [f"### end-to-end matmuls, {platform} platform", "", "| model | seq | latency s | traffic B | energy pJ | corrected energy pJ |", "|---|---|---|---|---|---|"]  # fmt: skip
+        ref = reference.get(f"end2end-{platform}", {})
+        for row, crow in zip(published.end2end[platform], corrected.end2end[platform], strict=True):
+            pub = ref.get((row["model"], row["seq_len"]))
+            cells = [_pair(row, pub, k) for k in ("latency", "traffic", "energy")]
+            lines.append(f"| {row['model']} | {row['seq_len']} | " + " | ".join(cells) + f" | {_fmt(crow['energy'])} |")
         lines.append("")
     lines += ["## PE-array sweep (FuseMax, 256K, buffer by the study's rule)", "",
               "| model | PE_dim | traffic B | latency s | 2-D array area um^2 | area um^2 |", "|---|---|---|---|---|---|"]  # fmt: skip
