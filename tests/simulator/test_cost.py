@@ -143,3 +143,28 @@ def test_a_mapping_whose_factors_do_not_cover_a_rank_is_rejected():
     lowered_bigger = lower(get_cascade("fusemax").cascade, {**bert(1024), "E": 128, "M0": 256})
     with pytest.raises(SpecError, match=r"einsums\.QK: the bounds of e multiply to 64, its rank has size 128"):
         evaluate_cascade(lowered_bigger, arch, mapping)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seq=st.sampled_from([256, 512, 1024, 2048]),
+    pick=st.integers(0, 10**6),
+    capacity=st.sampled_from([2**16, 2**18, 2**20, 2**24]),
+    bandwidth=st.sampled_from([1e10, 4e11, 4e12]),
+)
+def test_invariants_over_random_flat_choices(seq, pick, capacity, bandwidth):
+    arch = with_overrides(
+        load_arch("flat-cloud"),
+        {"levels.global_buffer.capacity_words": capacity, "levels.dram.bandwidth_bytes_per_s": bandwidth},
+    )
+    sizes = {"B": 2, "H": 2, "E": 64, "F": 64, "M": seq, "P": seq}
+    lowered = lower(get_cascade("attention-3pass").cascade, sizes)
+    choices = flat_choices(seq, 256)
+    cost = evaluate_cascade(lowered, arch, flat_mapping(lowered, arch, choices[pick % len(choices)]))
+    assert cost.latency_s >= max(cost.compute_bound_s, cost.dram_bytes / bandwidth) * (1 - 1e-12)
+    assert all(0 <= u <= 1 + 1e-12 for u in cost.utilization.values())
+    compulsory = sum(lowered.tensor_words[t] for t in ("Q", "K", "V", "AV")) * 2
+    assert cost.dram_bytes >= compulsory * (1 - 1e-12)
+    assert all(0 <= ps < 1 for ps in cost.spill_fraction)
+    if cost.spill_fraction[0] > 0:  # overflowing occupancy is charged, never ignored
+        assert cost.buffer_occupancy_words[0] > capacity
