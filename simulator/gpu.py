@@ -1,0 +1,148 @@
+"""Kernel-level predictions on GPUs, edge SoCs and CPUs: one entry point, :func:`predict`.
+
+``predict(device, op, dtype=..., **shape)`` maps the op onto the device's spatial machine (tensor cores as the
+2-D array, SFU and FP32 lanes as 1-D arrays, registers / shared memory / L2 / DRAM as levels, CTAs as spatial
+tiles over the SMs) and returns a :class:`KernelPrediction`. The models are in :mod:`simulator.kernels`; their
+assumptions are in each module's docstring and in ``docs/bench-gpu.md``.
+
+>>> p = predict("h100-sxm", "gemm", m=8192, n=8192, k=8192)
+>>> p.bound, 600 < p.tflops < 989
+('tensor', True)
+>>> predict("h100-sxm", "sdpa", batch=1, heads=8, kv_heads=8, seq_q=4096, seq_kv=4096, head_dim=128,
+...         kernel="fa3").tiles["block_m"]
+128
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from einsum.errors import SpecError
+from simulator.device import DeviceSpec, load_device
+from simulator.kernels.attention import KERNELS, predict_decode, predict_flash, predict_unfused
+from simulator.kernels.elementwise import predict_copy, predict_exp, predict_softmax
+from simulator.kernels.gemm import predict_gemm
+from simulator.kernels.machine import KernelPrediction, machine
+
+__all__ = ["KERNELS", "OPS", "KernelPrediction", "default_dtype", "predict"]
+
+OPS: Mapping[str, tuple[str, ...]] = {
+    "gemm": ("m", "n", "k", "batch"),
+    "copy": ("nbytes",),
+    "exp": ("elements",),
+    "softmax": ("rows", "cols"),
+    "sdpa": ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "causal", "kernel", "window"),
+}
+"""Ops and the shape keywords each takes."""
+
+_REQUIRED = {
+    "gemm": ("m", "n", "k"),
+    "copy": ("nbytes",),
+    "exp": ("elements",),
+    "softmax": ("rows", "cols"),
+    "sdpa": ("batch", "heads", "seq_q", "head_dim"),
+}
+
+
+def default_dtype(spec: DeviceSpec) -> str:
+    """bf16 where the device has it, else fp16, else fp32."""
+    for dtype in ("bf16", "fp16"):
+        if dtype in spec.tensor_tflops:
+            return dtype
+    return "fp32"
+
+
+def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: Any) -> KernelPrediction:
+    """Predict one kernel (or, for unfused attention, its chain of kernels) on a device.
+
+    ops: ``gemm`` (m, n, k, batch=1), ``copy`` (nbytes), ``exp`` (elements), ``softmax`` (rows, cols),
+    ``sdpa`` (batch, heads, kv_heads=heads, seq_q, seq_kv=seq_q, head_dim, causal=False, kernel=..., window=None)
+    with kernel one of ``fa2``, ``fa3``, ``unfused``, ``decode``, ``math`` (default: fa3 on Hopper, fa2 on other
+    GPUs, math on CPUs).
+    """
+    spec = load_device(device)
+    if op not in OPS:
+        raise SpecError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
+    unknown = [k for k in shape if k not in OPS[op]]
+    if unknown:
+        raise SpecError(f"{op}: unknown shape keyword(s) {', '.join(unknown)}; {op} takes {', '.join(OPS[op])}")
+    missing = [k for k in _REQUIRED[op] if shape.get(k) is None]
+    if missing:
+        raise SpecError(f"{op}: missing {', '.join(missing)}; {op} takes {', '.join(OPS[op])}")
+    if op == "gemm":
+        return predict_gemm(
+            machine(spec, dtype), m_=shape["m"], n=shape["n"], k=shape["k"], batch=shape.get("batch", 1)
+        )
+    if op == "copy":
+        return predict_copy(machine(spec, dtype), nbytes=shape["nbytes"])
+    if op == "exp":
+        return predict_exp(machine(spec, dtype), elements=shape["elements"])
+    if op == "softmax":
+        return predict_softmax(machine(spec, dtype), rows=shape["rows"], cols=shape["cols"])
+    return _sdpa(spec, dtype, shape)
+
+
+def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPrediction:
+    s = {
+        "batch": shape["batch"],
+        "heads": shape["heads"],
+        "kv_heads": shape.get("kv_heads") or shape["heads"],
+        "seq_q": shape["seq_q"],
+        "seq_kv": shape.get("seq_kv") or shape["seq_q"],
+        "head_dim": shape["head_dim"],
+        "causal": bool(shape.get("causal", False)),
+        "window": shape.get("window"),
+    }
+    for key in ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim"):
+        if not (isinstance(s[key], int) and s[key] >= 1):
+            raise SpecError(f"sdpa: {key} must be a positive integer, got {s[key]!r}")
+    if s["window"] is not None and not (isinstance(s["window"], int) and s["window"] >= 1):
+        raise SpecError(f"sdpa: window must be a positive integer or None, got {s['window']!r}")
+    if s["heads"] % s["kv_heads"]:
+        raise SpecError(f"sdpa: heads ({s['heads']}) must be a multiple of kv_heads ({s['kv_heads']}) for GQA/MQA")
+    if s["seq_q"] > s["seq_kv"] and s["causal"]:
+        raise SpecError(f"sdpa: causal attention needs seq_q <= seq_kv, got {s['seq_q']} > {s['seq_kv']}")
+    kernel = shape.get("kernel") or _default_kernel(spec, s)
+    if kernel not in KERNELS:
+        raise SpecError(f"sdpa: unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
+    if spec.kind == "cpu" and kernel in ("unfused", "math"):
+        kernel = "math"
+    m = machine(spec, dtype, legacy_mma=kernel == "fa2")
+    if kernel in ("fa2", "fa3"):
+        return predict_flash(m, kernel, s)
+    if kernel == "decode":
+        return predict_decode(m, s)
+    return predict_unfused(m, kernel, s)
+
+
+def _default_kernel(spec: DeviceSpec, s: Mapping[str, Any]) -> str:
+    if spec.kind == "cpu":
+        return "math"
+    if s["seq_q"] <= 16 and s["seq_kv"] >= 256:
+        return "decode"
+    return "fa3" if spec.tensor_instruction == "wgmma" else "fa2"
+
+
+def calibrate_gemm(device: str | DeviceSpec, *, m: int, n: int, k: int, tflops: float, dtype: str = "bf16") -> float:
+    """The GEMM efficiency at which the model reproduces a measured GEMM (TFLOP/s) at that shape.
+
+    This is how the presets' ``efficiency.gemm`` is derived from a GEMM microbenchmark (bisection on the
+    monotone model); it never looks at attention timings.
+    """
+    from simulator.device import with_efficiency
+
+    spec = load_device(device)
+    cal = spec.efficiency.calibration
+    provenance = {"data_file": cal.data_file, "date": cal.date, "method": cal.method}
+    lo, hi = 0.05, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        trial = with_efficiency(spec, {"gemm": mid}, provenance)
+        if predict(trial, "gemm", dtype=dtype, m=m, n=n, k=k).tflops < tflops:
+            lo = mid
+        else:
+            hi = mid
+    if hi >= 1.0 - 1e-6:
+        raise SpecError(f"{spec.id}: {tflops} TFLOP/s at {m}x{n}x{k} is above what the model reaches at efficiency 1")
+    return round(0.5 * (lo + hi), 4)

@@ -1,0 +1,328 @@
+"""Attention forward kernels as mappings of attention cascades onto the GPU's spatial machine.
+
+**Fused (FlashAttention-style).** The 1-pass cascade (``attention-1pass``: online softmax over key tiles) is
+mapped so that one CTA owns ``Br`` query rows of one head and walks the keys in ``Bc`` tiles. Lowering the
+cascade at one tile's sizes (M = Bc, P = Br, E = F = head dim) gives each Einsum's ops per tile: ``mac`` ops
+run on the tensor cores (2-D array), ``exp`` on the special-function units, everything else (max, sub, add,
+mul, the causal ``select``) on the FP32 lanes (1-D arrays). K/V tiles stream through shared memory. Per tile,
+in SM-cycles, with ``T`` tensor, ``S`` exp, ``F`` FP32-lane and ``M`` shared-memory times:
+
+* ``fa2`` (FlashAttention-2, warp-level ``mma``): every warp reads whole K and V tiles from shared memory into
+  registers; on a ``wgmma`` device ``mma`` reaches only the preset's ``mma_fraction`` of the tensor rate. The
+  softmax is serialized between the two matmuls: ``max(T, M) + S + F``.
+* ``fa3`` (FlashAttention-3, ``wgmma`` devices only): warpgroup MMA reads operands from shared memory; two or
+  three consumer warpgroups ping-pong and pipeline, which hides the FP32-lane work under the matmuls, while the
+  exp of a tile still sits between its two matmuls: ``max(T + S, F, M)``.
+
+Shared-memory capacity and the register file bound the tile (the mapper tries every candidate and keeps the
+fastest). A CTA also pays a prologue (DRAM latency, Q and the first K/V tile through its share of L2) and an
+epilogue (O out); co-resident CTAs hide each other's, so only ``1 / CTAs-per-SM`` of it is exposed. Causal
+masking skips key tiles above the diagonal (bottom-right aligned when seq_q < seq_kv) and masks the diagonal
+ones; a sliding window skips tiles left of it. CTAs are list-scheduled over the SMs (fa3 longest first, as its
+tile scheduler does). GQA/MQA: query heads of a group read the same K/V through L2, so DRAM sees K and V once.
+
+**Decode (flash-decoding).** A few query rows against a long KV cache: the query rows of a GQA group are packed
+into one tile, the keys are split ``s`` ways (split-K) so that enough CTAs fill the SMs, and a second kernel
+combines the fp32 partial outputs. The mapper picks ``s``. Each CTA streams its K/V through its share of L2.
+
+**Unfused ("standard" attention, as PyTorch eager runs it).** QK^T as a batched GEMM writing the scores, a
+causal mask added by an elementwise kernel, a row softmax, and P.V as a batched GEMM, each a kernel with its
+own launch, every intermediate through DRAM (plus K/V expansion copies for GQA). ``math`` is the same chain
+with the mask fused into the softmax (PyTorch's math SDPA backend; the CPU path).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+
+from einsum.lower import lower
+from simulator.kernels.elementwise import predict_elementwise, predict_softmax
+from simulator.kernels.gemm import predict_gemm
+from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, finish, need
+from simulator.kernels.schedule import makespan_cycles, waves
+
+KERNELS: tuple[str, ...] = ("fa2", "fa3", "unfused", "decode", "math")
+"""Attention kernels: FlashAttention-2 and -3 style fused forward, unfused (standard), split-K decode, math."""
+
+FUSED_DTYPES = ("fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class FlashTile:
+    """One fused-attention mapping: Br x Bc tile, warps, pipeline stages, residency."""
+
+    br: int
+    bc: int
+    warps: int
+    stages: int
+    per_sm: int
+    smem_bytes: int
+    regs_per_thread: int
+
+
+@lru_cache(maxsize=256)
+def tile_ops(br: int, bc: int, d: int, masked: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Ops per unit for one Br x Bc tile, and per CTA once at the end, from the lowered 1-pass cascade."""
+    from workloads.registry import get_cascade
+
+    name = "attention-1pass-causal" if masked else "attention-1pass"
+    low = lower(get_cascade(name).cascade, {"B": 1, "H": 1, "M": bc, "M0": bc, "P": br, "E": d, "F": d})
+    per_tile: dict[str, float] = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
+    per_cta: dict[str, float] = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
+    for e in low.einsums:
+        target = per_tile if "m1" in e.vars else per_cta
+        for kind, count in e.ops().items():
+            unit = UNIT_OF_OP.get(kind, "fma")
+            target[unit] += 2.0 * count if unit == "tensor" else float(count)
+    return per_tile, per_cta
+
+
+def _flash_candidates(m: Machine, kernel: str, d: int) -> list[FlashTile]:
+    spec, e = m.spec, m.elem_bytes
+    regs_total = spec.regs_bytes_per_sm / 4
+    out = []
+    if kernel == "fa2":
+        for br in (64, 128):
+            for bc in (32, 64, 128):
+                for warps in (4, 8):
+                    if br // warps < 16:
+                        continue
+                    regs = (br * d + br * bc) / (warps * 32) + 32
+                    smem = (br + 2 * bc) * d * e
+                    if regs > 255 or smem > spec.smem_bytes_per_sm:
+                        continue
+                    per_sm = min(
+                        int(spec.smem_bytes_per_sm // smem),
+                        int(regs_total // (warps * 32 * max(regs, 128))),
+                        spec.max_warps_per_sm // warps,
+                    )
+                    if per_sm >= 1:
+                        out.append(FlashTile(br, bc, warps, 1, per_sm, smem, math.ceil(regs)))
+    else:
+        for wgs in (1, 2, 3):
+            br = 64 * wgs
+            limit = min(255, 8 * int((regs_total - 128 * 24) / (128 * wgs) // 8))
+            for bc in (64, 80, 96, 112, 128, 144, 176):
+                regs = (64 * d + 64 * bc) / 128 + 32
+                smem = (br + 2 * 2 * bc) * d * e
+                if regs > limit or smem > spec.smem_bytes_per_sm:
+                    continue
+                out.append(FlashTile(br, bc, 4 * (wgs + 1), 2, 1, smem, math.ceil(regs)))
+    return out
+
+
+def _key_ranges(seq_q: int, seq_kv: int, br: int, causal: bool, window: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per query row block: first and one-past-last key index it attends to (bottom-right aligned causal)."""
+    starts = np.arange(0, seq_q, br)
+    ends_row = np.minimum(starts + br, seq_q)  # exclusive row end
+    offset = seq_kv - seq_q
+    hi = np.minimum(seq_kv, ends_row + offset) if causal else np.full_like(starts, seq_kv)
+    lo = np.maximum(0, starts + offset - window + 1) if window else np.zeros_like(starts)
+    return lo, np.maximum(hi, lo)
+
+
+def useful_pairs(seq_q: int, seq_kv: int, causal: bool, window: int | None) -> float:
+    """Query-key pairs that are not masked (the FLOP count convention of attention benchmarks)."""
+    rows = np.arange(seq_q, dtype=np.float64)
+    offset = seq_kv - seq_q
+    hi = np.minimum(seq_kv, rows + offset + 1) if causal else np.full_like(rows, seq_kv)
+    lo = np.maximum(0.0, rows + offset - window + 1) if window else np.zeros_like(rows)
+    return float(np.maximum(hi - lo, 0).sum())
+
+
+def _tile_cycles(m: Machine, kernel: str, t: FlashTile, d: int, masked: bool) -> tuple[float, dict[str, float]]:
+    ops, _ = tile_ops(t.br, t.bc, d, masked)
+    tensor = ops["tensor"] / m.tensor_rate
+    sfu = ops["sfu"] / m.sfu_rate
+    fma = ops["fma"] / m.fma_rate
+    if kernel == "fa2":
+        smem = t.warps * 2 * t.bc * d * m.elem_bytes / m.smem_rate
+        cycles = max(tensor, smem) + sfu + fma
+    else:
+        smem = (t.br // 64) * (2 * t.bc * d + 64 * d) * m.elem_bytes / m.smem_rate
+        cycles = max(tensor + sfu, fma, smem)
+    l2 = 2 * t.bc * d * m.elem_bytes / m.l2_share_bytes_per_clock
+    parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
+    return max(cycles, l2), parts
+
+
+def _flash_one(m: Machine, kernel: str, t: FlashTile, s: dict) -> tuple[float, dict, dict, float]:
+    b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
+    e = m.elem_bytes
+    lo, hi = _key_ranges(sq, skv, t.br, s["causal"], s["window"])
+    tile_lo, tile_hi = lo // t.bc, -(-hi // t.bc)
+    n_tiles = tile_hi - tile_lo
+    plain, parts = _tile_cycles(m, kernel, t, d, False)
+    masked, _ = _tile_cycles(m, kernel, t, d, True)
+    row_starts = np.arange(0, sq, t.br)
+    offset = skv - sq
+    diag = np.zeros_like(n_tiles)
+    if s["causal"] or s["window"]:
+        # tiles whose keys straddle the mask boundary of some row in the block pay the select
+        diag_keys = np.minimum(row_starts + t.br + offset, skv) - np.maximum(row_starts + offset, 0)
+        diag = np.minimum(n_tiles, np.ceil(np.maximum(diag_keys, 0) / t.bc) + 1).astype(n_tiles.dtype)
+    _, per_cta_ops = tile_ops(t.br, t.bc, d, False)
+    epilogue_ops = per_cta_ops["fma"] / m.fma_rate + per_cta_ops["sfu"] / m.sfu_rate
+    fixed = (
+        m.latency_s * m.clock_hz
+        + (t.br * d + 2 * t.bc * d) * e / m.l2_share_bytes_per_clock
+        + t.br * d * e / m.l2_share_bytes_per_clock
+    )
+    cta = (n_tiles - diag) * plain + diag * masked + epilogue_ops + fixed / t.per_sm
+    blocks = np.tile(cta, b * h)  # launch order: row blocks fastest, then heads and batch
+    if kernel == "fa3":
+        blocks = np.sort(blocks)[::-1]
+    compute_s = makespan_cycles(blocks, m.sms, t.per_sm) / m.clock_hz
+    dram = (b * h * sq * d * 2 + b * hk * skv * d * 2) * e
+    times = {"tensor": compute_s, "memory": dram / m.dram_bytes_per_s}
+    shares = {k: v for k, v in parts.items() if k != "l2"}
+    if kernel == "fa3":
+        shares = {"tensor": parts["tensor"] + parts["sfu"], "fma": parts["fma"], "smem": parts["smem"]}
+    if parts["l2"] > plain - 1e-9 and parts["l2"] >= max(shares.values()):
+        times = {"l2": compute_s, "memory": times["memory"]}
+    else:
+        times = {max(shares, key=shares.__getitem__): compute_s, "memory": times["memory"]}
+    n_ctas = int(blocks.size)
+    tiles = {
+        "block_m": t.br,
+        "block_n": t.bc,
+        "warps": t.warps,
+        "stages": t.stages,
+        "ctas": n_ctas,
+        "ctas_per_sm": t.per_sm,
+        "waves": round(waves(n_ctas, m.sms, t.per_sm), 3),
+        "smem_bytes": t.smem_bytes,
+        "regs_per_thread": t.regs_per_thread,
+        "key_tiles_visited": int(n_tiles.sum()) * b * h,
+        "tile_cycles": {k: round(v, 1) for k, v in parts.items()},
+    }
+    return max(times.values()), times, tiles, dram
+
+
+def _check_fused(m: Machine, kernel: str, d: int) -> None:
+    spec = m.spec
+    need(spec.kind != "cpu", f"{kernel}: needs a GPU; {spec.id} is a cpu device, which runs kernel 'math'")
+    need(
+        m.dtype in FUSED_DTYPES or (kernel == "fa3" and m.dtype == "fp8"),
+        f"{kernel}: dtype {m.dtype} not supported; it runs {', '.join(FUSED_DTYPES)}" + (", fp8" * (kernel == "fa3")),
+    )
+    if kernel == "fa3":
+        need(
+            spec.tensor_instruction == "wgmma",
+            f"fa3: needs warpgroup MMA (tensor_instruction wgmma, Hopper); {spec.id} has {spec.tensor_instruction}",
+        )
+
+
+def _flops_and_bytes(s: dict, e: int) -> tuple[float, float, float]:
+    pairs = useful_pairs(s["seq_q"], s["seq_kv"], s["causal"], s["window"])
+    bh = s["batch"] * s["heads"]
+    flops = 4.0 * bh * pairs * s["head_dim"]
+    compulsory = (
+        bh * s["seq_q"] * s["head_dim"] * 2 + s["batch"] * s["kv_heads"] * s["seq_kv"] * s["head_dim"] * 2
+    ) * e
+    return flops, compulsory, bh * pairs
+
+
+def predict_flash(m: Machine, kernel: str, s: dict) -> KernelPrediction:
+    """FlashAttention-2/-3 style fused forward (see the module docstring)."""
+    d = s["head_dim"]
+    _check_fused(m, kernel, d)
+    candidates = _flash_candidates(m, kernel, d)
+    need(
+        bool(candidates),
+        f"{kernel}: head_dim {d} does not fit: no Br x Bc tile fits {m.spec.id}'s shared memory "
+        f"({m.spec.smem_bytes_per_sm:.0f} bytes per SM, smem_bytes_per_sm) and register file "
+        f"({m.spec.regs_bytes_per_sm:.0f} bytes per SM, regs_bytes_per_sm) for dtype {m.dtype}",
+    )
+    best = min((_flash_one(m, kernel, t, s) for t in candidates), key=lambda r: r[0])
+    _, times, tiles, dram = best
+    flops, compulsory, pairs = _flops_and_bytes(s, m.elem_bytes)
+    return finish(m, op="sdpa", kernel=kernel, flops=flops, hbm_bytes=dram, times=times, tiles=tiles,
+                  compulsory_bytes=compulsory, exp_ops=pairs)  # fmt: skip
+
+
+def predict_decode(m: Machine, s: dict) -> KernelPrediction:
+    """Split-K (flash-decoding) attention of a few queries against a KV cache, plus the combine kernel."""
+    _check_fused(m, "decode", s["head_dim"])
+    b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
+    e = m.elem_bytes
+    rows = sq * (h // hk)  # GQA: the query heads of a group share one tile
+    fa = "fa3" if m.spec.tensor_instruction == "wgmma" else "fa2"
+    tiles_all = _flash_candidates(m, fa, d)
+    need(bool(tiles_all), f"decode: head_dim {d} does not fit {m.spec.id}'s shared memory (smem_bytes_per_sm)")
+    t = min(tiles_all, key=lambda x: (abs(x.br - min(max(rows, 64), 128)), -x.bc))
+    m_blocks = math.ceil(rows / t.br)
+    lo, hi = _key_ranges(sq, skv, 1, s["causal"], s["window"])
+    keys = int((hi - lo).max())
+    plain, parts = _tile_cycles(m, fa, t, d, False)
+    stream = 2 * t.bc * d * e / m.l2_share_bytes_per_clock
+    tile = max(plain, stream)
+    kv_bytes = b * hk * keys * d * 2 * e
+    best = None
+    for split in (1, 2, 4, 8, 16, 32, 64, 128):
+        if split > 1 and keys / split < t.bc:
+            break
+        per = math.ceil(math.ceil(keys / split) / t.bc)
+        fixed = m.latency_s * m.clock_hz + (t.br * d * e + t.br * d * 4) / m.l2_share_bytes_per_clock
+        n_ctas = b * hk * m_blocks * split
+        compute_s = makespan_cycles(np.full(n_ctas, per * tile + fixed), m.sms, t.per_sm) / m.clock_hz
+        partial = b * h * sq * d * 4 * split if split > 1 else 0.0
+        dram = kv_bytes + b * h * sq * d * 2 * e + partial
+        main = max(compute_s, dram / m.dram_bytes_per_s)
+        combine = m.launch_s + m.latency_s + 2 * partial / m.dram_bytes_per_s if split > 1 else 0.0
+        total = main + combine
+        if best is None or total < best[0]:
+            best = (total, split, n_ctas, compute_s, dram, combine)
+    _, split, n_ctas, compute_s, dram, combine = best
+    bound = "stream" if stream >= plain else max(
+        {"tensor": parts["tensor"], "sfu": parts["sfu"], "fma": parts["fma"]}.items(), key=lambda kv: kv[1]
+    )[0]  # fmt: skip
+    times = {bound if bound != "stream" else "l2": compute_s + combine, "memory": dram / m.dram_bytes_per_s + combine}
+    flops, compulsory, pairs = _flops_and_bytes(s, e)
+    tiles = {
+        "block_m": t.br,
+        "block_n": t.bc,
+        "rows_per_tile": rows,
+        "splits": split,
+        "ctas": n_ctas,
+        "ctas_per_sm": t.per_sm,
+        "waves": round(waves(n_ctas, m.sms, t.per_sm), 3),
+        "smem_bytes": t.smem_bytes,
+    }
+    return finish(m, op="sdpa", kernel="decode", flops=flops, hbm_bytes=dram, times=times, tiles=tiles,
+                  compulsory_bytes=compulsory, exp_ops=pairs, launches=2 if split > 1 else 1)  # fmt: skip
+
+
+def predict_unfused(m: Machine, kernel: str, s: dict) -> KernelPrediction:
+    """Standard attention as separate kernels through DRAM (see the module docstring)."""
+    b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
+    e = m.elem_bytes
+    scores = float(b) * h * sq * skv
+    held = scores * e * (3 if s["causal"] and kernel == "unfused" else 2)
+    need(
+        held <= m.spec.dram_bytes,
+        f"{kernel}: the {b}x{h}x{sq}x{skv} score and probability matrices need {held / 1e9:.1f} GB; "
+        f"{m.spec.id} has {m.spec.dram_bytes / 1e9:.1f} GB (dram_bytes)",
+    )
+    parts: list[KernelPrediction] = []
+    if hk < h:
+        parts.append(predict_elementwise(m, elements=2 * b * h * skv * d, reads=1, kernel="expand_kv"))
+    parts.append(predict_gemm(m, m_=sq, n=skv, k=d, batch=b * h))
+    if (s["causal"] or s["window"]) and kernel == "unfused":
+        parts.append(predict_elementwise(m, elements=int(scores), reads=1, kernel="mask_add"))
+    parts.append(predict_softmax(m, rows=b * h * sq, cols=skv))
+    parts.append(predict_gemm(m, m_=sq, n=d, k=skv, batch=b * h))
+    flops, compulsory, pairs = _flops_and_bytes(s, e)
+    time_s = sum(p.time_s for p in parts)
+    slowest = max(parts, key=lambda p: p.time_s)
+    totals: dict[str, float] = {}
+    for p in parts:  # time by the ceiling that bound each kernel
+        totals[p.bound] = totals.get(p.bound, 0.0) + p.time_s
+    pred = finish(m, op="sdpa", kernel=kernel, flops=flops, hbm_bytes=sum(p.hbm_bytes for p in parts),
+                  times={slowest.bound: time_s - m.launch_s}, tiles={"kernels": len(parts)},
+                  compulsory_bytes=compulsory, exp_ops=pairs)  # fmt: skip
+    return replace(pred, parts=tuple(parts), times_s=totals)

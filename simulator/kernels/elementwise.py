@@ -1,0 +1,64 @@
+"""Memory-bound kernels: copy, elementwise exp, row softmax. Each streams its bytes through DRAM at a
+microbenchmark-calibrated bandwidth (copy, or the library softmax) while the SFU and FP32 lanes do the math;
+the slowest of the three sets the time, plus one launch and one DRAM latency."""
+
+from __future__ import annotations
+
+from simulator.kernels.machine import KernelPrediction, Machine, finish, need
+
+SOFTMAX_FMA_PER_ELEMENT = 4
+"""FP32 lane ops per softmax element: max, subtract, sum, scale (the 3-pass cascade's max, sub, add, div)."""
+
+
+def _positive(op: str, **values: int) -> None:
+    for name, v in values.items():
+        need(isinstance(v, int) and v >= 1, f"{op}: {name} must be a positive integer, got {v!r}")
+
+
+def predict_copy(m: Machine, *, nbytes: int) -> KernelPrediction:
+    """Device-to-device copy of nbytes (reads and writes nbytes each)."""
+    _positive("copy", nbytes=nbytes)
+    moved = 2.0 * nbytes
+    times = {"memory": m.latency_s + moved / m.dram_bytes_per_s}
+    return finish(m, op="copy", kernel="copy", flops=0.0, hbm_bytes=moved, times=times, tiles={},
+                  compulsory_bytes=moved)  # fmt: skip
+
+
+def predict_exp(m: Machine, *, elements: int) -> KernelPrediction:
+    """y = exp(x) over elements of the dtype: read, exp on the SFU, write."""
+    _positive("exp", elements=elements)
+    moved = 2.0 * elements * m.elem_bytes
+    times = {
+        "memory": m.latency_s + moved / m.dram_bytes_per_s,
+        "sfu": elements / (m.sfu_rate * m.sms * m.clock_hz),
+    }
+    return finish(m, op="exp", kernel="exp", flops=0.0, hbm_bytes=moved, times=times, tiles={},
+                  compulsory_bytes=moved, exp_ops=elements)  # fmt: skip
+
+
+def predict_softmax(m: Machine, *, rows: int, cols: int, kernel: str = "softmax") -> KernelPrediction:
+    """Row softmax of a rows x cols matrix (read once, written once) at the library-softmax bandwidth."""
+    _positive("softmax", rows=rows, cols=cols)
+    n = float(rows) * cols
+    moved = 2.0 * n * m.elem_bytes
+    clock_sms = m.sms * m.clock_hz
+    times = {
+        "memory": m.latency_s + moved / m.softmax_bytes_per_s,
+        "sfu": n / (m.sfu_rate * clock_sms),
+        "fma": n * SOFTMAX_FMA_PER_ELEMENT / (m.fma_rate * clock_sms),
+    }
+    return finish(m, op="softmax", kernel=kernel, flops=0.0, hbm_bytes=moved, times=times,
+                  tiles={"rows": rows, "cols": cols}, compulsory_bytes=moved, exp_ops=n,
+                  fma_ops=n * SOFTMAX_FMA_PER_ELEMENT)  # fmt: skip
+
+
+def predict_elementwise(m: Machine, *, elements: int, reads: int, kernel: str, sfu: int = 0) -> KernelPrediction:
+    """A streaming elementwise kernel over elements: reads operands of the dtype, writes one; sfu special-function
+    evaluations per element (a SiLU's sigmoid is one exp)."""
+    _positive(kernel, elements=elements)
+    moved = float(elements) * (reads + 1) * m.elem_bytes
+    times = {"memory": m.latency_s + moved / m.dram_bytes_per_s}
+    if sfu:
+        times["sfu"] = elements * sfu / (m.sfu_rate * m.sms * m.clock_hz)
+    return finish(m, op="elementwise", kernel=kernel, flops=0.0, hbm_bytes=moved, times=times,
+                  tiles={"elements": elements}, compulsory_bytes=moved, exp_ops=float(elements) * sfu)  # fmt: skip
