@@ -73,13 +73,18 @@ def cmd_cascades(args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    print(f"Registered cascades (ops at {_shape_text(rows[0]['shape'])}; passes over M)\n")
+    print("Registered cascades (passes over M; ops at the shape shown: each cascade's defaults and --shape)\n")
+    main_ranks = ("B", "H", "G", "M", "P", "E", "F")
     print(
         _table(
-            [[r["name"], r["passes"], r["einsums"], f"{r['ops']:,}", r["summary"]] for r in rows],
-            ["name", "passes", "einsums", "ops", "summary"],
+            [
+                [r["name"], r["passes"], r["einsums"], f"{r['ops']:,}",
+                 " ".join(f"{k}={v}" for k, v in r["shape"].items() if k in main_ranks), r["summary"]]
+                for r in rows
+            ],
+            ["name", "passes", "einsums", "ops", "shape", "summary"],
         )
-    )
+    )  # fmt: skip
     return 0
 
 
