@@ -220,7 +220,23 @@ class Cascade:
 
         einsums = {name: self._einsum(s, known_ranks) for name, s in einsum_stmts.items()}
         self._check_unused_inputs(inputs, einsums)
-        self.ranks = tuple(sorted(known_ranks | {v.upper() for e in einsums.values() for v in e.iter_vars}))
+        # An upper-case name in a mask condition that no tensor uses is a size-only rank (a window W, say):
+        # it takes a size like any rank and indexes nothing.
+        self.size_ranks = tuple(
+            sorted(
+                {
+                    n.name
+                    for e in einsums.values()
+                    for c in e.conditions
+                    for side in (c.left, c.right)
+                    for n in index_nodes(side)
+                    if isinstance(n, IdxSize) and n.name not in known_ranks
+                }
+            )
+        )
+        self.ranks = tuple(
+            sorted(known_ranks | set(self.size_ranks) | {v.upper() for e in einsums.values() for v in e.iter_vars})
+        )
         self._build_graph(einsums)
         self._set_outputs(output_decl, einsums)
 

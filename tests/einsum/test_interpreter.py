@@ -117,3 +117,27 @@ def test_out_of_range_index_is_reported():
     c = Cascade.from_text("input X[M]\nY[m] = X[m+1]")
     with pytest.raises(ShapeError, match=r"index m\+1 of X spans 1\.\.4 but X has 4 elements along M"):
         c.rank_sizes({"M": 4})
+
+
+def test_size_only_rank_in_a_mask_condition():
+    text = """\
+input Q[B,H,E,P], K[B,H,E,M], V[B,H,F,M]
+QK[b,h,m,p] = sum[e] Q[b,h,e,p] * K[b,h,e,m]
+MQK[b,h,m,p] = where(m > p + M - P - W, QK[b,h,m,p], -inf)
+GM[b,h,p] = max[m] MQK[b,h,m,p]
+SN[b,h,m,p] = exp(MQK[b,h,m,p] - GM[b,h,p])
+SD[b,h,p] = sum[m] SN[b,h,m,p]
+AV[b,h,f,p] = sum[m] SN[b,h,m,p] * V[b,h,f,m] / SD[b,h,p]
+"""
+    c = Cascade.from_text(text)
+    assert "W" in c.size_ranks and "W" in c.ranks
+    with pytest.raises(ShapeError, match="give a size for W"):
+        c.rank_sizes({"B": 1, "H": 1, "E": 2, "F": 2, "M": 8, "P": 8})
+    sizes = {"B": 1, "H": 1, "E": 2, "F": 2, "M": 8, "P": 8, "W": 8}
+    inputs = random_inputs(c, sizes, seed=3)
+    # W = M: no key falls below the window, so this is plain attention; W = 1 keeps only m = p
+    np.testing.assert_allclose(
+        run(c, sizes, inputs)["AV"], softmax_attention(inputs["Q"], inputs["K"], inputs["V"]), rtol=1e-9
+    )
+    diagonal = run(c, {**sizes, "W": 1}, inputs)["AV"]
+    np.testing.assert_allclose(diagonal, inputs["V"], rtol=1e-9)
