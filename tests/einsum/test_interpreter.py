@@ -135,9 +135,15 @@ AV[b,h,f,p] = sum[m] SN[b,h,m,p] * V[b,h,f,m] / SD[b,h,p]
         c.rank_sizes({"B": 1, "H": 1, "E": 2, "F": 2, "M": 8, "P": 8})
     sizes = {"B": 1, "H": 1, "E": 2, "F": 2, "M": 8, "P": 8, "W": 8}
     inputs = random_inputs(c, sizes, seed=3)
-    # W = M: no key falls below the window, so this is plain attention; W = 1 keeps only m = p
+    # W = M: no key falls below the window, so this is plain attention
     np.testing.assert_allclose(
         run(c, sizes, inputs)["AV"], softmax_attention(inputs["Q"], inputs["K"], inputs["V"]), rtol=1e-9
     )
-    diagonal = run(c, {**sizes, "W": 1}, inputs)["AV"]
-    np.testing.assert_allclose(diagonal, inputs["V"], rtol=1e-9)
+    # W = 3: query p sees keys m > p - 3
+    scores = np.einsum("bhep,bhem->bhmp", inputs["Q"], inputs["K"])
+    keep = np.arange(8)[:, None] > np.arange(8)[None, :] - 3
+    weights = np.exp(np.where(keep, scores, -np.inf) - np.where(keep, scores, -np.inf).max(axis=2, keepdims=True))
+    weights /= weights.sum(axis=2, keepdims=True)
+    np.testing.assert_allclose(
+        run(c, {**sizes, "W": 3}, inputs)["AV"], np.einsum("bhmp,bhfm->bhfp", weights, inputs["V"]), rtol=1e-9
+    )
