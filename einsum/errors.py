@@ -62,3 +62,7 @@ class RegistryError(AttnscopeError):
 
 class SpecError(AttnscopeError):
     """A hardware, mapping or sweep specification that fails validation (names file and dotted key)."""
+
+
+class StoreError(AttnscopeError):
+    """A results store that cannot be used: not SQLite, not attnscope's, another schema version, unreadable."""

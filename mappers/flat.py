@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from einsum.errors import SpecError
 from einsum.lower import LoweredCascade
 from mappers.templates import loop_nest
-from simulator.cost import CascadeCost, _phase_occupancy, evaluate_cascade
+from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy
 from simulator.mapping import CascadeMapping, Phase
 from simulator.specs import ArchSpec
 
@@ -142,7 +142,7 @@ def fits_flat_rule(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
         mapping.name, mapping.einsums, {t: p for t, p in mapping.placement.items() if p != BUFFER},
         mapping.phases, mapping.in_place, mapping.forwarded, mapping.spill,
     )  # fmt: skip
-    return _phase_occupancy(lowered, no_handoff, mapping.phases[0], BUFFER) <= capacity
+    return phase_occupancy(lowered, no_handoff, mapping.phases[0], BUFFER) <= capacity
 
 
 def search_flat(

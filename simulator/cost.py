@@ -85,7 +85,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     capacity = float(arch.level(buffer).capacity_words) if buffer else math.inf
     feasible = True
     for phase in mapping.phases:
-        occ = _phase_occupancy(lowered, mapping, phase, buffer)
+        occ = phase_occupancy(lowered, mapping, phase, buffer)
         occupancy.append(occ)
         ps = 0.0
         if occ > capacity:
@@ -287,7 +287,7 @@ def _phase_compute_cycles(
     return total
 
 
-def _phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, buffer: str | None) -> float:
+def phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, buffer: str | None) -> float:
     """Words held in the shared buffer during a phase (see the module docstring)."""
     if buffer is None:
         return 0.0
@@ -465,7 +465,7 @@ class _Traffic:
     def energy_by_component(self) -> dict[str, float]:
         out: dict[str, float] = {}
         compat = self.arch.compat
-        for key in set(self.reads) | set(self.writes):
+        for key in sorted(set(self.reads) | set(self.writes)):  # a fixed order: sums equal in every process
             level = self.arch.level(key[0])
             per_read = level.read_energy_pj / level.access_width_words
             per_write = level.write_energy_pj / level.access_width_words

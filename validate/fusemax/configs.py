@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from einsum.lower import LoweredCascade, lower
 from mappers.templates import divisors, loop_nest
-from simulator.cost import CascadeCost, _phase_occupancy, evaluate_cascade
+from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy
 from simulator.mapping import CascadeMapping, Phase
 from simulator.specs import ArchSpec
 from workloads import get_cascade
@@ -75,15 +75,21 @@ class Design:
     lowered: LoweredCascade
 
 
-def fusemax_family(config: str, arch: ArchSpec, sizes: Mapping[str, int]) -> Design:
-    """A FuseMax-family design (cascade, arch, binding) with the largest P1 whose buffer state fits."""
+def fusemax_family(
+    config: str, arch: ArchSpec, sizes: Mapping[str, int], lowered: LoweredCascade | None = None
+) -> Design:
+    """A FuseMax-family design (cascade, arch, binding) with the largest P1 whose buffer state fits.
+
+    ``lowered``: the fusemax cascade already lowered at ``sizes`` with M0 = the array width (callers that
+    evaluate many architectures of one shape pass it to skip lowering).
+    """
     width = arch.array("pe_2d").shape[-1]
-    lowered = lower(get_cascade("fusemax").cascade, {**sizes, "M0": width})
+    lowered = lowered or lower(get_cascade("fusemax").cascade, {**sizes, "M0": width})
     p_tiles = lowered.sizes["P"] // width
     best = None
     for p1 in reversed(divisors(p_tiles)):
         mapping = fusemax_mapping(config, lowered, arch, p1)
-        occupancy = _phase_occupancy(lowered, mapping, mapping.phases[0], BUFFER)
+        occupancy = phase_occupancy(lowered, mapping, mapping.phases[0], BUFFER)
         if occupancy <= arch.level(BUFFER).capacity_words or p1 == 1:
             best = mapping
             break

@@ -1,0 +1,168 @@
+"""``attnscope sweep``, ``attnscope pareto`` and ``attnscope query``: design-space sweeps and their stores.
+
+Usage::
+
+    attnscope sweep SPEC --store FILE [--force] [--retry-errors] [--workers N | --dask-local N | --scheduler ADDR]
+    attnscope pareto STORE --x area_mm2 --y latency_s [--color energy_j] [--plot out.png] [--csv front.csv]
+    attnscope query STORE ["SELECT ..."] [--csv FILE | --parquet FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from einsum.errors import AttnscopeError
+
+
+def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """Register the sweep, pareto and query subcommands."""
+    p = subparsers.add_parser(
+        "sweep", help="run a design-space sweep into a results store (resumable)",
+        description="Evaluate every point of a sweep spec not yet in the store. Rerunning resumes; "
+        "each finished chunk of points is committed, so an interrupted sweep loses at most the chunks in flight.",
+    )  # fmt: skip
+    p.add_argument("spec", help="sweep spec (.yaml), e.g. examples/sweeps/fusemax-pe-buffer.yaml")
+    p.add_argument("--store", required=True, help="SQLite results store (created if absent)")
+    p.add_argument("--force", action="store_true", help="recompute points already in the store")
+    p.add_argument("--retry-errors", action="store_true", help="recompute points stored with an error")
+    p.add_argument("--workers", type=int, help="local worker processes (default: all cores; 1 = in-process)")
+    p.add_argument("--dask-local", type=int, metavar="N", help="run on a Dask LocalCluster of N worker processes")
+    p.add_argument("--scheduler", metavar="ADDR", help="run on a Dask cluster, e.g. tcp://HOST:8786")
+    p.add_argument("--chunk-size", type=int, help="points per task (default: chosen from points and workers)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser(
+        "pareto", help="the Pareto front of a store: table, CSV and plot",
+        description="Exactly the non-dominated points (failed and infeasible points left out) over --x and --y.",
+    )  # fmt: skip
+    p.add_argument("store", help="SQLite results store")
+    p.add_argument("--x", required=True, help="objective column on the x axis, e.g. area_mm2")
+    p.add_argument("--y", required=True, help="objective column on the y axis, e.g. latency_s")
+    p.add_argument("--color", help="column that colours the front, e.g. energy_j")
+    p.add_argument("--max", action="append", default=[], choices=["x", "y"], help="maximise x or y (default: minimise)")
+    p.add_argument("--sweep", help="only this sweep's points (default: every point in the store)")
+    p.add_argument("--where", help="extra SQL condition, e.g. \"model = 'BERT'\"")
+    p.add_argument("--include-infeasible", action="store_true", help="also points with feasible = 0")
+    p.add_argument("--plot", help="write the plot here (.png, .pdf, .svg)")
+    p.add_argument("--csv", help="write the front's rows here")
+    p.add_argument("--logx", action="store_true", help="log-scale x axis")
+    p.add_argument("--logy", action="store_true", help="log-scale y axis")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_pareto)
+
+    p = subparsers.add_parser(
+        "query", help="run SQL on a store (read-only); print, or export CSV / Parquet",
+        description="Tables: points (one row per point), sweeps, sweep_points; view results (sweep, idx, point).",
+    )  # fmt: skip
+    p.add_argument("store", help="SQLite results store")
+    p.add_argument("sql", nargs="?", default="SELECT * FROM results ORDER BY sweep, idx", help="one SELECT statement")
+    p.add_argument("--csv", help="write the rows to this CSV file instead of printing them")
+    p.add_argument("--parquet", help="write the rows to this Parquet file (needs pyarrow)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_query)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from attnscope.cli import print_json
+    from mappers.sweep.runner import make_executor, run_sweep
+    from mappers.sweep.spec import read_sweep_file
+
+    spec = read_sweep_file(args.spec)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise AttnscopeError(f"--chunk-size: expected a positive number, got {args.chunk_size}")
+    with make_executor(args.workers, args.dask_local, args.scheduler) as executor:
+        try:
+            summary = run_sweep(
+                spec, args.store, force=args.force, retry_errors=args.retry_errors, executor=executor,
+                progress=not args.quiet, chunk_size=args.chunk_size,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            print(f"attnscope: interrupted; finished points are in {args.store}: rerun to resume", file=sys.stderr)
+            return 130
+    if args.json:
+        print_json({**vars(summary), "rate_points_per_s": summary.rate})
+        return 0
+    print(
+        f"{summary.sweep}: {summary.unique} points ({summary.skipped} already stored, {summary.computed} computed, "
+        f"{summary.errors} failed) in {summary.seconds:.1f} s on {summary.executor}"
+        + (f", {summary.rate:.0f} points/s" if summary.computed else "")
+    )
+    print(f"store: {summary.store}")
+    if summary.errors:
+        sql = "SELECT key, error FROM points WHERE status = 'error'"
+        print(f'see the failures: attnscope query {summary.store} "{sql}"')
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from attnscope.cli import print_json, table
+    from mappers.sweep.pareto import plot_front, store_front
+    from mappers.sweep.store import Store, export
+
+    extra = [args.color] if args.color else []
+    maximize = ("x" in args.max, "y" in args.max)
+    with Store.open(args.store, readonly=True) as store:
+        front = store_front(store, (args.x, args.y), maximize, args.sweep, args.where, args.include_infeasible, extra)
+        if args.plot:
+            plot_front(store, front, args.plot, args.color, args.sweep, args.where, args.include_infeasible,
+                       (args.logx, args.logy))  # fmt: skip
+    if args.csv:
+        export(front.columns, front.rows, args.csv)
+    shown = [c for c in ("key", args.x, args.y, *extra) if c in front.columns]
+    shown += [c for c in front.columns if c not in shown and c in _axis_columns(front.columns)]
+    if args.json:
+        print_json(
+            {"objectives": [args.x, args.y], "maximize": list(maximize), "candidates": front.candidates,
+             "front": [dict(zip(front.columns, r, strict=True)) for r in front.rows]}
+        )  # fmt: skip
+        return 0
+    print(f"Pareto front: {len(front.rows)} of {front.candidates} points ({_sense(args.x, maximize[0])}, "
+          f"{_sense(args.y, maximize[1])})\n")  # fmt: skip
+    idx = [front.columns.index(c) for c in shown]
+    print(table([[_fmt(r[i]) for i in idx] for r in front.rows], shown))
+    for flag, path in (("plot", args.plot), ("csv", args.csv)):
+        if path:
+            print(f"{flag}: {path}")
+    return 0
+
+
+def _sense(column: str, maximize: bool) -> str:
+    return f"{'max' if maximize else 'min'} {column}"
+
+
+def _axis_columns(columns: list[str]) -> list[str]:
+    from mappers.sweep.metrics import METRICS
+    from mappers.sweep.store import BASE_COLUMNS
+
+    return [c for c in columns if c not in BASE_COLUMNS and c not in METRICS and not c.startswith("util_")
+            and c not in ("sweep", "idx")]  # fmt: skip
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from attnscope.cli import print_json, table
+    from mappers.sweep.store import Store, export
+
+    if args.csv and args.parquet:
+        raise AttnscopeError("give either --csv or --parquet, not both")
+    with Store.open(args.store, readonly=True) as store:
+        columns, rows = store.query(args.sql)
+    target = args.csv or args.parquet
+    if target:
+        kind = export(columns, rows, target)
+        print(f"wrote {len(rows)} rows to {target} ({kind})", file=sys.stderr)
+        return 0
+    if args.json:
+        print_json([dict(zip(columns, r, strict=True)) for r in rows])
+        return 0
+    print(table([[_fmt(v) for v in r] for r in rows], columns) if columns else "(no result)")
+    return 0

@@ -1,0 +1,288 @@
+"""A sweep's points: sampling the axes, derived values, workloads, and each point's stable key.
+
+The key of a point is the SHA-256 of its full inputs as canonical JSON: the model version, a fingerprint of
+the base architecture (the preset after the spec's fixed overrides), the point's overrides (path -> value),
+the workload with its rank sizes, and the mapping strategy with its parameters. Axis names, the sweep's name
+and the sampling seed are not inputs: drawing the same point twice, or in another sweep, reuses the stored row.
+
+Sampling (numpy ``Generator(PCG64(seed))``): ``grid`` takes the product of the axes' values; ``random``
+draws every axis independently and uniformly (a log range uniformly in log); ``lhs`` is a Latin hypercube:
+each axis's [0, 1) is cut into ``points`` strata, each used once, in an independent random order per axis.
+A discrete axis maps u in [0, 1) to ``values[floor(u * len)]``. Every architecture point is evaluated on
+every workload (cascade x model x sequence length).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from einsum.errors import SpecError
+from mappers.sweep.spec import _MISSING, Axis, Scalar, SweepSpec, _base_value
+from simulator.specs import ArchSpec
+from workloads import get_cascade
+from workloads.models import MODELS
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("attnscope")
+    except metadata.PackageNotFoundError:
+        return "source"
+
+
+MODEL_VERSION = f"attnscope {_package_version()} sweep-1"
+"""Part of every point's key: a new attnscope release (or a new sweep format) recomputes the points."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload: a registered cascade at one model's shape and sequence length."""
+
+    cascade: str
+    model: str
+    seq_len: int
+
+    def sizes(self) -> dict[str, int]:
+        """The model's rank sizes that the cascade uses (M = P = seq_len)."""
+        ranks = set(get_cascade(self.cascade).cascade.ranks)
+        return {k: v for k, v in MODELS[self.model].sizes(self.seq_len).items() if k in ranks}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep: where it sits in the sample order, its key, its values and its inputs."""
+
+    index: int
+    key: str
+    values: Mapping[str, Scalar]  # column -> value, for the axes and derived values
+    overrides: tuple[tuple[str, Any], ...]  # (dotted path, value), applied to the base architecture
+    workload: Workload
+    sizes: Mapping[str, int]
+
+    def inputs(self) -> dict[str, Any]:
+        """The point's own inputs as plain data (stored with its row)."""
+        return {"overrides": dict(self.overrides), "workload": vars(self.workload), "sizes": dict(self.sizes)}
+
+
+# ------------------------------------------------------------------------------------------------ expressions
+
+
+class ExpressionError(SpecError):
+    """A derived-value expression that does not parse or cannot be evaluated."""
+
+
+_FUNCTIONS = {
+    "min": min,
+    "max": max,
+    "round": round,
+    "int": int,
+    "float": float,
+    "sqrt": math.sqrt,
+    "log2": math.log2,
+    "ceil": math.ceil,
+    "floor": math.floor,
+}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+class Expression:
+    """Arithmetic over axis values: numbers, + - * / // % **, ``min max round int float sqrt log2 ceil
+    floor``, ``base('path')`` (the preset's value) and ``value('path')`` (this point's value at the path).
+
+    >>> from simulator.specs import load_arch
+    >>> e = Expression("base('levels.global_buffer.area_um2') * words / 8388608", {"words"}, load_arch("fusemax-cloud"))
+    >>> e.evaluate({"words": 4194304}, {}, integer=False)
+    42100687.26
+    """
+
+    def __init__(self, text: str, names: set[str], arch: ArchSpec | None):
+        self.text = text
+        try:
+            self.tree = ast.parse(text.strip(), mode="eval").body
+        except SyntaxError as exc:
+            raise ExpressionError(f"expression {text!r} does not parse: {exc.msg}") from None
+        self.bases: dict[str, Any] = {}
+        self._check(self.tree, names, arch)
+
+    def _check(self, node: ast.AST, names: set[str], arch: ArchSpec | None) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+            return
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise ExpressionError(
+                    f"expression {self.text!r}: unknown name {node.id!r}; axes and earlier derived values: "
+                    f"{', '.join(sorted(names)) or 'none'}"
+                )
+            return
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            self._check(node.left, names, arch)
+            self._check(node.right, names, arch)
+            return
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            self._check(node.operand, names, arch)
+            return
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            fn = node.func.id
+            if fn in ("base", "value"):
+                arg = node.args[0] if len(node.args) == 1 else None
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                    raise ExpressionError(f"expression {self.text!r}: {fn}() takes one quoted dotted path")
+                if arch is not None:
+                    base = _base_value(arch, arg.value)
+                    if base is _MISSING or isinstance(base, bool) or not isinstance(base, int | float):
+                        raise ExpressionError(
+                            f"expression {self.text!r}: {fn}({arg.value!r}): the preset has no number at that path"
+                        )
+                    self.bases[arg.value] = base
+                return
+            if fn in _FUNCTIONS:
+                for arg in node.args:
+                    self._check(arg, names, arch)
+                return
+            allowed = ", ".join((*_FUNCTIONS, "base", "value"))
+            raise ExpressionError(f"expression {self.text!r}: unknown function {fn!r}; allowed: {allowed}")
+        raise ExpressionError(
+            f"expression {self.text!r}: {ast.unparse(node)!r} is not allowed; use numbers, axis names, "
+            "+ - * / // % ** and the functions min, max, round, int, float, sqrt, log2, ceil, floor, base, value"
+        )
+
+    def evaluate(self, names: Mapping[str, Any], overrides: Mapping[str, Any], integer: bool) -> int | float:
+        """The value at one point; integer: the path holds an integer, so the result must be integral."""
+        try:
+            result = self._eval(self.tree, names, overrides)
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            raise ExpressionError(f"expression {self.text!r}: {exc}") from None
+        if isinstance(result, bool) or not isinstance(result, int | float) or not math.isfinite(result):
+            raise ExpressionError(f"expression {self.text!r} gives {result!r}, not a finite number")
+        if integer:
+            if float(result).is_integer():
+                return int(result)
+            raise ExpressionError(
+                f"expression {self.text!r} gives {result!r}, but the path holds an integer; wrap it in round(...)"
+            )
+        return float(result)
+
+    def _eval(self, node: ast.AST, names: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return names[node.id]
+        if isinstance(node, ast.BinOp):
+            return _BINARY[type(node.op)](
+                self._eval(node.left, names, overrides), self._eval(node.right, names, overrides)
+            )
+        if isinstance(node, ast.UnaryOp):
+            return _UNARY[type(node.op)](self._eval(node.operand, names, overrides))
+        fn = node.func.id  # a Call, as _check allowed
+        if fn == "base":
+            return self.bases[node.args[0].value]
+        if fn == "value":
+            path = node.args[0].value
+            return overrides[path] if path in overrides else self.bases[path]
+        return _FUNCTIONS[fn](*(self._eval(a, names, overrides) for a in node.args))
+
+
+# --------------------------------------------------------------------------------------------------- sampling
+
+
+def _pick(axis: Axis, u: np.ndarray) -> list[Scalar]:
+    values = axis.discrete
+    if values is not None:
+        return [values[min(int(x * len(values)), len(values) - 1)] for x in u]
+    return [axis.at(float(x)) for x in u]
+
+
+def sample_axes(spec: SweepSpec) -> list[dict[str, Scalar]]:
+    """The architecture points: axis name -> value, in sample order (module docstring for the methods)."""
+    axes, sampling = spec.axes, spec.sampling
+    if sampling.method == "grid":
+        return [
+            dict(zip((a.name for a in axes), combo, strict=True))
+            for combo in itertools.product(*(a.discrete for a in axes))
+        ]
+    n = sampling.points
+    rng = np.random.Generator(np.random.PCG64(sampling.seed))
+    columns = []
+    for axis in axes:
+        u = rng.random(n) if sampling.method == "random" else (rng.permutation(n) + rng.random(n)) / n
+        columns.append(_pick(axis, u))
+    if not axes:
+        return [{}]
+    return [dict(zip((a.name for a in axes), row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def workloads(spec: SweepSpec) -> list[Workload]:
+    """Every workload of the spec: cascades x models x sequence lengths."""
+    w = spec.workload
+    return [Workload(c, m, s) for c, m, s in itertools.product(w.cascades, w.models, w.seq_lens)]
+
+
+def canonical_json(data: Any) -> str:
+    """JSON with sorted keys and no spaces: equal data, equal text."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@cache
+def _fingerprint(arch_json: str) -> str:
+    return hashlib.sha256(arch_json.encode()).hexdigest()
+
+
+def arch_fingerprint(arch: ArchSpec) -> str:
+    """SHA-256 of the architecture as canonical JSON."""
+    return _fingerprint(canonical_json(arch.to_dict()))
+
+
+def sweep_points(spec: SweepSpec) -> list[Point]:
+    """Every point of the sweep in sample order (architecture points outer, workloads inner).
+
+    The same inputs drawn twice give two points with one key.
+    """
+    exprs = []
+    names = {a.name for a in spec.axes}
+    for d in spec.derived:
+        exprs.append((d, Expression(d.expr, names, spec.arch)))
+        names.add(d.column)
+    loads = [(w, w.sizes()) for w in workloads(spec)]
+    fixed = canonical_json(
+        {
+            "model_version": MODEL_VERSION,
+            "arch": arch_fingerprint(spec.arch),
+            "mapping": {"strategy": spec.mapping.strategy, "params": spec.mapping.param_dict},
+        }
+    )
+    points = []
+    for values in sample_axes(spec):
+        overrides = {path: values[a.name] for a in spec.axes for path in a.paths}
+        values = dict(values)
+        for d, expr in exprs:
+            try:
+                values[d.column] = overrides[d.path] = expr.evaluate(values, overrides, d.integer)
+            except ExpressionError as exc:
+                raise SpecError(f"{spec.origin}: derived.{d.path}: at point {values}: {exc}") from None
+        ordered = tuple(sorted(overrides.items()))
+        for workload, sizes in loads:
+            own = canonical_json({"overrides": ordered, "workload": vars(workload), "sizes": sizes})
+            key = hashlib.sha256(f"{fixed}|{own}".encode()).hexdigest()[:32]
+            points.append(Point(len(points), key, values, ordered, workload, sizes))
+    return points

@@ -1,0 +1,768 @@
+"""Sweep specs: YAML -> validated, frozen dataclasses.
+
+A sweep varies architecture parameters (any field of a preset, by the dotted paths of
+:func:`simulator.specs.with_overrides`) and workloads (cascades x models x sequence lengths), maps every
+point with one strategy and records metrics. Example (``examples/sweeps/fusemax-pe-buffer.yaml``)::
+
+    name: fusemax-pe-buffer                # identifier of the sweep inside a store
+    arch: fusemax-cloud                    # a preset name, or a .yaml path relative to this file
+    overrides: {compat: corrected}         # optional: fixed values applied to the preset first
+    workload: {cascades: [fusemax], models: [BERT], seq_lens: [4K]}
+    mapping: {strategy: fixed-binding, config: binding}
+    axes:
+      pe_dim:                              # a named axis sets one value at several paths
+        paths: [arrays.pe_2d.rows, arrays.pe_2d.cols, arrays.pe_1d.pes]
+        values: [16, 32, 64, 128, 256, 512]
+      buffer_words:                        # a range: count -> that many grid values, else continuous
+        paths: [levels.global_buffer.capacity_words]
+        min: 65536
+        max: 33554432
+        scale: log                         # linear (default) or log
+        count: 10
+      levels.dram.bandwidth_bytes_per_s: [2.0e11, 4.0e11]   # an axis named by its path: a list of values
+    derived:                               # per-point values computed from the axes (one expression each)
+      levels.global_buffer.area_um2: base('levels.global_buffer.area_um2') * buffer_words / 8388608
+    sampling: {method: grid}               # grid | random | lhs (Latin hypercube); random/lhs take points, seed
+    metrics: [latency_s, energy_j, area_mm2]
+
+Validation collects every problem and raises one :class:`~einsum.errors.SpecError` whose lines read
+``FILE:LINE: dotted.key: what is wrong; what is allowed``. The architecture paths are checked against the
+preset: an unknown path, a value of the wrong type (an integer field given 2.5) or a value the preset's own
+validation refuses is reported at the axis that sets it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from einsum.errors import AttnscopeError, SpecError
+from mappers.sweep.metrics import metric_names, resolve_metric
+from mappers.sweep.store import BASE_COLUMNS
+from mappers.sweep.strategies import STRATEGIES, get_strategy
+from simulator.specs import ArchSpec, load_arch, with_overrides
+from workloads.models import MODELS
+from workloads.registry import CASCADES, parse_size
+
+SAMPLING_METHODS = ("grid", "random", "lhs")
+SCALES = ("linear", "log")
+DEFAULT_METRICS = ("latency_s", "energy_j", "dram_bytes", "area_mm2")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "arch",
+    "overrides",
+    "workload",
+    "mapping",
+    "axes",
+    "derived",
+    "sampling",
+    "metrics",
+)
+_AXIS_KEYS = ("paths", "values", "min", "max", "scale", "count", "integer")
+_WORKLOAD_KEYS = ("cascades", "models", "seq_lens")
+_SAMPLING_KEYS = ("method", "points", "seed")
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*)+\Z")
+Scalar = int | float | str | bool
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept parameter: the same value is written at every one of its architecture paths."""
+
+    name: str
+    """Column name in the store (an identifier; a path-named axis has its dots turned into underscores)."""
+    paths: tuple[str, ...]
+    """Dotted paths into the architecture (as :func:`simulator.specs.with_overrides` takes them)."""
+    values: tuple[Scalar, ...] | None = None
+    """The discrete values (None for a range)."""
+    min: float | None = None
+    """Lower end of a range (inclusive)."""
+    max: float | None = None
+    """Upper end of a range (inclusive)."""
+    scale: str = "linear"
+    """How a range is spread: linear or log."""
+    count: int | None = None
+    """Grid values of a range; None = continuous (random and lhs sampling only)."""
+    integer: bool = False
+    """Range values are rounded to integers."""
+
+    @property
+    def discrete(self) -> tuple[Scalar, ...] | None:
+        """The values this axis takes, or None for a continuous range."""
+        if self.values is not None:
+            return self.values
+        if self.count is None:
+            return None
+        if self.count == 1:
+            return (self._convert(self.min),)
+        u = [i / (self.count - 1) for i in range(self.count)]
+        return tuple(dict.fromkeys(self.at(x) for x in u))  # rounding may merge neighbours
+
+    def at(self, u: float) -> Scalar:
+        """The value at fraction u in [0, 1] of a range (linear or log spacing, rounded if integer)."""
+        lo, hi = float(self.min), float(self.max)
+        x = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if self.scale == "log" else lo + u * (hi - lo)
+        return self._convert(min(max(x, lo), hi))
+
+    def _convert(self, x: float) -> Scalar:
+        return round(x) if self.integer else float(x)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A per-point value computed from the axes and written at an architecture path."""
+
+    path: str
+    """Dotted path it sets."""
+    column: str
+    """Column name in the store."""
+    expr: str
+    """The expression: numbers, + - * / // % **, axis names, min/max/round/int/float/sqrt/log2/ceil/floor,
+    ``base('path')`` (the preset's value) and ``value('path')`` (this point's value)."""
+    integer: bool = False
+    """The path holds an integer: the result must be integral."""
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """The workloads every architecture point is evaluated on (their cross product)."""
+
+    cascades: tuple[str, ...]
+    models: tuple[str, ...]
+    seq_lens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """How every point is mapped: a registered strategy and its parameters."""
+
+    strategy: str
+    params: tuple[tuple[str, Any], ...]
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the architecture points are drawn from the axes."""
+
+    method: str  # grid | random | lhs
+    points: int | None  # random and lhs: how many architecture points
+    seed: int  # random and lhs: numpy Generator seed
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep."""
+
+    name: str
+    description: str
+    arch_ref: str  # as written: preset name or path
+    arch: ArchSpec = field(compare=False)  # the preset with the fixed overrides applied
+    overrides: tuple[tuple[str, Any], ...]  # fixed overrides applied to the preset
+    axes: tuple[Axis, ...]
+    derived: tuple[Derived, ...]
+    workload: WorkloadSpec
+    mapping: MappingSpec
+    sampling: Sampling
+    metrics: tuple[str, ...]  # reported metrics (every stored metric is computed anyway)
+    origin: str = field(default="<dict>", compare=False)
+    text: str = field(default="", compare=False, repr=False)  # the YAML as given, kept with the store
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Store columns of the axes and derived values, in spec order."""
+        return tuple(a.name for a in self.axes) + tuple(d.column for d in self.derived)
+
+
+# ---------------------------------------------------------------------------------------------- YAML with lines
+
+
+class _LineDict(dict):
+    """A mapping from YAML that remembers the line of each key."""
+
+    lines: dict[Any, int]
+
+
+class _LineList(list):
+    """A sequence from YAML that remembers the line of each item."""
+
+    lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader: 1e9 is a float (YAML 1.2), duplicate keys are refused, containers know their lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        out, lines = _LineDict(), {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {lines[key]})", key_node.start_mark
+                )
+            lines[key] = key_node.start_mark.line + 1
+            out[key] = self.construct_object(value_node, deep=True)
+        out.lines = lines
+        return out
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
+        out = _LineList(self.construct_object(child, deep=True) for child in node.value)
+        out.lines = [child.start_mark.line + 1 for child in node.value]
+        return out
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _line(container: Any, key: Any) -> int | None:
+    if isinstance(container, _LineDict):
+        return container.lines.get(key)
+    if isinstance(container, _LineList) and isinstance(key, int) and 0 <= key < len(container.lines):
+        return container.lines[key]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Problems:
+    """(line, dotted key, problem) triples collected while reading a spec."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.items: list[tuple[int | None, str, str]] = []
+
+    def add(self, key: str, what: str, container: Any = None, item: Any = None) -> None:
+        self.items.append((_line(container, item), key, what))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        lines = [
+            f"{self.origin}{'' if line is None else f':{line}'}: {key + ': ' if key else ''}{what}"
+            for line, key, what in self.items
+        ]
+        head = [f"{self.origin}: {len(lines)} problems in the sweep spec:"] if len(lines) > 1 else []
+        raise SpecError("\n".join(head + lines))
+
+
+def _mapping(p: _Problems, value: Any, key: str, allowed: tuple[str, ...] | None, parent: Any, item: Any) -> dict:
+    if not isinstance(value, dict):
+        p.add(key, f"expected a mapping, got {_show(value)}", parent, item)
+        return {}
+    for k in value if allowed is not None else ():
+        if k not in allowed:
+            p.add(_join(key, k), f"unknown key; allowed keys: {', '.join(allowed)}", value, k)
+    return value
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def read_sweep_file(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec; every problem is named in one SpecError (file:line: key: what).
+
+    >>> spec = read_sweep_file("examples/sweeps/fusemax-pe-buffer.yaml")
+    >>> spec.name, spec.sampling.method, [a.name for a in spec.axes]
+    ('fusemax-pe-buffer', 'grid', ['pe_dim', 'buffer_words'])
+    """
+    origin = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{origin}: cannot read the sweep spec: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
+        problem = getattr(exc, "problem", None) or exc
+        raise SpecError(f"{where}: invalid YAML: {problem}") from None
+    return sweep_from_dict(data, origin, Path(path).parent, text)
+
+
+def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = None, text: str = "") -> SweepSpec:
+    """Validate plain data (as loaded from YAML) and build the spec; arch paths are relative to base_dir."""
+    p = _Problems(origin)
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
+    _mapping(p, data, "", _TOP_KEYS, None, None)
+    name = data.get("name")
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)):
+        what = "missing" if "name" not in data else f"got {_show(name)}"
+        p.add("name", f"{what}; expected letters, digits, '-', '_', '.' (e.g. fusemax-pe-buffer)", data, "name")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        p.add("description", f"expected text, got {_show(description)}", data, "description")
+    arch_ref, arch = _read_arch(p, data, base_dir or Path("."))
+    overrides = _read_overrides(p, data)
+    if arch is not None and overrides:
+        try:
+            arch = with_overrides(arch, dict(overrides))
+        except AttnscopeError as exc:
+            p.add("overrides", _strip(str(exc), arch), data, "overrides")
+            arch = None
+    strategy, mapping = _read_mapping(p, data)
+    workload = _read_workload(p, data, strategy)
+    sampling = _read_sampling(p, data)
+    axes = _read_axes(p, data, arch, sampling.method)
+    derived = _read_derived(p, data, arch, axes)
+    metrics = _read_metrics(p, data, arch)
+    columns = [a.name for a in axes] + [d.column for d in derived]
+    for column in dict.fromkeys(c for c in columns if columns.count(c) > 1):
+        p.add("axes", f"two axes or derived values share the column name {column!r}; rename one", data, "axes")
+    taken = {*BASE_COLUMNS, "sweep", "idx", *metric_names(arch)}
+    for column in sorted(set(columns) & taken):
+        p.add("axes", f"column name {column!r} is taken by the store or a metric; rename the axis", data, "axes")
+    p.raise_if_any()
+    return SweepSpec(
+        name=name,
+        description=description.strip(),
+        arch_ref=arch_ref,
+        arch=arch,
+        overrides=overrides,
+        axes=tuple(axes),
+        derived=tuple(derived),
+        workload=workload,
+        mapping=mapping,
+        sampling=sampling,
+        metrics=metrics,
+        origin=origin,
+        text=text,
+    )
+
+
+def _read_arch(p: _Problems, data: dict, base_dir: Path) -> tuple[str, ArchSpec | None]:
+    ref = data.get("arch")
+    if not (isinstance(ref, str) and ref.strip()):
+        what = "missing" if "arch" not in data else f"got {_show(ref)}"
+        p.add("arch", f"{what}; expected a preset name or the path of an architecture .yaml", data, "arch")
+        return "", None
+    is_path = ref.endswith((".yaml", ".yml")) or "/" in ref
+    try:
+        return ref, load_arch(base_dir / ref if is_path else ref)
+    except AttnscopeError as exc:
+        p.add("arch", str(exc), data, "arch")
+        return ref, None
+
+
+def _strip(message: str, arch: ArchSpec) -> str:
+    """A with_overrides message without its origin prefix (the sweep's own location replaces it)."""
+    lines = [line.removeprefix(f"{arch.origin} + overrides: ") for line in message.splitlines()]
+    return "; ".join(line.strip() for line in lines if "problems in the architecture spec" not in line)
+
+
+def _read_overrides(p: _Problems, data: dict) -> tuple[tuple[str, Any], ...]:
+    raw = _mapping(p, data.get("overrides", {}), "overrides", None, data, "overrides")
+    out = []
+    for path, value in raw.items():
+        if not (isinstance(path, str) and (_PATH.match(path) or _IDENT.match(path))):
+            p.add(_join("overrides", path), "expected a dotted path like levels.dram.bandwidth_bytes_per_s", raw, path)
+            continue
+        out.append((path, value))
+    return tuple(out)
+
+
+def _read_mapping(p: _Problems, data: dict) -> tuple[Any, MappingSpec]:
+    raw = data.get("mapping", {"strategy": "fixed-binding"})
+    m = _mapping(p, raw, "mapping", None, data, "mapping")
+    name = m.get("strategy", "fixed-binding")
+    if name not in STRATEGIES:
+        p.add("mapping.strategy", f"unknown strategy {_show(name)}; registered: {', '.join(STRATEGIES)}", m, "strategy")
+        return None, MappingSpec(str(name), ())
+    strategy = get_strategy(name)
+    params = {}
+    for key, value in m.items():
+        if key == "strategy":
+            continue
+        if key not in strategy.params:
+            allowed = ", ".join(("strategy", *strategy.params))
+            p.add(_join("mapping", key), f"unknown key for strategy {name}; allowed keys: {allowed}", m, key)
+            continue
+        problem = strategy.params[key].check(value)
+        if problem:
+            p.add(_join("mapping", key), problem, m, key)
+        params[key] = value
+    for key, param in strategy.params.items():
+        params.setdefault(key, param.default)
+    return strategy, MappingSpec(name, tuple(sorted(params.items())))
+
+
+def _read_workload(p: _Problems, data: dict, strategy: Any) -> WorkloadSpec:
+    if "workload" not in data:
+        p.add("workload", "missing; expected {cascades: [...], models: [...], seq_lens: [...]}", data, "workload")
+    m = _mapping(p, data.get("workload", {}), "workload", _WORKLOAD_KEYS, data, "workload")
+    allowed_cascades = strategy.cascades if strategy is not None and strategy.cascades else tuple(sorted(CASCADES))
+    out: dict[str, tuple] = {}
+    for key, allowed in (("cascades", allowed_cascades), ("models", tuple(MODELS)), ("seq_lens", None)):
+        path = f"workload.{key}"
+        if key not in m:
+            p.add(path, "missing; give a list" + (f" from {', '.join(allowed)}" if allowed else ""), m, None)
+            out[key] = ()
+            continue
+        items = _as_list(m[key])
+        if not items:
+            p.add(path, "empty; give at least one" + (f" of {', '.join(allowed)}" if allowed else " length"), m, key)
+        values = []
+        for i, item in enumerate(items):
+            where, parent, idx = (f"{path}[{i}]", m[key], i) if isinstance(m[key], list) else (path, m, key)
+            if key == "seq_lens":
+                length = _seq_len(item)
+                if length is None:
+                    p.add(where, f"expected a positive integer or a size like 4K, got {_show(item)}", parent, idx)
+                values.append(length)
+                continue
+            if item not in allowed:
+                extra = f" by strategy {strategy.name}" if key == "cascades" and strategy is not None else ""
+                p.add(where, f"unknown or unsupported {key[:-1]} {_show(item)}{extra}; allowed: {', '.join(allowed)}",
+                      parent, idx)  # fmt: skip
+            values.append(item)
+        for dup in dict.fromkeys(v for v in values if values.count(v) > 1):
+            p.add(path, f"{dup!r} is listed twice", m, key)
+        out[key] = tuple(values)
+    return WorkloadSpec(**out)
+
+
+def _seq_len(item: Any) -> int | None:
+    if _is_int(item) and item > 0:
+        return item
+    if isinstance(item, str):
+        try:
+            return parse_size(item, "seq_len")
+        except AttnscopeError:
+            return None
+    return None
+
+
+def _read_sampling(p: _Problems, data: dict) -> Sampling:
+    m = _mapping(p, data.get("sampling", {}), "sampling", _SAMPLING_KEYS, data, "sampling")
+    method = m.get("method", "grid")
+    if method not in SAMPLING_METHODS:
+        p.add("sampling.method", f"got {_show(method)}; allowed: {', '.join(SAMPLING_METHODS)}", m, "method")
+        method = "grid"
+    points, seed = m.get("points"), m.get("seed", 0)
+    if method == "grid" and "points" in m:
+        p.add("sampling.points", "grid sampling takes every combination; remove points or use random or lhs", m,
+              "points")  # fmt: skip
+    if method != "grid" and not (_is_int(points) and points > 0):
+        what = "missing" if "points" not in m else f"got {_show(points)}"
+        p.add("sampling.points", f"{what}; {method} sampling needs a positive integer number of points", m, "points")
+    if not (_is_int(seed) and seed >= 0):
+        p.add("sampling.seed", f"expected an integer >= 0, got {_show(seed)}", m, "seed")
+    return Sampling(method, points if method != "grid" else None, seed if _is_int(seed) else 0)
+
+
+def _read_axes(p: _Problems, data: dict, arch: ArchSpec | None, method: str) -> list[Axis]:
+    raw = _mapping(p, data.get("axes", {}), "axes", None, data, "axes")
+    axes = []
+    for key, item in raw.items():
+        axis = _read_axis(p, raw, key, item, arch, method)
+        if axis is not None:
+            axes.append(axis)
+    return axes
+
+
+def _read_axis(p: _Problems, raw: dict, key: Any, item: Any, arch: ArchSpec | None, method: str) -> Axis | None:
+    where = _join("axes", key)
+    named = isinstance(key, str) and bool(_IDENT.match(key))
+    if not (named or (isinstance(key, str) and _PATH.match(key))):
+        p.add(where, "an axis is named by an identifier (with paths: [...]) or by a dotted path", raw, key)
+        return None
+    if isinstance(item, list):  # shorthand: the list of values
+        m = _LineDict(values=item)
+        m.lines = {"values": _line(raw, key)}
+    else:
+        m = _mapping(p, item, where, _AXIS_KEYS, raw, key)
+    if not m:
+        return None
+    top_level = arch is not None and named and "paths" not in m and _base_value(arch, key) is not _MISSING
+    paths = _axis_paths(p, m, key, where, named and not top_level, raw)
+    has_values, has_range = "values" in m, "min" in m or "max" in m
+    if has_values == has_range:
+        p.add(where, "give either values: [...] or a range (min, max[, scale, count, integer])", raw, key)
+        return None
+    bases = [_base_value(arch, path) for path in paths] if arch is not None else []
+    kinds = {_kind(b) for b in bases if b is not _MISSING}
+    if has_values:
+        values = _axis_values(p, m, where, kinds)
+        if values is None:
+            return None
+        axis = Axis(name=_column(key), paths=paths, values=values)
+    else:
+        axis = _axis_range(p, m, key, where, kinds, method, raw)
+        if axis is None:
+            return None
+        axis = Axis(name=_column(key), paths=paths, **axis)
+    if arch is not None and paths:
+        _check_axis_on_arch(p, axis, arch, where, raw, key)
+    return axis
+
+
+def _axis_paths(p: _Problems, m: dict, key: str, where: str, named: bool, raw: dict) -> tuple[str, ...]:
+    if not named:
+        if "paths" in m:
+            p.add(_join(where, "paths"), "this axis is named by its path; remove paths or name the axis", m, "paths")
+        return (key,)
+    paths = m.get("paths")
+    if paths is None:
+        p.add(where, "a named axis needs paths: [dotted.path, ...] (or name the axis by a dotted path or a top-level "
+              "field such as clock_hz)", raw, key)  # fmt: skip
+        return ()
+    paths = _as_list(paths)
+    good = []
+    for i, path in enumerate(paths):
+        if isinstance(path, str) and (_PATH.match(path) or _IDENT.match(path)):
+            good.append(path)
+        else:
+            p.add(f"{where}.paths[{i}]", f"expected a dotted path like arrays.pe_2d.rows, got {_show(path)}",
+                  m["paths"], i)  # fmt: skip
+    if not paths:
+        p.add(_join(where, "paths"), "empty; give at least one dotted path", m, "paths")
+    return tuple(good)
+
+
+_MISSING = object()
+
+
+def _base_value(arch: ArchSpec, dotted: str) -> Any:
+    """The preset's value at a dotted path (list entries by name or [index]); _MISSING when absent."""
+    node: Any = arch.to_dict()
+    for part in dotted.split("."):
+        name, _, rest = part.partition("[")
+        steps: list[Any] = [name] if name else []
+        steps += [int(i) for i in re.findall(r"\d+", "[" + rest)] if rest else []
+        for step in steps:
+            if (isinstance(node, dict) and step in node) or (
+                isinstance(node, list) and isinstance(step, int) and step < len(node)
+            ):
+                node = node[step]
+            elif isinstance(node, list) and any(isinstance(x, dict) and x.get("name") == step for x in node):
+                node = next(x for x in node if isinstance(x, dict) and x.get("name") == step)
+            else:
+                return _MISSING
+    return node
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "any"  # null (a nullable number), a mapping or a list: the preset's validation decides
+
+
+_KIND_TEXT = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def _fits(value: Any, kinds: set[str]) -> bool:
+    checks = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": _is_int,
+        "float": _is_number,
+        "str": lambda v: isinstance(v, str),
+        "any": lambda v: True,
+    }
+    return all(checks[k](value) for k in kinds)
+
+
+def _axis_values(p: _Problems, m: dict, where: str, kinds: set[str]) -> tuple[Scalar, ...] | None:
+    values = m["values"]
+    if not isinstance(values, list):
+        p.add(_join(where, "values"), f"expected a list of values, got {_show(values)}", m, "values")
+        return None
+    if not values:
+        p.add(_join(where, "values"), "empty axis; give at least one value", m, "values")
+        return None
+    out, ok = [], True
+    want = " and ".join(_KIND_TEXT[k] for k in sorted(kinds - {"any"})) or "a number, string or true/false"
+    for i, v in enumerate(values):
+        if not isinstance(v, int | float | str | bool) or (isinstance(v, float) and not math.isfinite(v)):
+            p.add(f"{where}.values[{i}]", f"expected {want}, got {_show(v)}", values, i)
+            ok = False
+        elif not _fits(v, kinds):
+            p.add(f"{where}.values[{i}]", f"wrong type: the path holds {want}, got {_show(v)}", values, i)
+            ok = False
+        else:
+            out.append(float(v) if kinds == {"float"} else v)
+    for dup in dict.fromkeys(v for v in out if out.count(v) > 1):
+        p.add(_join(where, "values"), f"{dup!r} is listed twice", m, "values")
+        ok = False
+    return tuple(out) if ok else None
+
+
+def _axis_range(
+    p: _Problems, m: dict, key: str, where: str, kinds: set[str], method: str, raw: dict
+) -> dict[str, Any] | None:
+    ok = True
+    for end in ("min", "max"):
+        if not _is_number(m.get(end)):
+            what = "missing" if end not in m else f"got {_show(m.get(end))}"
+            p.add(_join(where, end), f"{what}; a range needs a finite number", m, end if end in m else None)
+            ok = False
+    scale = m.get("scale", "linear")
+    if scale not in SCALES:
+        p.add(_join(where, "scale"), f"got {_show(scale)}; allowed: {', '.join(SCALES)}", m, "scale")
+        ok = False
+    count = m.get("count")
+    if count is not None and not (_is_int(count) and count > 0):
+        p.add(_join(where, "count"), f"expected a positive integer, got {_show(count)}", m, "count")
+        ok = False
+    if not kinds <= {"int", "float", "any"}:
+        p.add(where, f"a range needs a numeric field; the path holds {' and '.join(sorted(kinds))}", raw, key)
+        return None
+    if not ok:
+        return None
+    lo, hi = m["min"], m["max"]
+    integer = m.get("integer", "int" in kinds or (_is_int(lo) and _is_int(hi) and "float" not in kinds))
+    if not isinstance(integer, bool):
+        p.add(_join(where, "integer"), f"expected true or false, got {_show(integer)}", m, "integer")
+        return None
+    if "int" in kinds and not integer:
+        p.add(_join(where, "integer"), "the path holds an integer; a range over it must be integer", m, "integer")
+        return None
+    if not lo < hi:
+        p.add(where, f"min ({lo}) must be below max ({hi})", raw, key)
+        return None
+    if scale == "log" and lo <= 0:
+        p.add(_join(where, "min"), f"a log range needs min > 0, got {lo}", m, "min")
+        return None
+    if method == "grid" and count is None:
+        p.add(where, "grid sampling needs count (the number of grid values) for a range axis", raw, key)
+        return None
+    return {"min": lo, "max": hi, "scale": scale, "count": count, "integer": integer}
+
+
+def _check_axis_on_arch(p: _Problems, axis: Axis, arch: ArchSpec, where: str, raw: dict, key: str) -> None:
+    """Every path exists and the preset's own validation accepts the axis's values (range ends for a range)."""
+    probes = axis.discrete if axis.discrete is not None else (axis.at(0.0), axis.at(1.0))
+    for path in axis.paths:
+        base = _base_value(arch, path)
+        try:
+            with_overrides(arch, {path: probes[0] if base is _MISSING else base})
+        except AttnscopeError as exc:
+            p.add(where, f"path {path}: {_strip(str(exc), arch)}", raw, key)
+            return
+    for value in probes:
+        try:
+            with_overrides(arch, dict.fromkeys(axis.paths, value))
+        except AttnscopeError as exc:
+            p.add(where, f"value {value!r} is refused: {_strip(str(exc), arch)}", raw, key)
+
+
+def _column(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", key).strip("_")
+
+
+def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Axis]) -> list[Derived]:
+    from mappers.sweep.points import Expression, ExpressionError
+
+    raw = _mapping(p, data.get("derived", {}), "derived", None, data, "derived")
+    out: list[Derived] = []
+    names = {a.name for a in axes}
+    first = None if arch is None else {a.name: (a.discrete or (a.at(0.0),))[0] for a in axes}
+    first_paths = {} if first is None else {path: first[a.name] for a in axes for path in a.paths}
+    for path, text in raw.items():
+        where = _join("derived", path)
+        if not (isinstance(path, str) and _PATH.match(path)):
+            p.add(where, "a derived value is keyed by the dotted path it sets, e.g. levels.global_buffer.area_um2",
+                  raw, path)  # fmt: skip
+            continue
+        if not isinstance(text, str | int | float) or isinstance(text, bool):
+            p.add(where, f"expected an expression, got {_show(text)}", raw, path)
+            continue
+        setters = [a.name for a in axes if path in a.paths]
+        if setters:
+            p.add(where, f"axis {setters[0]} sets this path already; a path takes one value per point", raw, path)
+            continue
+        base = _base_value(arch, path) if arch is not None else _MISSING
+        if arch is not None and base is _MISSING:
+            p.add(where, f"unknown path {path}: the preset has no value there", raw, path)
+            continue
+        try:
+            expr = Expression(str(text), names | {d.column for d in out}, arch)
+        except ExpressionError as exc:
+            p.add(where, str(exc), raw, path)
+            continue
+        integer = _kind(base) == "int"
+        if first is not None:
+            try:
+                first[_column(path)] = first_paths[path] = expr.evaluate(first, first_paths, integer)
+            except ExpressionError as exc:
+                p.add(where, f"at the first point: {exc}", raw, path)
+                first = None
+        out.append(Derived(path=path, column=_column(path), expr=str(text), integer=integer))
+    return out
+
+
+def _read_metrics(p: _Problems, data: dict, arch: ArchSpec | None) -> tuple[str, ...]:
+    raw = data.get("metrics", list(DEFAULT_METRICS))
+    if not isinstance(raw, list) or not raw:
+        p.add("metrics", f"expected a non-empty list of metrics from {', '.join(metric_names(arch))}", data, "metrics")
+        return DEFAULT_METRICS
+    out = []
+    for i, name in enumerate(raw):
+        try:
+            resolve_metric(name, arch)
+        except AttnscopeError as exc:
+            p.add(f"metrics[{i}]", str(exc), raw, i)
+            continue
+        out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
+def spec_summary(spec: SweepSpec) -> Mapping[str, Any]:
+    """The spec as plain data (what the store keeps next to the YAML text)."""
+    return {
+        "name": spec.name,
+        "arch": spec.arch_ref,
+        "overrides": dict(spec.overrides),
+        "axes": {a.name: {"paths": list(a.paths), "values": a.discrete} for a in spec.axes},
+        "derived": {d.path: d.expr for d in spec.derived},
+        "workload": {
+            "cascades": list(spec.workload.cascades),
+            "models": list(spec.workload.models),
+            "seq_lens": list(spec.workload.seq_lens),
+        },
+        "mapping": {"strategy": spec.mapping.strategy, **spec.mapping.param_dict},
+        "sampling": {"method": spec.sampling.method, "points": spec.sampling.points, "seed": spec.sampling.seed},
+        "metrics": list(spec.metrics),
+    }

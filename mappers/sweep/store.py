@@ -1,0 +1,304 @@
+"""The results store: one SQLite file (WAL), one row per point, written by one coordinator.
+
+Tables (``attnscope query STORE "SELECT ..."`` reads them):
+
+- ``points``: one row per point, keyed by the point's hash (:mod:`mappers.sweep.points`): ``status``
+  (``ok`` or ``error``), ``error`` (the exception text), ``cascade``, ``model``, ``seq_len``, ``strategy``,
+  ``model_version``, ``inputs_json`` (overrides, workload, sizes), ``seconds`` (evaluation time),
+  ``finished_at`` (UTC, ISO 8601), then one column per axis or derived value and one REAL column per metric
+  (added as sweeps need them; NULL where a sweep did not set them).
+- ``sweeps``: one row per sweep name: the spec's YAML text and summary, architecture fingerprint,
+  model version, point count, created/updated times.
+- ``sweep_points``: (sweep, idx) -> key: which points a sweep consists of, in sample order.
+- ``results``: a view joining ``sweep_points`` to ``points`` (a point shared by two sweeps appears twice).
+
+Rows are written with ``INSERT OR REPLACE`` in one transaction per batch of finished points, so a point is
+either wholly in the store or not at all, and never twice. With ``synchronous=NORMAL`` in WAL mode a
+committed batch survives the process being killed (a power cut may lose the last batches, never corrupt).
+
+A file that is not an SQLite database, or an SQLite database that attnscope did not create (its
+``application_id`` is not ours and it holds tables), or a store of another schema version, is refused with
+a message and left untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from einsum.errors import StoreError
+
+APPLICATION_ID = 0x61747363  # "atsc"
+SCHEMA_VERSION = 1
+_HEADER = b"SQLite format 3\x00"
+BASE_COLUMNS: Mapping[str, str] = {
+    "key": "TEXT PRIMARY KEY",
+    "status": "TEXT NOT NULL CHECK (status IN ('ok', 'error'))",
+    "error": "TEXT",
+    "cascade": "TEXT",
+    "model": "TEXT",
+    "seq_len": "INTEGER",
+    "strategy": "TEXT",
+    "model_version": "TEXT NOT NULL",
+    "inputs_json": "TEXT NOT NULL",
+    "seconds": "REAL",
+    "finished_at": "TEXT",
+}
+_SCHEMA = f"""
+CREATE TABLE points ({", ".join(f'"{k}" {v}' for k, v in BASE_COLUMNS.items())});
+CREATE TABLE sweeps (
+    name TEXT PRIMARY KEY, spec_yaml TEXT, spec_json TEXT, origin TEXT, arch_fingerprint TEXT,
+    model_version TEXT, points INTEGER, created_at TEXT, updated_at TEXT
+);
+CREATE TABLE sweep_points (sweep TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (sweep, idx));
+CREATE INDEX sweep_points_key ON sweep_points (key);
+CREATE VIEW results AS SELECT sp.sweep AS sweep, sp.idx AS idx, p.* FROM sweep_points sp JOIN points p USING (key);
+"""
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _check_file(path: Path) -> bool:
+    """True if path holds a database to open; False if it is absent or empty (a new store)."""
+    if not path.exists():
+        return False
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory; give the path of a store file (e.g. results.sqlite)")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_HEADER))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
+    if not head:
+        return False
+    if head != _HEADER:
+        raise StoreError(
+            f"{path}: not an attnscope store (not an SQLite database: it starts with {head[:16]!r}); "
+            "refusing to touch it; give a new path for the store"
+        )
+    return True
+
+
+class Store:
+    """An open results store. Use :meth:`open`; close it (or use it as a context manager) when done."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool):
+        self.path = path
+        self.conn = conn
+        self.readonly = readonly
+
+    @classmethod
+    def open(cls, path: str | Path, readonly: bool = False) -> Store:
+        """Open a store; a new one is created (unless readonly). Foreign or corrupt files are refused."""
+        path = Path(path)
+        exists = _check_file(path)
+        if readonly and not exists:
+            raise StoreError(f"{path}: no such store; run `attnscope sweep SPEC --store {path}` first")
+        if exists:
+            cls._check_database(path)
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            else:
+                conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                if not exists or conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+                    cls._create(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        return cls(path, conn, readonly)
+
+    @staticmethod
+    def _check_database(path: Path) -> None:
+        """Refuse (without writing anything) a file that is not an attnscope store of this schema."""
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open: {exc}") from None
+        try:
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            objects = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")]
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{path}: not a usable attnscope store (SQLite says: {exc}); refusing to touch it; "
+                "give a new path for the store"
+            ) from None
+        finally:
+            conn.close()
+        if app != APPLICATION_ID and (app != 0 or objects):
+            shown = ", ".join(objects[:8]) + (", ..." if len(objects) > 8 else "")
+            raise StoreError(
+                f"{path}: an SQLite database that is not an attnscope store (application_id {app:#x}, "
+                f"tables: {shown or 'none'}); refusing to touch it; give a new path for the store"
+            )
+        if app == APPLICATION_ID and version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: an attnscope store of schema version {version}; this attnscope reads version "
+                f"{SCHEMA_VERSION}; use the matching attnscope or a new store"
+            )
+        if problems != ["ok"]:
+            raise StoreError(f"{path}: the store is corrupt (SQLite quick_check: {'; '.join(problems)}); "
+                             "refusing to write to it; export what is readable with `attnscope query`")  # fmt: skip
+
+    @staticmethod
+    def _create(conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            if conn.execute("PRAGMA application_id").fetchone()[0] == 0:  # not created meanwhile by another run
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+
+    # -- schema and sweeps -------------------------------------------------------------------------------
+
+    def columns(self) -> list[str]:
+        """Columns of the points table."""
+        return [r[1] for r in self.conn.execute("PRAGMA table_info(points)")]
+
+    def ensure_columns(self, columns: Mapping[str, str]) -> None:
+        """Add the missing columns (name -> SQL type, '' for none) to the points table."""
+        have = set(self.columns())
+        missing = [(c, t) for c, t in columns.items() if c not in have]
+        if missing:
+            with _transaction(self.conn):
+                for column, kind in missing:
+                    self.conn.execute(f"ALTER TABLE points ADD COLUMN {_quote(column)} {kind}".rstrip())
+                self.conn.execute("COMMIT")
+
+    def record_sweep(self, name: str, info: Mapping[str, Any], keys: Sequence[str]) -> None:
+        """Record a sweep and its points in sample order (replacing what an earlier run of that name listed)."""
+        now = utc_now()
+        with _transaction(self.conn):
+            created = self.conn.execute("SELECT created_at FROM sweeps WHERE name = ?", (name,)).fetchone()
+            self.conn.execute(
+                "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, info["spec_yaml"], info["spec_json"], info["origin"], info["arch_fingerprint"],
+                 info["model_version"], len(keys), created[0] if created else now, now),
+            )  # fmt: skip
+            self.conn.execute("DELETE FROM sweep_points WHERE sweep = ?", (name,))
+            self.conn.executemany(
+                "INSERT INTO sweep_points VALUES (?, ?, ?)", ((name, i, k) for i, k in enumerate(keys))
+            )
+            self.conn.execute("COMMIT")
+
+    def finished(self, keys: Iterable[str], include_errors: bool = True) -> set[str]:
+        """The keys among keys that have a row (only ``ok`` rows unless include_errors)."""
+        where = "" if include_errors else " AND status = 'ok'"
+        found: set[str] = set()
+        keys = list(keys)
+        for start in range(0, len(keys), 900):
+            chunk = keys[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0] for r in self.conn.execute(f"SELECT key FROM points WHERE key IN ({marks}){where}", chunk)
+            )
+        return found
+
+    # -- rows ------------------------------------------------------------------------------------------------
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or replace rows (column -> value) in one transaction: all of them are stored, or none."""
+        if not rows:
+            return
+        with _transaction(self.conn):
+            for columns, group in _by_columns(rows).items():
+                sql = (
+                    f"INSERT OR REPLACE INTO points ({', '.join(map(_quote, columns))}) "
+                    f"VALUES ({', '.join('?' * len(columns))})"
+                )
+                self.conn.executemany(sql, [tuple(r[c] for c in columns) for r in group])
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple]]:
+        """Run one SQL statement; (column names, rows)."""
+        try:
+            cursor = self.conn.execute(sql, params)
+            rows = cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: query failed: {exc}") from None
+        return [d[0] for d in cursor.description or ()], rows
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... (the body commits); rolls back if the body raises."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type | None, *rest: object) -> None:
+        if kind is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def _by_columns(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------------- export
+
+
+def export(columns: Sequence[str], rows: Sequence[Sequence[Any]], path: str | Path) -> str:
+    """Write rows to a .csv or .parquet file (Parquet needs pyarrow); returns the format written."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise StoreError(f"{path}: Parquet export needs pyarrow (pip install pyarrow); or write .csv") from None
+        table = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
+        _atomic(path, lambda tmp: pq.write_table(table, tmp))
+        return "parquet"
+    if path.suffix.lower() != ".csv":
+        raise StoreError(f"{path}: unknown export format {path.suffix or '(none)'}; allowed: .csv, .parquet")
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(columns)
+            out.writerows(rows)
+
+    _atomic(path, write_csv)
+    return "csv"
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{path}: cannot write: {exc.strerror or exc}") from None
