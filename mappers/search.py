@@ -1,63 +1,642 @@
-"""Exhaustive search, with pruning, for the loop nest of one Einsum on a three-level hierarchy.
+"""Search for the best mapping of one Einsum: exhaustive with pruning, random sampling, or annealing.
 
-The nest has the shape :func:`mappers.templates.loop_nest` builds: DRAM, a buffer level, the array's PE
-registers; ``spatial[a]`` names the variable spread over array axis ``a`` (factor: the axis size, or the
-variable's size if smaller). The space searched:
+The flow, one stage per line; each stage streams into the next, so memory is bounded by one batch however
+large the space::
 
-* **Tiling.** The size each variable has left after its spatial factor is split into a DRAM bound and a
-  buffer bound. The buffer bound takes every divisor of that size; a size with more than
-  :data:`MAX_DIVISORS` divisors takes only the powers of two dividing it and the size itself
-  (:attr:`SearchResult.notes` names those variables). Variables in ``fixed_outer`` (e.g. batch and head)
-  stay wholly at DRAM, outermost, in the given order. The PE registers hold one word of each tensor.
-* **Loop orders** at DRAM and at the buffer, over the loops of bound > 1. Only the innermost run of loops
-  not indexing a tensor decides how often its tile is reloaded (the kernel's reuse model), so orders that
-  give every tensor the same run are the same point: one order per distinct set of runs is evaluated.
-* **Buffer bypass.** The buffer keeps every tensor, except (``bypass=True``) the inputs it does not
-  reuse (it reads each filled word once): those go from DRAM straight to the PEs. That moves the same DRAM
-  words and saves buffer energy and capacity, so a point takes its bypass variant whenever one exists.
+    space = MapSpace.build(einsum, arch, array, constraints)      # tables; constraints checked (mappers.space)
+    batches = exhaustive | random | anneal                         # mappings as arrays, batch by batch
+    costs = evaluate_nest(problem, nest_arch, batch)               # the Numba cost kernel (simulator.nest)
+    best.update(batch, costs)                                      # keep only the best feasible mapping
 
-Pruning: a tiling whose output tile alone overflows the buffer is dropped before its orders are expanded.
-The rest streams through :func:`simulator.nest.evaluate_nest` in batches, costed with DRAM's real
-bandwidth and unbounded bandwidth elsewhere; a reducer keeps only the best feasible mapping, so memory is
-bounded by the batch size whatever the size of the space.
+* **Exhaustive** walks the whole space in order, dropping points whose tiles overflow a level before they
+  are costed (capacity pruning) and never generating two loop orders that give every tensor the same reuse
+  (symmetry pruning, in the tables). It stops early, with ``complete=False``, at an evaluation or time budget.
+* **Random** costs uniformly drawn points (spatial assignment, factorizations, orders, bypass).
+* **Anneal** runs many simulated-annealing chains side by side (:mod:`mappers.heuristic`).
+
+Objectives (:class:`Objective`): ``latency`` (then energy), ``energy`` (then latency), ``edp`` (then
+latency), or ``weighted:WL,WE``: WL x latency / its lower bound + WE x energy / its lower bound. Latency is
+the cost kernel's (compute overlapped with every level's transfers at their bandwidths); energy adds the
+functional units' energy per computed point (padding included) to the kernel's storage energy.
+
+A search is reproducible for a seed (all random draws come from one ``numpy.random.Generator``); Ctrl-C
+returns the best mapping found so far (``interrupted=True``); ``progress=True`` shows a tqdm bar.
 
 >>> from einsum.cascade import Cascade
 >>> from einsum.lower import lower
 >>> from simulator.specs import load_arch
 >>> gemm = Cascade.from_text("input A[T,K], B[K,N]\\nC[t,n] = sum[k] A[t,k] * B[k,n]")
->>> e = lower(gemm, {"T": 1024, "K": 256, "N": 256}).einsum("C")
->>> best = search_nest(e, load_arch("fusemax-cloud"), "pe_2d", ("t", "n"))
->>> best.dram_words == 1024 * 256 + 256 * 256 + 1024 * 256  # every word moves once
-True
+>>> e = lower(gemm, {"T": 64, "K": 64, "N": 64}).einsum("C")
+>>> space = MapSpace.build(e, load_arch("flat-edge"), levels=("dram", "global_buffer", "pe_reg_2d"))
+>>> best = search(space, "latency", method="exhaustive")
+>>> best.complete, best.latency_cycles == space.lower_bounds()[0]  # compulsory DRAM traffic at full bandwidth
+(True, True)
+
+:func:`search_nest` (below) is the fixed three-level search the FuseMax study uses: spatial variables
+given, the PE registers holding one word of each tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from einsum.errors import SpecError
 from einsum.lower import LoweredEinsum
+from mappers.heuristic import anneal
+from mappers.space import MapSpace
 from mappers.templates import divisors
 from simulator.mapping import EinsumMapping, Loops
 from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
 from simulator.specs import ArchSpec
 
-__all__ = ["MAX_DIVISORS", "OBJECTIVES", "SearchResult", "search_nest"]
+__all__ = [
+    "AUTO_EXHAUSTIVE_POINTS",
+    "BENCH_ARCH",
+    "DEFAULT_BUDGET",
+    "MAX_DIVISORS",
+    "METHODS",
+    "OBJECTIVES",
+    "MapResult",
+    "Objective",
+    "SearchResult",
+    "bench_mapper",
+    "bench_space",
+    "search",
+    "search_nest",
+]
+
+METHODS = ("auto", "exhaustive", "random", "anneal")
+"""``auto``: exhaustive when the space has at most the budget (default :data:`AUTO_EXHAUSTIVE_POINTS`)
+points, else anneal."""
+AUTO_EXHAUSTIVE_POINTS = 10**7
+"""Without a budget, ``auto`` enumerates spaces up to this many points and anneals larger ones."""
+DEFAULT_BUDGET = 200_000
+"""Evaluations of ``random`` and ``anneal`` when neither a budget nor a time is given."""
+DEFAULT_BATCH = 1 << 16
+"""Mappings per kernel call."""
+_PARALLEL_MIN = 4096
+"""Smaller batches run on one thread (starting Numba's threads costs more than they save)."""
+
+_TIE = 1e-12
+"""Relative difference below which two costs count as equal (the secondary key then decides)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What to minimise (module docstring). Build from text with :meth:`parse`.
+
+    >>> Objective.parse("weighted:2,1")
+    Objective(name='weighted', latency_weight=2.0, energy_weight=1.0)
+    """
+
+    name: str
+    """latency, energy, edp or weighted."""
+    latency_weight: float = 1.0
+    """Weight of latency / its lower bound (weighted only)."""
+    energy_weight: float = 1.0
+    """Weight of energy / its lower bound (weighted only)."""
+
+    @classmethod
+    def parse(cls, text: str | Objective) -> Objective:
+        """``latency``, ``energy``, ``edp``, ``weighted`` (equal weights) or ``weighted:WL,WE``."""
+        if isinstance(text, Objective):
+            return text
+        name, _, weights = str(text).partition(":")
+        if name in ("latency", "energy", "edp") and not weights:
+            return cls(name)
+        if name == "weighted":
+            if not weights:
+                return cls(name)
+            parts = weights.split(",")
+            try:
+                wl, we = (float(p) for p in parts)
+            except ValueError:
+                wl = we = -1.0
+            if len(parts) == 2 and wl >= 0 and we >= 0 and wl + we > 0:
+                return cls(name, wl, we)
+        raise SpecError(
+            f"objective {text!r} is unknown; choose from latency, energy, edp, weighted or weighted:WL,WE "
+            "(two weights >= 0, e.g. weighted:1,0.5)"
+        )
+
+    def keys(self, space: MapSpace) -> Callable[[NestCosts], tuple[np.ndarray, np.ndarray]]:
+        """(primary, secondary) cost per mapping, both minimised; energy includes the compute."""
+        per_point = space.compute_energy_pj_per_point
+        latency_bound, energy_bound = space.lower_bounds()
+
+        def keys(costs: NestCosts) -> tuple[np.ndarray, np.ndarray]:
+            latency = costs.latency_cycles
+            energy = costs.energy_pj + costs.padded_points * per_point
+            if self.name == "latency":
+                return latency, energy
+            if self.name == "energy":
+                return energy, latency
+            if self.name == "edp":
+                return latency * energy, latency
+            mixed = self.latency_weight * latency / latency_bound + self.energy_weight * energy / energy_bound
+            return mixed, latency
+
+        return keys
+
+    def __str__(self) -> str:
+        return f"weighted:{self.latency_weight:g},{self.energy_weight:g}" if self.name == "weighted" else self.name
+
+
+@dataclass(frozen=True, eq=False)
+class MapResult:
+    """The best feasible mapping a search found, its costs, and what the search did."""
+
+    space: MapSpace
+    """The space searched."""
+    objective: Objective
+    """What was minimised."""
+    method: str
+    """exhaustive, random or anneal."""
+    mapping: EinsumMapping
+    """The best mapping as a loop nest."""
+    batch: MappingBatch
+    """The same mapping as kernel arrays (one row)."""
+    costs: NestCosts
+    """Its costs from the kernel (one row)."""
+    evaluated: int
+    """Mappings costed."""
+    feasible_evaluated: int
+    """Of those, the ones that fit every level."""
+    points_passed: float
+    """Points of the space the exhaustive walk passed, pruned ones included (0 for sampling methods)."""
+    seconds: float
+    """Wall time of the search (building the space excluded)."""
+    complete: bool
+    """Whether the whole space was covered (exhaustive, not stopped by a budget or Ctrl-C)."""
+    interrupted: bool
+    """Whether Ctrl-C ended the search."""
+    seed: int
+    """Seed of the random draws."""
+
+    @property
+    def latency_cycles(self) -> float:
+        return float(self.costs.latency_cycles[0])
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency_cycles / self.space.arch.clock_hz
+
+    @property
+    def compute_energy_pj(self) -> float:
+        return float(self.costs.padded_points[0]) * self.space.compute_energy_pj_per_point
+
+    @property
+    def energy_pj(self) -> float:
+        """Storage plus compute energy, in pJ."""
+        return float(self.costs.energy_pj[0]) + self.compute_energy_pj
+
+    @property
+    def edp(self) -> float:
+        """Energy-delay product, in pJ x s."""
+        return self.energy_pj * self.latency_s
+
+    @property
+    def evaluations_per_s(self) -> float:
+        return self.evaluated / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def space_size(self) -> int:
+        return self.space.size
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        """Per level (then the compute): capacity, occupancy, words read/filled/updated, energy, cycles."""
+        c, arch, e = self.costs, self.space.nest_arch, self.space.einsum
+        rows = []
+        for l, name in enumerate(self.space.level_names):
+            reads, fills, updates = c.reads_words[0, l], c.fills_words[0, l], c.updates_words[0, l]
+            rows.append(
+                {
+                    "level": name,
+                    "capacity_words": float(arch.capacity_words[l]),
+                    "instances": int(arch.instances[l]),
+                    "occupancy_words": float(c.occupancy_words[0, l]),
+                    "keeps": [t for t, k in zip(e.tensors, self.batch.keep[0, l], strict=True) if k],
+                    "reads_words": {t: float(w) for t, w in zip(e.tensors, reads, strict=True)},
+                    "fills_words": {t: float(w) for t, w in zip(e.tensors, fills, strict=True)},
+                    "updates_words": {t: float(w) for t, w in zip(e.tensors, updates, strict=True)},
+                    "energy_pj": float(
+                        reads.sum() * arch.read_energy_pj_per_word[l]
+                        + (fills.sum() + updates.sum()) * arch.write_energy_pj_per_word[l]
+                    ),
+                    "transfer_cycles": float(c.transfer_cycles[0, l]),
+                }
+            )
+        rows.append(
+            {
+                "level": "compute",
+                "energy_pj": self.compute_energy_pj,
+                "transfer_cycles": float(c.compute_cycles[0]),
+                "points": float(c.padded_points[0]),
+                "pes_used": float(c.pes_used[0]),
+            }
+        )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        latency_bound, energy_bound = self.space.lower_bounds()
+        m = self.mapping
+        return {
+            "einsum": self.space.einsum.name,
+            "text": self.space.einsum.text,
+            "arch": self.space.arch.name,
+            "array": self.space.array,
+            "objective": str(self.objective),
+            "method": self.method,
+            "latency_s": self.latency_s,
+            "latency_cycles": self.latency_cycles,
+            "energy_pj": self.energy_pj,
+            "edp": self.edp,
+            "utilization": float(self.costs.utilization[0]),
+            "lower_bound_latency_s": latency_bound / self.space.arch.clock_hz,
+            "lower_bound_energy_pj": energy_bound,
+            "space_size": self.space_size,
+            "evaluations": self.evaluated,
+            "feasible_evaluations": self.feasible_evaluated,
+            "evaluations_per_s": self.evaluations_per_s,
+            "seconds": self.seconds,
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "seed": self.seed,
+            "mapping": {
+                "levels": [
+                    {"level": name, "loops": [list(loop) for loop in loops], "keeps": sorted(keeps)}
+                    for name, loops, keeps in zip(m.levels, m.temporal, m.keep, strict=True)
+                ],
+                "spatial": {
+                    axis: [list(loop) for loop in loops]
+                    for axis, loops in zip(self.space.axis_names, m.spatial, strict=True)
+                },
+            },
+            "breakdown": self.breakdown(),
+            "notes": list(self.space.notes),
+        }
+
+
+def search(
+    space: MapSpace,
+    objective: str | Objective = "latency",
+    *,
+    method: str = "auto",
+    budget: int | None = None,
+    time_s: float | None = None,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH,
+    parallel: bool = True,
+    progress: bool = False,
+) -> MapResult:
+    """The best feasible mapping of ``space`` under ``objective`` (module docstring).
+
+    ``budget`` caps the evaluations and ``time_s`` the seconds (either ends an exhaustive search early);
+    ``parallel`` spreads each batch over Numba's threads; ``progress`` shows a tqdm bar on stderr. Raises
+    :class:`einsum.errors.SpecError` for bad arguments and when no evaluated mapping fits.
+    """
+    objective = Objective.parse(objective)
+    problems = []
+    if method not in METHODS:
+        problems.append(f"method {method!r} is unknown; choose from {', '.join(METHODS)}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        problems.append(f"budget must be an int >= 1 (evaluations), got {budget!r}")
+    if time_s is not None and not (isinstance(time_s, int | float) and time_s > 0):
+        problems.append(f"time_s must be a number > 0 (seconds), got {time_s!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if problems:
+        raise SpecError("search: " + "; ".join(problems))
+    if method == "auto":
+        method = "exhaustive" if space.size <= (budget or AUTO_EXHAUSTIVE_POINTS) else "anneal"
+    if method != "exhaustive" and budget is None and time_s is None:
+        budget = DEFAULT_BUDGET
+
+    rng = np.random.default_rng(seed)
+    keys = objective.keys(space)
+    best = _Reducer(keys)
+    walk = _Walk(space)
+    start = time.perf_counter()
+    evaluated = 0
+
+    def spent() -> float:
+        """Fraction of the budget (evaluations or time) spent."""
+        fractions = [0.0]
+        if budget is not None:
+            fractions.append(evaluated / budget)
+        if time_s is not None:
+            fractions.append((time.perf_counter() - start) / time_s)
+        return max(fractions)
+
+    stages: dict[str, Callable[[], Generator[MappingBatch, NestCosts, None]]] = {
+        "exhaustive": lambda: walk.batches(batch_size),
+        "random": lambda: _random(space, rng, batch_size, spent),
+        "anneal": lambda: anneal(space, keys, rng, spent, chains=_chains(budget)),
+    }
+    total, unit = (space.size, "pt") if method == "exhaustive" else (budget, "eval")
+    interrupted = truncated = False
+    with _bar(total, unit, progress) as bar, contextlib.closing(stages[method]()) as producer:
+        try:
+            batch = next(producer, None)
+            while batch is not None:
+                n = batch.num_mappings if budget is None else min(batch.num_mappings, budget - evaluated)
+                truncated |= n < batch.num_mappings
+                costs = None
+                if n:
+                    batch = _head(batch, n)
+                    costs = evaluate_nest(
+                        space.problem, space.nest_arch, batch, cycles_per_point=space.cycles_per_point,
+                        parallel=parallel and n >= _PARALLEL_MIN,
+                    )  # fmt: skip
+                    evaluated += n
+                    best.update(batch, costs)
+                bar.update(walk.take_points() if method == "exhaustive" else n)
+                if spent() >= 1.0:
+                    break
+                batch = _send(producer, costs)
+        except KeyboardInterrupt:
+            interrupted = True
+    seconds = time.perf_counter() - start
+    if best.batch is None:
+        raise SpecError(_explain_nothing_fits(space, best, walk, method, evaluated, interrupted))
+    return MapResult(
+        space=space,
+        objective=objective,
+        method=method,
+        mapping=space.to_mapping(best.batch),
+        batch=best.batch,
+        costs=best.costs,
+        evaluated=evaluated,
+        feasible_evaluated=best.feasible,
+        points_passed=walk.points,
+        seconds=seconds,
+        complete=method == "exhaustive" and walk.done and not (interrupted or truncated),
+        interrupted=interrupted,
+        seed=seed,
+    )
+
+
+def _chains(budget: int | None) -> int:
+    return 256 if budget is None else int(min(256, max(32, budget // 300)))
+
+
+def _send(producer: Generator[MappingBatch, NestCosts, None], costs: NestCosts | None) -> MappingBatch | None:
+    try:
+        return producer.send(costs)
+    except StopIteration:
+        return None
+
+
+@contextlib.contextmanager
+def _bar(total: float | None, unit: str, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar on stderr (a no-op stand-in when disabled)."""
+    if not enabled:
+
+        class _Off:
+            def update(self, n: float) -> None:
+                pass
+
+        yield _Off()
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True, smoothing=0.1) as bar:
+        yield bar
+
+
+def _head(batch: MappingBatch, n: int) -> MappingBatch:
+    if n == batch.num_mappings:
+        return batch
+    return MappingBatch(batch.temporal[:n], batch.spatial[:n], batch.order[:n], batch.keep[:n])
+
+
+class _Walk:
+    """The exhaustive stage: streams the space from a cursor into one reused batch; counts points passed."""
+
+    def __init__(self, space: MapSpace):
+        self.space = space
+        self.cursor = np.zeros(2, dtype=np.int64)
+        self.min_occupancy = np.full(space.num_levels, np.inf)
+        self.points = 0.0
+        self._unreported = 0.0
+
+    @property
+    def done(self) -> bool:
+        return bool(self.cursor[0] >= self.space.num_assignments)
+
+    def take_points(self) -> float:
+        """Points passed since the last call (for the progress bar)."""
+        n, self._unreported = self._unreported, 0.0
+        return n
+
+    def batches(self, batch_size: int) -> Generator[MappingBatch, NestCosts, None]:
+        out = self.space.new_batch(batch_size)
+        while not self.done:
+            n, points = self.space.enumerate(self.cursor, out, self.min_occupancy)
+            self.points += points
+            self._unreported += points
+            yield _head(out, n)
+
+
+def _random(
+    space: MapSpace, rng: np.random.Generator, batch_size: int, spent: Callable[[], float]
+) -> Generator[MappingBatch, NestCosts, None]:
+    """The random stage: uniform draws until the budget is spent."""
+    while spent() < 1.0:
+        yield space.sample(rng, batch_size)
+
+
+_PER_MAPPING = tuple(name for name in NestCosts.__dataclass_fields__ if name != "useful_points")
+
+
+class _Reducer:
+    """The best feasible mapping seen so far (ties within :data:`_TIE` go to the first seen)."""
+
+    def __init__(self, keys: Callable[[NestCosts], tuple[np.ndarray, np.ndarray]]):
+        self.keys = keys
+        self.key: tuple[float, float] | None = None
+        self.batch: MappingBatch | None = None
+        self.costs: NestCosts | None = None
+        self.feasible = 0
+        self.least_overflow = math.inf
+        self.least_occupancy: np.ndarray | None = None
+
+    def update(self, batch: MappingBatch, costs: NestCosts) -> None:
+        k = int(np.argmin(costs.overflow_ratio))
+        if costs.overflow_ratio[k] < self.least_overflow:
+            self.least_overflow = float(costs.overflow_ratio[k])
+            self.least_occupancy = costs.occupancy_words[k].copy()
+        feasible = np.flatnonzero(costs.feasible)
+        self.feasible += len(feasible)
+        if not len(feasible):
+            return
+        primary, secondary = self.keys(costs)
+        near = feasible[primary[feasible] <= primary[feasible].min() * (1 + _TIE)]
+        i = int(near[np.argmin(secondary[near])])
+        key = (float(primary[i]), float(secondary[i]))
+        if self.key is None or _better(key, self.key):
+            self.key = key
+            self.batch = MappingBatch(
+                *(a[i : i + 1].copy() for a in (batch.temporal, batch.spatial, batch.order, batch.keep))
+            )
+            self.costs = NestCosts(
+                **{name: getattr(costs, name)[i : i + 1].copy() for name in _PER_MAPPING},
+                useful_points=costs.useful_points,
+            )
+
+
+def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether key ``a`` beats ``b``: a clearly smaller primary, or an equal primary and smaller secondary."""
+    if a[0] < b[0] * (1 - _TIE):
+        return True
+    return a[0] <= b[0] * (1 + _TIE) and a[1] < b[1] * (1 - _TIE)
+
+
+def _explain_nothing_fits(
+    space: MapSpace, best: _Reducer, walk: _Walk, method: str, evaluated: int, interrupted: bool
+) -> str:
+    where = f"search({space.einsum.name} on {space.array})"
+    if interrupted:
+        return f"{where}: interrupted after {evaluated} evaluations, before any mapping that fits was found"
+    caps = space.nest_arch.capacity_words
+    if method == "exhaustive" and walk.done:
+        levels = [
+            f"{name!r} needs at least {walk.min_occupancy[l]:.0f} words (capacity {caps[l]:.0f})"
+            for l, name in enumerate(space.level_names)
+            if l and walk.min_occupancy[l] > caps[l]
+        ]
+        detail = "; ".join(levels) or "the levels cannot all fit at once"
+        return f"{where}: no point of the space ({space.size} points) fits: {detail}"
+    occ = best.least_occupancy
+    closest = (
+        ""
+        if occ is None
+        else "; the closest needs "
+        + ", ".join(
+            f"{occ[l]:.0f} words in {name!r} (capacity {caps[l]:.0f})" for l, name in enumerate(space.level_names) if l
+        )
+    )
+    return (
+        f"{where}: none of the {evaluated} {method} evaluations fits{closest}; "
+        "give a larger budget or search exhaustively"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# The standard benchmark: evaluation throughput of the exhaustive search on a three-level GEMM space.
+
+BENCH_ARCH: dict[str, Any] = {
+    "name": "bench-3level",
+    "source": "attnscope bench mapper: DRAM, a 1 Mi-word buffer, 64-word registers under a 16 x 16 array",
+    "clock_hz": 1.0e9,
+    "word_bytes": 2,
+    "levels": [
+        {"name": "dram", "capacity_words": None, "instances": 1, "access_width_words": 1,
+         "bandwidth_bytes_per_s": 64.0e9, "read_energy_pj": 62.4, "write_energy_pj": 62.4, "area_um2": 0.0},
+        {"name": "global_buffer", "capacity_words": 1 << 20, "instances": 1, "access_width_words": 1,
+         "bandwidth_bytes_per_s": 256.0e9, "read_energy_pj": 6.0, "write_energy_pj": 7.0, "area_um2": 0.0},
+        {"name": "pe_reg", "capacity_words": 64, "per_pe_of": "pe_2d", "access_width_words": 1,
+         "bandwidth_bytes_per_s": 8.0e9, "read_energy_pj": 0.5, "write_energy_pj": 0.5, "area_um2": 0.0},
+    ],
+    "arrays": {
+        "pe_2d": {"kind": "2d", "rows": 16, "cols": 16, "fed_by": "pe_reg",
+                  "units": {"mac": {"energy_pj": 1.0, "area_um2": 0.0}}, "ops": {"mac": {"mac": 1}}},
+    },
+}  # fmt: skip
+"""The benchmark architecture: 32 / 128 / 4 words per cycle at DRAM / buffer / each PE's registers."""
+BENCH_GEMM = "input A[T,K], B[K,N]\nC[t,n] = sum[k] A[t,k] * B[k,n]"
+"""The benchmark workload, at T = K = N = 512."""
+
+
+def bench_space() -> MapSpace:
+    """The benchmark space: every tiling, order and bypass of a 512^3 GEMM on :data:`BENCH_ARCH`."""
+    from einsum.cascade import Cascade
+    from einsum.lower import lower
+    from simulator.specs import spec_from_dict
+
+    gemm = Cascade.from_text(BENCH_GEMM, name="gemm")
+    e = lower(gemm, {"T": 512, "K": 512, "N": 512}).einsum("C")
+    return MapSpace.build(e, spec_from_dict(BENCH_ARCH, "<bench-3level>"))
+
+
+def bench_mapper(evaluations: int = 3_000_000, repeats: int = 3) -> dict[str, Any]:
+    """Evaluations per second of the exhaustive search on :func:`bench_space`: one core, then all threads.
+
+    Each figure is the best of ``repeats`` searches of ``evaluations`` mappings after a warm-up that
+    compiles the kernels; the time covers generation, pruning, costing and reduction. One core means
+    Numba's serial kernel with one thread.
+    """
+    import numba
+
+    if isinstance(evaluations, bool) or not isinstance(evaluations, int) or evaluations < 1:
+        raise SpecError(f"bench_mapper: evaluations must be an int >= 1, got {evaluations!r}")
+    space = bench_space()
+    threads = numba.config.NUMBA_NUM_THREADS
+    search(space, method="exhaustive", budget=min(evaluations, 100_000), parallel=False)  # warm-up
+    search(space, method="exhaustive", budget=min(evaluations, 100_000), parallel=True)
+    rates = {}
+    for label, parallel, n_threads in (("one_core", False, 1), ("parallel", True, threads)):
+        numba.set_num_threads(n_threads)
+        try:
+            runs = [
+                search(space, method="exhaustive", budget=evaluations, parallel=parallel)
+                for _ in range(max(1, repeats))
+            ]
+        finally:
+            numba.set_num_threads(threads)
+        rates[label] = max(r.evaluations_per_s for r in runs)
+    return {
+        "space": "GEMM 512^3 on bench-3level (DRAM / 1 Mi-word buffer / 64-word registers, 16 x 16 PEs)",
+        "space_size": space.size,
+        "evaluations": evaluations,
+        "repeats": repeats,
+        "evaluations_per_s": rates["one_core"],
+        "evaluations_per_s_parallel": rates["parallel"],
+        "threads": threads,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# The FuseMax study's three-level search: search_nest.
+
+# Exhaustive search, with pruning, for the loop nest of one Einsum on a three-level hierarchy.
+#
+# The nest has the shape :func:`mappers.templates.loop_nest` builds: DRAM, a buffer level, the array's PE
+# registers; ``spatial[a]`` names the variable spread over array axis ``a`` (factor: the axis size, or the
+# variable's size if smaller). The space searched:
+#
+# * **Tiling.** The size each variable has left after its spatial factor is split into a DRAM bound and a
+#   buffer bound. The buffer bound takes every divisor of that size; a size with more than
+#   :data:`MAX_DIVISORS` divisors takes only the powers of two dividing it and the size itself
+#   (:attr:`SearchResult.notes` names those variables). Variables in ``fixed_outer`` (e.g. batch and head)
+#   stay wholly at DRAM, outermost, in the given order. The PE registers hold one word of each tensor.
+# * **Loop orders** at DRAM and at the buffer, over the loops of bound > 1. Only the innermost run of loops
+#   not indexing a tensor decides how often its tile is reloaded (the kernel's reuse model), so orders that
+#   give every tensor the same run are the same point: one order per distinct set of runs is evaluated.
+# * **Buffer bypass.** The buffer keeps every tensor, except (``bypass=True``) the inputs it does not
+#   reuse (it reads each filled word once): those go from DRAM straight to the PEs. That moves the same DRAM
+#   words and saves buffer energy and capacity, so a point takes its bypass variant whenever one exists.
+#
+# Pruning: a tiling whose output tile alone overflows the buffer is dropped before its orders are expanded.
+# The rest streams through :func:`simulator.nest.evaluate_nest` in batches, costed with DRAM's real
+# bandwidth and unbounded bandwidth elsewhere; a reducer keeps only the best feasible mapping, so memory is
+# bounded by the batch size whatever the size of the space.
 
 MAX_DIVISORS = 24
 """A remaining size with more divisors than this offers only powers of two (and itself) as buffer bounds."""
 
 OBJECTIVES = ("latency", "energy", "edp")
 """``latency``: least latency, then least energy; ``energy``: the reverse; ``edp``: least product, then latency."""
-
-_TIE = 1e-12
-"""Relative difference below which two costs count as equal (the secondary key then decides)."""
 
 DRAM, BUFFER, PE = 0, 1, 2
 
@@ -132,6 +711,15 @@ def search_nest(
     not reuse skip it. ``parallel`` spreads each batch over Numba's threads. Latency is in cycles at one
     cycle per iteration point. Raises :class:`einsum.errors.SpecError` for bad arguments and when no
     mapping fits.
+
+    >>> from einsum.cascade import Cascade
+    >>> from einsum.lower import lower
+    >>> from simulator.specs import load_arch
+    >>> gemm = Cascade.from_text("input A[T,K], B[K,N]\\nC[t,n] = sum[k] A[t,k] * B[k,n]")
+    >>> e = lower(gemm, {"T": 1024, "K": 256, "N": 256}).einsum("C")
+    >>> best = search_nest(e, load_arch("fusemax-cloud"), "pe_2d", ("t", "n"))
+    >>> best.dram_words == 1024 * 256 + 256 * 256 + 1024 * 256  # every word moves once
+    True
     """
     start = time.perf_counter()
     plan = _plan(e, arch, array, spatial, buffer, objective, fixed_outer, batch_size)  # validate, lower once
@@ -401,9 +989,6 @@ def _evaluate(plan: _Plan, batch: MappingBatch, bypass: bool, parallel: bool) ->
     return costs, chosen, batch.num_mappings + len(rows)
 
 
-_PER_MAPPING = tuple(name for name in NestCosts.__dataclass_fields__ if name != "useful_points")
-
-
 def _dram_words(costs: NestCosts) -> np.ndarray:
     """float64[N]: reads + fills + updates at DRAM, summed over tensors."""
     return (costs.reads_words[:, DRAM] + costs.fills_words[:, DRAM] + costs.updates_words[:, DRAM]).sum(axis=1)
@@ -451,13 +1036,6 @@ class _Best:
                 **{name: getattr(costs, name)[i : i + 1].copy() for name in _PER_MAPPING},
                 useful_points=costs.useful_points,
             )
-
-
-def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether key ``a`` beats ``b``: a clearly smaller primary, or an equal primary and smaller secondary."""
-    if a[0] < b[0] * (1 - _TIE):
-        return True
-    return a[0] <= b[0] * (1 + _TIE) and a[1] < b[1] * (1 - _TIE)
 
 
 def _nothing_fits(plan: _Plan, best: _Best, space_size: int, evaluated: int) -> str:
