@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from einsum.errors import RegistryError, SpecError
+from simulator.yamlio import read_yaml
 
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "fp8")
 """Data types a kernel may use; ``tf32`` is fp32 storage with TF32 tensor-core math."""
@@ -302,41 +303,10 @@ def _read_efficiency(p: _Problems, raw: Any) -> Efficiency | None:
 # ----------------------------------------------------------------------------------------------- YAML, registry
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe loader that reads 1e9 as a float (YAML 1.2) and refuses duplicate keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
 def read_device_file(path: str | Path, origin: str | None = None) -> DeviceSpec:
     """Read and validate one device YAML file; origin (default: the path) prefixes every message."""
     origin = origin or str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
-        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    data = read_yaml(path, origin)
     return device_from_dict(data, origin)
 
 

@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from einsum.errors import SpecError
+from simulator.yamlio import read_yaml
 
 Loops = tuple[tuple[str, int], ...]
 
@@ -230,13 +229,4 @@ def mapping_from_dict(data: object, origin: str = "<mapping>") -> CascadeMapping
 
 def load_mapping(path: str | Path) -> CascadeMapping:
     """Read a mapping YAML file (see :func:`mapping_to_dict` for the layout)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"cannot read mapping {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return mapping_from_dict(data, str(path))
+    return mapping_from_dict(read_yaml(path, str(path)), str(path))

@@ -24,9 +24,9 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import yaml
 
 from einsum.errors import RegistryError, SpecError
+from simulator.yamlio import read_yaml
 
 OPERATORS: tuple[str, ...] = (
     *("mac", "mul", "add", "sub", "neg", "div", "max", "min", "select"),
@@ -633,48 +633,10 @@ def _check_feed(c: _Checker, array: ComputeArray, levels: list[StorageLevel]) ->
 # ----------------------------------------------------------------------------------------------- YAML, registry
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe loader that reads 1e9 as a float (YAML 1.2) and refuses duplicate keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
 def read_arch_file(path: str | Path, origin: str | None = None) -> ArchSpec:
     """Read and validate one YAML spec; origin (default: the path) prefixes every message."""
     origin = origin or str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        if mark is not None:
-            where = f"{origin}:{mark.line + 1}:{mark.column + 1}"
-        elif isinstance(exc, yaml.reader.ReaderError):  # a bad character: only its offset is known
-            where = f"{origin}:{text.count(chr(10), 0, exc.position) + 1}"
-        else:
-            where = origin
-        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
-        raise SpecError(f"{where}: invalid YAML: {problem}") from None
-    return spec_from_dict(data, origin)
+    return spec_from_dict(read_yaml(path, origin), origin)
 
 
 _ARCHITECTURES: dict[str, Path] = {p.stem: p for p in sorted(Path(__file__).with_name("presets").glob("*.yaml"))}
