@@ -66,7 +66,7 @@ def test_bad_mappings_name_file_and_key(design, tmp_path, edit, fragment, capsys
 def test_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\neinsums: [\n")
-    with pytest.raises(SpecError, match=r"bad\.yaml:\d+: invalid YAML"):
+    with pytest.raises(SpecError, match=r"bad\.yaml:\d+:\d+: invalid YAML"):
         load_mapping(path)
 
 
