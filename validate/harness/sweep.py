@@ -1,0 +1,353 @@
+"""Sweep specs: which kernels to measure, read from YAML and validated before anything runs.
+
+A sweep lists *cases*; each case names an operation (:data:`validate.harness.ops.OPS`), its role, dtypes,
+backends, masks and shapes (an explicit list, a cartesian ``grid``, or both) and expands to one
+:class:`Case` per combination. Every problem in the file is collected and reported in one
+:class:`~einsum.errors.SpecError` naming the file and the dotted key::
+
+    name: example
+    timing: {warmup_s: 0.02, budget_s: 0.1, min_runs: 5, max_runs: 50, rounds: 1, l2_flush: auto}
+    cases:
+      - op: sdpa
+        dtypes: [fp32]
+        backends: [flash, math]
+        masks: [none, causal]
+        grid: {batch: [1], heads: [4], seq_q: [256, 512], seq_kv: [256, 512], head_dim: [64]}
+        where: seq_q == seq_kv
+
+Built-in sweeps live beside this module in ``sweeps/`` (:func:`sweep_names`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from einsum.errors import RegistryError, SpecError
+from validate.harness.ops import CALIBRATION_OPS, DTYPES, OPS, ROLES, OpDecl
+from validate.harness.schema import CONTENDED
+
+SWEEP_DIR = Path(__file__).with_name("sweeps")
+_TOP_KEYS = ("name", "description", "seed", "timing", "cases")
+_CASE_KEYS = ("op", "role", "dtypes", "backends", "masks", "shapes", "grid", "where", "note")
+_TIMING_KEYS = (
+    "warmup_s", "budget_s", "min_runs", "max_runs", "rounds", "max_other_cpu", "quiet_wait_s", "l2_flush",
+    "cpu_allocator",
+)  # fmt: skip
+_WHERE = ("seq_q == seq_kv",)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How each kernel is timed (do_bench style: warm up for a while, then repeat within a budget)."""
+
+    warmup_s: float = 0.025
+    """Seconds of warm-up calls after the correctness call."""
+    budget_s: float = 0.1
+    """Seconds of timed calls to aim for (the run count is derived from a first estimate)."""
+    min_runs: int = 5
+    """Fewest timed calls, however slow the kernel."""
+    max_runs: int = 100
+    """Most timed calls, however fast the kernel."""
+    rounds: int = 1
+    """Most passes over the sweep: a later pass re-checks and re-times only the CPU cases whose kept timing was
+    contended (other processes took more than max_other_cpu); each case keeps its fastest pass."""
+    max_other_cpu: float = CONTENDED
+    """Share of the host's CPU time other processes may take during a CPU timing before it counts as contended."""
+    quiet_wait_s: float = 0.0
+    """Before each pass on a CPU: wait up to this long for other processes to fall below max_other_cpu."""
+    l2_flush: str = "auto"
+    """``auto`` (flush on GPUs, not on CPUs), ``on`` or ``off``: overwrite a cache-sized buffer before each call."""
+    cpu_allocator: str = "cached"
+    """CPU: ``cached`` keeps freed memory in the process (glibc mallopt), as the CUDA caching allocator does, so
+    outputs above glibc's 32 MiB mmap threshold do not page-fault on every call; ``default`` leaves glibc alone."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kernel to measure: an operation at one dtype, backend, mask and shape."""
+
+    op: str
+    """Operation name (a key of :data:`validate.harness.ops.OPS`)."""
+    role: str
+    """``validation`` or ``calibration``."""
+    dtype: str
+    """Element type (fp64, fp32, bf16, fp16)."""
+    backend: str
+    """Backend (SDPA backend, ``compiled`` for FlexAttention, ``default`` otherwise)."""
+    mask: str
+    """Mask (none, causal, sliding_window, block_sparse)."""
+    shape: tuple[tuple[str, int], ...]
+    """Shape keys and sizes, complete (optional keys filled in), in the operation's key order."""
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The shape as a dict."""
+        return dict(self.shape)
+
+    @property
+    def family(self) -> str:
+        return OPS[self.op].family
+
+    @property
+    def shape_text(self) -> str:
+        """``key=value`` pairs joined by ``;`` (the CSV ``shape`` column)."""
+        return ";".join(f"{k}={v}" for k, v in self.shape)
+
+    @property
+    def label(self) -> str:
+        """Short human label, e.g. ``sdpa/flash/causal fp32 batch=1;heads=4;...``."""
+        parts = [self.op] + [p for p in (self.backend, self.mask) if p not in ("default", "none")]
+        return f"{'/'.join(parts)} {self.dtype} {self.shape_text}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep: its cases in file order, expanded."""
+
+    name: str
+    """Sweep name (recorded in every row)."""
+    description: str
+    """What the sweep is for."""
+    seed: int
+    """Base seed; case i draws its inputs from seed + i."""
+    timing: Timing
+    """How kernels are timed."""
+    cases: tuple[Case, ...] = field(repr=False)
+    """Every case, expanded."""
+    origin: str = "<dict>"
+    """Where the sweep was read from."""
+
+    def only(self, ops: tuple[str, ...]) -> Sweep:
+        """The sweep restricted to some operations."""
+        return Sweep(self.name, self.description, self.seed, self.timing,
+                     tuple(c for c in self.cases if c.op in ops), self.origin)  # fmt: skip
+
+
+def sweep_names() -> tuple[str, ...]:
+    """Names of the built-in sweeps."""
+    return tuple(sorted(p.stem for p in SWEEP_DIR.glob("*.yaml")))
+
+
+def load_sweep(name_or_path: str | Path) -> Sweep:
+    """A built-in sweep by name, or a YAML file by path, validated.
+
+    >>> sweep = load_sweep("cpu-ci")
+    >>> sweep.name, len(sweep.cases) >= 20
+    ('cpu-ci', True)
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        if str(name_or_path) not in sweep_names():
+            raise RegistryError(f"unknown sweep {str(name_or_path)!r}; built-in: {', '.join(sweep_names())}"
+                                " (or give a .yaml file)")  # fmt: skip
+        path = SWEEP_DIR / f"{name_or_path}.yaml"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read sweep {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return sweep_from_dict(data, str(path))
+
+
+def sweep_from_dict(data: Any, origin: str = "<dict>") -> Sweep:
+    """Validate plain data (as loaded from YAML) and expand it; every problem goes into one SpecError."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {data!r:.60}")
+    _unknown(data, "", _TOP_KEYS, problems)
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"name: expected a non-empty string, got {name!r:.60}")
+    description = data.get("description", "")
+    seed = data.get("seed", 0)
+    if not _is_count(seed, zero=True):
+        problems.append(f"seed: expected a non-negative integer, got {seed!r:.60}")
+    timing = _read_timing(data.get("timing", {}), problems)
+    raw_cases = data.get("cases")
+    cases: list[Case] = []
+    if not isinstance(raw_cases, list) or not raw_cases:
+        problems.append(f"cases: expected a non-empty list of cases, got {raw_cases!r:.60}")
+    else:
+        for i, raw in enumerate(raw_cases):
+            cases.extend(_read_case(raw, f"cases[{i}]", problems))
+    if problems:
+        head = [f"{origin}: {len(problems)} problems in the sweep:"] if len(problems) > 1 else []
+        raise SpecError("\n".join(head + [f"{origin}: {p}" for p in problems]))
+    return Sweep(name, str(description), seed, timing, tuple(cases), origin)
+
+
+def _is_count(v: Any, zero: bool = False) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if zero else v > 0)
+
+
+def _unknown(m: Mapping, path: str, keys: tuple[str, ...], problems: list[str]) -> None:
+    for key in m:
+        if key not in keys:
+            problems.append(f"{path}{key}: unknown key; allowed keys: {', '.join(keys)}")
+
+
+def _read_timing(raw: Any, problems: list[str]) -> Timing:
+    if not isinstance(raw, dict):
+        problems.append(f"timing: expected a mapping with keys {', '.join(_TIMING_KEYS)}, got {raw!r:.60}")
+        return Timing()
+    _unknown(raw, "timing.", _TIMING_KEYS, problems)
+    values: dict[str, Any] = {}
+    for key in ("warmup_s", "budget_s", "max_other_cpu", "quiet_wait_s"):
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+                problems.append(f"timing.{key}: expected seconds >= 0, got {v!r:.60}")
+            else:
+                values[key] = float(v)
+    for key in ("min_runs", "max_runs", "rounds"):
+        if key in raw:
+            if not _is_count(raw[key]):
+                problems.append(f"timing.{key}: expected a positive integer, got {raw[key]!r:.60}")
+            else:
+                values[key] = raw[key]
+    if "l2_flush" in raw:
+        flush = {True: "on", False: "off"}.get(raw["l2_flush"], raw["l2_flush"])
+        if flush not in ("auto", "on", "off"):
+            problems.append(f"timing.l2_flush: expected auto, on or off, got {raw['l2_flush']!r:.60}")
+        else:
+            values["l2_flush"] = flush
+    if "cpu_allocator" in raw:
+        if raw["cpu_allocator"] not in ("cached", "default"):
+            problems.append(f"timing.cpu_allocator: expected cached or default, got {raw['cpu_allocator']!r:.60}")
+        else:
+            values["cpu_allocator"] = raw["cpu_allocator"]
+    timing = Timing(**values)
+    if timing.min_runs > timing.max_runs:
+        problems.append(f"timing: min_runs {timing.min_runs} exceeds max_runs {timing.max_runs}")
+    return timing
+
+
+def _choices(raw: Any, path: str, allowed: tuple[str, ...], problems: list[str]) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        problems.append(f"{path}: expected a non-empty list from {', '.join(allowed)}, got {raw!r:.60}")
+        return ()
+    bad = [x for x in raw if x not in allowed]
+    if bad:
+        problems.append(f"{path}: unknown {', '.join(map(str, bad))}; allowed: {', '.join(allowed)}")
+        return ()
+    return tuple(dict.fromkeys(raw))
+
+
+def _read_case(raw: Any, path: str, problems: list[str]) -> list[Case]:
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: expected a mapping with keys {', '.join(_CASE_KEYS)}, got {raw!r:.60}")
+        return []
+    _unknown(raw, f"{path}.", _CASE_KEYS, problems)
+    op_name = raw.get("op")
+    if op_name not in OPS:
+        problems.append(f"{path}.op: unknown operation {op_name!r:.60}; known: {', '.join(OPS)}")
+        return []
+    op = OPS[op_name]
+    n_before = len(problems)
+    role = raw.get("role", "validation")
+    if role not in ROLES:
+        problems.append(f"{path}.role: expected one of {', '.join(ROLES)}, got {role!r:.60}")
+    elif role == "calibration" and op.name not in CALIBRATION_OPS:
+        problems.append(f"{path}.role: only {', '.join(CALIBRATION_OPS)} may calibrate (microbenchmarks), "
+                        f"not {op.name}")  # fmt: skip
+    dtypes = _choices(raw.get("dtypes", ["fp32"]), f"{path}.dtypes", DTYPES, problems)
+    backends = _choices(raw.get("backends", list(op.backends[:1])), f"{path}.backends", op.backends, problems)
+    masks = _choices(raw.get("masks", list(op.masks[:1])), f"{path}.masks", op.masks, problems)
+    where = raw.get("where")
+    if where is not None and where not in _WHERE:
+        problems.append(f"{path}.where: expected one of {', '.join(_WHERE)}, got {where!r:.60}")
+    shapes = _read_shapes(raw, path, op, problems)
+    if len(problems) > n_before:
+        return []
+    if where == "seq_q == seq_kv":
+        shapes = [s for s in shapes if s["seq_q"] == s["seq_kv"]]
+    cases = []
+    for shape, dtype, backend, mask in itertools.product(shapes, dtypes, backends, masks):
+        problem = _shape_problem(op, shape, mask)
+        if problem:
+            problems.append(f"{path}: shape {_text(shape)} with mask {mask}: {problem}")
+            continue
+        full = _complete(op, shape, mask)
+        cases.append(Case(op.name, role, dtype, backend, mask, tuple(full.items())))
+    if not cases and len(problems) == n_before:
+        problems.append(f"{path}: expands to no case (check where:)")
+    return cases
+
+
+def _read_shapes(raw: Mapping, path: str, op: OpDecl, problems: list[str]) -> list[dict[str, int]]:
+    keys = op.shape + tuple(op.optional)
+    shapes: list[dict[str, int]] = []
+    if "shapes" not in raw and "grid" not in raw:
+        problems.append(f"{path}: give shapes: (a list) or grid: (lists per key) with keys {', '.join(op.shape)}")
+        return []
+    listed = raw.get("shapes", [])
+    if not isinstance(listed, list):
+        problems.append(f"{path}.shapes: expected a list of mappings, got {listed!r:.60}")
+        listed = []
+    for j, item in enumerate(listed):
+        if _check_keys(item, f"{path}.shapes[{j}]", op, keys, problems, lambda v: _is_count(v)):
+            shapes.append(dict(item))
+    if "grid" in raw:
+        grid = raw["grid"]
+        ok = _check_keys(grid, f"{path}.grid", op, keys, problems,
+                         lambda v: isinstance(v, list) and bool(v) and all(_is_count(x) for x in v))  # fmt: skip
+        if ok:
+            names = list(grid)
+            shapes.extend(dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values()))
+    return shapes
+
+
+def _check_keys(item: Any, path: str, op: OpDecl, keys: tuple[str, ...], problems: list[str], valid) -> bool:
+    if not isinstance(item, dict):
+        problems.append(f"{path}: expected a mapping with keys {', '.join(op.shape)}, got {item!r:.60}")
+        return False
+    n = len(problems)
+    _unknown(item, f"{path}.", keys, problems)
+    missing = [k for k in op.shape if k not in item]
+    if missing:
+        problems.append(f"{path}: missing {', '.join(missing)}; {op.name} needs {', '.join(op.shape)}")
+    for key, value in item.items():
+        if key in keys and not valid(value):
+            grid = path.rsplit(".", 1)[-1] == "grid"
+            what = "a non-empty list of positive integers" if grid else "a positive integer"
+            problems.append(f"{path}.{key}: expected {what}, got {value!r:.60}")
+    return len(problems) == n
+
+
+def _shape_problem(op: OpDecl, shape: Mapping[str, int], mask: str) -> str | None:
+    if "kv_heads" in op.optional and "kv_heads" in shape and shape["heads"] % shape["kv_heads"]:
+        return f"heads {shape['heads']} is not a multiple of kv_heads {shape['kv_heads']}"
+    if mask != "none" and "seq_q" in shape and shape["seq_q"] != shape["seq_kv"]:
+        return "masked attention needs seq_q == seq_kv here (torch's causal mask is top-left aligned)"
+    if mask == "sliding_window" and "window" not in shape:
+        return "sliding_window needs window (keys within window positions before the query, itself included)"
+    if mask == "block_sparse" and shape.get("seq_kv", 0) % shape.get("block", op.optional.get("block") or 1):
+        return "block_sparse needs seq_kv to be a multiple of block"
+    return None
+
+
+def _complete(op: OpDecl, shape: Mapping[str, int], mask: str) -> dict[str, int]:
+    full = {k: shape[k] for k in op.shape}
+    for key, default in op.optional.items():
+        if key == "kv_heads":
+            full[key] = shape.get(key, shape["heads"])
+        elif key == "window" and mask == "sliding_window":
+            full[key] = shape[key]
+        elif key == "block" and mask == "block_sparse":
+            full[key] = shape.get(key, default)
+    return full
+
+
+def _text(shape: Mapping[str, int]) -> str:
+    return ";".join(f"{k}={v}" for k, v in shape.items())
