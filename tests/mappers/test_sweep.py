@@ -298,7 +298,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def test_sigkill_at_a_random_moment_loses_and_duplicates_nothing(tmp_path):
-    spec_path = small_spec(tmp_path, 400)
+    spec_path = small_spec(tmp_path, 1200)  # enough that a kill lands mid-sweep on a fast machine
     reference = tmp_path / "reference.sqlite"
     cli_sweep(spec_path, reference, "--workers", "1")  # uninterrupted
     store = tmp_path / "killed.sqlite"
@@ -316,7 +316,7 @@ def test_sigkill_at_a_random_moment_loses_and_duplicates_nothing(tmp_path):
             if rows(store) > before:
                 break
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))  # then a random moment
+        time.sleep(rng.uniform(0.0, 0.25))  # then a random moment
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills.append(rows(store))
