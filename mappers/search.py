@@ -723,7 +723,7 @@ def search_nest(
     """
     start = time.perf_counter()
     plan = _plan(e, arch, array, spatial, buffer, objective, fixed_outer, batch_size)  # validate, lower once
-    best = _Best(objective)
+    best = _Reducer(lambda costs: _keys(objective, costs))
     space_size = evaluated = feasible_count = 0
     for points, batch in _batches(plan, batch_size):  # tilings -> prune -> x distinct orders, streamed
         space_size += points
@@ -1004,41 +1004,7 @@ def _keys(objective: str, costs: NestCosts) -> tuple[np.ndarray, np.ndarray]:
     return latency * energy, latency
 
 
-class _Best:
-    """Reducer: the best feasible mapping seen so far (ties within :data:`_TIE` go to the first seen)."""
-
-    def __init__(self, objective: str):
-        self.objective = objective
-        self.key: tuple[float, float] | None = None
-        self.batch: MappingBatch | None = None
-        self.costs: NestCosts | None = None
-        self.least_overflow = math.inf
-        self.least_occupancy: np.ndarray | None = None
-
-    def update(self, batch: MappingBatch, costs: NestCosts) -> None:
-        k = int(np.argmin(costs.overflow_ratio))
-        if costs.overflow_ratio[k] < self.least_overflow:
-            self.least_overflow = float(costs.overflow_ratio[k])
-            self.least_occupancy = costs.occupancy_words[k].copy()
-        feasible = np.flatnonzero(costs.feasible)
-        if not len(feasible):
-            return
-        primary, secondary = _keys(self.objective, costs)
-        near = feasible[primary[feasible] <= primary[feasible].min() * (1 + _TIE)]
-        i = int(near[np.argmin(secondary[near])])
-        key = (float(primary[i]), float(secondary[i]))
-        if self.key is None or _better(key, self.key):
-            self.key = key
-            self.batch = MappingBatch(
-                *(a[i : i + 1].copy() for a in (batch.temporal, batch.spatial, batch.order, batch.keep))
-            )
-            self.costs = NestCosts(
-                **{name: getattr(costs, name)[i : i + 1].copy() for name in _PER_MAPPING},
-                useful_points=costs.useful_points,
-            )
-
-
-def _nothing_fits(plan: _Plan, best: _Best, space_size: int, evaluated: int) -> str:
+def _nothing_fits(plan: _Plan, best: _Reducer, space_size: int, evaluated: int) -> str:
     where = f"search_nest({plan.e.name} on {plan.array})"
     caps = plan.nest_arch.capacity_words
     if best.least_occupancy is None:
