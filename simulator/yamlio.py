@@ -36,12 +36,17 @@ _Loader.add_implicit_resolver(
 
 def read_yaml(path: str | Path, origin: str) -> Any:
     """Parse a YAML file; a missing file or bad syntax raises SpecError naming ``origin`` (and line:column)."""
+    return read_yaml_text(path, origin)[0]
+
+
+def read_yaml_text(path: str | Path, origin: str, loader: type[yaml.SafeLoader] = _Loader) -> tuple[Any, str]:
+    """Parse a YAML file with ``loader`` (a SafeLoader subclass); returns (data, the text as read)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+        data = yaml.load(text, Loader=loader)  # loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         if mark is not None:
@@ -52,4 +57,4 @@ def read_yaml(path: str | Path, origin: str) -> Any:
             where = origin
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
-    return data
+    return data, text

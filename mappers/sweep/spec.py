@@ -47,6 +47,7 @@ from mappers.sweep.metrics import metric_names, resolve_metric
 from mappers.sweep.store import BASE_COLUMNS
 from mappers.sweep.strategies import STRATEGIES, get_strategy
 from simulator.specs import ArchSpec, load_arch, with_overrides
+from simulator.yamlio import read_yaml_text
 from workloads.models import MODELS
 from workloads.registry import CASCADES, parse_size
 
@@ -302,17 +303,7 @@ def read_sweep_file(path: str | Path) -> SweepSpec:
     ('fusemax-pe-buffer', 'grid', ['pe_dim', 'buffer_words'])
     """
     origin = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{origin}: cannot read the sweep spec: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
-        problem = getattr(exc, "problem", None) or exc
-        raise SpecError(f"{where}: invalid YAML: {problem}") from None
+    data, text = read_yaml_text(path, origin, _Loader)
     return sweep_from_dict(data, origin, Path(path).parent, text)
 
 
