@@ -100,6 +100,11 @@ class DeviceSpec:
     tensor_instruction: str  # one of TENSOR_INSTRUCTIONS
     mma_fraction: float  # fraction of the tensor peak warp-level mma reaches where wgmma exists (1 otherwise)
     efficiency: Efficiency
+    warm_cache_bytes: float = 0.0
+    """Working sets up to this size stay in the last-level cache between back-to-back calls of a kernel and
+    stream at ``l2_bytes_per_s``; larger ones stream from DRAM. 0: every kernel streams from DRAM (the GPU
+    presets: the GPU harness flushes L2 between timed calls, and published GPU benchmarks do the same or use
+    tensors far larger than L2). Derived from copy microbenchmarks at cache-resident sizes."""
     origin: str = field(default="<dict>", compare=False)  # where the spec was read from, for messages
 
     # -- derived rates -------------------------------------------------------------------------------------
@@ -155,7 +160,12 @@ _ID = re.compile(r"[a-z][a-z0-9-]*\Z")
 _REQUIRED = object()
 _TOP = tuple(f.name for f in fields(DeviceSpec) if f.name != "origin")
 _INTS = {"sm_count", "max_warps_per_sm"}
-_OPTIONAL: dict[str, Any] = {"references": {}, "mma_fraction": 1.0, "tensor_instruction": "mma"}
+_OPTIONAL: dict[str, Any] = {
+    "references": {},
+    "mma_fraction": 1.0,
+    "tensor_instruction": "mma",
+    "warm_cache_bytes": 0.0,
+}
 
 
 def _finite(v: Any) -> bool:
@@ -166,6 +176,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
     "positive": (lambda v: _finite(v) and v > 0, "a positive number"),
     "fraction": (lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "nonnegative": (lambda v: _finite(v) and v >= 0, "a number >= 0"),
     "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
 }
 
@@ -187,6 +198,7 @@ _FIELD_KIND = {
     "launch_overhead_s": "positive",
     "dram_latency_s": "positive",
     "mma_fraction": "fraction",
+    "warm_cache_bytes": "nonnegative",
 }
 
 

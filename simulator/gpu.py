@@ -21,6 +21,7 @@ from typing import Any
 from einsum.errors import SpecError
 from simulator.device import DeviceSpec, load_device
 from simulator.kernels.attention import KERNELS, predict_decode, predict_flash, predict_unfused
+from simulator.kernels.cpu import predict_cpu_flash
 from simulator.kernels.elementwise import predict_copy, predict_exp, predict_softmax
 from simulator.kernels.gemm import predict_gemm
 from simulator.kernels.machine import KernelPrediction, machine
@@ -58,8 +59,8 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
 
     ops: ``gemm`` (m, n, k, batch=1), ``copy`` (nbytes), ``exp`` (elements), ``softmax`` (rows, cols),
     ``sdpa`` (batch, heads, kv_heads=heads, seq_q, seq_kv=seq_q, head_dim, causal=False, kernel=..., window=None)
-    with kernel one of ``fa2``, ``fa3``, ``unfused``, ``decode``, ``math`` (default: fa3 on Hopper, fa2 on other
-    GPUs, math on CPUs).
+    with kernel one of ``fa2``, ``fa3``, ``unfused``, ``decode``, ``math``, ``cpu-flash`` (default: fa3 on Hopper,
+    fa2 on other GPUs, decode for a few queries against a long cache, cpu-flash on CPUs).
     """
     spec = load_device(device)
     if op not in OPS:
@@ -106,9 +107,9 @@ def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPredi
     kernel = shape.get("kernel") or _default_kernel(spec, s)
     if kernel not in KERNELS:
         raise SpecError(f"sdpa: unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
-    if spec.kind == "cpu" and kernel in ("unfused", "math"):
-        kernel = "math"
     m = machine(spec, dtype, legacy_mma=kernel == "fa2")
+    if kernel == "cpu-flash":
+        return predict_cpu_flash(m, s)
     if kernel in ("fa2", "fa3"):
         return predict_flash(m, kernel, s)
     if kernel == "decode":
@@ -118,7 +119,7 @@ def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPredi
 
 def _default_kernel(spec: DeviceSpec, s: Mapping[str, Any]) -> str:
     if spec.kind == "cpu":
-        return "math"
+        return "cpu-flash"
     if s["seq_q"] <= 16 and s["seq_kv"] >= 256:
         return "decode"
     return "fa3" if spec.tensor_instruction == "wgmma" else "fa2"

@@ -9,7 +9,14 @@ comes from the ``exp_chain`` rows, which keep their data in cache so that only t
 model of such a row is ``elements * depth / (exp peak * efficiency)``, whose log-least-squares fit is the
 geometric mean of the rows' measured fractions of the exp peak. An entry whose rows the model does not respond
 to keeps its value, and the result says so. Rows timed while other processes took the CPU (``contended``) are
-not used. ``softmax`` is never fitted here (the library softmax is a validated kernel).
+not used. ``softmax`` comes from the library row-softmax rows of role ``calibration`` (a microbenchmark, like
+copy; the file's ``validation`` softmax rows, at other shapes, stay held out).
+
+The **warm cache** comes first, from the copy rows alone (:func:`fit_cache`): ordered by working set (2 x the
+bytes copied), the rows split where the log copy rate separates best into a fast (cache-resident) and a slow
+(DRAM) group; when the fast group is at least :data:`CACHE_SPEEDUP` times faster, ``warm_cache_bytes`` is its
+largest working set and ``l2_bytes_per_s`` its geometric-mean rate; otherwise the preset keeps its values. The
+copy efficiency is then fitted with the cache in the model, so only the DRAM rows move it.
 
 The preset is rewritten in place of its ``efficiency:`` block, so the comments and citations of the rest of
 the file survive; the new file is read back and checked before it replaces the old one.
@@ -31,9 +38,13 @@ from simulator.gpu import predict
 from validate.compare import model_kernel
 from validate.harness.schema import Measurement, read_csv
 
-FIT_ORDER: tuple[str, ...] = ("copy", "exp", "gemm")
+CACHE_SPEEDUP = 1.3
+"""A copy this many times faster than the DRAM-bound copies counts as served by the cache."""
+CACHE_KEYS: tuple[str, ...] = ("warm_cache_bytes", "l2_bytes_per_s")
+"""Top-level preset fields :func:`fit_cache` derives."""
+FIT_ORDER: tuple[str, ...] = ("copy", "softmax", "exp", "gemm")
 """Efficiency entries fitted, in order."""
-SOURCES = {"copy": ("copy",), "exp": ("exp_chain",), "gemm": ("matmul", "bmm")}
+SOURCES = {"copy": ("copy",), "softmax": ("softmax",), "exp": ("exp_chain",), "gemm": ("matmul", "bmm")}
 """Which operations' calibration rows fit which entry."""
 CAL_TAG = "CAL"
 """Reference tag the fitted efficiency lines cite."""
@@ -86,6 +97,10 @@ def calibrate(
         raise AttnscopeError(f"{data_file}: no ok, uncontended calibration rows (operations {ops}, role calibration)")
     keep = _provenance_of(spec)
     fits: list[Fit] = []
+    cache = fit_cache(spec, [r for r in usable if r.op == "copy"])
+    if cache is not None:
+        spec = replace_fields(spec, **{f.key: f.value for f in cache})
+        fits.extend(cache)
     for key in FIT_ORDER:
         chosen = [r for r in usable if r.op in SOURCES[key]]
         dtypes = sorted({r.dtype for r in chosen})
@@ -100,13 +115,17 @@ def calibrate(
         fits.append(fit)
         spec = with_efficiency(spec, {key: fit.value}, keep)
     first = usable[0]
-    counts = ", ".join(f"{f.key}: {f.rows} {f.dtype} rows, MAPE {f.mape_after:.1f}%" for f in fits)
+    counts = ", ".join(
+        f"{f.key}: {f.rows} {f.dtype} rows, MAPE {f.mape_after:.1f}%" for f in fits if f.key not in CACHE_KEYS
+    )
+    if cache is not None:
+        counts += f"; warm cache from the copy rows: {cache[0].note}"
     provenance = {
         "data_file": _display_path(data_file),
         "date": max(r.date for r in usable)[:10],
         "method": (f"attnscope calibrate: per entry, the value minimizing the squared log error of the model over "
-                   f"the file's calibration microbenchmarks (gemm, copy through simulator.gpu.predict; exp against "
-                   f"the exp peak) ({counts}); measured with torch {first.torch} on {first.device_name}, run "
+                   f"the file's calibration microbenchmarks (gemm, copy, softmax through simulator.gpu.predict; exp "
+                   f"against the exp peak) ({counts}); measured with torch {first.torch} on {first.device_name}, run "
                    f"{first.run_id}"),
     }  # fmt: skip
     refs = {**spec.references, CAL_TAG: f"attnscope calibrate: efficiencies fitted to the calibration "
@@ -151,6 +170,42 @@ def _fit(spec: DeviceSpec, key: str, rows: Sequence[Measurement]) -> Fit:
         return Fit(key, previous, previous, len(rows), dtype, mape(previous), mape(previous), why)
     note = "at the upper bound: the rows run faster than the datasheet peak allows" if value >= 0.999 else ""
     return Fit(key, value, previous, len(rows), dtype, mape(previous), mape(value), note)
+
+
+def fit_cache(spec: DeviceSpec, rows: Sequence[Measurement]) -> list[Fit] | None:
+    """``warm_cache_bytes`` and ``l2_bytes_per_s`` from copy rows (module docstring), or None when the rows show
+    no cache-resident group (fewer than two sizes, or no split with a :data:`CACHE_SPEEDUP` gap)."""
+    points = sorted((2.0 * _sizes(r)["nbytes"], 2.0 * _sizes(r)["nbytes"] / r.median_s) for r in rows)
+    if len({ws for ws, _ in points}) < 2:
+        return None
+    logs = [math.log(rate) for _, rate in points]
+
+    def spread(group: Sequence[float]) -> float:
+        mean = sum(group) / len(group)
+        return sum((x - mean) ** 2 for x in group)
+
+    split = min(range(1, len(points)), key=lambda i: spread(logs[:i]) + spread(logs[i:]))
+    fast = math.exp(sum(logs[:split]) / split)
+    slow = math.exp(sum(logs[split:]) / (len(logs) - split))
+    if fast < CACHE_SPEEDUP * slow or points[split - 1][0] >= points[split][0]:
+        return None
+    ws = points[split - 1][0]
+    dtype = ",".join(sorted({r.dtype for r in rows}))
+
+    def mape(rate: float, group: Sequence[tuple[float, float]]) -> float:
+        return 100.0 * sum(abs(r / rate - 1) for _, r in group) / len(group)
+
+    cached = points[:split]
+    note = f"copies up to {ws / 2**20:g} MiB working set ({len(cached)} rows) ran {fast / slow:.2f}x the DRAM copies"
+    return [
+        Fit("warm_cache_bytes", float(int(ws)), spec.warm_cache_bytes, len(points), dtype, 0.0, 0.0, note),
+        Fit("l2_bytes_per_s", float(f"{fast:.3g}"), spec.l2_bytes_per_s, len(cached), dtype,
+            mape(spec.l2_bytes_per_s, cached), mape(fast, cached)),
+    ]  # fmt: skip
+
+
+def _sizes(row: Measurement) -> dict[str, int]:
+    return {k: int(v) for k, v in (part.split("=") for part in row.shape.split(";") if part)}
 
 
 def _fit_exp(spec: DeviceSpec, rows: Sequence[Measurement]) -> Fit:
@@ -230,6 +285,18 @@ def write_preset(spec: DeviceSpec, fits: Sequence[Fit], source: Path, out: Path)
     if eff is None:
         raise AttnscopeError(f"{source}: no top-level 'efficiency:' block to replace")
     lines[eff[0] : eff[1]] = [efficiency_block(spec, fits, lines[eff[0] + 1 : eff[1]])]
+    for f in fits:
+        if f.key not in CACHE_KEYS:
+            continue
+        value = int(f.value) if f.key == "warm_cache_bytes" else f"{f.value:.3g}"
+        why = f.note or "geometric mean of the cache-resident copies"
+        text = f"{f.key}: {value}".ljust(36) + f"# [{CAL_TAG}] {why}\n"
+        at = next((i for i, line in enumerate(lines) if re.match(rf"{f.key}:", line)), None)
+        if at is None:  # a new field: before the efficiency block
+            at = next(i for i, line in enumerate(lines) if re.match(r"efficiency:", line))
+            lines.insert(at, text)
+        else:
+            lines[at] = text
     cal_line = f"  {CAL_TAG}: {_quote(spec.references[CAL_TAG])}\n"
     refs = _block(lines, "references")
     if refs is None:

@@ -10,8 +10,9 @@ see :data:`validate.harness.schema.CONTENDED`) are listed apart; neither is sile
 Which model kernel stands for which measured backend (:func:`model_kernel`): torch's flash backend and
 FlexAttention are FlashAttention-2-style (``fa2``); cuDNN attention is FlashAttention-3-style on Hopper (``fa3``,
 else ``fa2``); the memory-efficient backend is modelled as ``fa2``; ``math`` and ``unfused`` as themselves; a
-decode step as ``decode``. On a CPU device every attention row is predicted with ``math`` (the model's only
-CPU attention path).
+decode step as ``decode``. On a CPU device the math backend is ``math``, unfused attention ``unfused``, and every
+other attention row (the flash backend, a decode step, compiled FlexAttention) PyTorch's CPU flash kernel,
+``cpu-flash``.
 """
 
 from __future__ import annotations
@@ -117,10 +118,10 @@ def model_kernel(row: Measurement, spec: DeviceSpec) -> tuple[str, dict[str, Any
 
 
 def _attention_kernel(row: Measurement, spec: DeviceSpec) -> str:
-    if spec.kind == "cpu":
-        return "math"
     if row.op == "unfused_attention":
         return "unfused"
+    if spec.kind == "cpu":
+        return "math" if row.backend == "math" else "cpu-flash"
     if row.op == "decode":
         return "decode"
     if row.op == "flex_attention":

@@ -25,10 +25,16 @@ tile scheduler does). GQA/MQA: query heads of a group read the same K/V through 
 into one tile, the keys are split ``s`` ways (split-K) so that enough CTAs fill the SMs, and a second kernel
 combines the fp32 partial outputs. The mapper picks ``s``. Each CTA streams its K/V through its share of L2.
 
-**Unfused ("standard" attention, as PyTorch eager runs it).** QK^T as a batched GEMM writing the scores, a
-causal mask added by an elementwise kernel, a row softmax, and P.V as a batched GEMM, each a kernel with its
-own launch, every intermediate through DRAM (plus K/V expansion copies for GQA). ``math`` is the same chain
-with the mask fused into the softmax (PyTorch's math SDPA backend; the CPU path).
+**Unfused ("standard" attention, as PyTorch eager runs it).** QK^T as a batched GEMM writing the scores (the
+softmax scale folded into it, as ``baddbmm(alpha=scale)``), a causal mask added by an elementwise kernel, a row
+softmax, and P.V as a batched GEMM, each a kernel with its own launch, every intermediate through DRAM (plus
+K/V expansion copies for GQA).
+
+**Math (PyTorch's math SDPA backend, ``_scaled_dot_product_attention_math``, as torch 2.13 runs it).** Q and K
+each scaled by sqrt(scale) (two elementwise kernels), K/V expanded with ``repeat_interleave`` for GQA, a causal
+mask built per call (``ones``, ``tril``, ``where`` over seq_q x seq_kv) and added in place to the scores, the
+QK^T and P.V GEMMs, and ``_safe_softmax``: a softmax, then ``isneginf`` over the scores (one-byte result),
+``all`` over each row, and a ``where`` that rewrites the probabilities, so that fully masked rows give zeros.
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ from simulator.kernels.gemm import predict_gemm
 from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, finish, need
 from simulator.kernels.schedule import makespan_cycles, waves
 
-KERNELS: tuple[str, ...] = ("fa2", "fa3", "unfused", "decode", "math")
-"""Attention kernels: FlashAttention-2 and -3 style fused forward, unfused (standard), split-K decode, math."""
+KERNELS: tuple[str, ...] = ("fa2", "fa3", "unfused", "decode", "math", "cpu-flash")
+"""Attention kernels: FlashAttention-2 and -3 style fused forward, unfused (standard), split-K decode, PyTorch's
+math backend, and PyTorch's fused CPU flash kernel (:mod:`simulator.kernels.cpu`)."""
 
 FUSED_DTYPES = ("fp16", "bf16")
 
@@ -136,16 +143,25 @@ def useful_pairs(seq_q: int, seq_kv: int, causal: bool, window: int | None) -> f
 
 def _tile_cycles(m: Machine, kernel: str, t: FlashTile, d: int, masked: bool) -> tuple[float, dict[str, float]]:
     ops, _ = tile_ops(t.br, t.bc, d, masked)
+    e = m.elem_bytes
+    return tile_cycles(m, kernel, t, ops, kv_tile_bytes=2 * t.bc * d * e, q_tile_bytes=t.br * d * e)
+
+
+def tile_cycles(
+    m: Machine, kernel: str, t: FlashTile, ops: dict[str, float], *, kv_tile_bytes: float, q_tile_bytes: float
+) -> tuple[float, dict[str, float]]:
+    """SM-cycles of one key tile with ``ops`` per unit (module docstring: fa2 ``max(T, M) + S + F``, fa3
+    ``max(T + S, F, M)``, at least the tile's K/V bytes through the SM's share of L2), and the per-unit parts."""
     tensor = ops["tensor"] / m.tensor_rate
     sfu = ops["sfu"] / m.sfu_rate
     fma = ops["fma"] / m.fma_rate
     if kernel == "fa2":
-        smem = t.warps * 2 * t.bc * d * m.elem_bytes / m.smem_rate
+        smem = t.warps * kv_tile_bytes / m.smem_rate
         cycles = max(tensor, smem) + sfu + fma
     else:
-        smem = (t.br // 64) * (2 * t.bc * d + 64 * d) * m.elem_bytes / m.smem_rate
+        smem = ((t.br // 64) * kv_tile_bytes + q_tile_bytes) / m.smem_rate
         cycles = max(tensor + sfu, fma, smem)
-    l2 = 2 * t.bc * d * m.elem_bytes / m.l2_share_bytes_per_clock
+    l2 = kv_tile_bytes / m.l2_share_bytes_per_clock
     parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
     return max(cycles, l2), parts
 
@@ -205,7 +221,7 @@ def _flash_one(m: Machine, kernel: str, t: FlashTile, s: dict) -> tuple[float, d
 
 def _check_fused(m: Machine, kernel: str, d: int) -> None:
     spec = m.spec
-    need(spec.kind != "cpu", f"{kernel}: needs a GPU; {spec.id} is a cpu device, which runs kernel 'math'")
+    need(spec.kind != "cpu", f"{kernel}: needs a GPU; {spec.id} is a cpu device, which runs cpu-flash, math or unfused")
     need(
         m.dtype in FUSED_DTYPES or (kernel == "fa3" and m.dtype == "fp8"),
         f"{kernel}: dtype {m.dtype} not supported; it runs {', '.join(FUSED_DTYPES)}" + (", fp8" * (kernel == "fa3")),
@@ -245,8 +261,15 @@ def predict_flash(m: Machine, kernel: str, s: dict) -> KernelPrediction:
                   compulsory_bytes=compulsory, exp_ops=pairs)  # fmt: skip
 
 
-def predict_decode(m: Machine, s: dict) -> KernelPrediction:
-    """Split-K (flash-decoding) attention of a few queries against a KV cache, plus the combine kernel."""
+DECODE_SPLITS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+"""The split-K factors the decode mapper tries."""
+
+
+def predict_decode(m: Machine, s: dict, splits: tuple[int, ...] = DECODE_SPLITS) -> KernelPrediction:
+    """Split-K (flash-decoding) attention of a few queries against a KV cache, plus the combine kernel.
+
+    ``splits``: the split-K factors to try (the fastest is kept); one value fixes the split.
+    """
     _check_fused(m, "decode", s["head_dim"])
     b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
     e = m.elem_bytes
@@ -263,8 +286,8 @@ def predict_decode(m: Machine, s: dict) -> KernelPrediction:
     tile = max(plain, stream)
     kv_bytes = b * hk * keys * d * 2 * e
     best = None
-    for split in (1, 2, 4, 8, 16, 32, 64, 128):
-        if split > 1 and keys / split < t.bc:
+    for split in splits:
+        if split > 1 and keys / split < t.bc and best is not None:
             break
         per = math.ceil(math.ceil(keys / split) / t.bc)
         fixed = m.latency_s * m.clock_hz + (t.br * d * e + t.br * d * 4) / m.l2_share_bytes_per_clock
@@ -308,13 +331,30 @@ def predict_unfused(m: Machine, kernel: str, s: dict) -> KernelPrediction:
         f"{kernel}: the {b}x{h}x{sq}x{skv} score and probability matrices need {held / 1e9:.1f} GB; "
         f"{m.spec.id} has {m.spec.dram_bytes / 1e9:.1f} GB (dram_bytes)",
     )
+    masked = bool(s["causal"] or s["window"])
+    n_scores = int(scores)
     parts: list[KernelPrediction] = []
+    if kernel == "math":
+        parts.append(predict_elementwise(m, elements=b * h * sq * d, reads=1, kernel="scale_q"))
     if hk < h:
         parts.append(predict_elementwise(m, elements=2 * b * h * skv * d, reads=1, kernel="expand_kv"))
+    if kernel == "math":
+        parts.append(predict_elementwise(m, elements=b * h * skv * d, reads=1, kernel="scale_k"))
+        if masked:  # the boolean tril mask, then its additive float form: seq_q x seq_kv, once per call
+            for name, rd, wr in (("mask_ones", 0, 1), ("mask_tril", 1, 1), ("mask_where", 1, e)):
+                parts.append(predict_elementwise(m, elements=sq * skv, reads=1, kernel=name, read_bytes=rd,
+                                                 write_bytes=wr))  # fmt: skip
     parts.append(predict_gemm(m, m_=sq, n=skv, k=d, batch=b * h))
-    if (s["causal"] or s["window"]) and kernel == "unfused":
-        parts.append(predict_elementwise(m, elements=int(scores), reads=1, kernel="mask_add"))
+    if masked:  # scores + mask; the mask is one seq_q x seq_kv plane broadcast over batch and heads
+        parts.append(predict_elementwise(m, elements=n_scores, reads=2, kernel="mask_add",
+                                         read_bytes=e + e / (b * h)))  # fmt: skip
     parts.append(predict_softmax(m, rows=b * h * sq, cols=skv))
+    if kernel == "math":  # _safe_softmax: isneginf(scores), all(dim=-1), where(rows, 0, probabilities)
+        parts.append(predict_elementwise(m, elements=n_scores, reads=1, kernel="isneginf", write_bytes=1))
+        parts.append(predict_elementwise(m, elements=n_scores, reads=1, kernel="all_rows", read_bytes=1,
+                                         write_bytes=1 / skv))  # fmt: skip
+        parts.append(predict_elementwise(m, elements=n_scores, reads=2, kernel="where_rows",
+                                         read_bytes=e + 1 / skv))  # fmt: skip
     parts.append(predict_gemm(m, m_=sq, n=d, k=skv, batch=b * h))
     flops, compulsory, pairs = _flops_and_bytes(s, e)
     time_s = sum(p.time_s for p in parts)

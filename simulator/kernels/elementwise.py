@@ -1,6 +1,7 @@
-"""Memory-bound kernels: copy, elementwise exp, row softmax. Each streams its bytes through DRAM at a
-microbenchmark-calibrated bandwidth (copy, or the library softmax) while the SFU and FP32 lanes do the math;
-the slowest of the three sets the time, plus one launch and one DRAM latency."""
+"""Memory-bound kernels: copy, elementwise exp, row softmax. Each streams its bytes at a microbenchmark-calibrated
+bandwidth (copy, or the library softmax; the last-level cache's when the working set stays there between calls,
+see :meth:`Machine.stream_bytes_per_s`) while the SFU and FP32 lanes do the math; the slowest of the three sets
+the time, plus one launch and one DRAM latency."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def predict_copy(m: Machine, *, nbytes: int) -> KernelPrediction:
     """Device-to-device copy of nbytes (reads and writes nbytes each)."""
     _positive("copy", nbytes=nbytes)
     moved = 2.0 * nbytes
-    times = {"memory": m.latency_s + moved / m.dram_bytes_per_s}
+    times = {"memory": m.latency_s + moved / m.stream_bytes_per_s(moved)}
     return finish(m, op="copy", kernel="copy", flops=0.0, hbm_bytes=moved, times=times, tiles={},
                   compulsory_bytes=moved)  # fmt: skip
 
@@ -29,7 +30,7 @@ def predict_exp(m: Machine, *, elements: int) -> KernelPrediction:
     _positive("exp", elements=elements)
     moved = 2.0 * elements * m.elem_bytes
     times = {
-        "memory": m.latency_s + moved / m.dram_bytes_per_s,
+        "memory": m.latency_s + moved / m.stream_bytes_per_s(moved),
         "sfu": elements / (m.sfu_rate * m.sms * m.clock_hz),
     }
     return finish(m, op="exp", kernel="exp", flops=0.0, hbm_bytes=moved, times=times, tiles={},
@@ -37,13 +38,14 @@ def predict_exp(m: Machine, *, elements: int) -> KernelPrediction:
 
 
 def predict_softmax(m: Machine, *, rows: int, cols: int, kernel: str = "softmax") -> KernelPrediction:
-    """Row softmax of a rows x cols matrix (read once, written once) at the library-softmax bandwidth."""
+    """Row softmax of a rows x cols matrix (read once, written once) at the library-softmax bandwidth: the
+    calibrated fraction (``efficiency.softmax``) of the bandwidth of the level that serves it."""
     _positive("softmax", rows=rows, cols=cols)
     n = float(rows) * cols
     moved = 2.0 * n * m.elem_bytes
     clock_sms = m.sms * m.clock_hz
     times = {
-        "memory": m.latency_s + moved / m.softmax_bytes_per_s,
+        "memory": m.latency_s + moved / m.softmax_stream_bytes_per_s(moved),
         "sfu": n / (m.sfu_rate * clock_sms),
         "fma": n * SOFTMAX_FMA_PER_ELEMENT / (m.fma_rate * clock_sms),
     }
@@ -52,12 +54,25 @@ def predict_softmax(m: Machine, *, rows: int, cols: int, kernel: str = "softmax"
                   fma_ops=n * SOFTMAX_FMA_PER_ELEMENT)  # fmt: skip
 
 
-def predict_elementwise(m: Machine, *, elements: int, reads: int, kernel: str, sfu: int = 0) -> KernelPrediction:
+def predict_elementwise(
+    m: Machine,
+    *,
+    elements: int,
+    reads: int,
+    kernel: str,
+    sfu: int = 0,
+    read_bytes: float | None = None,
+    write_bytes: float | None = None,
+) -> KernelPrediction:
     """A streaming elementwise kernel over elements: reads operands of the dtype, writes one; sfu special-function
-    evaluations per element (a SiLU's sigmoid is one exp)."""
+    evaluations per element (a SiLU's sigmoid is one exp). read_bytes / write_bytes: bytes per element read (all
+    operands) and written, where they are not the dtype's (a boolean mask is one byte)."""
     _positive(kernel, elements=elements)
-    moved = float(elements) * (reads + 1) * m.elem_bytes
-    times = {"memory": m.latency_s + moved / m.dram_bytes_per_s}
+    per_element = (reads * m.elem_bytes if read_bytes is None else read_bytes) + (
+        m.elem_bytes if write_bytes is None else write_bytes
+    )
+    moved = float(elements) * per_element
+    times = {"memory": m.latency_s + moved / m.stream_bytes_per_s(moved)}
     if sfu:
         times["sfu"] = elements * sfu / (m.sfu_rate * m.sms * m.clock_hz)
     return finish(m, op="elementwise", kernel=kernel, flops=0.0, hbm_bytes=moved, times=times,

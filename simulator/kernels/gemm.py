@@ -93,7 +93,7 @@ def _one(m: Machine, t: GemmTile, b: int, mm: int, n: int, k: int, split: int) -
         partials = 2.0 * split * b * mm * n * 4
         dram += partials
         reduce_s = m.launch_s + m.latency_s
-    memory_s = dram / m.dram_bytes_per_s
+    memory_s = dram / m.stream_bytes_per_s(a_bytes + b_bytes + c_bytes)
     busy = "tensor" if 2.0 * t.bm * t.bn * t.bk / m.tensor_rate >= step_bytes / m.l2_share_bytes_per_clock else "l2"
     if prologue + epilogue > mainloop:
         busy = "latency"

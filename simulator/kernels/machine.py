@@ -47,6 +47,22 @@ class Machine:
     l2_share_bytes_per_clock: float  # L2 bandwidth per SM per clock (one SM's share)
     launch_s: float  # kernel launch overhead, s
     latency_s: float  # DRAM load latency, s
+    cache_bytes_per_s: float = 0.0  # last-level cache bandwidth (all SMs / cores), bytes/s
+    warm_cache_bytes: float = 0.0  # working sets up to this size stream from the last-level cache (0: never)
+
+    def stream_bytes_per_s(self, working_set_bytes: float, dram_bytes_per_s: float | None = None) -> float:
+        """Bandwidth at which a kernel touching working_set_bytes streams its data: the last-level cache's when
+        the working set stays there between back-to-back calls (``warm_cache_bytes``), else DRAM's
+        (``dram_bytes_per_s``, default the copy-calibrated figure)."""
+        dram = self.dram_bytes_per_s if dram_bytes_per_s is None else dram_bytes_per_s
+        if 0 < working_set_bytes <= self.warm_cache_bytes:
+            return max(dram, self.cache_bytes_per_s)
+        return dram
+
+    def softmax_stream_bytes_per_s(self, working_set_bytes: float) -> float:
+        """The library row softmax's bandwidth: ``efficiency.softmax`` of the level that serves the working set."""
+        efficiency = self.softmax_bytes_per_s / self.dram_peak_bytes_per_s
+        return efficiency * self.stream_bytes_per_s(working_set_bytes, self.dram_peak_bytes_per_s)
 
     @property
     def dram_share_bytes_per_clock(self) -> float:
@@ -92,6 +108,8 @@ def machine(spec: DeviceSpec, dtype: str, *, legacy_mma: bool = False) -> Machin
         l2_share_bytes_per_clock=spec.l2_bytes_per_s / spec.sm_count / spec.clock_hz,
         launch_s=spec.launch_overhead_s,
         latency_s=spec.dram_latency_s,
+        cache_bytes_per_s=spec.l2_bytes_per_s,
+        warm_cache_bytes=spec.warm_cache_bytes,
     )
 
 
@@ -142,13 +160,14 @@ class KernelPrediction:
 
 
 def roofline_s(m: Machine, flops: float, hbm_bytes: float, exp_ops: float = 0.0, fma_ops: float = 0.0) -> float:
-    """The bound no kernel beats: peak tensor FLOPs, peak SFU, peak FP32 lanes, peak DRAM bandwidth."""
+    """The bound no kernel beats: peak tensor FLOPs, peak SFU, peak FP32 lanes, peak bandwidth of the level
+    that serves hbm_bytes (DRAM, or the last-level cache when they fit ``warm_cache_bytes``)."""
     clock_sms = m.clock_hz * m.sms
     return max(
         flops / (m.tensor_peak * clock_sms),
         exp_ops / (m.spec.exp_per_sm_per_clock * clock_sms),
         fma_ops / (m.fma_rate * clock_sms),
-        hbm_bytes / m.dram_peak_bytes_per_s,
+        hbm_bytes / m.stream_bytes_per_s(hbm_bytes, m.dram_peak_bytes_per_s),
     )
 
 

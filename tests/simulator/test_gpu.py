@@ -224,16 +224,34 @@ def test_unknown_names_list_the_valid_ones():
         predict("h100-sxm", "gemm", dtype="int4", m=1, n=1, k=1)
 
 
-def test_cpu_devices_run_the_math_kernel():
+def test_cpu_devices_run_torch_cpu_kernels():
     data = load_device("h100-sxm").to_dict()
     data.update(id="cpu-test", name="test CPU", kind="cpu", sm_count=16, clock_hz=3.0e9, tensor_instruction="none",
                 tensor_tflops={"fp32": 1.5, "bf16": 3.0}, fp32_tflops=1.5, dram_bytes_per_s=1.0e11,
                 smem_bytes_per_sm=2 * 2**20, launch_overhead_s=5e-6)  # fmt: skip
     cpu = device_from_dict(data)
-    p = predict(cpu, "sdpa", dtype="fp32", batch=1, heads=4, seq_q=512, head_dim=64)
-    assert p.kernel == "math" and {q.kernel for q in p.parts} == {"gemm", "softmax"}
-    assert (
-        predict(cpu, "sdpa", dtype="fp32", batch=1, heads=4, seq_q=512, head_dim=64, kernel="unfused").kernel == "math"
-    )
-    with pytest.raises(SpecError, match="needs a GPU; cpu-test is a cpu device, which runs kernel 'math'"):
+    shape = {"batch": 1, "heads": 4, "seq_q": 512, "head_dim": 64}
+    flash = predict(cpu, "sdpa", dtype="fp32", **shape)
+    assert flash.kernel == "cpu-flash" and flash.tiles["block_m"] == 64 and flash.tiles["block_n"] == 512
+    math_ = predict(cpu, "sdpa", dtype="fp32", kernel="math", **shape)
+    kernels = [q.kernel for q in math_.parts]
+    assert kernels[:2] == ["scale_q", "scale_k"] and kernels[-4:] == ["isneginf", "all_rows", "where_rows", "gemm"]
+    unfused = predict(cpu, "sdpa", dtype="fp32", kernel="unfused", **shape)
+    assert [q.kernel for q in unfused.parts] == ["gemm", "softmax", "gemm"]
+    assert flash.time_s < unfused.time_s < math_.time_s  # fused < three kernels < torch's math chain
+    with pytest.raises(SpecError, match="needs a GPU; cpu-test is a cpu device, which runs cpu-flash, math or unfused"):
         predict(cpu, "sdpa", batch=1, heads=4, seq_q=512, head_dim=64, kernel="fa2")
+
+
+def test_cpu_flash_skips_the_key_blocks_above_the_diagonal_and_streams_warm_caches():
+    cpu = load_device("cpu-ci")
+    shape = {"batch": 1, "heads": 8, "seq_q": 2048, "head_dim": 64}
+    full, causal = (predict(cpu, "sdpa", dtype="fp32", causal=c, **shape) for c in (False, True))
+    # 256-row query blocks against 512-key blocks: 1+1+2+2+3+3+4+4 = 20 of 32 blocks per head
+    assert (full.tiles["key_blocks_visited"], causal.tiles["key_blocks_visited"]) == (8 * 32, 8 * 20)
+    assert causal.time_s / full.time_s == pytest.approx(20 / 32, rel=0.05)
+    small = 8 * 2**20  # a copy whose 16 MiB working set stays in the last-level cache between calls
+    assert small * 2 <= cpu.warm_cache_bytes
+    cached = predict(cpu, "copy", dtype="fp32", nbytes=small)
+    streamed = predict(cpu, "copy", dtype="fp32", nbytes=16 * small)
+    assert cached.time_s < streamed.time_s / 16 and cached.time_s >= cached.roofline_s

@@ -206,19 +206,28 @@ def _mask(case: Case, device: torch.device, gen: torch.Generator):
 
 
 def _unfused(case: Case, device: torch.device, gen: torch.Generator) -> Prepared:
+    """Standard attention as the FlashAttention benchmarks run it: ``baddbmm`` with the softmax scale folded in,
+    an additive mask (-inf where masked, built once), softmax, and a batched matmul; GQA K/V are expanded."""
     att = _attention(case, device, gen)
     q, k, v = att.q, att.k, att.v
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    masked = None
+    b, h, sq, d = q.shape
+    skv, group = k.shape[2], h // k.shape[1]
+    scale = 1.0 / math.sqrt(d)
+    bias = None
     if att.allowed is not None:
-        idx = torch.arange(q.shape[2], device=device)
-        masked = ~att.allowed(idx[:, None], idx[None, :])
+        rows, cols = torch.arange(sq, device=device), torch.arange(skv, device=device)
+        bias = torch.zeros((sq, skv), dtype=q.dtype, device=device)
+        bias.masked_fill_(~att.allowed(rows[:, None], cols[None, :]), -math.inf)
+    q3 = q.reshape(b * h, sq, d)
 
     def run() -> torch.Tensor:
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-        if masked is not None:
-            scores = scores.masked_fill(masked, -math.inf)
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
+        kk, vv = (k, v) if group == 1 else (k.repeat_interleave(group, 1), v.repeat_interleave(group, 1))
+        out = torch.empty((b * h, sq, skv), dtype=q.dtype, device=device)
+        scores = torch.baddbmm(out, q3, kk.reshape(b * h, skv, d).transpose(1, 2), beta=0, alpha=scale)
+        if bias is not None:
+            scores = scores + bias
+        probs = torch.softmax(scores, dim=-1)
+        return torch.bmm(probs, vv.reshape(b * h, skv, d)).reshape(b, h, sq, d)
 
     return Prepared(run, att.check, *att.work(case.dtype))
 

@@ -83,7 +83,7 @@ OPS: Mapping[str, OpDecl] = MappingProxyType({op.name: op for op in _OPS})
 ROLES: tuple[str, ...] = ("validation", "calibration")
 """What a row is for: calibration rows (microbenchmarks) fit a preset's efficiencies, validation rows judge it."""
 
-CALIBRATION_OPS: tuple[str, ...] = ("matmul", "bmm", "copy", "exp_chain")
+CALIBRATION_OPS: tuple[str, ...] = ("matmul", "bmm", "copy", "exp_chain", "softmax")
 """Operations a calibration case may use (GEMM peak by shape, copy bandwidth, exp throughput)."""
 
 
