@@ -1,9 +1,10 @@
-"""``attnscope sweep``, ``attnscope pareto`` and ``attnscope query``: design-space sweeps and their stores.
+"""``attnscope sweep``, ``pareto``, ``plot`` and ``query``: design-space sweeps and their stores.
 
 Usage::
 
     attnscope sweep SPEC --store FILE [--force] [--retry-errors] [--workers N | --dask-local N | --scheduler ADDR]
     attnscope pareto STORE --x area_mm2 --y latency_s [--color energy_j] [--plot out.png] [--csv front.csv]
+    attnscope plot STORE --x seq_len --y latency_s [--y ...] [--group device,kernel] [--panel causal] --out f.png
     attnscope query STORE ["SELECT ..."] [--csv FILE | --parquet FILE]
 """
 
@@ -53,6 +54,25 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--logy", action="store_true", help="log-scale y axis")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pareto)
+
+    p = subparsers.add_parser(
+        "plot", help="line plot of a store: y against x, one line per group (e.g. device x kernel)",
+        description="Finished points only: a failed point leaves its line shorter. The first --group column picks "
+        "the colour, the second the line style, the third the marker; --panel draws one subplot per value.",
+    )  # fmt: skip
+    p.add_argument("store", help="SQLite results store")
+    p.add_argument("--x", required=True, help="column on the x axis, e.g. seq_len")
+    p.add_argument("--y", required=True, action="append", help="column on the y axis, e.g. latency_s (repeat: rows)")
+    p.add_argument("--group", default="", help="comma-separated columns, one line per value, e.g. device,kernel")
+    p.add_argument("--panel", help="one subplot per value of this column, e.g. causal")
+    p.add_argument("--sweep", help="only this sweep's points (default: every point in the store)")
+    p.add_argument("--where", help="extra SQL condition, e.g. \"kernel != 'unfused'\"")
+    p.add_argument("--logx", action="store_true", help="log-scale x axis")
+    p.add_argument("--logy", action="store_true", help="log-scale y axis")
+    p.add_argument("--title", help="figure title (default: the sweep and the plotted columns)")
+    p.add_argument("--out", required=True, help="write the plot here (.png, .pdf, .svg)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plot)
 
     p = subparsers.add_parser(
         "query", help="run SQL on a store (read-only); print, or export CSV / Parquet",
@@ -127,6 +147,27 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     for flag, path in (("plot", args.plot), ("csv", args.csv)):
         if path:
             print(f"{flag}: {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from attnscope.cli import print_json
+    from mappers.sweep.plot import plot_lines, read_lines
+    from mappers.sweep.store import Store
+
+    group = [c.strip() for c in args.group.split(",") if c.strip()]
+    with Store.open(args.store, readonly=True) as store:
+        lines = read_lines(store, args.x, args.y, group, args.panel, args.sweep, args.where)
+        title = args.title
+        if title is None:
+            sql = "SELECT name FROM sweeps ORDER BY name"
+            names = [args.sweep] if args.sweep else [r[0] for r in store.query(sql)[1]]
+            title = f"{', '.join(names)}: {', '.join(args.y)} vs {args.x}"
+    counts = plot_lines(lines, args.out, (args.logx, args.logy), title)
+    if args.json:
+        print_json({"out": args.out, **counts})
+        return 0
+    print(f"plot: {args.out} ({counts['lines']} lines, {counts['points']} points, {counts['panels']} panel(s))")
     return 0
 
 

@@ -8,7 +8,8 @@
 Modules: :mod:`~mappers.sweep.spec` (YAML -> validated ``SweepSpec``), :mod:`~mappers.sweep.points`
 (sampling, derived values, point keys), :mod:`~mappers.sweep.strategies` (per-point mapping strategies),
 :mod:`~mappers.sweep.metrics` (what each point records), :mod:`~mappers.sweep.store` (the SQLite store),
-:mod:`~mappers.sweep.runner` (local pool / Dask execution), :mod:`~mappers.sweep.pareto` (fronts and plots).
+:mod:`~mappers.sweep.runner` (local pool / Dask execution), :mod:`~mappers.sweep.pareto` (fronts and plots),
+:mod:`~mappers.sweep.targets` (the device axis of device sweeps), :mod:`~mappers.sweep.plot` (line plots).
 Dask, pyarrow, matplotlib and tqdm are imported only where used.
 """
 

@@ -1,13 +1,16 @@
 """Metrics a sweep records per point: name -> unit, axis label and how to read it off an evaluated design.
 
-Every point stores every registered metric (they are cheap once the design is costed), plus the
-utilization ``util_<array>`` of each compute array of the architecture; a spec's ``metrics`` list picks
-what is reported. Units are in the names (``latency_s``, ``area_mm2``) and in :attr:`Metric.unit`.
+Every point of an architecture sweep stores every metric read off a costed design (they are cheap once the
+design is costed), plus the utilization ``util_<array>`` of each compute array of the architecture; a spec's
+``metrics`` list picks what is reported. Device strategies (:mod:`mappers.sweep.strategies`) fill the metrics
+they list themselves; the ones registered here without a reader (``tflops``, ``tokens_per_s``, ``bound``...)
+exist only for them. A metric a model does not give for a point (energy on a GPU) is stored as NULL.
+Units are in the names (``latency_s``, ``area_mm2``) and in :attr:`Metric.unit`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -24,7 +27,8 @@ class Metric:
     label: str  # axis label without the unit
     unit: str  # "" for a dimensionless number
     doc: str  # one line
-    value: Callable[[ArchSpec, CascadeCost], float]
+    value: Callable[[ArchSpec, CascadeCost], float] | None  # None: filled by device strategies only
+    sql_type: str = "REAL"  # the store column's type: REAL, or TEXT for names (bound, precision)
 
     @property
     def axis_label(self) -> str:
@@ -46,7 +50,7 @@ def register_metric(metric: Metric) -> Metric:
 
 
 for _m in (
-    Metric("latency_s", "latency", "s", "end-to-end latency of the cascade", lambda a, c: c.latency_s),
+    Metric("latency_s", "latency", "s", "end-to-end latency of the point", lambda a, c: c.latency_s),
     Metric("energy_pj", "energy", "pJ", "total energy", lambda a, c: c.energy_pj),
     Metric("energy_j", "energy", "J", "total energy", lambda a, c: c.energy_pj * 1e-12),
     Metric("edp_js", "energy-delay product", "J·s", "energy x latency", lambda a, c: c.energy_pj * 1e-12 * c.latency_s),
@@ -64,6 +68,16 @@ for _m in (
         "spill_fraction", "spill fraction", "", "largest phase share of buffer accesses spilled to DRAM",
         lambda a, c: max(c.spill_fraction, default=0.0),
     ),
+    Metric("tflops", "throughput", "TFLOP/s", "useful FLOPs / latency", None),
+    Metric("flops", "work", "FLOP", "useful floating-point operations (an FMA counts 2)", None),
+    Metric("tokens_per_s", "tokens per second", "tokens/s", "prompt tokens (prefill) or generated tokens (decode) "
+           "per second", None),
+    Metric("roofline_s", "roofline bound", "s", "compute / compulsory-traffic bound at datasheet peaks", None),
+    Metric("footprint_bytes", "weights + KV cache", "B", "model weights plus the KV cache at the data type", None),
+    Metric("fits_dram", "fits DRAM", "", "1 if weights + KV cache fit the target's DRAM, else 0", None),
+    Metric("bound", "bound", "", "the ceiling that sets (most of) the time", None, "TEXT"),
+    Metric("attn_kernel", "attention kernel", "", "the attention kernel the model ran", None, "TEXT"),
+    Metric("precision", "data type", "", "the data type the kernels ran in", None, "TEXT"),
 ):  # fmt: skip
     register_metric(_m)
 
@@ -76,13 +90,19 @@ def _util(array: str) -> Metric:
 
 
 def metric_names(arch: ArchSpec | None) -> list[str]:
-    """Registered metric names plus ``util_<array>`` for the arrays of arch."""
-    return [*_METRICS, *(f"util_{a.name}" for a in (arch.arrays if arch is not None else ()))]
+    """Metrics of an architecture sweep: those read off a costed design, plus ``util_<array>`` for arch's arrays."""
+    own = [m.name for m in _METRICS.values() if m.value is not None]
+    return [*own, *(f"util_{a.name}" for a in (arch.arrays if arch is not None else ()))]
 
 
-def resolve_metric(name: object, arch: ArchSpec | None) -> Metric:
-    """The metric called name (``util_<array>`` for an array of arch); a miss lists the valid names."""
-    if isinstance(name, str) and name in _METRICS:
+def resolve_metric(name: object, arch: ArchSpec | None, allowed: Sequence[str] | None = None) -> Metric:
+    """The metric called name: one of allowed (a device strategy's metrics), else an architecture-sweep metric
+    (``util_<array>`` for an array of arch); a miss lists the valid names."""
+    if allowed is not None:
+        if isinstance(name, str) and name in allowed:
+            return _METRICS[name]
+        raise RegistryError(f"unknown metric {name!r}; known: {', '.join(allowed)}")
+    if isinstance(name, str) and name in _METRICS and _METRICS[name].value is not None:
         return _METRICS[name]
     arrays = {a.name for a in arch.arrays} if arch is not None else set()
     if isinstance(name, str) and name.startswith("util_") and (arch is None or name[5:] in arrays):
@@ -109,10 +129,17 @@ _UNIT_SUFFIXES = (
 )
 
 
+_COLUMN_LABELS = {"seq_len": "sequence length (tokens)", "batch": "batch (sequences)"}
+
+
 def axis_label(column: str) -> str:
     """A plot label with units for a store column: a metric's own, else the unit its name ends with."""
-    if column in _METRICS or column.startswith("util_"):
+    if column in _METRICS:
+        return _METRICS[column].axis_label
+    if column.startswith("util_"):
         return resolve_metric(column, None).axis_label
+    if column in _COLUMN_LABELS:
+        return _COLUMN_LABELS[column]
     for suffix, unit in _UNIT_SUFFIXES:
         if column.endswith(suffix):
             return f"{column[: -len(suffix)].replace('_', ' ')} ({unit})"

@@ -3,7 +3,7 @@
 Point a dominates b when a is no worse in every objective and better in at least one (objectives are
 minimised unless listed as maximised). Equal points do not dominate each other, so duplicates on the front
 are all kept. Rows with a missing objective are left out; so are failed points and, unless asked for,
-infeasible ones (``feasible = 0``).
+infeasible ones (``feasible = 0``; device-sweep points have no ``feasible`` and are kept).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _candidates(
         clauses.append("sweep = ?")
         params.append(sweep)
     if not include_infeasible and "feasible" in have:
-        clauses.append("feasible = 1")
+        clauses.append("COALESCE(feasible, 1) = 1")  # NULL: a point without the notion (device sweeps)
     if where:
         clauses.append(f"({where})")
     columns, rows = store.query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses)}", params)

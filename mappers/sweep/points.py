@@ -2,8 +2,11 @@
 
 The key of a point is the SHA-256 of its full inputs as canonical JSON: the model version, a fingerprint of
 the base architecture (the preset after the spec's fixed overrides), the point's overrides (path -> value),
-the workload with its rank sizes, and the mapping strategy with its parameters. Axis names, the sweep's name
-and the sampling seed are not inputs: drawing the same point twice, or in another sweep, reuses the stored row.
+the workload with its rank sizes, and the mapping strategy with its parameters (fixed and swept). A point of a
+device sweep has, instead of the architecture, its target: the device axis's value with the fingerprint of
+the preset's content (editing a device YAML recomputes its points), and as sizes the zoo model's shape.
+Axis names, the sweep's name and the sampling seed are not inputs: drawing the same point twice, or in
+another sweep, reuses the stored row.
 
 Sampling (numpy ``Generator(PCG64(seed))``): ``grid`` takes the product of the axes' values; ``random``
 draws every axis independently and uniformly (a log range uniformly in log); ``lhs`` is a Latin hypercube:
@@ -21,7 +24,7 @@ import json
 import math
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -29,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from einsum.errors import SpecError
-from mappers.sweep.spec import _MISSING, Axis, Scalar, SweepSpec, _base_value
+from mappers.sweep.spec import _MISSING, DEVICE_AXIS, Axis, Scalar, SweepSpec, _base_value
+from mappers.sweep.targets import Target
 from simulator.specs import ArchSpec
 from workloads import get_cascade
+from workloads.llm import get_llm
 from workloads.models import MODELS
 
 
@@ -48,14 +53,18 @@ MODEL_VERSION = f"attnscope {_package_version()} sweep-1"
 
 @dataclass(frozen=True)
 class Workload:
-    """One workload: a registered cascade at one model's shape and sequence length."""
+    """One workload: a registered cascade at one model's shape and sequence length (device sweeps: no
+    cascade; the model is a zoo id of :mod:`workloads.llm`)."""
 
     cascade: str
     model: str
     seq_len: int
 
-    def sizes(self) -> dict[str, int]:
-        """The model's rank sizes that the cascade uses (M = P = seq_len)."""
+    def sizes(self) -> dict[str, Any]:
+        """The model's rank sizes that the cascade uses (M = P = seq_len); without a cascade, the zoo model's
+        shape (heads, head dim, layers...)."""
+        if not self.cascade:
+            return asdict(get_llm(self.model))
         ranks = set(get_cascade(self.cascade).cascade.ranks)
         return {k: v for k, v in MODELS[self.model].sizes(self.seq_len).items() if k in ranks}
 
@@ -67,13 +76,19 @@ class Point:
     index: int
     key: str
     values: Mapping[str, Scalar]  # column -> value, for the axes and derived values
-    overrides: tuple[tuple[str, Any], ...]  # (dotted path, value), applied to the base architecture
+    overrides: tuple[tuple[str, Any], ...]  # (dotted path, value), applied to the base architecture (device)
     workload: Workload
-    sizes: Mapping[str, int]
+    sizes: Mapping[str, Any]
+    params: tuple[tuple[str, Any], ...] = ()  # the strategy's parameters at this point (fixed and swept)
+    target: Target | None = None  # device sweeps: the device axis's value, resolved
 
     def inputs(self) -> dict[str, Any]:
         """The point's own inputs as plain data (stored with its row)."""
-        return {"overrides": dict(self.overrides), "workload": vars(self.workload), "sizes": dict(self.sizes)}
+        out = {"overrides": dict(self.overrides), "workload": vars(self.workload), "sizes": dict(self.sizes)}
+        out["params"] = dict(self.params)
+        if self.target is not None:
+            out["target"] = self.target.as_input
+        return out
 
 
 # ------------------------------------------------------------------------------------------------ expressions
@@ -235,7 +250,7 @@ def sample_axes(spec: SweepSpec) -> list[dict[str, Scalar]]:
 def workloads(spec: SweepSpec) -> list[Workload]:
     """Every workload of the spec: cascades x models x sequence lengths."""
     w = spec.workload
-    return [Workload(c, m, s) for c, m, s in itertools.product(w.cascades, w.models, w.seq_lens)]
+    return [Workload(c, m, s) for c, m, s in itertools.product(w.cascades or ("",), w.models, w.seq_lens)]
 
 
 def canonical_json(data: Any) -> str:
@@ -254,7 +269,7 @@ def arch_fingerprint(arch: ArchSpec) -> str:
 
 
 def sweep_points(spec: SweepSpec) -> list[Point]:
-    """Every point of the sweep in sample order (architecture points outer, workloads inner).
+    """Every point of the sweep in sample order (axis points outer, workloads inner).
 
     The same inputs drawn twice give two points with one key.
     """
@@ -264,16 +279,16 @@ def sweep_points(spec: SweepSpec) -> list[Point]:
         exprs.append((d, Expression(d.expr, names, spec.arch)))
         names.add(d.column)
     loads = [(w, w.sizes()) for w in workloads(spec)]
-    fixed = canonical_json(
-        {
-            "model_version": MODEL_VERSION,
-            "arch": arch_fingerprint(spec.arch),
-            "mapping": {"strategy": spec.mapping.strategy, "params": spec.mapping.param_dict},
-        }
-    )
+    on_devices = spec.point_kind == "device"
+    path_axes = [a for a in spec.axes if a.role == "path"]
+    param_axes = [a for a in spec.axes if a.role == "param"]
+    targets = {t.name: t for t in spec.targets}
+    fixed_overrides = dict(spec.overrides) if on_devices else {}  # an arch sweep's are in spec.arch already
+    fixed_by_params: dict[str, str] = {}
     points = []
     for values in sample_axes(spec):
-        overrides = {path: values[a.name] for a in spec.axes for path in a.paths}
+        overrides = {**fixed_overrides, **{path: values[a.name] for a in path_axes for path in a.paths}}
+        params = {**spec.mapping.param_dict, **{a.name: values[a.name] for a in param_axes}}
         values = dict(values)
         for d, expr in exprs:
             try:
@@ -281,8 +296,19 @@ def sweep_points(spec: SweepSpec) -> list[Point]:
             except ExpressionError as exc:
                 raise SpecError(f"{spec.origin}: derived.{d.path}: at point {values}: {exc}") from None
         ordered = tuple(sorted(overrides.items()))
+        fixed = fixed_by_params.get(canonical_json(params))
+        if fixed is None:
+            mapping = {"strategy": spec.mapping.strategy, "params": params}
+            base = {} if on_devices else {"arch": arch_fingerprint(spec.arch)}
+            fixed = fixed_by_params[canonical_json(params)] = canonical_json(
+                {"model_version": MODEL_VERSION, **base, "mapping": mapping}
+            )
+        target = targets[values[DEVICE_AXIS]] if on_devices else None
+        where = {"target": target.as_input} if target is not None else {}
         for workload, sizes in loads:
-            own = canonical_json({"overrides": ordered, "workload": vars(workload), "sizes": sizes})
+            own = canonical_json({**where, "overrides": ordered, "workload": vars(workload), "sizes": sizes})
             key = hashlib.sha256(f"{fixed}|{own}".encode()).hexdigest()[:32]
-            points.append(Point(len(points), key, values, ordered, workload, sizes))
+            points.append(
+                Point(len(points), key, values, ordered, workload, sizes, tuple(sorted(params.items())), target)
+            )
     return points

@@ -8,6 +8,9 @@ The flow, one line per stage::
     for outcomes in executor.run(evaluate_chunk, context, chunks(pending)):   # workers evaluate
         store.write(rows(outcomes))                  # one transaction per finished chunk
 
+A point of a device sweep carries its target (:mod:`mappers.sweep.targets`) by name; the context carries the
+targets as plain data, so workers evaluate the very preset content whose fingerprint is in the point's key.
+
 Executors: in-process (one worker), a local process pool (default: all cores), or Dask distributed (a
 LocalCluster or a scheduler address). Workers only compute and send outcomes back; a point whose
 evaluation raises is recorded with its error and the sweep goes on. Each worker keeps its caches
@@ -31,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import AttnscopeError
-from mappers.sweep.metrics import resolve_metric, stored_metrics
-from mappers.sweep.points import MODEL_VERSION, Point, arch_fingerprint, canonical_json, sweep_points
+from mappers.sweep.metrics import resolve_metric
+from mappers.sweep.points import MODEL_VERSION, Point, canonical_json, sweep_points
 from mappers.sweep.spec import SweepSpec, spec_summary
 from mappers.sweep.store import Store, utc_now
-from mappers.sweep.strategies import get_strategy
+from mappers.sweep.strategies import Strategy, get_strategy
+from mappers.sweep.targets import Target, resolve_in_worker
 from simulator.specs import ArchSpec, with_overrides
 
 
@@ -43,10 +47,11 @@ from simulator.specs import ArchSpec, with_overrides
 class SweepContext:
     """What every worker needs besides its points (sent with each chunk)."""
 
-    arch: ArchSpec  # the base architecture (preset + fixed overrides)
+    arch: ArchSpec | None  # the base architecture (preset + fixed overrides); None for a device sweep
     strategy: str
-    params: tuple[tuple[str, Any], ...]
+    params: tuple[tuple[str, Any], ...]  # the spec's strategy parameters (a task's own, if given, win)
     metrics: tuple[str, ...]  # metric columns, in order
+    targets: tuple[Target, ...] = ()  # device sweeps: the device axis's targets (as plain data)
 
 
 @dataclass(frozen=True)
@@ -56,15 +61,19 @@ class Task:
     key: str
     overrides: tuple[tuple[str, Any], ...]
     cascade: str
-    sizes: tuple[tuple[str, int], ...]
+    sizes: tuple[tuple[str, Any], ...]
+    params: tuple[tuple[str, Any], ...] = ()  # the point's strategy parameters (empty: the context's)
+    target: str = ""  # device sweeps: the name of the point's target
+    model: str = ""  # device sweeps: the zoo model
+    seq_len: int = 0  # device sweeps: the sequence length
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A worker's answer for one point: metric values in context order, or the error."""
+    """A worker's answer for one point: metric values in context order (None: the model gives none), or the error."""
 
     key: str
-    values: tuple[float, ...] | None
+    values: tuple[float | str | None, ...] | None
     error: str | None
     seconds: float
 
@@ -72,19 +81,41 @@ class Outcome:
 def evaluate_chunk(context: SweepContext, tasks: Sequence[Task]) -> list[Outcome]:
     """Evaluate points one after another; an exception is recorded as that point's error."""
     strategy = get_strategy(context.strategy)
-    params = dict(context.params)
+    if strategy.point_kind == "device":
+        return _evaluate_on_targets(context, strategy, tasks)
     metrics = [resolve_metric(name, context.arch) for name in context.metrics]
     out = []
     for task in tasks:
         start = time.perf_counter()
         try:
             arch = with_overrides(context.arch, dict(task.overrides)) if task.overrides else context.arch
-            cost = strategy.evaluate(arch, task.cascade, dict(task.sizes), params)
+            cost = strategy.evaluate(arch, task.cascade, dict(task.sizes), dict(task.params or context.params))
             values, error = tuple(float(m.value(arch, cost)) for m in metrics), None
         except Exception as exc:  # recorded in the store: a failing point must not stop the sweep
             values, error = None, f"{type(exc).__name__}: {exc}"
         out.append(Outcome(task.key, values, error, time.perf_counter() - start))
     return out
+
+
+def _evaluate_on_targets(context: SweepContext, strategy: Strategy, tasks: Sequence[Task]) -> list[Outcome]:
+    """Device sweeps: each task runs on its target (rebuilt from the context's plain data, cached per worker)."""
+    targets = {t.name: t for t in context.targets}
+    out = []
+    for task in tasks:
+        start = time.perf_counter()
+        try:
+            target = resolve_in_worker(targets[task.target], task.overrides)
+            result = strategy.evaluate(target, task.model, task.seq_len, dict(task.params or context.params))
+            values, error = tuple(_stored(result[m]) for m in context.metrics), None
+        except Exception as exc:  # recorded in the store: a failing point must not stop the sweep
+            values, error = None, f"{type(exc).__name__}: {exc}"
+        out.append(Outcome(task.key, values, error, time.perf_counter() - start))
+    return out
+
+
+def _stored(value: Any) -> float | str | None:
+    """A metric value as the store keeps it: None (NULL), a name, or a float."""
+    return value if value is None or isinstance(value, str) else float(value)
 
 
 # ---------------------------------------------------------------------------------------------------- executors
@@ -298,20 +329,21 @@ def run_sweep(
     start = time.perf_counter()
     points = sweep_points(spec)
     unique = list({p.key: p for p in reversed(points)}.values())[::-1]
-    metrics = stored_metrics(spec.arch)
+    columns = spec.metric_columns()
+    metrics = tuple(columns)
     with Store.open(store_path) as store:
-        store.ensure_columns({**dict.fromkeys(spec.columns, ""), **dict.fromkeys(metrics, "REAL")})
+        store.ensure_columns({**dict.fromkeys(spec.columns, ""), **columns})
         info = {
             "spec_yaml": spec.text,
             "spec_json": canonical_json(spec_summary(spec)),
             "origin": spec.origin,
-            "arch_fingerprint": arch_fingerprint(spec.arch),
+            "arch_fingerprint": spec.fingerprint(),
             "model_version": MODEL_VERSION,
         }
         store.record_sweep(spec.name, info, [p.key for p in points])
         done = set() if force else store.finished((p.key for p in unique), include_errors=not retry_errors)
         pending = [p for p in unique if p.key not in done]
-        context = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, metrics)
+        context = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, metrics, spec.targets)
         own = executor is None
         executor = executor or Executor()
         errors = 0
@@ -348,7 +380,11 @@ def _run(
 
     by_key = {p.key: p for p in pending}
     size = chunk_size or chunk_size_for(len(pending), executor.workers)
-    tasks = (Task(p.key, p.overrides, p.workload.cascade, tuple(sorted(p.sizes.items()))) for p in pending)
+    tasks = (
+        Task(p.key, p.overrides, p.workload.cascade, tuple(sorted(p.sizes.items())) if p.target is None else (),
+             p.params, p.target.name if p.target is not None else "", p.workload.model, p.workload.seq_len)
+        for p in pending
+    )  # fmt: skip
     chunks = iter(_chunked(tasks, size))
     errors = 0
     with tqdm(total=len(pending), desc=spec.name, unit="pt", disable=not progress, file=sys.stderr,
@@ -380,7 +416,7 @@ def _row(point: Point, outcome: Outcome, spec: SweepSpec, metrics: Sequence[str]
         "key": point.key,
         "status": "ok" if outcome.error is None else "error",
         "error": outcome.error,
-        "cascade": point.workload.cascade,
+        "cascade": point.workload.cascade or None,
         "model": point.workload.model,
         "seq_len": point.workload.seq_len,
         "strategy": spec.mapping.strategy,

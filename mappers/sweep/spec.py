@@ -25,10 +25,26 @@ point with one strategy and records metrics. Example (``examples/sweeps/fusemax-
     sampling: {method: grid}               # grid | random | lhs (Latin hypercube); random/lhs take points, seed
     metrics: [latency_s, energy_j, area_mm2]
 
+A **device sweep** runs a device strategy (``sdpa``: one layer's attention kernel; ``llm``: a whole forward pass,
+see :mod:`mappers.sweep.strategies`) on the values of a ``device`` axis, for zoo models (:mod:`workloads.llm`)
+at sequence lengths. Other axes may sweep the strategy's parameters (an axis named like the parameter) and
+device fields (dotted paths into the device YAML, applied to every device). Example
+(``examples/sweeps/gpu-seq.yaml``)::
+
+    name: gpu-seq
+    workload: {models: [llama3-8b], seq_lens: [512, 1K, 2K, 4K, 8K, 16K, 32K]}
+    mapping: {strategy: sdpa, batch: 4, dtype: bf16}   # fixed strategy parameters
+    axes:
+      device: [a100-sxm, h100-sxm, h200]   # device ids, .yaml paths (llm also: spatial-array presets)
+      kernel: [fa2, fa3, unfused]          # an axis named like a strategy parameter sweeps it
+      causal: [true, false]
+      # dram_bytes_per_s: [2.0e12, 4.0e12] # a device field (efficiency.gemm, tensor_tflops.bf16, ...)
+    metrics: [latency_s, tflops, dram_bytes, bound]
+
 Validation collects every problem and raises one :class:`~einsum.errors.SpecError` whose lines read
 ``FILE:LINE: dotted.key: what is wrong; what is allowed``. The architecture paths are checked against the
-preset: an unknown path, a value of the wrong type (an integer field given 2.5) or a value the preset's own
-validation refuses is reported at the axis that sets it.
+preset (every device of a device sweep): an unknown path, a value of the wrong type (an integer field given
+2.5) or a value the preset's own validation refuses is reported at the axis that sets it.
 """
 
 from __future__ import annotations
@@ -43,17 +59,21 @@ from typing import Any
 import yaml
 
 from einsum.errors import AttnscopeError, SpecError
-from mappers.sweep.metrics import metric_names, resolve_metric
+from mappers.sweep.metrics import METRICS, metric_names, resolve_metric, stored_metrics
 from mappers.sweep.store import BASE_COLUMNS
-from mappers.sweep.strategies import STRATEGIES, get_strategy
-from simulator.specs import ArchSpec, load_arch, with_overrides
+from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
+from mappers.sweep.targets import Target, device_with_overrides, fingerprint, resolve_target, valid_targets
+from simulator.specs import ARCHITECTURES, ArchSpec, load_arch, with_overrides
 from simulator.yamlio import read_yaml_text
+from workloads.llm import LLMS
 from workloads.models import MODELS
 from workloads.registry import CASCADES, parse_size
 
 SAMPLING_METHODS = ("grid", "random", "lhs")
 SCALES = ("linear", "log")
 DEFAULT_METRICS = ("latency_s", "energy_j", "dram_bytes", "area_mm2")
+DEVICE_AXIS = "device"
+"""The axis that lists a device sweep's targets."""
 _TOP_KEYS = (
     "name",
     "description",
@@ -94,6 +114,9 @@ class Axis:
     """Grid values of a range; None = continuous (random and lhs sampling only)."""
     integer: bool = False
     """Range values are rounded to integers."""
+    role: str = "path"
+    """``path``: sets preset fields at paths; ``device``: the targets of a device sweep; ``param``: a strategy
+    parameter (named like it)."""
 
     @property
     def discrete(self) -> tuple[Scalar, ...] | None:
@@ -134,10 +157,10 @@ class Derived:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """The workloads every architecture point is evaluated on (their cross product)."""
+    """The workloads every point is evaluated on (their cross product)."""
 
-    cascades: tuple[str, ...]
-    models: tuple[str, ...]
+    cascades: tuple[str, ...]  # () for a device sweep (its strategy runs the models' layers)
+    models: tuple[str, ...]  # workloads.models names (arch sweeps) or workloads.llm zoo ids (device sweeps)
     seq_lens: tuple[int, ...]
 
 
@@ -168,9 +191,9 @@ class SweepSpec:
 
     name: str
     description: str
-    arch_ref: str  # as written: preset name or path
-    arch: ArchSpec = field(compare=False)  # the preset with the fixed overrides applied
-    overrides: tuple[tuple[str, Any], ...]  # fixed overrides applied to the preset
+    arch_ref: str  # as written: preset name or path ("" for a device sweep)
+    arch: ArchSpec | None = field(compare=False)  # the preset with the fixed overrides applied (None: device sweep)
+    overrides: tuple[tuple[str, Any], ...]  # fixed overrides applied to the preset (to every device)
     axes: tuple[Axis, ...]
     derived: tuple[Derived, ...]
     workload: WorkloadSpec
@@ -179,11 +202,34 @@ class SweepSpec:
     metrics: tuple[str, ...]  # reported metrics (every stored metric is computed anyway)
     origin: str = field(default="<dict>", compare=False)
     text: str = field(default="", compare=False, repr=False)  # the YAML as given, kept with the store
+    targets: tuple[Target, ...] = ()  # device sweeps: the device axis's values, resolved
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Store columns of the axes and derived values, in spec order."""
         return tuple(a.name for a in self.axes) + tuple(d.column for d in self.derived)
+
+    @property
+    def strategy(self) -> Strategy:
+        """The registered strategy that evaluates every point."""
+        return get_strategy(self.mapping.strategy)
+
+    @property
+    def point_kind(self) -> str:
+        """``arch`` (variants of one architecture) or ``device`` (targets of the device axis)."""
+        return self.strategy.point_kind
+
+    def metric_columns(self) -> dict[str, str]:
+        """Metric column -> SQL type of every metric the points store (all computed, whatever ``metrics`` says)."""
+        if self.point_kind == "device":
+            return {m: METRICS[m].sql_type for m in self.strategy.metrics}
+        return dict.fromkeys(stored_metrics(self.arch), "REAL")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what the points are evaluated on: the architecture, or the device axis's targets."""
+        if self.arch is not None:
+            return fingerprint(self.arch.to_dict())
+        return fingerprint({t.name: t.fingerprint for t in self.targets})
 
 
 # ---------------------------------------------------------------------------------------------- YAML with lines
@@ -320,7 +366,18 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
     description = data.get("description", "")
     if not isinstance(description, str):
         p.add("description", f"expected text, got {_show(description)}", data, "description")
-    arch_ref, arch = _read_arch(p, data, base_dir or Path("."))
+    base_dir = base_dir or Path(".")
+    raw_axes = data.get("axes")
+    has_devices = isinstance(raw_axes, dict) and DEVICE_AXIS in raw_axes
+    strategy, mapping, given = _read_mapping(p, data, has_devices)
+    kind = strategy.point_kind if strategy is not None else ("device" if has_devices else "arch")
+    arch_ref, arch, space, targets = "", None, None, []
+    if kind == "arch":
+        arch_ref, arch = _read_arch(p, data, base_dir)
+    elif "arch" in data:
+        p.add("arch", f"a device sweep (strategy {mapping.strategy}) runs on the targets of axes.device; remove arch"
+              + (" (a spatial-array preset can be a value of the device axis)" if strategy.arch_presets else ""),
+              data, "arch")  # fmt: skip
     overrides = _read_overrides(p, data)
     if arch is not None and overrides:
         try:
@@ -328,16 +385,33 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
         except AttnscopeError as exc:
             p.add("overrides", _strip(str(exc), arch), data, "overrides")
             arch = None
-    strategy, mapping = _read_mapping(p, data)
-    workload = _read_workload(p, data, strategy)
+    workload = _read_workload(p, data, strategy, kind)
     sampling = _read_sampling(p, data)
-    axes = _read_axes(p, data, arch, sampling.method)
-    derived = _read_derived(p, data, arch, axes)
-    metrics = _read_metrics(p, data, arch)
+    if kind == "device":
+        targets = _read_targets(p, data, strategy, base_dir)
+        space = _DeviceSpace(targets) if targets is not None else None
+        if space is not None and overrides:
+            problem = space.problem("overrides") or space.refused(dict(overrides))
+            if problem:
+                p.add("overrides", problem, data, "overrides")
+    elif arch is not None:
+        space = _ArchSpace(arch)
+    if has_devices and kind == "arch" and strategy is not None:
+        needs = f"a device axis needs a device strategy (mapping.strategy: {', '.join(_device_strategies())})"
+        p.add(f"axes.{DEVICE_AXIS}", f"strategy {strategy.name} maps the architecture given by arch; {needs}",
+              raw_axes, DEVICE_AXIS)  # fmt: skip
+    axes = _read_axes(p, data, space, sampling.method, strategy, kind)
+    for axis in axes:
+        if axis.role == "param" and axis.name in given:
+            p.add(f"axes.{axis.name}", f"the strategy parameter {axis.name} is also set under mapping; set it in one "
+                  "place", raw_axes, axis.name)  # fmt: skip
+    derived = _read_derived(p, data, arch, axes, kind)
+    metrics = _read_metrics(p, data, arch, strategy if kind == "device" else None)
     columns = [a.name for a in axes] + [d.column for d in derived]
     for column in dict.fromkeys(c for c in columns if columns.count(c) > 1):
         p.add("axes", f"two axes or derived values share the column name {column!r}; rename one", data, "axes")
-    taken = {*BASE_COLUMNS, "sweep", "idx", *metric_names(arch)}
+    own_metrics = strategy.metrics if kind == "device" and strategy is not None else metric_names(arch)
+    taken = {*BASE_COLUMNS, "sweep", "idx", *own_metrics}
     for column in sorted(set(columns) & taken):
         p.add("axes", f"column name {column!r} is taken by the store or a metric; rename the axis", data, "axes")
     p.raise_if_any()
@@ -355,6 +429,7 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
         metrics=metrics,
         origin=origin,
         text=text,
+        targets=tuple(targets or ()),
     )
 
 
@@ -389,13 +464,22 @@ def _read_overrides(p: _Problems, data: dict) -> tuple[tuple[str, Any], ...]:
     return tuple(out)
 
 
-def _read_mapping(p: _Problems, data: dict) -> tuple[Any, MappingSpec]:
+def _device_strategies() -> list[str]:
+    return [n for n, s in STRATEGIES.items() if s.point_kind == "device"]
+
+
+def _read_mapping(p: _Problems, data: dict, has_devices: bool) -> tuple[Any, MappingSpec, set[str]]:
+    """The strategy, its parameters (defaults filled in) and the names of those the spec gave."""
     raw = data.get("mapping", {"strategy": "fixed-binding"})
     m = _mapping(p, raw, "mapping", None, data, "mapping")
+    if "strategy" not in m and has_devices:
+        p.add("mapping.strategy", f"missing; a sweep over devices needs a device strategy: "
+              f"{', '.join(_device_strategies())}", data, "mapping")  # fmt: skip
+        return None, MappingSpec("", ()), set()
     name = m.get("strategy", "fixed-binding")
     if name not in STRATEGIES:
         p.add("mapping.strategy", f"unknown strategy {_show(name)}; registered: {', '.join(STRATEGIES)}", m, "strategy")
-        return None, MappingSpec(str(name), ())
+        return None, MappingSpec(str(name), ()), set()
     strategy = get_strategy(name)
     params = {}
     for key, value in m.items():
@@ -409,18 +493,28 @@ def _read_mapping(p: _Problems, data: dict) -> tuple[Any, MappingSpec]:
         if problem:
             p.add(_join("mapping", key), problem, m, key)
         params[key] = value
+    given = set(params)
     for key, param in strategy.params.items():
         params.setdefault(key, param.default)
-    return strategy, MappingSpec(name, tuple(sorted(params.items())))
+    return strategy, MappingSpec(name, tuple(sorted(params.items()))), given
 
 
-def _read_workload(p: _Problems, data: dict, strategy: Any) -> WorkloadSpec:
+def _read_workload(p: _Problems, data: dict, strategy: Any, kind: str) -> WorkloadSpec:
+    device = kind == "device"
     if "workload" not in data:
-        p.add("workload", "missing; expected {cascades: [...], models: [...], seq_lens: [...]}", data, "workload")
+        expected = "{models: [...], seq_lens: [...]}" if device else "{cascades: [...], models: [...], seq_lens: [...]}"
+        p.add("workload", f"missing; expected {expected}", data, "workload")
     m = _mapping(p, data.get("workload", {}), "workload", _WORKLOAD_KEYS, data, "workload")
     allowed_cascades = strategy.cascades if strategy is not None and strategy.cascades else tuple(sorted(CASCADES))
-    out: dict[str, tuple] = {}
-    for key, allowed in (("cascades", allowed_cascades), ("models", tuple(MODELS)), ("seq_lens", None)):
+    out: dict[str, tuple] = {"cascades": ()}
+    if device and "cascades" in m:
+        what = f"strategy {strategy.name}" if strategy is not None else "a device sweep"
+        p.add("workload.cascades", f"{what} takes no cascades: it runs the layers of the zoo models in "
+              "workload.models; remove cascades", m, "cascades")  # fmt: skip
+    lists = (("models", tuple(LLMS)), ("seq_lens", None))
+    if not device:
+        lists = (("cascades", allowed_cascades), ("models", tuple(MODELS)), ("seq_lens", None))
+    for key, allowed in lists:
         path = f"workload.{key}"
         if key not in m:
             p.add(path, "missing; give a list" + (f" from {', '.join(allowed)}" if allowed else ""), m, None)
@@ -478,17 +572,119 @@ def _read_sampling(p: _Problems, data: dict) -> Sampling:
     return Sampling(method, points if method != "grid" else None, seed if _is_int(seed) else 0)
 
 
-def _read_axes(p: _Problems, data: dict, arch: ArchSpec | None, method: str) -> list[Axis]:
+class _ArchSpace:
+    """Where the path axes of an architecture sweep point: the preset (after the fixed overrides)."""
+
+    def __init__(self, arch: ArchSpec):
+        self.arch = arch
+        self.example = "clock_hz"
+
+    def bases(self, path: str) -> list[Any]:
+        return [_base_value(self.arch, path)]
+
+    def has(self, key: str) -> bool:
+        return _base_value(self.arch, key) is not _MISSING
+
+    def problem(self, where: str) -> str | None:
+        return None
+
+    def refused(self, overrides: Mapping[str, Any]) -> str | None:
+        """What the preset's own validation says about overrides (None: accepted)."""
+        try:
+            with_overrides(self.arch, overrides)
+        except AttnscopeError as exc:
+            return _strip(str(exc), self.arch)
+        return None
+
+
+class _DeviceSpace:
+    """Where the path axes of a device sweep point: every device of the device axis (its YAML fields)."""
+
+    def __init__(self, targets: list[Target]):
+        self.targets = targets
+        self.example = "dram_bytes_per_s"
+
+    def bases(self, path: str) -> list[Any]:
+        return [_base_value(t.data, path) for t in self.targets if t.kind == "device"]
+
+    def has(self, key: str) -> bool:
+        return all(b is not _MISSING for b in self.bases(key))
+
+    def problem(self, where: str) -> str | None:
+        """Why device-field values cannot be set here (a spatial-array preset among the targets), or None."""
+        archs = [t.name for t in self.targets if t.kind == "arch"]
+        if archs:
+            return (f"device fields apply to devices; {', '.join(archs)} in axes.{DEVICE_AXIS} "
+                    f"{'is a spatial-array preset' if len(archs) == 1 else 'are spatial-array presets'}")  # fmt: skip
+        return None
+
+    def refused(self, overrides: Mapping[str, Any]) -> str | None:
+        for t in self.targets:
+            try:
+                device_with_overrides(t.data, overrides, t.name)
+            except AttnscopeError as exc:
+                lines = [line.strip().replace(" + overrides", "") for line in str(exc).splitlines()]
+                return "; ".join(line for line in lines if "invalid device spec" not in line)
+        return None
+
+
+def _read_targets(p: _Problems, data: dict, strategy: Strategy | None, base_dir: Path) -> list[Target] | None:
+    """The device axis of a device sweep, resolved; None if it is missing or has a bad value."""
+    arch_presets = strategy is not None and strategy.arch_presets
+    raw = data.get("axes") if isinstance(data.get("axes"), dict) else {}
+    where = f"axes.{DEVICE_AXIS}"
+    if DEVICE_AXIS not in raw:
+        p.add(where, f"missing; a device sweep lists its targets as axes: {{{DEVICE_AXIS}: [...]}} with "
+              f"{valid_targets(arch_presets)}", data, "axes")  # fmt: skip
+        return None
+    item = raw[DEVICE_AXIS]
+    if isinstance(item, dict):
+        m = _mapping(p, item, where, ("values",), raw, DEVICE_AXIS)
+        item = m.get("values")
+        parent, key = m, "values"
+    else:
+        parent, key = raw, DEVICE_AXIS
+    if not isinstance(item, list) or not item:
+        what = "empty axis" if isinstance(item, list) else f"expected a list of device ids, got {_show(item)}"
+        p.add(_join(where, "values"), f"{what}; give {valid_targets(arch_presets)}", parent, key)
+        return None
+    targets, ok = [], True
+    for i, value in enumerate(item):
+        try:
+            if not arch_presets and isinstance(value, str) and value in ARCHITECTURES:
+                raise SpecError(f"{value!r} is a spatial-array preset; strategy {strategy.name} runs on devices only "
+                                f"(llm also takes spatial-array presets); {valid_targets(False)}")  # fmt: skip
+            targets.append(resolve_target(value, base_dir, arch_presets))
+        except AttnscopeError as exc:
+            p.add(f"{where}.values[{i}]", str(exc), item, i)
+            ok = False
+    names = [t.name for t in targets]
+    for dup in dict.fromkeys(n for n in names if names.count(n) > 1):
+        p.add(where, f"{dup!r} is listed twice", raw, DEVICE_AXIS)
+        ok = False
+    return targets if ok else None
+
+
+def _read_axes(p: _Problems, data: dict, space: Any, method: str, strategy: Strategy | None, kind: str) -> list[Axis]:
     raw = _mapping(p, data.get("axes", {}), "axes", None, data, "axes")
     axes = []
     for key, item in raw.items():
-        axis = _read_axis(p, raw, key, item, arch, method)
+        if key == DEVICE_AXIS and kind == "device":
+            values = item.get("values") if isinstance(item, dict) else item
+            if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                axes.append(Axis(name=DEVICE_AXIS, paths=(), values=tuple(values), role="device"))
+            continue
+        if key == DEVICE_AXIS:
+            continue  # reported with the strategy
+        axis = _read_axis(p, raw, key, item, space, method, strategy, kind)
         if axis is not None:
             axes.append(axis)
     return axes
 
 
-def _read_axis(p: _Problems, raw: dict, key: Any, item: Any, arch: ArchSpec | None, method: str) -> Axis | None:
+def _read_axis(
+    p: _Problems, raw: dict, key: Any, item: Any, space: Any, method: str, strategy: Strategy | None, kind: str
+) -> Axis | None:
     where = _join("axes", key)
     named = isinstance(key, str) and bool(_IDENT.match(key))
     if not (named or (isinstance(key, str) and _PATH.match(key))):
@@ -501,13 +697,19 @@ def _read_axis(p: _Problems, raw: dict, key: Any, item: Any, arch: ArchSpec | No
         m = _mapping(p, item, where, _AXIS_KEYS, raw, key)
     if not m:
         return None
-    top_level = arch is not None and named and "paths" not in m and _base_value(arch, key) is not _MISSING
-    paths = _axis_paths(p, m, key, where, named and not top_level, raw)
+    if named and "paths" not in m and strategy is not None and key in strategy.params:
+        return _param_axis(p, m, key, where, strategy, raw)
+    problem = space.problem(where) if space is not None else None
+    if problem:
+        p.add(where, problem, raw, key)
+        return None
+    top_level = space is not None and named and "paths" not in m and space.has(key)
+    paths = _axis_paths(p, m, key, where, named and not top_level, raw, space, strategy)
     has_values, has_range = "values" in m, "min" in m or "max" in m
     if has_values == has_range:
         p.add(where, "give either values: [...] or a range (min, max[, scale, count, integer])", raw, key)
         return None
-    bases = [_base_value(arch, path) for path in paths] if arch is not None else []
+    bases = [b for path in paths for b in space.bases(path)] if space is not None else []
     kinds = {_kind(b) for b in bases if b is not _MISSING}
     if has_values:
         values = _axis_values(p, m, where, kinds)
@@ -519,20 +721,46 @@ def _read_axis(p: _Problems, raw: dict, key: Any, item: Any, arch: ArchSpec | No
         if axis is None:
             return None
         axis = Axis(name=_column(key), paths=paths, **axis)
-    if arch is not None and paths:
-        _check_axis_on_arch(p, axis, arch, where, raw, key)
+    if space is not None and paths:
+        _check_axis_on_space(p, axis, space, where, raw, key)
     return axis
 
 
-def _axis_paths(p: _Problems, m: dict, key: str, where: str, named: bool, raw: dict) -> tuple[str, ...]:
+def _param_axis(p: _Problems, m: dict, key: str, where: str, strategy: Strategy, raw: dict) -> Axis | None:
+    """An axis named like a strategy parameter: a list of its values."""
+    values = m.get("values")
+    if set(m) - {"values"} or not isinstance(values, list):
+        p.add(where, f"an axis over the strategy parameter {key} takes a list of values "
+              f"({strategy.params[key].doc})", raw, key)  # fmt: skip
+        return None
+    if not values:
+        p.add(_join(where, "values"), "empty axis; give at least one value", m, "values")
+        return None
+    ok = True
+    for i, value in enumerate(values):
+        problem = strategy.params[key].check(value)
+        if problem:
+            p.add(f"{where}.values[{i}]", f"strategy {strategy.name}, parameter {key}: {problem}", values, i)
+            ok = False
+    for dup in dict.fromkeys(v for v in values if values.count(v) > 1):
+        p.add(_join(where, "values"), f"{dup!r} is listed twice", m, "values")
+        ok = False
+    return Axis(name=key, paths=(), values=tuple(values), role="param") if ok else None
+
+
+def _axis_paths(
+    p: _Problems, m: dict, key: str, where: str, named: bool, raw: dict, space: Any, strategy: Strategy | None
+) -> tuple[str, ...]:
     if not named:
         if "paths" in m:
             p.add(_join(where, "paths"), "this axis is named by its path; remove paths or name the axis", m, "paths")
         return (key,)
     paths = m.get("paths")
     if paths is None:
-        p.add(where, "a named axis needs paths: [dotted.path, ...] (or name the axis by a dotted path or a top-level "
-              "field such as clock_hz)", raw, key)  # fmt: skip
+        example = space.example if space is not None else "clock_hz"
+        params = f", or a parameter of strategy {strategy.name}: {', '.join(strategy.params)}" if strategy else ""
+        p.add(where, f"a named axis needs paths: [dotted.path, ...] (or name the axis by a dotted path, a top-level "
+              f"field such as {example}{params})", raw, key)  # fmt: skip
         return ()
     paths = _as_list(paths)
     good = []
@@ -550,15 +778,18 @@ def _axis_paths(p: _Problems, m: dict, key: str, where: str, named: bool, raw: d
 _MISSING = object()
 
 
-def _base_value(arch: ArchSpec, dotted: str) -> Any:
-    """The preset's value at a dotted path (list entries by name or [index]); _MISSING when absent."""
-    node: Any = arch.to_dict()
+def _base_value(source: ArchSpec | Mapping[str, Any], dotted: str) -> Any:
+    """A preset's value at a dotted path (list entries by name or [index]); _MISSING when absent.
+
+    source: an architecture, or a device's plain data.
+    """
+    node: Any = source if isinstance(source, Mapping) else source.to_dict()
     for part in dotted.split("."):
         name, _, rest = part.partition("[")
         steps: list[Any] = [name] if name else []
         steps += [int(i) for i in re.findall(r"\d+", "[" + rest)] if rest else []
         for step in steps:
-            if (isinstance(node, dict) and step in node) or (
+            if (isinstance(node, Mapping) and step in node) or (
                 isinstance(node, list) and isinstance(step, int) and step < len(node)
             ):
                 node = node[step]
@@ -662,31 +893,34 @@ def _axis_range(
     return {"min": lo, "max": hi, "scale": scale, "count": count, "integer": integer}
 
 
-def _check_axis_on_arch(p: _Problems, axis: Axis, arch: ArchSpec, where: str, raw: dict, key: str) -> None:
-    """Every path exists and the preset's own validation accepts the axis's values (range ends for a range)."""
+def _check_axis_on_space(p: _Problems, axis: Axis, space: Any, where: str, raw: dict, key: str) -> None:
+    """Every path exists and the presets' own validation accepts the axis's values (range ends for a range)."""
     probes = axis.discrete if axis.discrete is not None else (axis.at(0.0), axis.at(1.0))
     for path in axis.paths:
-        base = _base_value(arch, path)
-        try:
-            with_overrides(arch, {path: probes[0] if base is _MISSING else base})
-        except AttnscopeError as exc:
-            p.add(where, f"path {path}: {_strip(str(exc), arch)}", raw, key)
+        bases = space.bases(path)
+        known = bool(bases) and all(b is not _MISSING for b in bases)
+        problem = space.refused({path: bases[0] if known else probes[0]})
+        if problem:
+            p.add(where, f"path {path}: {problem}", raw, key)
             return
     for value in probes:
-        try:
-            with_overrides(arch, dict.fromkeys(axis.paths, value))
-        except AttnscopeError as exc:
-            p.add(where, f"value {value!r} is refused: {_strip(str(exc), arch)}", raw, key)
+        problem = space.refused(dict.fromkeys(axis.paths, value))
+        if problem:
+            p.add(where, f"value {value!r} is refused: {problem}", raw, key)
 
 
 def _column(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", key).strip("_")
 
 
-def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Axis]) -> list[Derived]:
+def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Axis], kind: str) -> list[Derived]:
     from mappers.sweep.points import Expression, ExpressionError
 
     raw = _mapping(p, data.get("derived", {}), "derived", None, data, "derived")
+    if raw and kind == "device":
+        p.add("derived", "derived values apply to architecture sweeps (arch: ...); a device sweep sets device "
+              "fields with axes", data, "derived")  # fmt: skip
+        return []
     out: list[Derived] = []
     names = {a.name for a in axes}
     first = None if arch is None else {a.name: (a.discrete or (a.at(0.0),))[0] for a in axes}
@@ -724,15 +958,19 @@ def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Ax
     return out
 
 
-def _read_metrics(p: _Problems, data: dict, arch: ArchSpec | None) -> tuple[str, ...]:
-    raw = data.get("metrics", list(DEFAULT_METRICS))
+def _read_metrics(p: _Problems, data: dict, arch: ArchSpec | None, strategy: Strategy | None) -> tuple[str, ...]:
+    """The reported metrics: an architecture sweep's (strategy None), or a device strategy's own."""
+    allowed = strategy.metrics if strategy is not None else None
+    default = allowed if allowed is not None else DEFAULT_METRICS
+    raw = data.get("metrics", list(default))
     if not isinstance(raw, list) or not raw:
-        p.add("metrics", f"expected a non-empty list of metrics from {', '.join(metric_names(arch))}", data, "metrics")
-        return DEFAULT_METRICS
+        known = ", ".join(allowed if allowed is not None else metric_names(arch))
+        p.add("metrics", f"expected a non-empty list of metrics from {known}", data, "metrics")
+        return tuple(default)
     out = []
     for i, name in enumerate(raw):
         try:
-            resolve_metric(name, arch)
+            resolve_metric(name, arch, allowed)
         except AttnscopeError as exc:
             p.add(f"metrics[{i}]", str(exc), raw, i)
             continue
@@ -746,7 +984,10 @@ def spec_summary(spec: SweepSpec) -> Mapping[str, Any]:
         "name": spec.name,
         "arch": spec.arch_ref,
         "overrides": dict(spec.overrides),
-        "axes": {a.name: {"paths": list(a.paths), "values": a.discrete} for a in spec.axes},
+        "axes": {
+            a.name: {"paths": list(a.paths), "values": a.discrete, **({"role": a.role} if a.role != "path" else {})}
+            for a in spec.axes
+        },
         "derived": {d.path: d.expr for d in spec.derived},
         "workload": {
             "cascades": list(spec.workload.cascades),
@@ -756,4 +997,5 @@ def spec_summary(spec: SweepSpec) -> Mapping[str, Any]:
         "mapping": {"strategy": spec.mapping.strategy, **spec.mapping.param_dict},
         "sampling": {"method": spec.sampling.method, "points": spec.sampling.points, "seed": spec.sampling.seed},
         "metrics": list(spec.metrics),
+        **({"targets": {t.name: t.as_input for t in spec.targets}} if spec.targets else {}),
     }

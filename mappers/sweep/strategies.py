@@ -1,4 +1,4 @@
-"""Per-point mapping strategies: name -> how one architecture point is mapped and costed.
+"""Per-point mapping strategies: name -> how one point is mapped and costed.
 
 A strategy takes plain data (the architecture, a registered cascade name, its rank sizes and the
 strategy's validated parameters) and returns a :class:`~simulator.cost.CascadeCost`. Register more with
@@ -10,6 +10,21 @@ Registered here:
   ``arch`` or ``cascade``): P = P2 x P1 x P0, M = M1 x M0 with M0 = P0 = the 2-D array's width, the largest
   P1 whose query-row state fits the global buffer. Same numbers as ``fusemax_family``; the lowered cascade
   is cached per (cascade, sizes), so a sweep lowers each shape once per worker.
+
+Device strategies (``point_kind = "device"``) evaluate each point on a *target*, a value of the sweep's
+``device`` axis (:mod:`mappers.sweep.targets`), for one model of the zoo (:mod:`workloads.llm`) at one
+sequence length, and return their metrics as a mapping (None where the model gives no figure: stored as
+NULL, never as 0):
+
+- ``sdpa``: the attention kernel of one layer of the model (its heads, K/V heads, head dim, causal mask,
+  sliding window) on a device, by :func:`simulator.gpu.predict`: kernel ``auto`` (the model's default for the
+  device and shape) or one of :data:`simulator.kernels.attention.KERNELS` (``fa2``, ``fa3``, ``unfused``...).
+  A kernel the device cannot run (``fa3`` without warpgroup MMA) or a shape that does not fit raises the
+  model's message, which the sweep records as that point's error. No energy: the GPU models give none.
+- ``llm``: one forward pass of the whole model (all layers plus the LM head), prefill or decode, by
+  :func:`simulator.roofline.model_rows`: on a device each kernel is a ``simulator.gpu`` prediction; on a
+  spatial-array preset each Einsum group's time is its roofline bound (compulsory DRAM traffic), which a
+  mapping can only exceed. No energy for either (the roofline model gives none).
 """
 
 from __future__ import annotations
@@ -20,26 +35,37 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from einsum.errors import RegistryError
+from einsum.errors import RegistryError, SpecError
 from einsum.lower import LoweredCascade, lower
+from mappers.sweep.targets import Resolved
 from simulator.cost import CascadeCost
+from simulator.device import DTYPES
+from simulator.kernels.attention import KERNELS as ATTENTION_KERNELS
 from simulator.specs import ArchSpec
 from workloads import get_cascade
 
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a strategy."""
+    """One parameter of a strategy (a spec sets it under ``mapping`` or sweeps it as an axis of that name)."""
 
     default: Any
-    allowed: tuple[Any, ...]  # the values it may take
+    allowed: tuple[Any, ...] | None  # the values it may take; None = any positive integer
     doc: str
 
     def check(self, value: Any) -> str | None:
         """None if value is allowed, else what is allowed."""
-        if value in self.allowed and type(value) is type(self.default):
+        if self.allowed is None:
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                return None
+            return f"got {value!r}; expected a positive integer"
+        if any(value == a and type(value) is type(a) for a in self.allowed):
             return None
-        return f"got {value!r}; allowed: {', '.join(map(str, self.allowed))}"
+        return f"got {value!r}; allowed: {', '.join(map(_yaml_text, self.allowed))}"
+
+
+def _yaml_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -49,8 +75,16 @@ class Strategy:
     name: str
     summary: str
     params: Mapping[str, Param]
-    cascades: tuple[str, ...] | None  # the cascades it can map; None = any registered cascade
-    evaluate: Callable[[ArchSpec, str, Mapping[str, int], Mapping[str, Any]], CascadeCost]
+    cascades: tuple[str, ...] | None  # the cascades it can map; None = any registered cascade; () = none
+    evaluate: Callable[..., Any]
+    """arch strategies: ``(arch, cascade, sizes, params) -> CascadeCost``; device strategies:
+    ``(target: Resolved, model, seq_len, params) -> {metric: value or None}``."""
+    point_kind: str = "arch"
+    """``arch``: points are variants of the spec's ``arch``; ``device``: points run on the device axis's targets."""
+    metrics: tuple[str, ...] = ()
+    """Device strategies: the metric columns they fill, in report order (arch strategies: see metrics.py)."""
+    arch_presets: bool = False
+    """Device strategies: spatial-array presets may stand in the device axis too."""
 
 
 _STRATEGIES: dict[str, Strategy] = {}
@@ -102,3 +136,138 @@ register_strategy(
         evaluate=_fixed_binding,
     )
 )
+
+
+# ------------------------------------------------------------------------------------------------ on devices
+
+_DTYPES = ("auto", *DTYPES)
+_KERNELS = ("auto", *ATTENTION_KERNELS)
+_PHASE = Param("prefill", ("prefill", "decode"), "prefill: seq_len query and key tokens; decode: one query token "
+               "per sequence against seq_len of context")  # fmt: skip
+_BATCH = Param(1, None, "sequences per batch")
+_DTYPE = Param("auto", _DTYPES, "data type; auto: bf16 where the device has it, else fp16, else fp32")
+
+
+def _dtype(target: Resolved, dtype: str) -> str:
+    from simulator.gpu import default_dtype
+
+    return default_dtype(target.device) if dtype == "auto" else dtype
+
+
+def _sdpa(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The attention kernel of one layer of model on a device (simulator.gpu.predict)."""
+    from simulator.gpu import predict
+    from workloads.llm import get_llm, layer_kernels
+
+    kernels = layer_kernels(get_llm(model), params["phase"], seq_len, params["batch"])
+    shape = dict(next(k for k in kernels if k.kind == "attention").shape)
+    if params["causal"] != "model":
+        shape["causal"] = params["causal"]
+    kernel = params["kernel"]
+    if kernel == "decode" and shape["seq_q"] > 16:
+        raise SpecError(
+            f"sdpa: kernel decode runs a few query rows against a KV cache; this point has seq_q {shape['seq_q']} "
+            "(use phase: decode, or another kernel)"
+        )
+    if kernel != "auto":
+        shape["kernel"] = kernel
+    dtype = _dtype(target, params["dtype"])
+    p = predict(target.device, "sdpa", dtype=dtype, **shape)
+    return {
+        "latency_s": p.time_s,
+        "tflops": p.tflops,
+        "flops": p.flops,
+        "dram_bytes": p.hbm_bytes,
+        "roofline_s": p.roofline_s,
+        "bound": p.bound,
+        "attn_kernel": p.kernel,
+        "precision": dtype,
+        "energy_j": None,  # the kernel models give no energy
+    }
+
+
+register_strategy(
+    Strategy(
+        name="sdpa",
+        summary="attention kernel of one layer of a zoo model on a device (simulator.gpu.predict)",
+        params={
+            "kernel": Param("auto", _KERNELS, "attention kernel; auto: the model's default for the device and shape"),
+            "causal": Param("model", ("model", True, False), "causal mask; model: as the model's layer has it"),
+            "phase": _PHASE,
+            "batch": _BATCH,
+            "dtype": _DTYPE,
+        },
+        cascades=(),
+        evaluate=_sdpa,
+        point_kind="device",
+        metrics=("latency_s", "tflops", "flops", "dram_bytes", "roofline_s", "bound", "attn_kernel", "precision",
+                 "energy_j"),
+    )
+)  # fmt: skip
+
+
+def _llm(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """One forward pass of the whole model on a device or a spatial-array preset (simulator.roofline)."""
+    from simulator.device import DTYPE_BYTES
+    from simulator.roofline import model_rows
+    from workloads.llm import get_llm, kv_cache_bytes
+
+    shape = get_llm(model)
+    phase, batch, dtype, kernel = params["phase"], params["batch"], params["dtype"], params["kernel"]
+    if target.kind == "device":
+        study = model_rows(model, phase, seq_len, batch, device=target.device, dtype=_dtype(target, dtype),
+                           kernel=None if kernel == "auto" else kernel)  # fmt: skip
+        elem, capacity = DTYPE_BYTES[study.dtype], target.device.dram_bytes
+    else:
+        word = target.arch.word_bytes
+        if kernel != "auto":
+            raise SpecError(f"llm: kernel {kernel} applies to devices; {target.name} is a spatial-array preset "
+                            "(its attention is the cascade's Einsums): use kernel: auto")  # fmt: skip
+        if dtype != "auto" and DTYPE_BYTES[dtype] != word:
+            raise SpecError(f"llm: dtype {dtype} has {DTYPE_BYTES[dtype]}-byte elements; {target.name} computes on "
+                            f"{word}-byte words (word_bytes): use dtype: auto or a {word}-byte type")  # fmt: skip
+        study = model_rows(model, phase, seq_len, batch, arch=target.arch_ref)
+        words = target.arch.levels[0].capacity_words
+        elem, capacity = word, None if words is None else words * word
+    parts = [(r, study.layers) for r in study.rows] + ([(study.head, 1)] if study.head else [])
+    by_bound: dict[str, float] = {}
+    for r, n in parts:
+        by_bound[r.binding] = by_bound.get(r.binding, 0.0) + r.predicted_s * n
+    flops = sum(r.flops * n for r, n in parts)
+    attention = next((r for r in study.rows if r.kernel == "attention"), None)
+    footprint = shape.params() * elem + kv_cache_bytes(shape, seq_len, batch, elem)
+    return {
+        "latency_s": study.model_s,
+        "tokens_per_s": study.tokens_per_s,
+        "tflops": flops / study.model_s / 1e12,
+        "flops": flops,
+        "dram_bytes": sum(r.bytes * n for r, n in parts),
+        "roofline_s": sum(r.bound_s * n for r, n in parts),
+        "bound": max(by_bound, key=by_bound.__getitem__),
+        "attn_kernel": attention.detail.get("kernel") if attention is not None else None,
+        "precision": study.dtype,
+        "footprint_bytes": float(footprint),
+        "fits_dram": None if capacity is None else float(footprint <= capacity),
+        "energy_j": None,  # the roofline model gives no energy
+    }
+
+
+register_strategy(
+    Strategy(
+        name="llm",
+        summary="one forward pass of a zoo model (prefill or decode) on a device or a spatial-array preset "
+        "(simulator.roofline.model_rows)",
+        params={
+            "phase": _PHASE,
+            "batch": _BATCH,
+            "dtype": _DTYPE,
+            "kernel": Param("auto", _KERNELS, "attention kernel on devices; auto: the model's default"),
+        },
+        cascades=(),
+        evaluate=_llm,
+        point_kind="device",
+        metrics=("latency_s", "tokens_per_s", "tflops", "flops", "dram_bytes", "roofline_s", "bound", "attn_kernel",
+                 "precision", "footprint_bytes", "fits_dram", "energy_j"),
+        arch_presets=True,
+    )
+)  # fmt: skip
