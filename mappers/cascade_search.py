@@ -3,8 +3,10 @@
 Given only a cascade and an architecture, two families of designs are generated and costed by the cascade
 model (:func:`simulator.cost.evaluate_cascade`):
 
-**One-pass fused cascades** (a rank partitioned ``M = M1 x M0``, e.g. ``fusemax``), :func:`search_fused`.
-Every Einsum runs inside one loop over the ``m1`` tiles, for blocks of P1 x P0 queries. Searched:
+**One-pass fused cascades** (every variant whose work is one pass over the keys: FuseMax, online softmax,
+GQA/MQA/MLA, decode and split-K decode, masked, block-sparse, sharded, linear, sigmoid and softplus attention),
+:func:`search_fused`. Every Einsum runs inside one loop over tiles of the key rank (``m1`` of ``M = M1 x M0``),
+or just before or after it, for blocks of queries. Searched:
 
 * the **binding**: each Einsum on any array whose PEs support all its operators;
 * the **schedule** of one tile: stages run one after another, and in a stage each array runs its Einsums back
@@ -13,36 +15,45 @@ Every Einsum runs inside one loop over the ``m1`` tiles, for blocks of P1 x P0 q
   a recurrence) or after the loop - a *tail*, such as the running sums - may instead run at the start of the
   next tile (software pipelining by one tile), as long as it still precedes, in stage order, the readers of
   its result in that tile. Binding and schedule are searched together by branch and bound on a tile's compute
-  cycles (a stage lasts as long as its busiest array), which the schedule alone decides;
-* the **query block** P1: the largest whose buffer state fits, as in the study.
+  cycles (a stage lasts as long as its busiest array), which the schedule alone decides (:func:`schedules`);
+* the **query block** P1: the largest whose buffer state fits, as in the study (with a block mask, smaller
+  ones too: they skip more tiles).
 
-Placement follows the binding: recurrence state (read by the next tile) lives in the global buffer; an
-intermediate whose readers all run on its producer's array stays in the PE registers; one read on another
-array goes through the staging level (else the buffer). Loop nests: ``b``, ``h``, P2, ``m1`` at DRAM, P1 at
-the buffer; a 2-D array spreads ``m0`` over its rows and ``p`` over its columns, a 1-D array ``p``. The
-``candidates`` best (binding, schedule) pairs are costed in full and the lowest latency wins.
+Which variables loop where, what the array axes spread and where intermediates live are rules derived from
+the cascade, stated in :func:`search_fused` and :func:`fused_mapping`. The best binding is costed in full,
+then every other whose latency bound (tile cycles, compulsory DRAM time) can still match it, and the lowest
+latency (then energy) wins.
 
-**Multi-pass cascades** (3-pass softmax), :func:`search_passes`: FLAT's choice space
-(:func:`mappers.flat.flat_choices`: dataflow, fusion granularity, which operands stay on chip) plus the
-unfused schedule, every point costed, lowest latency first. FLAT's own policy (:func:`mappers.flat.search_flat`)
-is reported beside the minimum.
+**Multi-pass cascades** (2- and 3-pass softmax), :func:`search_passes`: the space of :mod:`mappers.passes`,
+derived from the cascade (hand-offs fused on chip or spilled to DRAM, each contraction's dataflow, fusion
+granularity, which inputs and outputs stay on chip), every point costed, lowest latency first, with FLAT's own
+policy (:func:`mappers.passes.flat_policy`) reported beside it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
+from einsum.analysis import pass_analysis
 from einsum.cascade import Cascade
-from einsum.lower import LoweredCascade, lower
-from mappers.flat import BUFFER, fits_flat_rule, flat_choices, flat_mapping, search_flat
-from mappers.templates import divisors, loop_nest
-from simulator.cost import CascadeCost, _cycles_per_point, _nest, evaluate_cascade, phase_occupancy
-from simulator.mapping import CascadeMapping, Phase
+from einsum.errors import AttnscopeError, ShapeError
+from einsum.lower import LoweredCascade, LoweredEinsum, lower
+from mappers.passes import flat_policy, search_pass_designs
+from mappers.templates import divisors
+from simulator.cost import (
+    CascadeCost,
+    _buffer_level,
+    _cycles_per_point,
+    _nest,
+    evaluate_cascade,
+    phase_occupancy,
+)
+from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
 
-__all__ = ["CascadeDesign", "FusedPlan", "search_fused", "search_passes"]
+__all__ = ["CascadeDesign", "FusedPlan", "FusedSearchError", "search_fused", "search_passes"]
 
 
 @dataclass(frozen=True)
@@ -68,17 +79,38 @@ class CascadeDesign:
 
 @dataclass(frozen=True)
 class FusedPlan:
-    """What the fused search derives from the cascade: tile loop, dependencies, tails, per-array cycles."""
+    """What the fused search derives from the cascade: the tile loop, which variables the array axes spread,
+    the dependencies within and across tiles, and each Einsum's compute cycles on each array that can run it.
+    """
 
     lowered: LoweredCascade
+    key_rank: str
+    """The rank the tile loop walks (the keys, ``M``)."""
     tile_var: str
-    """The partitioned rank's outer variable (one loop iteration = one tile), e.g. ``m1``."""
-    inner_var: str
-    """Its inner variable, spread over a 2-D array's rows, e.g. ``m0``."""
-    query_var: str
-    """The output's largest free variable, split P2 x P1 x P0, e.g. ``p``."""
+    """The tile loop's variable (one iteration = one tile): the recurrence's ``m1``, or the key variable
+    ``m`` itself when the key rank is not partitioned."""
+    tile_count: int
+    """Iterations of the tile loop (per split and per query block)."""
+    outer_vars: tuple[str, ...]
+    """Parts of the key rank outside the tile loop, looped at DRAM (the splits ``s`` of ``M = S*M1*M0``)."""
+    inner_vars: tuple[str, ...]
+    """Key positions inside one tile, innermost first (``m0``; ``m0, n`` for ``M = M1*N*M0``), spread over a
+    2-D array's rows."""
+    key_var: str | None
+    """The key rank's own variable where Einsums iterate it unsplit (``m`` of ``FK[b,h,e,m]``, or every ``m``
+    of an unpartitioned cascade): it runs on the tile loop, ``tile_count`` tiles of ``tile_keys`` keys."""
+    tile_keys: int
+    """Key positions in one tile."""
+    query_vars: tuple[str, ...]
+    """Variables spread over the arrays' columns, in fill order (``p``; ``p0, p1``; ``r, p`` in decode)."""
+    columns: Mapping[str, int]
+    """Query variable -> its factor across the widest array's columns (the rest is blocked, P1 x P2)."""
+    batch_vars: tuple[str, ...]
+    """Loops outside everything, at DRAM (``b``, ``h``)."""
     order: tuple[str, ...]
     """Einsums in dataflow order."""
+    in_loop: frozenset[str]
+    """Einsums inside the tile loop (they iterate the tile or key variable); the others run before or after it."""
     producers: Mapping[str, tuple[str, ...]]
     """Einsum -> Einsums whose results it reads in the same tile."""
     carried_readers: Mapping[str, tuple[str, ...]]
@@ -86,22 +118,181 @@ class FusedPlan:
     tails: frozenset[str]
     """Einsums read only by the next tile or after the loop (may run at the start of the next tile)."""
     state: frozenset[str]
-    """Recurrence results (live across tiles, in the buffer)."""
+    """Results live across tiles and held in the buffer: recurrences and non-output accumulators."""
+    accumulators: frozenset[str]
+    """In-loop Einsums whose result has no tile or key variable: summed across the tiles in the buffer."""
     arrays: Mapping[str, tuple[str, ...]]
     """Einsum -> arrays that support its operators."""
     cycles: Mapping[tuple[str, str], float]
     """(Einsum, array) -> compute cycles of the whole Einsum there."""
 
+    @property
+    def inner_var(self) -> str:
+        """The innermost key variable of a tile (``m0``)."""
+        return self.inner_vars[0] if self.inner_vars else self.tile_var
+
+    @property
+    def query_var(self) -> str | None:
+        """The first query variable (``p``), None when the outputs have none."""
+        return self.query_vars[0] if self.query_vars else None
+
+    def query_blocks(self) -> list[dict[str, int]]:
+        """The query blocks held in the buffer (the study's P1), smallest first: per query variable, the factor
+        iterated at the buffer level above the columns; what is left of it loops at DRAM (P2). Blocks fill the
+        query variables in column order (the first completely before the next)."""
+        left = {v: self.lowered.sizes[v.upper()] // self.columns[v] for v in self.query_vars}
+        blocks: dict[int, dict[str, int]] = {1: {}}
+        whole: dict[str, int] = {}
+        for v in self.query_vars:
+            for d in divisors(left[v]):
+                block = {**whole, v: d}
+                blocks.setdefault(math.prod(block.values()), block)
+            whole[v] = left[v]
+        return [blocks[k] for k in sorted(blocks)]
+
+
+class FusedSearchError(AttnscopeError):
+    """A cascade the fused one-pass search cannot map (several passes, no tile loop, unsupported operators)."""
+
 
 def plan_fused(cascade: Cascade, sizes: Mapping[str, int], arch: ArchSpec) -> FusedPlan:
-    """Derive a fused plan from the cascade (its one partition gives the tile loop) and the architecture."""
-    if len(cascade.partitions) != 1:
-        raise ValueError(f"{cascade.name}: a fused one-pass search needs exactly one partitioned rank")
-    (rank, parts) = next(iter(cascade.partitions.items()))
-    outer, inner = (p.lower() for p in parts)
-    width = max(a.shape[-1] for a in arch.arrays)
-    lowered = lower(cascade, {**sizes, parts[1]: min(width, sizes[rank])})
+    """Derive a fused plan from the cascade and the architecture (the rules are :func:`search_fused`'s).
+
+    >>> from simulator.specs import load_arch
+    >>> from workloads import get_cascade
+    >>> plan = plan_fused(get_cascade("fusemax").cascade, {"B": 1, "H": 1, "E": 64, "F": 64, "M": 1024,
+    ...                   "P": 1024}, load_arch("fusemax-cloud"))
+    >>> plan.tile_var, plan.tile_count, plan.inner_vars, plan.query_vars
+    ('m1', 4, ('m0',), ('p',))
+    """
+    key_rank, tile_rank = _tile_ranks(cascade)
+    passes = pass_analysis(cascade, tile_rank).passes
+    if passes > 1:
+        raise FusedSearchError(
+            f"{cascade.name}: needs {passes} passes over {tile_rank} (einsum.analysis.pass_analysis); the fused "
+            "search runs one tile loop. Cost multi-pass cascades with mappers.cascade_search.search_passes"
+        )
+    rows = _tile_rows(arch)
+    full = cascade.rank_sizes(_with_tile_size(cascade, sizes, key_rank, rows))
+    return _derive(cascade, lower(cascade, full), arch, key_rank, tile_rank, rows)
+
+
+def _tile_ranks(cascade: Cascade) -> tuple[str, str]:
+    """(key rank, tile rank): the recurrences' iterative rank and its parent, else the rank reduced over
+    computed values (the scores' rank) and its outermost part."""
+    iterative = sorted(set(cascade.recurrences.values()))
+    if len(iterative) > 1:
+        raise FusedSearchError(
+            f"{cascade.name}: recurrences over {', '.join(v.upper() for v in iterative)}; the fused search runs "
+            "one tile loop, so all recurrences must iterate one rank"
+        )
+    if iterative:
+        tile = iterative[0].upper()
+        return cascade.parent_of.get(tile, tile), tile
+    computed = set(cascade.einsum_by_name)
+    reduced: set[str] = set()
+    for e in cascade.einsums:
+        if any(t in computed for t in e.inputs):
+            reduced |= {cascade.parent_of.get(v.upper(), v.upper()) for v in set(e.iter_vars) - set(e.out_vars)}
+    if not reduced:
+        raise FusedSearchError(
+            f"{cascade.name}: no rank to tile: no recurrence (e.g. RM[m1+1] = ...) and no Einsum reducing over "
+            "computed values (e.g. AV[f,p] = sum[m] S[m,p] * V[f,m])"
+        )
+    ranks = sorted(reduced)
+    key = ranks[0] if len(ranks) == 1 else _most_iterated(cascade, ranks)
+    parts = cascade.partitions.get(key)
+    return key, parts[0] if parts else key
+
+
+def _most_iterated(cascade: Cascade, ranks: list[str]) -> str:
+    """Among several reduced ranks, the one that the most Einsums iterate (the keys, not a feature rank)."""
+    count = {r: sum(any(v.upper() in (r, *cascade.children(r)) for v in e.iter_vars) for e in cascade.einsums)
+             for r in ranks}  # fmt: skip
+    return max(ranks, key=lambda r: (count[r], r))
+
+
+def _tile_rows(arch: ArchSpec) -> int:
+    """Keys per tile when the cascade leaves it free: the rows of the largest 2-D array (else the widest array)."""
+    two = [a.shape[0] for a in arch.arrays if a.kind == "2d"]
+    return max(two) if two else max(a.shape[-1] for a in arch.arrays)
+
+
+def _largest_divisor(n: int, cap: int) -> int:
+    return max(d for d in divisors(n) if d <= max(1, cap))
+
+
+def _with_tile_size(cascade: Cascade, sizes: Mapping[str, int], key_rank: str, rows: int) -> dict[str, int]:
+    """The sizes, with the innermost part of the key partition set to fill the rows when none of its parts
+    is given (the study's M0 = 256); given parts are the algorithm's (a mask's block size) and are kept."""
+    out = dict(sizes)
+    parts = cascade.partitions.get(key_rank, ())
+    if parts and key_rank in out and not any(p in out for p in parts):
+        out[parts[-1]] = _largest_divisor(out[key_rank], rows)
+    return out
+
+
+def _derive(
+    cascade: Cascade, lowered: LoweredCascade, arch: ArchSpec, key_rank: str, tile_rank: str, rows: int
+) -> FusedPlan:
+    """The plan at the lowered sizes (see :func:`search_fused` for the rules)."""
+    size = lowered.sizes
+    parts = cascade.partitions.get(key_rank, ())
+    tile_var = tile_rank.lower()
+    if parts:
+        at = parts.index(tile_rank)
+        outer = tuple(p.lower() for p in parts[:at])
+        inner = tuple(p.lower() for p in reversed(parts[at + 1 :]))
+    else:
+        outer, inner = (), ()
+    iterated = {v for e in lowered.einsums for v in e.vars}
+    key_var = key_rank.lower() if key_rank.lower() in iterated else None
+    if parts:
+        tile_keys = math.prod(size[p] for p in parts[parts.index(tile_rank) + 1 :])
+        tile_count = size[tile_rank]
+    else:  # a recurrence over an unsplit rank steps one key at a time
+        tile_keys = 1 if cascade.recurrences else _largest_divisor(size[key_rank], rows)
+        tile_count = size[key_rank] // tile_keys
+    keyish = {tile_var, *outer, *inner} | ({key_var} if key_var else set())
     order = tuple(e.name for e in lowered.einsums)
+    einsum = {e.name: e for e in lowered.einsums}
+    in_loop = frozenset(n for n in order if tile_var in einsum[n].vars or (key_var and key_var in einsum[n].vars))
+
+    # Query variables: free variables of the outputs that index no input read at key positions (K, V: those
+    # spread keys, not queries); where some are iterated by every Einsum that works on a tile's keys, those.
+    in_tile = set(inner) | ({key_var} if key_var else set())
+    streamed: set[str] = set()
+    for e in lowered.einsums:
+        for ti, t in enumerate(e.tensors):
+            if t in lowered.inputs and any(e.incidence[ti, e.vars.index(v)] for v in in_tile if v in e.vars):
+                streamed |= {v for v, on in zip(e.vars, e.incidence[ti], strict=True) if on}
+    free = [v for out in lowered.outputs for v in einsum[out].vars if v in _out_vars(einsum[out])]
+    candidates = list(dict.fromkeys(v for v in free if v not in keyish and v not in streamed))
+    tile_work = [e for e in lowered.einsums if (set(inner) or in_tile) & set(e.vars)]  # e.g. the scores
+    common = [v for v in candidates if tile_work and all(v in e.vars for e in tile_work)]
+    query = common or candidates
+
+    def rank_order(v: str) -> tuple[int, int]:
+        rank = v.upper()
+        parent = cascade.parent_of.get(rank, rank)
+        siblings = cascade.partitions.get(parent, (rank,))
+        return (-size[parent], siblings[::-1].index(rank) if rank in siblings else 0)
+
+    query_vars = tuple(sorted(query, key=rank_order))
+    width = max(a.shape[-1] * a.instances for a in arch.arrays)
+    columns: dict[str, int] = {}
+    for v in query_vars:
+        columns[v] = _largest_divisor(size[v.upper()], width)
+        width //= columns[v]
+
+    # Batch variables: iterated by every Einsum an output depends on (its chain), outside everything.
+    batch: list[str] = []
+    for out in lowered.outputs:
+        chain = _ancestors(cascade, out) | {out}
+        shared = set.intersection(*(set(einsum[n].vars) for n in chain))
+        batch += [v for v in einsum[out].vars if v in shared and v not in keyish and v not in query_vars]
+    batch_vars = tuple(dict.fromkeys(batch))
+
     position = {n: i for i, n in enumerate(order)}
     producers, carried = {}, {n: [] for n in order}
     for e in lowered.einsums:
@@ -116,181 +307,573 @@ def plan_fused(cascade: Cascade, sizes: Mapping[str, int], arch: ArchSpec) -> Fu
                 carried[p].append(e.name)
         producers[e.name] = tuple(dict.fromkeys(own))
     tails = set()
-    for e in lowered.einsums:
-        readers = lowered.consumers.get(e.name, ())
-        in_loop = outer in e.vars
-        same_tile = [r for r in readers if r not in carried[e.name] and outer in lowered.einsum(r).vars]
-        if not in_loop or not same_tile:
-            tails.add(e.name)
-    state = frozenset(n for n, readers in carried.items() if readers)
-    output = lowered.einsum(lowered.outputs[0])
-    free = [v for v in output.vars if v not in ("b", "h")]
-    query = max(free, key=output.var_size)
+    for n in order:
+        same_tile = [r for r in lowered.consumers.get(n, ()) if r not in carried[n] and r in in_loop]
+        if n not in in_loop or not same_tile:
+            tails.add(n)
+    accumulators = frozenset(n for n in in_loop if not {tile_var, key_var} & _out_vars(einsum[n]))
+    state = frozenset(n for n, readers in carried.items() if readers) | (accumulators - set(lowered.outputs))
+
     arrays, cycles = {}, {}
+    plan = FusedPlan(
+        lowered, key_rank, tile_var, tile_count, outer, inner, key_var, tile_keys, query_vars, columns, batch_vars,
+        order, in_loop, producers, {k: tuple(v) for k, v in carried.items()}, frozenset(tails), state,
+        accumulators, arrays, cycles,
+    )  # fmt: skip
     for e in lowered.einsums:
-        able = tuple(a.name for a in arch.arrays if all(op in {o.name for o in a.ops} for op in e.ops_per_point))
+        able = tuple(a.name for a in arch.arrays if set(e.ops_per_point) <= {o.name for o in a.ops})
         if not able:
-            raise ValueError(f"no array of {arch.name} supports the operators of {e.name}: {sorted(e.ops_per_point)}")
+            support = "; ".join(f"{a.name} supports {', '.join(o.name for o in a.ops)}" for a in arch.arrays)
+            raise FusedSearchError(
+                f"no array of {arch.name} supports every operator of {e.name} ({', '.join(sorted(e.ops_per_point))})"
+                f": {support}. Add the missing operators to an array's ops in the architecture spec"
+            )
         arrays[e.name] = able
         for a in able:
-            nest = _fused_nest(lowered, arch, e.name, a, outer, inner, query, p1=1, keeps=())
+            nest = _fused_nest(plan, arch, e.name, a, {}, ())
             cpp = _cycles_per_point(e, arch.array(a), arch.compat.sum_op_cycles)
             cycles[e.name, a] = float(_nest(e, arch, nest).compute_cycles[0]) * cpp
-    return FusedPlan(
-        lowered, outer, inner, query, order, producers, {k: tuple(v) for k, v in carried.items()},
-        frozenset(tails), state, arrays, cycles,
-    )  # fmt: skip
+    return plan
 
 
-def _fused_nest(lowered, arch, einsum, array, outer, inner, query, p1, keeps):
-    s = lowered.sizes
-    width = arch.array(array).shape[-1]
-    q = lowered.einsum(lowered.outputs[0]).var_size(query)
-    p2 = max(1, q // (width * p1))
-    loops = [("b", s.get("B", 1)), ("h", s.get("H", 1)), (query, p2), (outer, s[outer.upper()])]
-    spatial = (inner, query) if arch.array(array).kind == "2d" else (query,)
-    return loop_nest(lowered.einsum(einsum), arch, array, loops, [(query, p1)], spatial, keeps)
+def _shared_buffer(arch: ArchSpec) -> str:
+    """The on-chip level every array shares, which holds the tiles and the state of the fused loop: the
+    first level below DRAM that is neither per PE nor replicated (the cost model's buffer otherwise)."""
+    shared = [lv.name for lv in arch.levels[1:] if lv.per_pe_of is None and lv.instances == 1]
+    return shared[0] if shared else _buffer_level(arch)
+
+
+def _out_vars(e: LoweredEinsum) -> set[str]:
+    return {v for v, on in zip(e.vars, e.incidence[0], strict=True) if on}
+
+
+def _ancestors(cascade: Cascade, name: str) -> set[str]:
+    """Einsums whose results ``name`` depends on (through any chain of reads)."""
+    seen, todo = set(), [name]
+    by_name = cascade.einsum_by_name
+    while todo:
+        for t in by_name[todo.pop()].inputs:
+            if t in by_name and t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return seen
+
+
+def _fill(remaining: dict[str, int], prefer: Sequence[str], room: int) -> list[tuple[str, int]]:
+    """Spread the preferred variables over an axis of ``room`` PEs, each by its largest divisor that fits."""
+    loops = []
+    for v in prefer:
+        n = remaining.get(v, 1)
+        if room <= 1:
+            break
+        if n <= 1:
+            continue
+        f = _largest_divisor(n, room)
+        if f > 1:
+            remaining[v] //= f
+            room //= f
+            loops.append((v, f))
+    return loops
+
+
+def _fused_nest(
+    plan: FusedPlan, arch: ArchSpec, einsum: str, array: str, block: Mapping[str, int], keeps: Iterable[str]
+) -> EinsumMapping:
+    """One Einsum's loop nest in the fused loop, for query block ``block`` (rules in :func:`search_fused`)."""
+    e = plan.lowered.einsum(einsum)
+    spec = arch.array(array)
+    size = plan.lowered.sizes
+    remaining = {v: e.var_size(v) for v in e.vars}
+
+    def take(loops: list[tuple[str, int]], var: str, bound: int) -> None:
+        if var in remaining and bound > 1:
+            remaining[var] //= bound
+            loops.append((var, bound))
+
+    dram: list[tuple[str, int]] = []
+    buffer: list[tuple[str, int]] = []
+    for v in plan.batch_vars:
+        take(dram, v, remaining.get(v, 1))
+    for v in plan.query_vars:
+        take(dram, v, size[v.upper()] // (plan.columns[v] * block.get(v, 1)))
+    for v in plan.outer_vars:
+        take(dram, v, remaining.get(v, 1))
+    take(dram, plan.tile_var, plan.tile_count)
+    if plan.key_var and plan.key_var != plan.tile_var:
+        take(dram, plan.key_var, size[plan.key_rank] // plan.tile_keys)
+    for v in plan.query_vars:
+        take(buffer, v, block.get(v, 1))
+
+    keys = (*plan.inner_vars, *((plan.key_var,) if plan.key_var else ()))
+    others = sorted((v for v in e.vars if v not in keys and v not in plan.query_vars), key=lambda v: -remaining[v])
+    axes = spec.shape if spec.instances == 1 else (*spec.shape, spec.instances)
+    roles = ("keys", *("queries",) * (len(axes) - 1)) if spec.kind == "2d" else ("queries",) * len(axes)
+    spread, filled = [], set()
+    for axis, role in zip(axes, roles, strict=True):
+        prefer = keys if role == "keys" else plan.query_vars
+        loops = _fill(remaining, prefer, axis)
+        if not loops and role not in filled:  # none of the role's variables: spread the largest others
+            fallback = (*keys, *others) if spec.kind == "1d" else others
+            loops = _fill(remaining, fallback, axis)
+        if loops:
+            filled.add(role)
+        spread.append(tuple(loops))
+    # What no axis takes iterates innermost at the buffer (a PE holds one word of each operand); a query
+    # variable's rest on an array narrower than the column block joins its block loop.
+    blocked = {v: i for i, (v, _) in enumerate(buffer)}
+    for v, n in remaining.items():
+        if n > 1 and v in blocked:
+            buffer[blocked[v]] = (v, buffer[blocked[v]][1] * n)
+        elif n > 1:
+            buffer.append((v, n))
+    return EinsumMapping(
+        array=array,
+        levels=(arch.levels[0].name, _shared_buffer(arch), spec.fed_by),
+        temporal=(tuple(dram), tuple(buffer), ()),
+        spatial=tuple(spread),
+        keep=(frozenset(e.tensors), frozenset(keeps) & set(e.tensors), frozenset(e.tensors)),
+    )
 
 
 Ranked = list[tuple[float, dict[str, str], tuple[dict[str, tuple[str, ...]], ...]]]
 
+NEGLIGIBLE = 0.01
+"""An Einsum whose least cycles are at most this fraction of a perfectly balanced tile is placed greedily."""
+VISITS = 5000
+"""The branch and bound stops after this many partial assignments once it has a complete one (deterministic:
+every registered cascade reaches the result of the unbounded search well before)."""
 
-def schedules(plan: FusedPlan, keep: int = 16) -> tuple[Ranked, int]:
-    """The ``keep`` (binding, schedule) pairs with the fewest compute cycles per phase, best first.
 
-    Branch and bound over Einsums in dataflow order, each given an array and a stage (module docstring).
-    Returns [(cycles, binding, stages)] with stages as per-array Einsum tuples, and how many complete
-    (binding, schedule) pairs the search reached (the rest were cut by the bound).
+def schedules(plan: FusedPlan, keep: int = 16, within: float | None = None) -> tuple[Ranked, int]:
+    """Bindings with few compute cycles per phase, each with its best schedule found, fewest cycles first.
+
+    Without ``within``: the ``keep`` bindings with the fewest cycles. With it: the first ``keep`` bindings found
+    whose cycles are at most ``within`` (the search stops there).
+
+    Branch and bound over Einsums in dataflow order, each given an array and a stage (rules in
+    :func:`search_fused`). Only a binding's best schedule is kept: its other schedules have the same placement,
+    traffic and energy and more cycles. The space is narrowed in two documented ways: per array an Einsum is
+    tried in the earliest stage it may join, in the earliest stage where it adds the least time, and in a new
+    last stage; and an Einsum whose least cycles are at most :data:`NEGLIGIBLE` of a perfectly balanced tile
+    takes the single cheapest of those places. A partial assignment is cut when a lower bound on its cycles
+    reaches the bound (the ``keep``-th best binding's cycles, or ``within``): the stages so far plus the
+    remaining Einsums' least work beyond the idle time the stages already leave (no array is busy longer than
+    the whole), and no array's own work. Returns [(cycles, binding, stages)] with stages as per-array Einsum
+    tuples, and how many complete (binding, schedule) pairs the search reached.
     """
     order = plan.order
-    best: list[tuple[float, dict[str, str], dict[str, int]]] = []
-    bound = [math.inf]
-    complete = [0]
+    n = len(order)
     arrays_all = sorted({a for able in plan.arrays.values() for a in able})
+    width = len(arrays_all)
+    cyc = plan.cycles
+    least = [min(cyc[e, a] for a in plan.arrays[e]) for e in order]
+    rest = [sum(least[i:]) for i in range(n + 1)]
+    minor = {e for e, c in zip(order, least, strict=True) if c <= NEGLIGIBLE * rest[0] / width}
+    forced = [dict.fromkeys(arrays_all, 0.0) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        forced[i] = dict(forced[i + 1])
+        if len(plan.arrays[order[i]]) == 1:
+            forced[i][plan.arrays[order[i]][0]] += cyc[order[i], plan.arrays[order[i]][0]]
 
-    def cost(loads: dict[tuple[int, str], float]) -> float:
-        stages = {k for k, _ in loads}
-        return sum(max(loads.get((k, a), 0.0) for a in arrays_all) for k in stages)
+    best: dict[tuple[str, ...], tuple[float, dict[str, int]]] = {}  # binding -> (cycles, stage of each Einsum)
+    bound = [math.inf if within is None else within * (1 + 1e-12)]
+    complete = [0]
+    binding: dict[str, str] = {}
+    stage: dict[str, int] = {}
+    loads: dict[tuple[int, str], float] = {}
+    stage_max: list[float] = []
+    totals = dict.fromkeys(arrays_all, 0.0)
+    cost = [0.0]
+    visits = [0]
 
-    def visit(i: int, binding: dict[str, str], stage: dict[str, int], loads: dict[tuple[int, str], float]):
-        current = cost(loads)
-        if current >= bound[0]:
+    # Two arrays: the remaining Einsums' least possible makespan, splitting them fractionally between the
+    # arrays (each starts on its faster array; work moves to the other one, best exchange rate first).
+    flexible: list[list[tuple[float, float, float]]] = [[] for _ in range(n + 1)]  # (c1 / c0, c0, c1)
+    if width == 2:
+        first, second = arrays_all
+        for i in range(n):
+            both = [e for e in order[i:] if len(plan.arrays[e]) == 2]
+            flexible[i] = sorted((cyc[e, second] / cyc[e, first], cyc[e, first], cyc[e, second]) for e in both)
+
+    def balanced(i: int) -> float:
+        first, second = arrays_all
+        load = [totals[first] + forced[i][first], totals[second] + forced[i][second]]
+        for _, c0, c1 in flexible[i]:
+            load[c1 < c0] += min(c0, c1)
+        # Move work to the less loaded array, cheapest exchange first, until the two balance.
+        if load[0] > load[1]:
+            moves = [(c0, c1) for _, c0, c1 in flexible[i] if c0 <= c1]  # ascending c1/c0: cheapest moves first
+            for c0, c1 in moves:
+                gap = load[0] - load[1]
+                if gap <= 0:
+                    break
+                f = min(1.0, gap / (c0 + c1))
+                load[0] -= f * c0
+                load[1] += f * c1
+        elif load[1] > load[0]:
+            moves = [(c0, c1) for _, c0, c1 in reversed(flexible[i]) if c1 < c0]  # descending c1/c0
+            for c0, c1 in moves:
+                gap = load[1] - load[0]
+                if gap <= 0:
+                    break
+                f = min(1.0, gap / (c0 + c1))
+                load[1] -= f * c1
+                load[0] += f * c0
+        return max(load)
+
+    def lower_bound(i: int) -> float:
+        idle = width * cost[0] - sum(totals.values())
+        spread = cost[0] + max(0.0, (rest[i] - idle) / width)
+        own = max(totals[a] + forced[i][a] for a in arrays_all)
+        return max(spread, own, balanced(i) if width == 2 else 0.0)
+
+    def record() -> None:
+        complete[0] += 1
+        key = tuple(binding[e] for e in order)
+        if key in best and best[key][0] <= cost[0]:
             return
-        if i == len(order):
-            complete[0] += 1
-            best.append((current, dict(binding), dict(stage)))
-            best.sort(key=lambda x: x[0])
-            del best[keep:]
-            if len(best) == keep:
-                bound[0] = best[-1][0]
-            return
-        name = order[i]
-        top = max(stage.values(), default=-1) + 1
+        best[key] = (cost[0], dict(stage))
+        if within is None and len(best) > keep:
+            del best[max(best, key=lambda k: best[k][0])]
+        if within is None and len(best) == keep:
+            bound[0] = max(c for c, _ in best.values())
+
+    def places(name: str) -> list[tuple[float, int, str]]:
+        """(added time, stage, array) of the places tried for an Einsum, cheapest first."""
+        top = len(stage_max)
+        found = set()
         for a in plan.arrays[name]:
             low = max((stage[p] + (binding[p] != a) for p in plan.producers[name]), default=0)
-            options = list(range(low, top + 1))
+            limit = -1
             if name in plan.tails:  # or at the start of the next tile, before its readers there
                 limit = min(
                     (stage[r] - (binding[r] != a) for r in plan.carried_readers[name] if r in stage), default=top
                 )
-                options = sorted(set(options) | set(range(0, min(low, limit + 1))))
-            for s in options:
-                binding[name], stage[name] = a, s
-                key = (s, a)
-                loads[key] = loads.get(key, 0.0) + plan.cycles[name, a]
-                visit(i + 1, binding, stage, loads)
-                loads[key] -= plan.cycles[name, a]
-                if loads[key] <= 0.0:
-                    del loads[key]
-                del binding[name], stage[name]
+            c = cyc[name, a]
+            tried = [(c if s == top else max(0.0, loads.get((s, a), 0.0) + c - stage_max[s]), s)
+                     for s in range(top + 1) if s >= low or s <= limit]  # fmt: skip
+            cheapest = min(tried)
+            found |= {(cheapest[0], cheapest[1], a), (tried[0][0], tried[0][1], a), (c, top, a)}
+        ranked = sorted(found)
+        return ranked[:1] if name in minor else ranked
 
-    visit(0, {}, {}, {})
+    def visit(i: int) -> None:
+        visits[0] += 1
+        if (within is not None and len(best) >= keep) or (best and visits[0] > VISITS):
+            return
+        if lower_bound(i) >= bound[0]:
+            return
+        if i == n:
+            record()
+            return
+        name = order[i]
+        for delta, s, a in places(name):
+            c = cyc[name, a]
+            binding[name], stage[name] = a, s
+            opened = s == len(stage_max)
+            if opened:
+                stage_max.append(0.0)
+            old_max = stage_max[s]
+            loads[s, a] = loads.get((s, a), 0.0) + c
+            stage_max[s] = max(old_max, loads[s, a])
+            totals[a] += c
+            cost[0] += delta
+            visit(i + 1)
+            cost[0] -= delta
+            totals[a] -= c
+            stage_max[s] = old_max
+            loads[s, a] -= c
+            if loads[s, a] <= 0.0:
+                del loads[s, a]
+            if opened:
+                stage_max.pop()
+            del binding[name], stage[name]
+
+    visit(0)
     out = []
-    for cycles, binding, stage in best:
-        used = sorted(set(stage.values()))
+    for key, (cycles, stage_of) in sorted(best.items(), key=lambda kv: kv[1][0]):
+        bound_to = dict(zip(order, key, strict=True))
         stages = tuple(
-            {a: tuple(n for n in order if stage[n] == k and binding[n] == a) for a in arrays_all} for k in used
+            {a: es for a in arrays_all if (es := tuple(e for e in order if stage_of[e] == k and bound_to[e] == a))}
+            for k in sorted(set(stage_of.values()))
         )
-        stages = tuple({a: es for a, es in s.items() if es} for s in stages)
-        out.append((cycles, binding, stages))
+        out.append((cycles, bound_to, stages))
     return out, complete[0]
 
 
-def fused_mapping(plan: FusedPlan, arch: ArchSpec, binding: Mapping[str, str], phase: Phase, p1: int) -> CascadeMapping:
-    """The fused mapping of a binding and schedule at query block P1 (placement as in the module docstring)."""
+def fused_mapping(
+    plan: FusedPlan,
+    arch: ArchSpec,
+    binding: Mapping[str, str],
+    phase: Phase,
+    block: Mapping[str, int] | int,
+    nests: dict | None = None,
+) -> CascadeMapping:
+    """The fused mapping of a binding and schedule for query block ``block`` (query variable -> factor held
+    in the buffer; an int is that factor of the first query variable, the study's P1).
+
+    Placement: recurrence state and cross-tile sums live in the buffer, and so does a result computed
+    outside the tile loop and read inside it (every tile reads it, like an input); any other intermediate
+    stays in its producer's PE registers when all its readers run on the producer's array, else it goes
+    through the staging level (else the buffer). The buffer also holds the inputs' tiles and the output
+    accumulators. ``nests`` is an optional cache of loop nests shared between calls on one plan.
+    """
+    if isinstance(block, int):
+        block = {plan.query_vars[0]: block} if plan.query_vars else {}
     lowered = plan.lowered
-    placement: dict[str, str] = {t: BUFFER for t in plan.state}
+    buffer = _shared_buffer(arch)
+    placement: dict[str, str] = dict.fromkeys(plan.state, buffer)
     for e in lowered.einsums:
         if e.name in plan.state or e.name in lowered.outputs:
             continue
-        readers = {binding[c] for c in lowered.consumers.get(e.name, ())}
-        placement[e.name] = "pe" if readers <= {binding[e.name]} else (arch.staging_level or BUFFER)
-    keeps = set(lowered.inputs) | set(plan.state) | {t for t, where in placement.items() if where == BUFFER}
-    nests = {
-        e.name: _fused_nest(
-            lowered, arch, e.name, binding[e.name], plan.tile_var, plan.inner_var, plan.query_var, p1, keeps
-        )
-        for e in lowered.einsums
-    }
-    return CascadeMapping(name=f"fused-P1={p1}", einsums=nests, placement=placement, phases=(phase,))
+        readers = lowered.consumers.get(e.name, ())
+        if e.name not in plan.in_loop and any(r in plan.in_loop for r in readers):
+            placement[e.name] = buffer
+            continue
+        arrays = {binding[c] for c in readers}
+        placement[e.name] = "pe" if arrays <= {binding[e.name]} else (arch.staging_level or buffer)
+    keeps = set(lowered.inputs) | set(plan.state) | set(plan.accumulators)
+    keeps |= {t for t, at in placement.items() if at == buffer}
+    cache = {} if nests is None else nests
+    chosen = {}
+    for e in lowered.einsums:
+        key = (e.name, binding[e.name], tuple(sorted(block.items())), frozenset(keeps & set(e.tensors)))
+        if key not in cache:
+            cache[key] = _fused_nest(plan, arch, e.name, binding[e.name], block, key[3])
+        chosen[e.name] = cache[key]
+    return CascadeMapping(name=f"fused-P1={math.prod(block.values())}", einsums=chosen, placement=placement,
+                          phases=(phase,))  # fmt: skip
 
 
 def search_fused(
-    cascade: Cascade, sizes: Mapping[str, int], arch: ArchSpec, candidates: int = 16
+    cascade: Cascade,
+    sizes: Mapping[str, int],
+    arch: ArchSpec,
+    candidates: int = 16,
+    density: Mapping[str, float] | None = None,
 ) -> tuple[CascadeDesign, list[CascadeDesign]]:
-    """The lowest-latency fused design of a one-pass cascade (module docstring), and the others costed."""
+    """The lowest-latency fused design of a one-pass cascade, and the others costed.
+
+    The rules (assumptions of the model, stated once here):
+
+    * **The tile loop** walks the *key rank*: the iterative rank of the cascade's recurrences (``m1`` of the
+      running max) and the rank it partitions (``M``); a cascade without a recurrence (sigmoid, softplus
+      attention: no normalising pass) tiles the rank it reduces over computed values (``sum[m] SG * V``),
+      in tiles of the largest 2-D array's rows. Parts of the key rank before the tile part are loops
+      outside it (the splits ``s`` of ``M = S * M1 * M0``, run one after another); parts after it are the
+      keys of one tile, spread over a 2-D array's rows (``m0``, then ``n`` of ``M = M1 * N * M0``). An
+      Einsum that iterates the key rank unsplit (``FK[b,h,e,m]``) runs on the same tiles. When no part of
+      the partition is given, the innermost one fills the rows (the study's ``M0 = 256``); given parts are
+      the algorithm's (a mask's block size) and kept. A cascade that needs more than one pass over the tile
+      rank (:func:`einsum.analysis.pass_analysis`) is refused: :func:`search_passes` costs those. Einsums
+      that do not iterate the tile loop run before it (``QL = Q . WK``) or after it (the division, a
+      split-K combine over ``s``).
+    * **Columns**: the arrays' columns (and a 1-D array's PEs) spread the *query variables*: free variables
+      of the outputs that index no input read at key positions, in the order of their rank's size (the
+      innermost part of a partitioned query rank first). So in decode (P = 1) the heads that share one K/V
+      head (``r`` of GQA, ``h`` of MQA and MLA) fill the columns, as GQA decode kernels pack them, and
+      block-sparse queries ``p0`` then ``p1`` do. What the widest array's columns do not take is blocked:
+      a block held in the buffer (the study's P1, the largest whose buffer state fits) and the rest looped
+      at DRAM (P2). Every other variable shared by an output's whole chain (``b``, ``h``) loops at DRAM
+      outside everything; the rest (``e``, ``f``) iterate innermost at the buffer. An Einsum with none of
+      an axis's variables spreads its largest others there (``f`` of ``AV = OL . WV`` over the rows; a
+      1-D array takes the keys first), so no Einsum runs on one PE.
+    * **Binding and schedule** (:func:`schedules`): each Einsum on any array whose PEs support all its
+      operators; a tile's stages run one after another, the arrays of a stage overlap. An Einsum follows a
+      producer on the same array in the same stage or later, one on another array in a later stage; a
+      *tail* (read only by the next tile or after the loop) may run at the start of the next tile, before
+      its readers there. The binding with the fewest tile cycles is costed in full by
+      :func:`simulator.cost.evaluate_cascade`. A binding's latency is at least its latency bound: its tile
+      cycles, and the compulsory DRAM time (every input read and every output written once). When the first
+      design's latency meets its own bound no other binding can be faster; otherwise up to
+      ``candidates - 1`` others whose bound does not exceed the best latency so far are costed too, and the
+      lowest latency (then energy) wins.
+    * **Placement**: see :func:`fused_mapping`.
+    * **Block masks** (``density``: input mask -> fraction of ones, as in
+      :func:`einsum.analysis.effective_points`): a mask indexed by the tile variable and by no key inside a
+      tile (``BM[b,h,m1,p1]``) lets a kernel skip a whole tile (one tile step for one query block held in
+      the buffer), as block-sparse kernels iterate over the kept blocks only: no K/V read, no compute.
+      With mask elements independent (the analysis's assumption), a tile that covers ``k`` elements of a
+      mask of density ``d`` is computed with probability ``1 - (1 - d)^k`` (with several masks the product,
+      an upper bound), and the loop is costed at ``ceil`` of the expected number of computed tiles. Smaller
+      query blocks skip more and re-read K/V more, so every query block that fits is costed. Static masks
+      (causal, windows, sinks) are costed densely: every score is computed, then selected.
+    """
     plan = plan_fused(cascade, sizes, arch)
-    ranked, complete = schedules(plan, candidates)
-    width = max(a.shape[-1] for a in arch.arrays)
-    q = plan.lowered.einsum(plan.lowered.outputs[0]).var_size(plan.query_var)
-    capacity = arch.level(BUFFER).capacity_words
-    designs = []
-    for cycles, binding, stages in ranked:
+    masks = _block_masks(cascade, plan, density)
+    buffer = _shared_buffer(arch)
+    capacity = arch.level(buffer).capacity_words if buffer else math.inf
+    blocks = plan.query_blocks()
+    nests: dict = {}
+    skipping: dict[int, tuple[FusedPlan, dict]] = {}
+    designs: list[CascadeDesign] = []
+
+    def design(cycles: float, binding: dict[str, str], stages, block: Mapping[str, int]) -> CascadeDesign:
+        run, cache, note = plan, nests, f"tile compute {cycles:,.0f} cycles per phase"
+        if masks:
+            kept = _kept_tiles(plan, masks, block)
+            if kept not in skipping:
+                skipping[kept] = (_skipping(cascade, plan, arch, kept), {})
+            run, cache = skipping[kept]
+            note += f"; block mask: {kept} of {plan.tile_count} tiles computed per query block"
         phase = Phase(stages=stages)
-        chosen = None
-        for p1 in reversed(divisors(max(1, q // width))):
-            mapping = fused_mapping(plan, arch, binding, phase, p1)
-            if phase_occupancy(plan.lowered, mapping, phase, BUFFER) <= capacity or p1 == 1:
-                chosen = mapping
-                break
-        cost = evaluate_cascade(plan.lowered, arch, chosen)
+        mapping = fused_mapping(run, arch, binding, phase, block, cache)
+        cost = evaluate_cascade(run.lowered, arch, mapping)
         text = "; ".join(
             f"stage {k}: " + ", ".join(f"{a} {'+'.join(es)}" for a, es in s.items()) for k, s in enumerate(stages)
         )
-        designs.append(
-            CascadeDesign(chosen, cost, binding, f"{chosen.name}; {text}", complete, len(ranked),
-                          (f"tile compute {cycles:,.0f} cycles per phase",))
-        )  # fmt: skip
-    designs.sort(key=lambda d: (not d.cost.feasible, d.cost.latency_s, d.cost.energy_pj))
+        return CascadeDesign(mapping, cost, binding, f"{mapping.name}; {text}", 0, 0, (note,))
+
+    def cost_binding(cycles: float, binding: dict[str, str], stages) -> float:
+        """Cost a binding at its largest fitting query block (with a block mask: at every smaller one too,
+        which skips more tiles and re-reads K/V more); the least latency."""
+        fit = _largest_fitting(plan, arch, binding, Phase(stages=stages), blocks, capacity, buffer, nests)
+        tried = blocks[: fit + 1] if masks else [blocks[fit]]
+        designs.extend(design(cycles, binding, stages, block) for block in tried)
+        return min(d.cost.latency_s for d in designs)
+
+    ranked, complete = schedules(plan, 1)
+    best = cost_binding(*ranked[0])
+    # Another binding can win or tie only when its latency bound - its tile cycles (scaled by the fewest
+    # tiles a block mask leaves), and the compulsory DRAM time without a mask - is at most the best latency;
+    # none can beat a best design that already meets the fewest cycles' bound.
+    scale = _kept_tiles(plan, masks, blocks[0]) / plan.tile_count if masks else 1.0
+    floor = 0.0 if masks else _compulsory_s(plan.lowered, arch)
+    if candidates > 1 and best > max(ranked[0][0] * scale / arch.clock_hz, floor) * (1 + 1e-12):
+        more, reached = schedules(plan, candidates, within=best * arch.clock_hz / scale)
+        complete += reached
+        for cycles, binding, stages in more:
+            if binding == ranked[0][1]:
+                continue
+            if max(cycles * scale / arch.clock_hz, floor) > best * (1 + 1e-12):
+                break
+            best = cost_binding(cycles, binding, stages)
+    designs = [replace(d, candidates=complete, evaluated=len(designs)) for d in designs]
+    designs.sort(key=_rank)
     return designs[0], designs
 
 
+def _compulsory_s(lowered: LoweredCascade, arch: ArchSpec) -> float:
+    """Seconds to read every input and write every output once at the DRAM bandwidth."""
+    bandwidth = arch.levels[0].bandwidth_bytes_per_s
+    words = sum(lowered.tensor_words[t] for t in (*lowered.inputs, *lowered.outputs))
+    return words * arch.word_bytes / bandwidth if bandwidth else 0.0
+
+
+def _rank(d: CascadeDesign) -> tuple[bool, float, float]:
+    return (not d.cost.feasible, d.cost.latency_s, d.cost.energy_pj)
+
+
+def _largest_fitting(
+    plan: FusedPlan,
+    arch: ArchSpec,
+    binding: Mapping[str, str],
+    phase: Phase,
+    blocks: list[dict[str, int]],
+    capacity: float,
+    buffer: str | None,
+    nests: dict,
+) -> int:
+    """Index of the largest query block whose buffer occupancy fits (0 when none does); occupancy grows
+    with the block, so a bisection finds it."""
+    lo, hi = 0, len(blocks) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        mapping = fused_mapping(plan, arch, binding, phase, blocks[mid], nests)
+        if phase_occupancy(plan.lowered, mapping, phase, buffer) <= capacity:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _block_masks(
+    cascade: Cascade, plan: FusedPlan, density: Mapping[str, float] | None
+) -> dict[str, tuple[float, tuple[str, ...]]]:
+    """Validate ``density`` (block masks only, see :func:`search_fused`); mask -> (density, its variables)."""
+    if not density:
+        return {}
+    lowered = plan.lowered
+    if plan.key_rank not in cascade.partitions:
+        raise ShapeError(
+            f"{cascade.name}: density of {', '.join(density)}: block masks skip tiles, which needs the key rank "
+            f"partitioned into tiles (partition {plan.key_rank} = {plan.key_rank}1 * {plan.key_rank}0)"
+        )
+    keys = {*plan.inner_vars, *((plan.key_var,) if plan.key_var else ())} - {plan.tile_var}
+    out = {}
+    for name, d in density.items():
+        if name not in lowered.inputs:
+            raise ShapeError(
+                f"{cascade.name}: density given for {name!r}, which is not an input; its inputs are "
+                f"{', '.join(lowered.inputs)}"
+            )
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0:
+            raise ShapeError(f"{cascade.name}: density of {name} must lie in (0, 1], got {d!r}")
+        ranks = cascade.tensors[name].ranks
+        if plan.tile_var.upper() not in ranks or keys & {r.lower() for r in ranks}:
+            raise ShapeError(
+                f"{cascade.name}: density of {name}[{','.join(ranks)}]: the fused search skips tiles of a block mask, "
+                f"an input indexed by the tile rank {plan.tile_var.upper()} and by no key inside a tile "
+                f"({', '.join(sorted(v.upper() for v in keys)) or 'none'})"
+            )
+        out[name] = (float(d), tuple(r.lower() for r in ranks))
+    return out
+
+
+def _kept_tiles(plan: FusedPlan, masks: Mapping[str, tuple[float, tuple[str, ...]]], block: Mapping[str, int]) -> int:
+    """Expected tiles computed per query block, rounded up (:func:`search_fused`). A tile covers one element of
+    a mask along the loops outside it (batch, splits, the tile loop), the query block along a query variable,
+    and the whole rank along any other."""
+    outside = {*plan.batch_vars, *plan.outer_vars, plan.tile_var}
+    live = 1.0
+    for d, variables in masks.values():
+        covered = 1
+        for v in variables:
+            if v in plan.columns:
+                covered *= plan.columns[v] * block.get(v, 1)
+            elif v not in outside:
+                covered *= plan.lowered.sizes[v.upper()]
+        live *= 1.0 - (1.0 - d) ** covered
+    return max(1, math.ceil(plan.tile_count * live - 1e-9))
+
+
+def _skipping(cascade: Cascade, plan: FusedPlan, arch: ArchSpec, kept: int) -> FusedPlan:
+    """The plan re-derived with the tile loop cut to the ``kept`` tiles that are computed."""
+    if kept == plan.tile_count:
+        return plan
+    sizes = dict(plan.lowered.sizes)
+    tile_rank = plan.tile_var.upper()
+    sizes[tile_rank] = kept
+    parts = cascade.partitions.get(plan.key_rank, (plan.key_rank,))
+    sizes[plan.key_rank] = math.prod(sizes[p] for p in parts)
+    return _derive(cascade, lower(cascade, sizes), arch, plan.key_rank, tile_rank, plan.tile_keys)
+
+
 # --------------------------------------------------------------------------------------------------------
-# Multi-pass cascades: FLAT's choices and the unfused schedule
+# Multi-pass cascades: the space of mappers.passes, derived from the cascade
 
 
-def search_passes(lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] = (1, 2, 4)) -> dict:
-    """Every FLAT choice costed (lowest latency first) and FLAT's own policy, for a 3-pass cascade."""
-    width = arch.array("pe_2d").shape[-1]
-    costed = []
-    for choice in flat_choices(lowered.sizes["P"], width, row_blocks):
-        mapping = flat_mapping(lowered, arch, choice)
-        cost = evaluate_cascade(lowered, arch, mapping)
-        costed.append((cost.latency_s, cost.energy_pj, choice, mapping, cost, fits_flat_rule(lowered, arch, mapping)))
-    costed.sort(key=lambda x: (x[0], x[1]))
-    flat_map, flat_cost, _ = search_flat(lowered, arch, row_blocks)
-    binding = {e.name: e_map.array for e, e_map in ((e, costed[0][3].einsums[e.name]) for e in lowered.einsums)}
+def search_passes(
+    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] = (1, 2, 4), pairing: str = "flat"
+) -> dict:
+    """Multi-pass fusion designs derived from the cascade and the architecture (:mod:`mappers.passes`).
 
-    def design(entry) -> CascadeDesign:
-        _, _, choice, mapping, cost, fits = entry
+    Every point of the space is costed. Returns ``best`` (lowest latency, then energy),
+    ``best_within_flat_rule`` (the same among designs whose buffered tiles fit FLAT's sizing rule) and
+    ``flat_policy`` (FLAT's own choice, :func:`mappers.passes.flat_policy`), each None where no design fits
+    the rule. ``pairing="any"`` also searches each contraction's dataflow independently of the hand-offs.
+    """
+    plan, designs = search_pass_designs(lowered, arch, row_blocks, pairing)
+
+    def design(d) -> CascadeDesign:
+        rule = "fits FLAT's sizing rule" if d.fits_rule else "spills past FLAT's sizing rule"
         return CascadeDesign(
-            mapping, cost, binding, choice.describe(lowered.sizes["P"]), len(costed), len(costed),
-            ("fits FLAT's sizing rule" if fits else "spills past FLAT's sizing rule",),
-        )  # fmt: skip
+            d.mapping, d.cost, dict(d.choice.binding), d.choice.describe(plan), len(designs), len(designs), (rule,)
+        )
 
-    fits = [c for c in costed if c[5]]
+    fits = [d for d in designs if d.fits_rule]
     return {
-        "best": design(costed[0]),
+        "best": design(designs[0]),
         "best_within_flat_rule": design(fits[0]) if fits else None,
-        "flat_policy": CascadeDesign(flat_map, flat_cost, binding, flat_map.notes[0], len(costed), len(costed)),
+        "flat_policy": design(policy) if (policy := flat_policy(designs)) else None,
     }

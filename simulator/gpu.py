@@ -25,6 +25,7 @@ from simulator.kernels.cpu import predict_cpu_flash
 from simulator.kernels.elementwise import predict_copy, predict_exp, predict_softmax
 from simulator.kernels.gemm import predict_gemm
 from simulator.kernels.machine import KernelPrediction, machine
+from simulator.kernels.variants import predict_variant
 
 __all__ = ["KERNELS", "OPS", "KernelPrediction", "default_dtype", "predict"]
 
@@ -33,7 +34,19 @@ OPS: Mapping[str, tuple[str, ...]] = {
     "copy": ("nbytes",),
     "exp": ("elements",),
     "softmax": ("rows", "cols"),
-    "sdpa": ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "causal", "kernel", "window"),
+    "sdpa": (
+        "batch",
+        "heads",
+        "kv_heads",
+        "seq_q",
+        "seq_kv",
+        "head_dim",
+        "causal",
+        "kernel",
+        "window",
+        "variant",
+        "params",
+    ),
 }
 """Ops and the shape keywords each takes."""
 
@@ -60,7 +73,9 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
     ops: ``gemm`` (m, n, k, batch=1), ``copy`` (nbytes), ``exp`` (elements), ``softmax`` (rows, cols),
     ``sdpa`` (batch, heads, kv_heads=heads, seq_q, seq_kv=seq_q, head_dim, causal=False, kernel=..., window=None)
     with kernel one of ``fa2``, ``fa3``, ``unfused``, ``decode``, ``math``, ``cpu-flash`` (default: fa3 on Hopper,
-    fa2 on other GPUs, decode for a few queries against a long cache, cpu-flash on CPUs).
+    fa2 on other GPUs, decode for a few queries against a long cache, cpu-flash on CPUs). ``variant`` names a
+    registered attention cascade (``gqa``, ``sliding-window``, ``moba``, ... with ``params`` such as window or
+    density; :mod:`simulator.kernels.variants`), whose masks and ops then set the kernel.
     """
     spec = load_device(device)
     if op not in OPS:
@@ -85,6 +100,12 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
 
 
 def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPrediction:
+    if shape.get("variant") is not None:
+        fixed = [k for k in ("causal", "window") if shape.get(k)]
+        if fixed:
+            raise SpecError(f"sdpa: variant {shape['variant']!r} sets its own mask; drop {', '.join(fixed)}")
+        keys = ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "kernel", "params")
+        return predict_variant(spec, shape["variant"], dtype=dtype, **{k: shape.get(k) for k in keys})
     s = {
         "batch": shape["batch"],
         "heads": shape["heads"],

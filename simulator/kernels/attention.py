@@ -88,7 +88,9 @@ def tile_ops(br: int, bc: int, d: int, masked: bool) -> tuple[dict[str, float], 
     return per_tile, per_cta
 
 
-def _flash_candidates(m: Machine, kernel: str, d: int) -> list[FlashTile]:
+def flash_candidates(m: Machine, kernel: str, d: int) -> list[FlashTile]:
+    """Every Br x Bc tile (with warps, stages, CTAs per SM) of an fa2/fa3 kernel at head dim d that fits the
+    SM's shared memory and register file."""
     spec, e = m.spec, m.elem_bytes
     regs_total = spec.regs_bytes_per_sm / 4
     out = []
@@ -219,7 +221,8 @@ def _flash_one(m: Machine, kernel: str, t: FlashTile, s: dict) -> tuple[float, d
     return max(times.values()), times, tiles, dram
 
 
-def _check_fused(m: Machine, kernel: str, d: int) -> None:
+def check_fused(m: Machine, kernel: str, d: int) -> None:
+    """Raise a SpecError naming the limit when a fused kernel cannot run on the machine's device and dtype."""
     spec = m.spec
     need(spec.kind != "cpu", f"{kernel}: needs a GPU; {spec.id} is a cpu device, which runs cpu-flash, math or unfused")
     need(
@@ -246,8 +249,8 @@ def _flops_and_bytes(s: dict, e: int) -> tuple[float, float, float]:
 def predict_flash(m: Machine, kernel: str, s: dict) -> KernelPrediction:
     """FlashAttention-2/-3 style fused forward (see the module docstring)."""
     d = s["head_dim"]
-    _check_fused(m, kernel, d)
-    candidates = _flash_candidates(m, kernel, d)
+    check_fused(m, kernel, d)
+    candidates = flash_candidates(m, kernel, d)
     need(
         bool(candidates),
         f"{kernel}: head_dim {d} does not fit: no Br x Bc tile fits {m.spec.id}'s shared memory "
@@ -270,12 +273,12 @@ def predict_decode(m: Machine, s: dict, splits: tuple[int, ...] = DECODE_SPLITS)
 
     ``splits``: the split-K factors to try (the fastest is kept); one value fixes the split.
     """
-    _check_fused(m, "decode", s["head_dim"])
+    check_fused(m, "decode", s["head_dim"])
     b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
     e = m.elem_bytes
     rows = sq * (h // hk)  # GQA: the query heads of a group share one tile
     fa = "fa3" if m.spec.tensor_instruction == "wgmma" else "fa2"
-    tiles_all = _flash_candidates(m, fa, d)
+    tiles_all = flash_candidates(m, fa, d)
     need(bool(tiles_all), f"decode: head_dim {d} does not fit {m.spec.id}'s shared memory (smem_bytes_per_sm)")
     t = min(tiles_all, key=lambda x: (abs(x.br - min(max(rows, 64), 128)), -x.bc))
     m_blocks = math.ceil(rows / t.br)

@@ -1,0 +1,401 @@
+"""Attention variants side by side: latency, energy, DRAM traffic and on-chip footprint vs sequence length.
+
+:func:`compare_attention` costs every requested attention cascade of the registry (the dense ``attention-*``
+forms and the variants of :mod:`workloads.variants`) at each sequence length, for one model shape of the zoo
+(:mod:`workloads.llm`: heads, K/V heads, head dim), on one target:
+
+* a **GPU or edge device** (``device=``): the kernel model of :func:`simulator.kernels.variants.predict_variant`
+  (a fused tile program lowered from the cascade, masks skip key tiles; decode and multi-pass cascades use the
+  decode and unfused kernels). Energy is not modelled on devices. Footprint: the shared memory the fused
+  kernel's resident CTAs hold (tile bytes x CTAs per SM x SMs in use).
+* a **spatial-array architecture** (``arch=``): the cascade-level mapper of :mod:`mappers.cascade_search`:
+  :func:`~mappers.cascade_search.search_fused` for one-pass cascades, :func:`~mappers.cascade_search.search_passes`
+  for multi-pass ones; latency, energy and DRAM bytes are the best design's :class:`~simulator.cost.CascadeCost`,
+  the footprint its largest global-buffer occupancy.
+
+Each row carries the cascade's pass count over M (:func:`einsum.analysis.pass_analysis`) and the ceiling that
+bound it (GPU: ``tensor``, ``sfu``, ``fma``, ``smem``, ``l2``, ``memory``, ``launch``; arrays: the busiest array
+or ``memory``). Shapes: prefill variants run P = M = seq; decode variants one new query against seq cached keys.
+``gqa`` uses the model's K/V heads (the registry's group of up to 4 query heads per K/V head on a model without
+GQA), decode variants the model's; the other cascades read K/V as their text declares (one K/V head per query
+head, MQA's one, MLA's shared latent). Variant parameters are the registry's defaults unless given. A variant
+that cannot run at a length (a score matrix larger than DRAM, a shape its blocks do not divide, no mapping on
+the array) gets a row with the reason instead of numbers.
+
+>>> study = compare_attention(device="h100-sxm", model="llama3-8b", seqs=[4096], variants=["gqa", "moba"])
+>>> [(r.variant, r.bound) for r in study.rows]
+[('gqa', 'tensor'), ('moba', 'tensor')]
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+import workloads
+from einsum.analysis import pass_analysis
+from einsum.errors import AttnscopeError, ShapeError
+from workloads.llm import get_llm
+from workloads.registry import parse_size
+
+__all__ = ["COLUMNS", "AttentionComparison", "ComparisonRow", "attention_variants", "compare_attention",
+           "parse_seqs", "write_comparison"]  # fmt: skip
+
+DEFAULT_SEQS = "1K,4K,16K,64K,256K,1M"
+
+COLUMNS = (
+    "variant", "seq", "passes", "kernel", "latency_s", "energy_pj", "dram_bytes", "footprint_bytes", "bound",
+    "tflops", "seq_q", "seq_kv", "kv_heads", "params", "status",
+)  # fmt: skip
+"""CSV columns, in order. ``status`` is ``ok``, ``infeasible: ...`` (a design over the buffer) or why there are
+no numbers."""
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One variant at one sequence length. Times in s, energy in pJ, traffic and footprint in bytes."""
+
+    variant: str
+    seq: int
+    passes: int
+    kernel: str  # GPU kernel, or the spatial design's description
+    latency_s: float | None
+    energy_pj: float | None  # spatial arrays only
+    dram_bytes: float | None
+    footprint_bytes: float | None
+    bound: str
+    tflops: float | None  # GPU only
+    seq_q: int
+    seq_kv: int
+    kv_heads: int | None
+    params: str  # the variant's parameters, "k=v;..."
+    status: str
+
+    @property
+    def ok(self) -> bool:
+        return self.latency_s is not None
+
+
+@dataclass(frozen=True)
+class AttentionComparison:
+    """The rows of one comparison and what they were computed for."""
+
+    target: str
+    target_kind: str  # device | arch
+    model: str
+    batch: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    seqs: tuple[int, ...]
+    variants: tuple[str, ...]
+    rows: tuple[ComparisonRow, ...]
+    source: str  # where the target's figures come from
+    seconds: float  # wall time of the study
+    notes: tuple[str, ...] = field(default=())
+
+
+def attention_variants() -> tuple[str, ...]:
+    """The registered attention cascades (tag ``attention``), in registry order."""
+    return tuple(n for n, e in workloads.CASCADES.items() if "attention" in e.tags)
+
+
+def parse_seqs(text: str) -> tuple[int, ...]:
+    """``1K,4K,1M`` -> (1024, 4096, 1048576); K = 2^10, M = 2^20."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ShapeError(f"--seq {text!r}: give comma-separated lengths, e.g. {DEFAULT_SEQS}")
+    return tuple(parse_size(x, f"--seq item {x!r}") for x in items)
+
+
+def _choose_variants(variants: Sequence[str] | None) -> tuple[str, ...]:
+    valid = attention_variants()
+    if not variants:
+        return valid
+    bad = [v for v in variants if v not in valid]
+    if bad:
+        raise AttnscopeError(f"unknown variant(s) {', '.join(bad)}; valid variants: {', '.join(valid)}")
+    return tuple(dict.fromkeys(variants))
+
+
+@cache
+def _passes(name: str) -> int:
+    return pass_analysis(workloads.get_cascade(name).cascade, "M").passes
+
+
+def _case_args(name: str, shape: Any, seq: int, batch: int, params: Mapping[str, float]) -> dict[str, Any]:
+    from simulator.kernels.variants import DECODE, PARAMS
+
+    args: dict[str, Any] = {"batch": batch, "heads": shape.heads, "head_dim": shape.head_dim, "seq_q": seq}
+    if name in DECODE:
+        args.update(seq_q=1, seq_kv=seq, kv_heads=shape.kv_heads)
+    elif name == "gqa" and shape.kv_heads < shape.heads:
+        args["kv_heads"] = shape.kv_heads
+    args["params"] = {k: v for k, v in params.items() if k in PARAMS.get(name, ())}
+    return args
+
+
+def _params_text(params: Mapping[str, float]) -> str:
+    return ";".join(f"{k}={v:g}" for k, v in sorted(params.items()))
+
+
+def _device_row(spec: Any, dtype: str, name: str, seq: int, args: Mapping[str, Any]) -> ComparisonRow:
+    from simulator.kernels.variants import predict_variant, variant_case
+
+    case = variant_case(name, **args)
+    p = predict_variant(spec, name, dtype=dtype, **args)
+    t = p.tiles
+    footprint = None
+    if "smem_bytes" in t and "ctas_per_sm" in t:
+        sms_used = min(spec.sm_count, math.ceil(t["ctas"] / t["ctas_per_sm"]))
+        footprint = float(t["smem_bytes"] * t["ctas_per_sm"] * sms_used)
+    return ComparisonRow(name, seq, _passes(name), p.kernel, p.time_s, None, p.hbm_bytes, footprint, p.bound,
+                         p.tflops, case.seq_q, case.seq_kv, case.kv_heads, _params_text(case.params), "ok")  # fmt: skip
+
+
+_NO_MAPPING = (AttnscopeError, ValueError, KeyError, NotImplementedError)
+"""What the cascade mappers raise for a cascade they cannot map (reported in the row, not raised)."""
+
+
+def _arch_row(arch: Any, name: str, seq: int, args: Mapping[str, Any]) -> ComparisonRow:
+    from einsum.lower import lower
+    from mappers.cascade_search import search_fused, search_passes
+    from simulator.kernels.variants import variant_case
+
+    case = variant_case(name, **args)
+    passes = _passes(name)
+    base = {"variant": name, "seq": seq, "passes": passes, "seq_q": case.seq_q, "seq_kv": case.seq_kv,
+            "kv_heads": case.kv_heads, "params": _params_text(case.params), "tflops": None}  # fmt: skip
+    try:
+        if passes <= 1:
+            design, _ = search_fused(case.cascade, case.sizes, arch)
+        else:
+            design = search_passes(lower(case.cascade, case.sizes), arch)["best"]
+    except _NO_MAPPING as exc:
+        reason = f"no spatial mapping: {type(exc).__name__}: {str(exc).strip(chr(39))}"
+        return ComparisonRow(kernel="-", latency_s=None, energy_pj=None, dram_bytes=None, footprint_bytes=None,
+                             bound="-", status=reason, **base)  # fmt: skip
+    cost = design.cost
+    compute = dict(cost.compute_s_by_array)
+    busiest = max(compute, key=compute.__getitem__)
+    bound = "memory" if cost.memory_s >= compute[busiest] else f"{busiest} ({arch.array(busiest).kind} array)"
+    footprint = max(cost.buffer_occupancy_words, default=0.0) * arch.word_bytes
+    status = "ok" if cost.feasible else "infeasible: the design overflows the buffer"
+    return ComparisonRow(kernel=design.description, latency_s=cost.latency_s, energy_pj=cost.energy_pj,
+                         dram_bytes=cost.dram_bytes, footprint_bytes=footprint, bound=bound, status=status,
+                         **base)  # fmt: skip
+
+
+def compare_attention(
+    *,
+    model: str,
+    seqs: Sequence[int],
+    device: str | None = None,
+    arch: str | None = None,
+    variants: Sequence[str] | None = None,
+    batch: int = 1,
+    params: Mapping[str, float] | None = None,
+    dtype: str | None = None,
+) -> AttentionComparison:
+    """Cost each variant at each sequence length on a device or an architecture (module docstring).
+
+    ``params``: variant parameters (``window``, ``sinks``, ``density``, ``splits``, ...); each variant takes
+    the ones it has (:data:`simulator.kernels.variants.PARAMS`) and the registry's defaults for the rest.
+    """
+    if (device is None) == (arch is None):
+        raise AttnscopeError("give exactly one target: a device (GPU/edge preset) or an arch (spatial array)")
+    start = time.perf_counter()
+    shape = get_llm(model.lower())
+    chosen = _choose_variants(variants)
+    if not seqs:
+        raise ShapeError(f"give at least one sequence length, e.g. {DEFAULT_SEQS}")
+    for s in seqs:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ShapeError(f"sequence lengths must be positive integers, got {s!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+    params = dict(params or {})
+    rows = []
+    if device is not None:
+        from simulator.device import load_device
+        from simulator.gpu import default_dtype
+
+        spec = load_device(device)
+        dtype = dtype or default_dtype(spec)
+        target, kind, source = spec.id, "device", spec.source
+    else:
+        from simulator.specs import load_arch
+
+        spec = load_arch(arch)
+        target, kind, source = spec.name, "arch", spec.source
+    cost_row = partial(_device_row, spec, dtype) if kind == "device" else partial(_arch_row, spec)
+    for name in chosen:
+        for seq in seqs:
+            args = _case_args(name, shape, seq, batch, params)
+            try:
+                row = cost_row(name, seq, args)
+            except AttnscopeError as exc:
+                row = ComparisonRow(name, seq, _passes(name), "-", None, None, None, None, "-", None,
+                                    args["seq_q"], args.get("seq_kv", args["seq_q"]), args.get("kv_heads"),
+                                    _params_text(args["params"]), f"impossible: {exc}")  # fmt: skip
+            rows.append(row)
+    notes = [
+        f"Model {shape.name}: {shape.heads} query heads, {shape.kv_heads} K/V heads, head dim {shape.head_dim} "
+        f"({shape.source}); batch {batch}.",
+        "Prefill variants: P = M = seq (non-causal unless the cascade masks); decode variants: 1 query, seq keys.",
+    ]
+    if kind == "device":
+        notes.append(
+            f"{target}, {dtype}: fused variants are tile programs lowered from each cascade (masks skip key tiles), "
+            "decode the split-K decode kernel, multi-pass cascades the unfused chain (simulator.kernels.variants); "
+            "energy is not modelled on devices."
+        )
+    else:
+        notes.append(
+            f"{target}: one-pass cascades by search_fused (binding, schedule and query block searched), multi-pass "
+            "ones by search_passes (FLAT's choices); the best design's latency, energy, DRAM bytes and largest "
+            "buffer occupancy. Masks are costed dense (no skipped work) on the arrays."
+        )
+    return AttentionComparison(target, kind, shape.name, batch, shape.heads, shape.kv_heads, shape.head_dim,
+                               tuple(seqs), chosen, tuple(rows), source, time.perf_counter() - start,
+                               tuple(notes))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------- output
+
+
+def _fmt(x: float | None, scale: float = 1.0) -> str:
+    if x is None:
+        return "-"
+    v = x / scale
+    return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+def _seq_label(n: int) -> str:
+    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def write_comparison(study: AttentionComparison, out_dir: str | Path, *, plot: bool = True) -> dict[str, Path]:
+    """Write ``compare.csv``, ``report.md`` and ``compare.png`` into out_dir; returns the paths written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AttnscopeError(f"cannot create {out}: {exc.strerror}") from None
+    paths = {"csv": out / "compare.csv", "report": out / "report.md"}
+    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in study.rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+    if plot:
+        paths["plot"] = out / "compare.png"
+        _plot(study, paths["plot"])
+    paths["report"].write_text(_report(study, plot), encoding="utf-8")
+    return paths
+
+
+def _pivot(study: AttentionComparison, value, unit: str) -> list[str]:
+    seqs = study.seqs
+    lines = [f"| variant | passes | {' | '.join(_seq_label(s) for s in seqs)} |",
+             "|---|---:|" + "---:|" * len(seqs)]  # fmt: skip
+    by = {(r.variant, r.seq): r for r in study.rows}
+    for v in study.variants:
+        cells = [value(by[v, s]) for s in seqs]
+        lines.append(f"| {v} | {by[v, seqs[0]].passes} | {' | '.join(cells)} |")
+    return [f"({unit})", "", *lines, ""]
+
+
+def _report(study: AttentionComparison, plot: bool) -> str:
+    device = study.target_kind == "device"
+    lines = [
+        f"# Attention variants on {study.target}: {study.model}",
+        "",
+        f"Target **{study.target}** ({study.target_kind}); model **{study.model}** ({study.heads} heads, "
+        f"{study.kv_heads} K/V heads, head dim {study.head_dim}), batch {study.batch}; sequence lengths "
+        f"{', '.join(_seq_label(s) for s in study.seqs)}. Computed in {study.seconds:.2f} s. Figures of the "
+        f"target: {study.source}",
+        "",
+        "## Latency and the bound that limits it",
+        "",
+        *_pivot(study, lambda r: f"{_fmt(r.latency_s, 1e-3)} {r.bound}" if r.ok else "-", "ms, binding ceiling"),
+    ]
+    if not device:
+        lines += ["## Energy", "", *_pivot(study, lambda r: _fmt(r.energy_pj, 1e6), "uJ")]
+    lines += [
+        "## DRAM traffic" if not device else "## HBM / DRAM traffic",
+        "",
+        *_pivot(study, lambda r: _fmt(r.dram_bytes, 1e9), "GB"),
+        "## On-chip footprint",
+        "",
+        *_pivot(study, lambda r: _fmt(r.footprint_bytes, 1e6),
+                "MB; " + ("shared memory held by resident CTAs" if device else "largest global-buffer occupancy")),
+    ]  # fmt: skip
+    if device:
+        lines += ["## Attained throughput", "", *_pivot(study, lambda r: _fmt(r.tflops), "TFLOP/s")]
+    missing = [r for r in study.rows if r.status != "ok"]
+    if missing:
+        lines += ["## Rows without (valid) numbers", "", "| variant | seq | status |", "|---|---:|---|"]
+        lines += [f"| {r.variant} | {_seq_label(r.seq)} | {r.status.replace('|', '/')} |" for r in missing]
+        lines.append("")
+    lines += ["## Variant parameters and kernels", "", "| variant | parameters (at the last length) | kernel |",
+              "|---|---|---|"]  # fmt: skip
+    last = {r.variant: r for r in study.rows}
+    lines += [f"| {v} | {last[v].params or '-'} | {last[v].kernel.replace('|', '/')} |" for v in study.variants]
+    lines += ["", "## Assumptions", "", *[f"- {n}" for n in study.notes]]
+    if plot:
+        lines += ["", "![latency, energy, traffic and footprint vs sequence length](compare.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(study: AttentionComparison, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [("latency_s", "latency (s)", 1.0)]
+    if study.target_kind == "arch":
+        panels.append(("energy_pj", "energy (J)", 1e12))
+    panels += [("dram_bytes", "DRAM / HBM traffic (bytes)", 1.0), ("footprint_bytes", "on-chip footprint (bytes)", 1.0)]
+    cols = len(panels) if len(panels) <= 3 else 2
+    rows_n = math.ceil(len(panels) / cols)
+    legend_rows = math.ceil(len(study.variants) / 6)
+    height = 4.0 * rows_n + 1.0 + 0.22 * legend_rows
+    fig = Figure(figsize=(5.2 * cols, height), dpi=100)
+    FigureCanvasAgg(fig)
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors
+    styles = ("-", "--", "-.", ":")
+    markers = "osD^v<>pP*hX"
+    handles = {}
+    for i, (key, label, scale) in enumerate(panels):
+        ax = fig.add_subplot(rows_n, cols, i + 1)
+        for j, v in enumerate(study.variants):
+            pts = [(r.seq, getattr(r, key) / scale) for r in study.rows
+                   if r.variant == v and getattr(r, key) is not None and getattr(r, key) > 0]  # fmt: skip
+            if not pts:
+                continue
+            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors[j % len(colors)],
+                              linestyle=styles[(j // len(colors)) % len(styles)], marker=markers[j % len(markers)],
+                              markersize=4, linewidth=1.3, label=v)  # fmt: skip
+            handles.setdefault(v, line)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{study.model} attention variants on {study.target} (batch {study.batch})")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(6, len(handles)), fontsize=8)
+    fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.5 / height, bottom=(0.75 + 0.22 * legend_rows) / height,
+                        hspace=0.3, wspace=0.3)  # fmt: skip
+    fig.savefig(path)

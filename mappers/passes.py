@@ -1,0 +1,483 @@
+"""Multi-pass fusion search: FLAT-class designs derived from the cascade and the architecture alone.
+
+A multi-pass cascade (the 3-pass softmax, the 2-pass one with deferred normalisation) alternates
+contractions (``QK``, ``AV``) with element-wise and reduction Einsums (the softmax). Nothing here knows
+tensor or Einsum names: every rule reads the lowered cascade (variables, incidence, operators, producer and
+consumers) and the architecture (array kinds and operators, storage levels).
+
+**Derived from the cascade** (:func:`plan_passes`):
+
+- *batch variables*: those that index every tensor (``b``, ``h``); they are looped over at DRAM;
+- the *query variable*: the output's largest variable that is not a batch variable (``p``); the fusion
+  granularity is a block of P1 of its values;
+- the *pass variable*: the one reduced by the most Einsums (``m``: max, sum and the AV contraction);
+  an Einsum's *pass* is that of its producers, plus one when it walks the pass variable and reads a value
+  that needed a whole traversal of it (3-pass: QK GM = 1, SN SD = 2, A AV = 3);
+- *contractions*: Einsums whose operators include ``mac`` (a product summed over a variable two inputs
+  share). They run on a 2-D array that supports their operators, every other Einsum on a 1-D array that
+  supports its operators (each Einsum's candidates enumerated when an architecture has several);
+- a contraction's *weight*: its input not indexed by the query variable (``K``, ``V``).
+
+**Searched** (:func:`pass_choices`), each point a :class:`PassChoice`:
+
+- *hand-offs*: ``fused`` keeps every intermediate on chip (the buffer or the PE registers) and the 1-D
+  array runs blocks of P1 query rows, the queries spread over its PEs; ``spilled`` sends every value that
+  crosses from one array to another through DRAM and the 1-D array streams one query row at a time, the
+  pass variable spread over its PEs;
+- per contraction, its *dataflow*: output-stationary (the output's query variable over the array's
+  columns, its other free variable over the rows, the contracted variables iterated while the sums stay in
+  the PEs; P1 query rows in tiles of the column count) or weight-stationary (the weight's pass variable
+  over the columns, tiled at the buffer, its other variable over the rows, P1 query rows streamed
+  through). With ``pairing="flat"`` (the default) the dataflow is tied to the hand-offs as FLAT ties it,
+  fused with output-stationary and spilled with weight-stationary; ``pairing="any"`` chooses it per
+  contraction for both hand-offs;
+- the *granularity* P1: the whole query rank ("head") or ``row_blocks`` x the 2-D array's columns that
+  divide it (FLAT's row granularity);
+- which *primary tensors* (the cascade's inputs and outputs, all in DRAM) the buffer also holds.
+
+**Placement rules** (model assumptions, as FLAT applies them):
+
+- an intermediate read only on its producer's array and not indexed by the pass variable (a per-query
+  statistic: GM, SD) stays in the PE registers;
+- otherwise it lives in the buffer when fused; when spilled, it goes through DRAM if an Einsum on another
+  array reads it, else it lives in the buffer (one row at a time);
+- when spilled, a value from DRAM that the 1-D array reads in more than one pass is staged in the buffer
+  by its first reader, and later readers find it there (FLAT's row-wise softmax re-reading its score row);
+- a reader on the producer's array in the producer's pass takes the value as the PE produces it (SD sums
+  SN on the fly);
+- an element-wise Einsum (no reduced variable) whose output has the same variables as an intermediate it
+  is the last reader of overwrites that intermediate in the buffer (SN over QK, A over SN);
+- one phase: the arrays overlap, each running its Einsums back to back; an overflowing buffer spills the
+  excess to DRAM (the cost model's spill rule).
+
+For the 3-pass cascade, ``fused`` with every contraction output-stationary and ``spilled`` with every
+contraction weight-stationary are FLAT's two dataflows (:mod:`mappers.flat`), at the same cost;
+:func:`flat_policy` picks among them as FLAT does.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from einsum.errors import SpecError
+from einsum.lower import LoweredCascade, LoweredEinsum
+from mappers.templates import loop_nest
+from simulator.cost import CascadeCost, _buffer_level, evaluate_cascade, phase_occupancy
+from simulator.mapping import CascadeMapping, EinsumMapping, Phase
+from simulator.specs import ArchSpec
+
+__all__ = [
+    "PassChoice",
+    "PassDesign",
+    "PassPlan",
+    "fits_sizing_rule",
+    "flat_policy",
+    "granularities",
+    "iter_pass_designs",
+    "pass_choices",
+    "pass_mapping",
+    "plan_passes",
+    "search_pass_designs",
+]
+
+ROW_BLOCKS = (1, 2, 4)
+"""Row-granularity block sizes, in multiples of the 2-D array's columns (FLAT's)."""
+
+FUSIONS = ("fused", "spilled")
+DATAFLOWS = ("output", "weight")
+PAIRINGS = ("flat", "any")
+"""``flat``: FLAT's pairing, fused hand-offs with output-stationary contractions and spilled ones with
+weight-stationary contractions; ``any``: every contraction's dataflow chosen independently for both."""
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What the search derives from a lowered cascade and an architecture (module docstring)."""
+
+    lowered: LoweredCascade
+    batch_vars: tuple[str, ...]
+    """Variables that index every tensor, looped over at DRAM."""
+    query_var: str
+    """The output's largest non-batch variable: the fusion granularity's variable."""
+    pass_var: str
+    """The variable reduced by the most Einsums: one traversal of it is a pass."""
+    var_sizes: Mapping[str, int]
+    """Variable -> its size (number of values)."""
+    passes: Mapping[str, int]
+    """Einsum -> the pass it runs in."""
+    contractions: tuple[str, ...]
+    """Einsums with a ``mac``, in dataflow order."""
+    weights: Mapping[str, str | None]
+    """Contraction -> its input not indexed by the query variable (None: no weight-stationary dataflow)."""
+    arrays: Mapping[str, tuple[str, ...]]
+    """Einsum -> the arrays that may run it (2-D for contractions, 1-D for the rest)."""
+    primary: tuple[str, ...]
+    """The cascade's inputs and outputs (in DRAM; the buffer may also hold them)."""
+    dram: str
+    """The outermost storage level."""
+    buffer: str
+    """The shared on-chip buffer (outermost bounded level with one instance)."""
+
+
+@dataclass(frozen=True)
+class PassChoice:
+    """One point of the multi-pass space (module docstring)."""
+
+    fusion: str
+    """``fused``: intermediates on chip, 1-D array over P1-row blocks; ``spilled``: cross-array values
+    through DRAM, 1-D array row by row."""
+    dataflow: tuple[tuple[str, str], ...]
+    """(contraction, ``output`` or ``weight``) per contraction, in dataflow order."""
+    p1: int
+    """Query rows per fused block (the whole query rank: head granularity)."""
+    on_chip: frozenset[str]
+    """Primary tensors the buffer holds."""
+    binding: tuple[tuple[str, str], ...]
+    """(Einsum, array) for every Einsum."""
+
+    def is_flat(self) -> bool:
+        """FLAT's pairing: fused with output-stationary contractions, or spilled with weight-stationary ones."""
+        want = "output" if self.fusion == "fused" else "weight"
+        return all(d == want for _, d in self.dataflow)
+
+    def describe(self, plan: PassPlan) -> str:
+        """The choice in words, e.g. ``FLAT: output-stationary, head, on chip: none``."""
+        q = plan.var_sizes[plan.query_var]
+        gran = "head" if self.p1 == q else f"row block P1={self.p1}"
+        on = ",".join(sorted(self.on_chip)) or "none"
+        kinds = {d for _, d in self.dataflow}
+        if len(kinds) == 1:
+            flow = f"{kinds.pop()}-stationary"
+        else:
+            flow = ", ".join(f"{c} {d}" for c, d in self.dataflow) + "-stationary"
+        head = "FLAT" if self.is_flat() else f"{self.fusion} hand-offs"
+        return f"{head}: {flow}, {gran}, on chip: {on}"
+
+
+def _reduced(e: LoweredEinsum) -> tuple[str, ...]:
+    """Variables of the Einsum that do not index its output."""
+    return tuple(v for v, on in zip(e.vars, e.incidence[0], strict=True) if not on)
+
+
+def _tensor_vars(e: LoweredEinsum, tensor: str) -> frozenset[str]:
+    """Variables of the Einsum that index one of its tensors."""
+    row = e.incidence[e.tensors.index(tensor)]
+    return frozenset(v for v, on in zip(e.vars, row, strict=True) if on)
+
+
+def _ops(array) -> set[str]:
+    return {o.name for o in array.ops}
+
+
+def plan_passes(lowered: LoweredCascade, arch: ArchSpec) -> PassPlan:
+    """Derive batch, query and pass variables, passes, contractions, weights and candidate arrays.
+
+    Raises :class:`SpecError` when an Einsum's operators are supported by no array of the right kind,
+    naming the Einsum, its operators and what each array supports.
+    """
+    einsums = lowered.einsums
+    var_sizes: dict[str, int] = {}
+    for e in einsums:
+        for v in e.vars:
+            var_sizes[v] = e.var_size(v)
+    tensor_vars = [_tensor_vars(e, t) for e in einsums for t in e.tensors]
+    batch = tuple(v for v in einsums[0].vars if all(v in tv for tv in tensor_vars))
+    output = lowered.einsum(lowered.outputs[0])
+    free = [v for v in output.vars if v not in batch and v not in _reduced(output)]
+    if not free:
+        raise SpecError(f"{lowered.name}: output {output.name} has no non-batch variable to fuse over")
+    query = max(free, key=output.var_size)
+    counts: dict[str, int] = {}
+    for e in einsums:
+        for v in _reduced(e):
+            counts[v] = counts.get(v, 0) + 1
+    if not counts:
+        raise SpecError(f"{lowered.name}: no Einsum reduces a variable; a multi-pass search needs one")
+    pass_var = max(counts, key=lambda v: (counts[v], var_sizes[v]))
+
+    passes: dict[str, int] = {}
+    for e in einsums:
+        walks = pass_var in e.vars
+        n = 1 if walks else 0
+        for t in e.inputs:
+            p = lowered.producer.get(t)
+            if p is None:
+                continue
+            needs_whole = pass_var in _reduced(lowered.einsum(p))
+            n = max(n, passes[p] + (1 if needs_whole and walks else 0))
+        passes[e.name] = n
+
+    contractions = tuple(e.name for e in einsums if "mac" in e.ops_per_point)
+    if not contractions:
+        raise SpecError(
+            f"{lowered.name}: no contraction (an Einsum summing a product, lowered to mac); the multi-pass "
+            "search fuses contractions on a 2-D array with the other Einsums on a 1-D array"
+        )
+    weights = {}
+    for name in contractions:
+        e = lowered.einsum(name)
+        unqueried = [t for t in e.inputs if query not in _tensor_vars(e, t)]
+        weights[name] = unqueried[0] if len(unqueried) == 1 else None
+
+    arrays = {}
+    for e in einsums:
+        kind = "2d" if e.name in contractions else "1d"
+        able = tuple(a.name for a in arch.arrays if a.kind == kind and set(e.ops_per_point) <= _ops(a))
+        if not able:
+            supported = "; ".join(f"{a.name} ({a.kind}): {', '.join(o.name for o in a.ops)}" for a in arch.arrays)
+            role = "a contraction (mac) runs on a 2-D array" if kind == "2d" else "the other Einsums run on a 1-D array"
+            raise SpecError(
+                f"{lowered.name}: {e.name} needs operators {', '.join(sorted(e.ops_per_point))}, which no "
+                f"{kind[0]}-D array of {arch.name} supports ({role}); the arrays support: {supported}"
+            )
+        arrays[e.name] = able
+
+    buffer = _buffer_level(arch)
+    if buffer is None or buffer == arch.levels[0].name:
+        raise SpecError(
+            f"{arch.name}: the cost model's shared buffer is the outermost bounded level with one instance "
+            f"({buffer or 'none here'}); a multi-pass fusion search needs one below the outermost level "
+            f"{arch.levels[0].name} (give {arch.levels[0].name} capacity_words: null and a bounded on-chip buffer)"
+        )
+    return PassPlan(
+        lowered=lowered,
+        batch_vars=batch,
+        query_var=query,
+        pass_var=pass_var,
+        var_sizes=var_sizes,
+        passes=passes,
+        contractions=contractions,
+        weights=weights,
+        arrays=arrays,
+        primary=(*lowered.inputs, *lowered.outputs),
+        dram=arch.levels[0].name,
+        buffer=buffer,
+    )
+
+
+def granularities(plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS) -> list[int]:
+    """P1 candidates, coarsest first: the whole query rank, and row blocks that divide it."""
+    q = plan.var_sizes[plan.query_var]
+    cols = max(arch.array(a).shape[-1] for c in plan.contractions for a in plan.arrays[c])
+    return sorted({q} | {k * cols for k in row_blocks if k * cols < q and q % (k * cols) == 0}, reverse=True)
+
+
+def pass_choices(
+    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS, pairing: str = "flat"
+) -> list[PassChoice]:
+    """Every point of the space: hand-offs x dataflow per contraction x P1 x on-chip tensors x binding.
+
+    ``pairing`` (:data:`PAIRINGS`): ``flat`` ties the contractions' dataflow to the hand-offs as FLAT does,
+    ``any`` enumerates each contraction's dataflow independently.
+    """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing {pairing!r}: expected one of {', '.join(PAIRINGS)}")
+    if not row_blocks or any(not isinstance(k, int) or k < 1 for k in row_blocks):
+        raise ValueError(f"row_blocks {tuple(row_blocks)!r}: expected positive integers (multiples of the array width)")
+    names = [e.name for e in plan.lowered.einsums]
+    bindings = [tuple(zip(names, combo, strict=True)) for combo in itertools.product(*(plan.arrays[n] for n in names))]
+    out = []
+    for fusion in FUSIONS:
+        paired = DATAFLOWS[0] if fusion == "fused" else DATAFLOWS[1]
+        if pairing == "flat":
+            flows = [(paired if plan.weights[c] else DATAFLOWS[0],) for c in plan.contractions]
+        else:
+            flows = [DATAFLOWS if plan.weights[c] else DATAFLOWS[:1] for c in plan.contractions]
+        for flow in itertools.product(*flows):
+            for p1 in granularities(plan, arch, row_blocks):
+                for bits in itertools.product((False, True), repeat=len(plan.primary)):
+                    on = frozenset(t for t, b in zip(plan.primary, bits, strict=True) if b)
+                    for binding in bindings:
+                        dataflow = tuple(zip(plan.contractions, flow, strict=True))
+                        out.append(PassChoice(fusion, dataflow, p1, on, binding))
+    return out
+
+
+def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeMapping:
+    """The cascade mapping of one choice (rules in the module docstring)."""
+    lowered = plan.lowered
+    binding = dict(choice.binding)
+    fused = choice.fusion == "fused"
+    intermediates = [e.name for e in lowered.einsums if e.name not in lowered.outputs]
+
+    placement: dict[str, str] = {}
+    for t in intermediates:
+        readers = lowered.consumers.get(t, ())
+        same_array = all(binding[r] == binding[t] for r in readers)
+        per_query = plan.pass_var not in _tensor_vars(lowered.einsum(t), t)
+        if same_array and per_query:
+            placement[t] = "pe"
+        elif fused or same_array:
+            placement[t] = plan.buffer
+        else:
+            placement[t] = plan.dram
+    buffered = {t for t, where in placement.items() if where == plan.buffer}
+
+    one_d = [e.name for e in lowered.einsums if e.name not in plan.contractions]
+    staged: set[str] = set()
+    forwarded: list[tuple[str, str, str]] = []
+    for t in intermediates:
+        if placement[t] == "pe":
+            continue
+        readers = lowered.consumers.get(t, ())
+        for r in readers:
+            if binding[r] == binding[t] and plan.passes[r] == plan.passes[t]:
+                forwarded.append((t, r, "pe"))  # taken as the PE produces it
+        if not fused and placement[t] == plan.dram:
+            row_readers = [r for r in readers if r in one_d]
+            if len({plan.passes[r] for r in row_readers}) > 1:
+                staged.add(t)  # staged in the buffer by its first row-wise reader, re-read there later
+                done = {r for x, r, _ in forwarded if x == t}
+                forwarded += [(t, r, plan.buffer) for r in row_readers[1:] if r not in done]
+
+    q = plan.var_sizes[plan.query_var]
+    outer = [(v, plan.var_sizes[v]) for v in plan.batch_vars]
+    block_outer = [*outer, (plan.query_var, q // choice.p1)]
+    dataflow = dict(choice.dataflow)
+    nests: dict[str, EinsumMapping] = {}
+    for e in lowered.einsums:
+        array = arch.array(binding[e.name])
+        if e.name in plan.contractions:
+            keeps = choice.on_chip | buffered
+            nest = _contraction_nest(plan, arch, e, array.name, block_outer, choice.p1, dataflow[e.name], keeps)
+        else:
+            keeps = choice.on_chip | buffered | staged
+            if fused:
+                nest = _block_nest(plan, arch, e, array.name, block_outer, choice.p1, keeps)
+            else:
+                nest = _row_nest(plan, arch, e, array.name, [*outer, (plan.query_var, q)], keeps)
+        nests[e.name] = nest
+
+    in_place = []
+    for e in lowered.einsums:
+        if _reduced(e) or e.name not in nests[e.name].keep[1]:
+            continue
+        out_vars = _tensor_vars(e, e.name)
+        for t in e.inputs:
+            if (
+                t in intermediates
+                and _tensor_vars(e, t) == out_vars
+                and lowered.consumers[t][-1] == e.name
+                and t in nests[e.name].keep[1]
+            ):
+                in_place.append((e.name, t))
+                break
+
+    stage = {a.name: tuple(n for n in binding if binding[n] == a.name) for a in arch.arrays}
+    phase = Phase(stages=({a: es for a, es in stage.items() if es},))
+    flows = "-".join(d[0] for _, d in choice.dataflow)
+    return CascadeMapping(
+        name=f"passes-{choice.fusion}-{flows}s-P1={choice.p1}",
+        einsums=nests,
+        placement=placement,
+        phases=(phase,),
+        in_place=tuple(in_place),
+        forwarded=tuple(forwarded),
+        spill=True,
+        notes=(choice.describe(plan),),
+    )
+
+
+def _nest(plan, arch, e, array, outer, middle, spatial, keeps) -> EinsumMapping:
+    """:func:`mappers.templates.loop_nest` at the plan's buffer, with the architecture's own DRAM name."""
+    nest = loop_nest(e, arch, array, outer, middle, spatial, keeps, buffer=plan.buffer)
+    return replace(nest, levels=(plan.dram, *nest.levels[1:]))
+
+
+def _contraction_nest(plan, arch, e, array, outer, p1, dataflow, keeps) -> EinsumMapping:
+    """A contraction on a 2-D array, output- or weight-stationary (module docstring)."""
+    rows, cols = arch.array(array).shape[0], arch.array(array).shape[-1]
+    q = plan.query_var
+    if dataflow == "output":
+        others = [v for v in _tensor_vars(e, e.name) if v not in plan.batch_vars and v != q]
+        row_var = max(others, key=e.var_size, default=None)
+        n = e.var_size(row_var) if row_var else 1
+        middle = [(q, max(1, p1 // cols))]
+        middle += [(row_var, n // min(rows, n))] if row_var else []
+        middle += [(v, e.var_size(v)) for v in _reduced(e)]
+        return _nest(plan, arch, e, array, outer, middle, (row_var, q), keeps)
+    weight = plan.weights[e.name]
+    wvars = [v for v in e.vars if v in _tensor_vars(e, weight) and v not in plan.batch_vars]
+    col_var = plan.pass_var if plan.pass_var in wvars else max(wvars, key=e.var_size)
+    row_var = max((v for v in wvars if v != col_var), key=e.var_size, default=None)
+    n = e.var_size(col_var)
+    return _nest(plan, arch, e, array, outer, [(col_var, n // min(cols, n)), (q, p1)], (row_var, col_var), keeps)
+
+
+def _block_nest(plan, arch, e, array, outer, p1, keeps) -> EinsumMapping:
+    """A 1-D Einsum over blocks of P1 query rows, the queries spread over the PEs."""
+    cols = max(arch.array(a).shape[-1] for c in plan.contractions for a in plan.arrays[c])
+    q = plan.query_var
+    middle = [(q, max(1, p1 // cols))] + [(v, e.var_size(v)) for v in e.vars if v not in plan.batch_vars and v != q]
+    return _nest(plan, arch, e, array, outer, middle, (q,), keeps)
+
+
+def _row_nest(plan, arch, e, array, outer, keeps) -> EinsumMapping:
+    """A 1-D Einsum one query row at a time, the pass variable (else its largest one) over the PEs."""
+    rest = [v for v in e.vars if v not in plan.batch_vars and v != plan.query_var]
+    if not rest:
+        return _nest(plan, arch, e, array, outer, [], (), keeps)
+    var = plan.pass_var if plan.pass_var in rest else max(rest, key=e.var_size)
+    n = e.var_size(var)
+    pes = arch.array(array).shape[-1]
+    return _nest(plan, arch, e, array, outer, [(var, n // min(pes, n))], (var,), keeps)
+
+
+def fits_sizing_rule(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> bool:
+    """FLAT's sizing rule: the buffered tiles fit, not counting the double-buffered hand-offs between arrays."""
+    no_handoff = replace(mapping, placement={t: p for t, p in mapping.placement.items() if p != plan.buffer})
+    capacity = arch.level(plan.buffer).capacity_words
+    return phase_occupancy(plan.lowered, no_handoff, mapping.phases[0], plan.buffer) <= capacity
+
+
+@dataclass(frozen=True)
+class PassDesign:
+    """One costed point of the space."""
+
+    choice: PassChoice
+    mapping: CascadeMapping
+    cost: CascadeCost
+    fits_rule: bool
+    """Whether it fits FLAT's sizing rule (:func:`fits_sizing_rule`)."""
+
+
+def iter_pass_designs(
+    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS, pairing: str = "flat"
+) -> Iterator[PassDesign]:
+    """Every choice mapped and costed, in :func:`pass_choices` order."""
+    for choice in pass_choices(plan, arch, row_blocks, pairing):
+        mapping = pass_mapping(plan, arch, choice)
+        cost = evaluate_cascade(plan.lowered, arch, mapping)
+        yield PassDesign(choice, mapping, cost, fits_sizing_rule(plan, arch, mapping))
+
+
+def search_pass_designs(
+    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS, pairing: str = "flat"
+) -> tuple[PassPlan, list[PassDesign]]:
+    """The plan and every design (:func:`pass_choices`), feasible first, then by latency, then by energy."""
+    plan = plan_passes(lowered, arch)
+    designs = sorted(
+        iter_pass_designs(plan, arch, row_blocks, pairing),
+        key=lambda d: (not d.cost.feasible, d.cost.latency_s, d.cost.energy_pj),
+    )
+    return plan, designs
+
+
+def flat_policy(designs: Sequence[PassDesign]) -> PassDesign | None:
+    """FLAT's own choice among the designs: fused output-stationary at the coarsest P1 that fits FLAT's
+    sizing rule, else spilled weight-stationary at any P1; among tensor placements, lowest latency, then
+    energy. None when no design of FLAT's pairings fits the rule.
+    """
+
+    def best(group: list[PassDesign]) -> PassDesign | None:
+        return min(group, key=lambda d: (d.cost.latency_s, d.cost.energy_pj), default=None)
+
+    fits = [d for d in designs if d.choice.is_flat() and d.fits_rule]
+    fused = [d for d in fits if d.choice.fusion == "fused"]
+    for p1 in sorted({d.choice.p1 for d in fused}, reverse=True):
+        found = best([d for d in fused if d.choice.p1 == p1])
+        if found:
+            return found
+    return best([d for d in fits if d.choice.fusion == "spilled"])

@@ -1,0 +1,104 @@
+"""`attnscope compare-attention` as a user drives it: files, columns, one row per (variant, length), errors."""
+
+import csv
+import doctest
+import json
+import time
+
+import pytest
+
+import attnscope.compare_attention as compare_module
+from attnscope.cli import main
+from attnscope.compare_attention import COLUMNS, attention_variants, compare_attention
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_module_doctests():
+    assert doctest.testmod(compare_module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "variants"),
+    [
+        (("--device", "h100-sxm"), ["gqa", "sliding-window", "moba", "decode-splitk", "attention-3pass"]),
+        (("--arch", "fusemax-cloud"), ["fusemax", "gqa", "attention-3pass"]),
+    ],
+)
+def test_writes_table_report_and_plot_with_a_row_per_variant_and_length(capsys, tmp_path, target, variants):
+    seqs = ("1K", "4K", "16K")
+    code, out, err = run(capsys, "compare-attention", *target, "--model", "llama3-8b", "--seq", ",".join(seqs),
+                         "--variants", ",".join(variants), "--out", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    with (tmp_path / "compare.csv").open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == COLUMNS
+    assert sorted((r["variant"], r["seq"]) for r in rows) == sorted(
+        (v, str(s)) for v in variants for s in (1024, 4096, 16384)
+    )
+    for r in rows:
+        assert int(r["passes"]) >= 1 and r["status"]
+        if r["status"] == "ok":
+            assert float(r["latency_s"]) > 0 and float(r["dram_bytes"]) > 0 and r["bound"] != "-"
+            assert (r["energy_pj"] != "") == (target[0] == "--arch")
+    png = (tmp_path / "compare.png").read_bytes()
+    assert png.startswith(PNG) and len(png) > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert all(v in report for v in variants) and "compare.png" in report
+    assert "Traceback" not in err and "wrote" in out
+
+
+def test_impossible_lengths_get_a_reason_instead_of_failing(tmp_path):
+    study = compare_attention(device="h100-sxm", model="llama2-7b", seqs=[4096, 1 << 20],
+                              variants=["attention-3pass", "attention-1pass-causal"])  # fmt: skip
+    by = {(r.variant, r.seq): r for r in study.rows}
+    unfused = by["attention-3pass", 1 << 20]
+    assert unfused.latency_s is None and "dram_bytes" in unfused.status and unfused.status.startswith("impossible")
+    assert by["attention-1pass-causal", 1 << 20].ok and by["attention-3pass", 4096].ok
+
+
+def test_masked_variants_are_cheaper_than_dense_causal_on_the_gpu():
+    masked = ["attention-1pass-causal", "sliding-window", "moba", "s2-attention"]
+    study = compare_attention(device="h100-sxm", model="mistral-7b", seqs=[65536], variants=masked)
+    t = {r.variant: r.latency_s for r in study.rows}
+    assert max(t["sliding-window"], t["moba"], t["s2-attention"]) < t["attention-1pass-causal"]
+
+
+def test_every_variant_at_six_lengths_on_the_gpu_within_the_time_budget(tmp_path):
+    start = time.process_time()
+    study = compare_attention(device="h100-sxm", model="llama3-8b", seqs=[1 << k for k in (10, 12, 14, 16, 18, 20)])
+    compare_module.write_comparison(study, tmp_path)
+    assert time.process_time() - start < 10.0
+    assert {r.variant for r in study.rows} == set(attention_variants()) and len(study.rows) == 6 * len(study.variants)
+    assert all(r.ok or r.status.startswith("impossible") for r in study.rows)
+
+
+def test_json_output(capsys, tmp_path):
+    code, out, _ = run(capsys, "compare-attention", "--device", "h100-sxm", "--model", "bert", "--seq", "2K",
+                       "--variants", "streaming-llm", "--window", "512", "--sinks", "8", "--no-plot", "--json",
+                       "--out", str(tmp_path))  # fmt: skip
+    data = json.loads(out)
+    assert code == 0 and data["rows"][0]["params"] == "sinks=8;window=512" and "plot" not in data["files"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("--device", "h100-sxm", "--model", "llama3-8b", "--variants", "gqa,flashy"),
+         "unknown variant(s) flashy; valid variants: attention-3pass"),
+        (("--device", "h100-sxm", "--model", "gpt-9"), "known models: llama2-7b"),
+        (("--arch", "fusemax-cloud", "--model", "bert", "--seq", "4K,x"), "must be a positive integer"),
+        (("--device", "h100-sxm", "--model", "bert", "--density", "2"), "not a number in (0, 1]"),
+        (("--model", "bert",), "one of the arguments --device --arch is required"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_naming_what_is_valid(capsys, tmp_path, argv, fragment):
+    code, _, err = run(capsys, "compare-attention", *argv, "--out", str(tmp_path))
+    assert code == 2 and fragment in err and "Traceback" not in err
