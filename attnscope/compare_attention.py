@@ -165,17 +165,25 @@ _NO_MAPPING = (AttnscopeError, ValueError, KeyError, NotImplementedError)
 
 def _arch_row(arch: Any, name: str, seq: int, args: Mapping[str, Any]) -> ComparisonRow:
     from einsum.lower import lower
-    from mappers.cascade_search import search_fused, search_passes
+    from mappers.cascade_search import FusedSearchError, search_fused, search_passes
     from simulator.kernels.variants import variant_case
 
     case = variant_case(name, **args)
     passes = _passes(name)
     base = {"variant": name, "seq": seq, "passes": passes, "seq_q": case.seq_q, "seq_kv": case.seq_kv,
             "kv_heads": case.kv_heads, "params": _params_text(case.params), "tflops": None}  # fmt: skip
+    # a block mask's density (a data-dependent mask) goes to the inputs it describes: those indexed by the key
+    # tile rank and by no key inside a tile (BM[b,h,m1,p1])
+    parts = case.cascade.partitions.get("M", ())
+    masks = {}
+    if "density" in case.params and len(parts) > 1:
+        inside = {"M", *parts[1:]}
+        masks = {t.name: case.params["density"] for t in case.cascade.tensors.values()
+                 if t.role == "input" and parts[0] in t.ranks and not inside & set(t.ranks)}  # fmt: skip
     try:
-        if passes <= 1:
-            design, _ = search_fused(case.cascade, case.sizes, arch)
-        else:
+        try:  # one pass over the keys (split-K decode counts its combine over the splits as passes, not the keys)
+            design, _ = search_fused(case.cascade, case.sizes, arch, density=masks or None)
+        except FusedSearchError:
             design = search_passes(lower(case.cascade, case.sizes), arch)["best"]
     except _NO_MAPPING as exc:
         reason = f"no spatial mapping: {type(exc).__name__}: {str(exc).strip(chr(39))}"
