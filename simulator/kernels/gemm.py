@@ -32,7 +32,9 @@ warp-level MMA (m16n8k16)."""
 SPLITS = (1, 2, 4, 8, 16)
 """Split-K factors: when the output tiles cannot fill the SMs, K is split and fp32 partials are reduced."""
 
-K_STEP = 64  # BK: K elements per pipeline stage
+K_STEPS = (64, 32)
+"""BK, K elements per pipeline stage: 64, or 32 where a 64-deep pipeline of the tile does not fit shared memory
+(small threadgroup memories such as Apple's 32 KiB)."""
 MMA_K = 16  # K granularity of one tensor-core instruction for 16-bit types (scaled by 2 / element bytes)
 
 
@@ -49,18 +51,20 @@ class GemmTile:
 
 
 def tile_fits(m: Machine, bm: int, bn: int) -> GemmTile | None:
-    """The tile with the deepest pipeline (2..4 stages) that fits shared memory and registers, or None."""
+    """The tile with the deepest pipeline (2..4 stages, BK 64 before 32) that fits shared memory and registers,
+    or None."""
     spec = m.spec
     acc_bytes = bm * bn * 4  # fp32 accumulators in registers
     if acc_bytes > 0.75 * spec.regs_bytes_per_sm:
         return None
-    for stages in (4, 3, 2):
-        smem = stages * (bm + bn) * K_STEP * m.elem_bytes
-        if smem <= spec.smem_bytes_per_sm:
-            per_sm = max(
-                1, min(int(spec.smem_bytes_per_sm // smem), int(0.75 * spec.regs_bytes_per_sm // acc_bytes), 2)
-            )
-            return GemmTile(bm, bn, K_STEP, stages, per_sm, smem)
+    for bk in K_STEPS:
+        for stages in (4, 3, 2):
+            smem = stages * (bm + bn) * bk * m.elem_bytes
+            if smem <= spec.smem_bytes_per_sm:
+                per_sm = max(
+                    1, min(int(spec.smem_bytes_per_sm // smem), int(0.75 * spec.regs_bytes_per_sm // acc_bytes), 2)
+                )
+                return GemmTile(bm, bn, bk, stages, per_sm, smem)
     return None
 
 
