@@ -300,7 +300,7 @@ def rediscovery() -> list[dict[str, Any]]:
     """The cascade search (mappers.cascade_search) against the FuseMax study's published latencies.
 
     FuseMax cascade on fusemax-cloud (binding, schedule and query block searched) against attn-binding.csv;
-    3-pass cascade on flat-cloud (FLAT's choice space searched for the least latency) against attn-flat.csv.
+    3-pass cascade on flat-cloud (the multi-pass space of mappers.passes, for the least latency) against attn-flat.csv.
     Both architectures carry the artifact's compat setting, as the published numbers do.
     """
     from mappers.cascade_search import search_fused, search_passes
@@ -452,16 +452,17 @@ def markdown(report: dict[str, Any]) -> str:
         "`mappers.cascade_search`, given only the cascade and the architecture (with the artifact's compat "
         "setting, as the published numbers were computed): for the FuseMax cascade on fusemax-cloud it searches "
         "the binding of every Einsum to an array that supports its operators, the stage schedule of one tile "
-        "(branch and bound) and the query block; for the 3-pass cascade on flat-cloud, FLAT's choice space "
-        "(dataflow, fusion granularity, operands on chip) for the least latency.",
+        "(branch and bound) and the query block; for the 3-pass cascade on flat-cloud, the multi-pass fusion "
+        "space derived from the cascade, for the least latency.",
         "",
         "The fused search is generic: it derives the tile loop, dependencies, tails and capable arrays from the "
         "cascade text and the architecture (it also maps attention-1pass, and both cascades on either preset). "
         "Where it beats the published FuseMax binding (1K-4K), its schedule moves the running max and the "
         "correction terms (RM, PRM, SPD, RD) onto the 2-D array, which the study's binding leaves on the 1-D "
-        "array that bounds the published design. The multi-pass search reuses FLAT's parameterised templates "
-        "(`mappers/flat.py`), which name the 3-pass cascade's Einsums: it chooses among FLAT's options by "
-        "latency instead of by FLAT's policy, but does not invent other fusions of a multi-pass cascade.",
+        "array that bounds the published design. The multi-pass search (`mappers/passes.py`) derives its space "
+        "from the cascade as well (contractions by their MACs, passes from the reductions, hand-offs fused on "
+        "chip or spilled to DRAM, each contraction's dataflow, fusion granularity, operands on chip; no Einsum "
+        "is named) and chooses by latency; FLAT's own policy is one point of that space.",
         "",
         "| target | model | seq | found (s) | published (s) | found / published | search (s) | design |",
         "|---|---|---|---:|---:|---:|---:|---|",
