@@ -204,8 +204,14 @@ def _flash_one(m: Machine, kernel: str, t: FlashTile, s: dict) -> tuple[float, d
         times = {"l2": compute_s, "memory": times["memory"]}
     else:
         times = {max(shares, key=shares.__getitem__): compute_s, "memory": times["memory"]}
-    n_ctas = int(blocks.size)
-    tiles = {
+    tiles = flash_tiles(m, t, int(blocks.size), int(n_tiles.sum()) * b * h, parts)
+    return max(times.values()), times, tiles, dram
+
+
+def flash_tiles(m: Machine, t: FlashTile, n_ctas: int, visited: int, parts: dict[str, float]) -> dict:
+    """The chosen mapping of a fused kernel, as reported: tile, warps, stages, CTAs and waves, key tiles visited
+    and the cycles per unit of one tile."""
+    return {
         "block_m": t.br,
         "block_n": t.bc,
         "warps": t.warps,
@@ -215,10 +221,9 @@ def _flash_one(m: Machine, kernel: str, t: FlashTile, s: dict) -> tuple[float, d
         "waves": round(waves(n_ctas, m.sms, t.per_sm), 3),
         "smem_bytes": t.smem_bytes,
         "regs_per_thread": t.regs_per_thread,
-        "key_tiles_visited": int(n_tiles.sum()) * b * h,
+        "key_tiles_visited": visited,
         "tile_cycles": {k: round(v, 1) for k, v in parts.items()},
     }
-    return max(times.values()), times, tiles, dram
 
 
 def check_fused(m: Machine, kernel: str, d: int) -> None:

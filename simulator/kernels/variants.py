@@ -73,12 +73,13 @@ from simulator.kernels.attention import (
     FlashTile,
     check_fused,
     flash_candidates,
+    flash_tiles,
     predict_decode,
     predict_unfused,
     tile_cycles,
 )
 from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, finish, machine, need
-from simulator.kernels.schedule import makespan_cycles, waves
+from simulator.kernels.schedule import makespan_cycles
 from workloads import variants as wv
 
 __all__ = [
@@ -709,21 +710,7 @@ def _fused_one(
     core = {k: v for k, v in share.items() if k != "l2"}
     bound = "l2" if share.get("l2", 0.0) >= max(core.values()) else max(core, key=core.__getitem__)
     times = {bound: compute_s + key["s"], "memory": memory_s}
-    n_ctas = int(cta_cycles.size)
-    tiles = {
-        "block_m": t.br,
-        "block_n": t.bc,
-        "warps": t.warps,
-        "stages": t.stages,
-        "ctas": n_ctas,
-        "ctas_per_sm": t.per_sm,
-        "waves": round(waves(n_ctas, m.sms, t.per_sm), 3),
-        "smem_bytes": t.smem_bytes,
-        "regs_per_thread": t.regs_per_thread,
-        "key_tiles_visited": visited_total,
-        "key_side_s": key["s"],
-        "tile_cycles": {k: round(v, 1) for k, v in heaviest[1].items()},
-    }
+    tiles = flash_tiles(m, t, int(cta_cycles.size), visited_total, heaviest[1]) | {"key_side_s": key["s"]}
     return {
         "time": max(times.values()),
         "times": times,
