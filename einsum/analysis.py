@@ -247,6 +247,86 @@ def effective_total_ops(
     return dict(sorted(total.items()))
 
 
+# -- where a static mask leaves work, over boxes of points (tile skipping in mappers.cascade_search) ----------
+
+
+def work_regions(cascade: Cascade, sizes: Mapping[str, int]) -> dict[str, Formula]:
+    """Where in its iteration space every Einsum does work, by the static rules of :func:`effective_points`
+    (every input taken as data), in cascade order.
+
+    A region is a :data:`Formula` over the Einsum's variables (``True``: everywhere): the points that
+    :func:`effective_points` counts. Test it over boxes of points with :func:`may_hold`.
+
+    >>> import workloads
+    >>> c = workloads.get_cascade("attention-1pass-causal").cascade
+    >>> regions = work_regions(c, {"B": 1, "H": 1, "M": 8, "P": 8, "E": 2, "F": 2, "M0": 4})
+    >>> regions["RM"], bool(may_hold(regions["QK"], {"m1": 1, "m0": 0, "p": 0}, {"m1": 1, "m0": 3, "p": 3}))
+    (True, False)
+    """
+    regions = _work_regions(cascade, cascade.rank_sizes(sizes), set())
+    return {e.name: regions[e.name] for e in cascade.einsums}
+
+
+def affine_forms(f: Formula) -> tuple[tuple[dict[str, int], int], ...]:
+    """The affine forms ``sum(coeffs[v] * v) + const`` that the comparisons of ``f`` compare with 0, as
+    (coeffs, const); a comparison and its negation share one."""
+    return tuple((dict(leaf.coeffs), leaf.const) for leaf in dict.fromkeys(_leaves(f)))
+
+
+def any_of(*formulas: Formula) -> Formula:
+    """The formula that holds where one of ``formulas`` holds."""
+    return _or(*formulas)
+
+
+def may_hold(
+    f: Formula, low: Mapping[str, np.ndarray | int], high: Mapping[str, np.ndarray | int]
+) -> np.ndarray | bool:
+    """Whether ``f`` can hold at some integer point of the box ``low[v] <= v <= high[v]``, for boxes given as
+    arrays that broadcast together. False only where every point of the box falsifies ``f``.
+
+    An affine form takes its extremes over a box at its corners, so each comparison is decided exactly: it
+    can hold unless the form's whole range falsifies it. ``f`` has no negation (comparisons are negated in
+    place), so an ``or`` can hold where one of its terms can, and an ``and`` is taken to hold where each of
+    its terms can: sound (never False where ``f`` holds somewhere) but an over-approximation where the terms
+    hold at different points of the box only. The two sides of a window bound one form, for which that is
+    exact when the form takes every integer between its extremes (a key position minus a query position).
+    """
+    return _may_hold(f, low, high, {})
+
+
+_MAY_HOLD = {
+    "<": lambda lo, hi: lo < 0,
+    "<=": lambda lo, hi: lo <= 0,
+    ">": lambda lo, hi: hi > 0,
+    ">=": lambda lo, hi: hi >= 0,
+    "==": lambda lo, hi: (lo <= 0) & (hi >= 0),
+    "!=": lambda lo, hi: (lo != 0) | (hi != 0),
+}
+
+
+def _may_hold(f: _Formula, low: Mapping, high: Mapping, ranges: dict) -> np.ndarray | bool:
+    """:func:`may_hold`, with each affine form's range over the box computed once (``ranges``)."""
+    if isinstance(f, bool):
+        return f
+    if isinstance(f, _Cmp):
+        form = (f.coeffs, f.const)
+        if form not in ranges:
+            missing = sorted(v for v, _ in f.coeffs if v not in low or v not in high)
+            if missing:
+                raise ShapeError(f"may_hold: no bounds for {', '.join(missing)}, a variable of {_show(f)}")
+            lo = f.const + sum(c * (low[v] if c > 0 else high[v]) for v, c in f.coeffs)
+            hi = f.const + sum(c * (high[v] if c > 0 else low[v]) for v, c in f.coeffs)
+            ranges[form] = (lo, hi)
+        return _MAY_HOLD[f.op](*ranges[form])
+    parts = [_may_hold(t, low, high, ranges) for t in f.terms]
+    return functools.reduce(np.logical_and if isinstance(f, _And) else np.logical_or, parts)
+
+
+def _show(leaf: _Cmp) -> str:
+    terms = " + ".join(f"{c}*{v}" for v, c in leaf.coeffs)
+    return f"{terms} + {leaf.const} {leaf.op} 0"
+
+
 # -- formulas: Boolean combinations of affine comparisons `sum(coef * var) + const  op  0` ------------------
 
 
@@ -268,6 +348,9 @@ class _Or:
 
 
 _Formula = bool | _Cmp | _And | _Or
+Formula = _Formula
+"""A Boolean combination (and, or; no negation) of comparisons ``sum(coef * var) + const  op  0`` over
+integer variables, or a constant bool: where a static mask condition holds (:func:`work_regions`)."""
 _NEGATED = {"<": ">=", ">=": "<", "<=": ">", ">": "<=", "==": "!=", "!=": "=="}
 _MIRRORED = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
 _CMP_FUNCS = {
@@ -624,6 +707,12 @@ def _access_paths(node, guard: _Formula, sizes: Mapping[str, int]):
 
 def _points_in_world(cascade: Cascade, sizes: Mapping[str, int], zero_inputs: set[str]) -> dict[str, int]:
     """Effective points of every Einsum when the inputs in ``zero_inputs`` are all zero (the others data)."""
+    counted = _work_regions(cascade, sizes, zero_inputs)
+    return {e.name: _count(counted[e.name], {v: sizes[v.upper()] for v in e.iter_vars}) for e in cascade.einsums}
+
+
+def _work_regions(cascade: Cascade, sizes: Mapping[str, int], zero_inputs: set[str]) -> dict[str, _Formula]:
+    """Where every Einsum does work (its counted points) when the inputs in ``zero_inputs`` are all zero."""
     values: dict[str, _Piecewise] = {}
     for name, t in cascade.tensors.items():
         if t.role == "input":
@@ -669,4 +758,4 @@ def _points_in_world(cascade: Cascade, sizes: Mapping[str, int], zero_inputs: se
                 continue
             to_pos = {v: Affine(((_positional(i), 1),), 0) for i, v in enumerate(names)}
             live[acc.tensor] = _or(live[acc.tensor], _subst(need, to_pos))
-    return {e.name: _count(counted[e.name], {v: sizes[v.upper()] for v in e.iter_vars}) for e in cascade.einsums}
+    return counted

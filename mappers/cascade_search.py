@@ -16,8 +16,8 @@ or just before or after it, for blocks of queries. Searched:
   next tile (software pipelining by one tile), as long as it still precedes, in stage order, the readers of
   its result in that tile. Binding and schedule are searched together by branch and bound on a tile's compute
   cycles (a stage lasts as long as its busiest array), which the schedule alone decides (:func:`schedules`);
-* the **query block** P1: the largest whose buffer state fits, as in the study (with a block mask, smaller
-  ones too: they skip more tiles).
+* the **query block** P1: the largest whose buffer state fits, as in the study (with a block mask or a static
+  mask that skips tiles, smaller ones too: they skip more tiles).
 
 Which variables loop where, what the array axes spread and where intermediates live are rules derived from
 the cascade, stated in :func:`search_fused` and :func:`fused_mapping`. The best binding is costed in full,
@@ -36,7 +36,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from einsum.analysis import pass_analysis
+import numpy as np
+
+from einsum.analysis import Formula, affine_forms, any_of, may_hold, pass_analysis, work_regions
 from einsum.cascade import Cascade
 from einsum.errors import AttnscopeError, ShapeError
 from einsum.lower import LoweredCascade, LoweredEinsum, lower
@@ -398,9 +400,11 @@ def _fused_nest(
         take(dram, v, size[v.upper()] // (plan.columns[v] * block.get(v, 1)))
     for v in plan.outer_vars:
         take(dram, v, remaining.get(v, 1))
-    take(dram, plan.tile_var, plan.tile_count)
+    # The tile loop: every tile of the Einsum's own tile rank (in a skipping plan, the tiles it computes).
+    per_tile = plan.tile_keys if plan.tile_var == plan.key_var else 1
+    take(dram, plan.tile_var, remaining.get(plan.tile_var, 1) // per_tile)
     if plan.key_var and plan.key_var != plan.tile_var:
-        take(dram, plan.key_var, size[plan.key_rank] // plan.tile_keys)
+        take(dram, plan.key_var, remaining.get(plan.key_var, 1) // plan.tile_keys)
     for v in plan.query_vars:
         take(buffer, v, block.get(v, 1))
 
@@ -696,26 +700,58 @@ def search_fused(
       With mask elements independent (the analysis's assumption), a tile that covers ``k`` elements of a
       mask of density ``d`` is computed with probability ``1 - (1 - d)^k`` (with several masks the product,
       an upper bound), and the loop is costed at ``ceil`` of the expected number of computed tiles. Smaller
-      query blocks skip more and re-read K/V more, so every query block that fits is costed. Static masks
-      (causal, windows, sinks) are costed densely: every score is computed, then selected.
+      query blocks skip more and re-read K/V more, so every query block that fits is costed.
+    * **Static masks** (``where`` on index comparisons: causal, windows, sinks, strided shards, the chunk of
+      chunked linear attention) skip tiles the same way: a kernel skips the key tiles that no query of the
+      block can see, and the loop is costed at ``ceil`` of the computed tiles per query block, averaged
+      over the query blocks (:func:`_visible_tiles`). What a tile must compute is the analysis's own
+      (:func:`einsum.analysis.work_regions`: a score is computed only where a mask selects it, and so are
+      the exp, max and sums that consume it). The in-loop Einsums that iterate a query variable fall into
+      groups connected by what they read within the tile (the retrieval and the streaming heads of
+      DuoAttention are two), and a group computes a tile when some point of the (query block x tile) box
+      may lie in the work region of one of its Einsums; Einsums that iterate no key inside a tile and work
+      everywhere - the running max, sum and output updates - are assumed to be the identity on a tile
+      whose scores are all masked (the running state is unchanged), so they follow their group, as in
+      FlashAttention-style kernels. The test is sound: a tile is skipped only when the region provably
+      misses the whole box (:func:`einsum.analysis.may_hold`), so work is never under-counted. A query
+      block is a contiguous run of ``columns x P1`` queries (the loops nest outer to inner); a condition
+      on another variable (the head's shard in S2-attention) is evaluated for each of its values and the
+      tiles averaged (over its whole range at once past :data:`ENUMERATED` combinations, which keeps a
+      tile any value sees). With a block mask too, the two combine multiplicatively (independent).
+    * With either kind of mask, skipped tiles read no K or V: the plan is re-derived with each Einsum's tile
+      loop cut to the tiles it computes (:func:`_skipping`). Einsums of the loop that iterate no query
+      variable (the key-only state of linear attention) run once for all query blocks and compute every
+      tile.
     """
     plan = plan_fused(cascade, sizes, arch)
     masks = _block_masks(cascade, plan, density)
+    statics = _static_masks(cascade, plan)
     buffer = _shared_buffer(arch)
     capacity = arch.level(buffer).capacity_words if buffer else math.inf
     blocks = plan.query_blocks()
     nests: dict = {}
-    skipping: dict[int, tuple[FusedPlan, dict]] = {}
+    counted: dict[tuple, dict[str, int]] = {}
+    skipping: dict[tuple, tuple[FusedPlan, dict]] = {}
     designs: list[CascadeDesign] = []
+
+    def tile_counts(block: Mapping[str, int]) -> dict[str, int]:
+        key = tuple(sorted(block.items()))
+        if key not in counted:
+            counted[key] = _tile_counts(plan, masks, statics, block)
+        return counted[key]
+
+    fewest = min(tile_counts(blocks[0]).values(), default=plan.tile_count)
+    skips = bool(masks) or fewest < plan.tile_count
 
     def design(cycles: float, binding: dict[str, str], stages, block: Mapping[str, int]) -> CascadeDesign:
         run, cache, note = plan, nests, f"tile compute {cycles:,.0f} cycles per phase"
-        if masks:
-            kept = _kept_tiles(plan, masks, block)
-            if kept not in skipping:
-                skipping[kept] = (_skipping(cascade, plan, arch, kept), {})
-            run, cache = skipping[kept]
-            note += f"; block mask: {kept} of {plan.tile_count} tiles computed per query block"
+        if skips:
+            counts = tile_counts(block)
+            key = tuple(sorted(counts.items()))
+            if key not in skipping:
+                skipping[key] = (_skipping(cascade, plan, arch, counts), {})
+            run, cache = skipping[key]
+            note += "; " + _skip_note(plan, masks, statics, counts)
         phase = Phase(stages=stages)
         mapping = fused_mapping(run, arch, binding, phase, block, cache)
         cost = evaluate_cascade(run.lowered, arch, mapping)
@@ -724,21 +760,36 @@ def search_fused(
         )
         return CascadeDesign(mapping, cost, binding, f"{mapping.name}; {text}", 0, 0, (note,))
 
+    def least_cycles(stages, block: Mapping[str, int]) -> float:
+        """A binding's compute cycles with each Einsum's tile loop cut to the tiles it computes at ``block``
+        (a lower bound on its compute there; the smallest block, which skips the most, bounds every block)."""
+        counts = tile_counts(block)
+
+        def stage_cycles(stage: Mapping[str, tuple[str, ...]]) -> float:
+            return max(sum(plan.cycles[e, a] * counts.get(e, plan.tile_count) for e in es) for a, es in stage.items())
+
+        return sum(stage_cycles(stage) for stage in stages) / plan.tile_count
+
     def cost_binding(cycles: float, binding: dict[str, str], stages) -> float:
-        """Cost a binding at its largest fitting query block (with a block mask: at every smaller one too,
-        which skips more tiles and re-reads K/V more); the least latency."""
+        """Cost a binding at its largest fitting query block (when tiles are skipped: at every smaller one
+        too, which skips more tiles and re-reads K/V more, unless its compute alone exceeds the best latency
+        so far); the least latency."""
         fit = _largest_fitting(plan, arch, binding, Phase(stages=stages), blocks, capacity, buffer, nests)
-        tried = blocks[: fit + 1] if masks else [blocks[fit]]
-        designs.extend(design(cycles, binding, stages, block) for block in tried)
+        for block in blocks[: fit + 1] if skips else [blocks[fit]]:
+            so_far = min((d.cost.latency_s for d in designs if d.cost.feasible), default=math.inf)
+            if skips and least_cycles(stages, block) / arch.clock_hz > so_far * (1 + 1e-12):
+                continue
+            designs.append(design(cycles, binding, stages, block))
         return min(d.cost.latency_s for d in designs)
 
     ranked, complete = schedules(plan, 1)
     best = cost_binding(*ranked[0])
     # Another binding can win or tie only when its latency bound - its tile cycles (scaled by the fewest
-    # tiles a block mask leaves), and the compulsory DRAM time without a mask - is at most the best latency;
-    # none can beat a best design that already meets the fewest cycles' bound.
-    scale = _kept_tiles(plan, masks, blocks[0]) / plan.tile_count if masks else 1.0
-    floor = 0.0 if masks else _compulsory_s(plan.lowered, arch)
+    # tiles a mask leaves any Einsum, at the smallest query block), and the compulsory DRAM time when no
+    # tile is skipped - is at most the best latency; none can beat a best design that already meets the
+    # fewest cycles' bound.
+    scale = fewest / plan.tile_count if skips else 1.0
+    floor = 0.0 if skips else _compulsory_s(plan.lowered, arch)
     if candidates > 1 and best > max(ranked[0][0] * scale / arch.clock_hz, floor) * (1 + 1e-12):
         more, reached = schedules(plan, candidates, within=best * arch.clock_hz / scale)
         complete += reached
@@ -747,6 +798,8 @@ def search_fused(
                 continue
             if max(cycles * scale / arch.clock_hz, floor) > best * (1 + 1e-12):
                 break
+            if skips and least_cycles(stages, blocks[0]) / arch.clock_hz > best * (1 + 1e-12):
+                continue
             best = cost_binding(cycles, binding, stages)
     designs = [replace(d, candidates=complete, evaluated=len(designs)) for d in designs]
     designs.sort(key=_rank)
@@ -820,10 +873,16 @@ def _block_masks(
     return out
 
 
-def _kept_tiles(plan: FusedPlan, masks: Mapping[str, tuple[float, tuple[str, ...]]], block: Mapping[str, int]) -> int:
-    """Expected tiles computed per query block, rounded up (:func:`search_fused`). A tile covers one element of
-    a mask along the loops outside it (batch, splits, the tile loop), the query block along a query variable,
-    and the whole rank along any other."""
+def _kept_tiles(
+    plan: FusedPlan,
+    masks: Mapping[str, tuple[float, tuple[str, ...]]],
+    block: Mapping[str, int],
+    tiles: float | None = None,
+) -> int:
+    """Expected tiles computed per query block out of ``tiles`` (every tile of the loop by default; the
+    tiles a static mask leaves), rounded up (:func:`search_fused`). A tile covers one element of a mask
+    along the loops outside it (batch, splits, the tile loop), the query block along a query variable, and
+    the whole rank along any other."""
     outside = {*plan.batch_vars, *plan.outer_vars, plan.tile_var}
     live = 1.0
     for d, variables in masks.values():
@@ -834,19 +893,180 @@ def _kept_tiles(plan: FusedPlan, masks: Mapping[str, tuple[float, tuple[str, ...
             elif v not in outside:
                 covered *= plan.lowered.sizes[v.upper()]
         live *= 1.0 - (1.0 - d) ** covered
-    return max(1, math.ceil(plan.tile_count * live - 1e-9))
+    return max(1, math.ceil((plan.tile_count if tiles is None else tiles) * live - 1e-9))
 
 
-def _skipping(cascade: Cascade, plan: FusedPlan, arch: ArchSpec, kept: int) -> FusedPlan:
-    """The plan re-derived with the tile loop cut to the ``kept`` tiles that are computed."""
-    if kept == plan.tile_count:
+@dataclass(frozen=True)
+class _StaticMask:
+    """In-loop Einsums that skip a tile together under a static mask, and where their tile work lies."""
+
+    einsums: tuple[str, ...]
+    region: Formula
+    """Where the group has work: where one of its Einsums has (:func:`einsum.analysis.work_regions`)."""
+
+
+ENUMERATED = 1 << 18
+"""A static mask's condition on variables other than the keys and the queries (heads) is evaluated for each
+of their values while the (query block x split x value) combinations stay within this many
+(:func:`search_fused`)."""
+
+
+def _per_query(plan: FusedPlan) -> list[str]:
+    """The in-loop Einsums that iterate a query variable: their tiles are computed per query block."""
+    return [n for n in plan.order if n in plan.in_loop and set(plan.query_vars) & set(plan.lowered.einsum(n).vars)]
+
+
+def _static_masks(cascade: Cascade, plan: FusedPlan) -> tuple[_StaticMask, ...]:
+    """The groups of per-query in-loop Einsums whose tiles a static mask may skip (rules in
+    :func:`search_fused`); a group with some Einsum that works everywhere in a tile skips nothing."""
+    per_query = _per_query(plan)
+    parent = {n: n for n in per_query}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for n in per_query:
+        for t in plan.lowered.einsum(n).inputs:
+            if t in parent:
+                parent[root(t)] = root(n)
+    regions = work_regions(cascade, plan.lowered.sizes)
+    in_tile = {*plan.inner_vars, *((plan.key_var,) if plan.key_var else ())}
+    groups = []
+    for r in dict.fromkeys(root(n) for n in per_query):
+        members = tuple(n for n in per_query if root(n) == r)
+        work = [regions[n] for n in members if regions[n] is not True or in_tile & set(plan.lowered.einsum(n).vars)]
+        if work and all(w is not True for w in work):
+            groups.append(_StaticMask(members, any_of(*work)))
+    return tuple(groups)
+
+
+def _visible_tiles(plan: FusedPlan, mask: _StaticMask, block: Mapping[str, int]) -> float:
+    """Tiles per query block (and per split) in which the group's work region may hold somewhere, averaged
+    over the query blocks, the splits and the values of the region's other variables (:func:`search_fused`).
+
+    The (query block x tile) boxes are enumerated as rows (blocks, splits, other values) and the tile loop
+    is solved by segments: each comparison's extremes over the box are affine in the tile index, so
+    whether the region may hold changes only where one crosses zero; it is tested once per segment.
+    """
+    sizes = plan.lowered.sizes
+    forms = affine_forms(mask.region)
+    used = {v for coeffs, _ in forms for v in coeffs}
+    tiles, width, tile = plan.tile_count, plan.tile_keys, plan.tile_var
+    key = plan.key_var if plan.key_var in used else None
+    axes: list[tuple[str, np.ndarray, np.ndarray]] = []  # enumerated: (variable, low, high) per value
+    for v in plan.query_vars:
+        if v in used:
+            extent = plan.columns[v] * block.get(v, 1)
+            start = np.arange(0, sizes[v.upper()], extent)
+            axes.append((v, start, start + extent - 1))
+    for v in plan.outer_vars:
+        if v in used or key:
+            axes.append((v, np.arange(sizes[v.upper()]), np.arange(sizes[v.upper()])))
+    low: dict[str, np.ndarray | int] = {v: 0 for v in plan.inner_vars}
+    high: dict[str, np.ndarray | int] = {v: sizes[v.upper()] - 1 for v in plan.inner_vars}
+    known = {tile, *plan.inner_vars, *plan.query_vars, *plan.outer_vars, *((plan.key_var,) if plan.key_var else ())}
+    others = sorted(used - known)
+    boxes = math.prod(len(lo) for _, lo, _ in axes)
+    enumerate_others = boxes * math.prod(sizes[v.upper()] for v in others) <= ENUMERATED
+    for v in others:
+        if enumerate_others:
+            axes.append((v, np.arange(sizes[v.upper()]), np.arange(sizes[v.upper()])))
+        else:
+            low[v], high[v] = 0, sizes[v.upper()] - 1
+    grids = np.meshgrid(*(np.arange(len(lo)) for _, lo, _ in axes), indexing="ij")
+    rows = math.prod(len(lo) for _, lo, _ in axes)
+    for (v, lo, hi), grid in zip(axes, grids, strict=True):
+        low[v], high[v] = lo[grid.ravel()][:, None], hi[grid.ravel()][:, None]
+    split = 0
+    for v in plan.outer_vars if key else ():
+        split = split * sizes[v.upper()] + low[v]
+
+    def at(t):
+        """The box's bounds with the tile loop at ``t``."""
+        lo, hi = dict(low), dict(high)
+        if tile != plan.key_var:
+            lo[tile] = hi[tile] = t
+        if key:
+            lo[key] = (split * tiles + t) * width
+            hi[key] = lo[key] + width - 1
+        return lo, hi
+
+    cuts = [np.zeros((rows, 1), dtype=np.int64), np.full((rows, 1), tiles, dtype=np.int64)]
+    lo0, hi0 = at(0)
+    for coeffs, const in forms:
+        # The form's least and greatest values over the box move by `slope` per tile.
+        slope = (coeffs.get(tile, 0) if tile != plan.key_var else 0) + (coeffs.get(key, 0) * width if key else 0)
+        if slope == 0:
+            continue
+        least = const + sum(c * (lo0[v] if c > 0 else hi0[v]) for v, c in coeffs.items())
+        greatest = const + sum(c * (hi0[v] if c > 0 else lo0[v]) for v, c in coeffs.items())
+        for value in (least, greatest):
+            r = np.broadcast_to(np.asarray(value, dtype=np.int64), (rows, 1))
+            cuts.append(-np.floor_divide(r, slope))  # ceil(-r / slope): where slope*t + r turns >= 0 (or <= 0)
+            cuts.append(np.floor_divide(-r, slope) + 1)  # and where it turns > 0 (or < 0)
+    bounds = np.sort(np.clip(np.concatenate(cuts, axis=1), 0, tiles), axis=1)
+    lengths = np.diff(bounds, axis=1)
+    lo, hi = at(bounds[:, :-1])
+    holds = np.broadcast_to(may_hold(mask.region, lo, hi), lengths.shape)
+    return float((lengths * holds).sum()) / rows
+
+
+def _tile_counts(
+    plan: FusedPlan,
+    masks: Mapping[str, tuple[float, tuple[str, ...]]],
+    statics: Sequence[_StaticMask],
+    block: Mapping[str, int],
+) -> dict[str, int]:
+    """Tiles per query block that each per-query in-loop Einsum computes under the block masks and the
+    static masks (:func:`search_fused`); Einsums not listed compute every tile."""
+    counts = dict.fromkeys(_per_query(plan), _kept_tiles(plan, masks, block)) if masks else {}
+    for mask in statics:
+        counts.update(dict.fromkeys(mask.einsums, _kept_tiles(plan, masks, block, _visible_tiles(plan, mask, block))))
+    return counts
+
+
+def _skip_note(
+    plan: FusedPlan,
+    masks: Mapping[str, tuple[float, tuple[str, ...]]],
+    statics: Sequence[_StaticMask],
+    counts: Mapping[str, int],
+) -> str:
+    """The tiles computed per query block, in words."""
+    if not statics:
+        return f"block mask: {next(iter(counts.values()))} of {plan.tile_count} tiles computed per query block"
+    kind = "block and static masks" if masks else "static mask"
+    groups = "; ".join(f"{counts[m.einsums[0]]} of {plan.tile_count} for {', '.join(m.einsums)}" for m in statics)
+    return f"{kind}: tiles computed per query block: {groups}"
+
+
+def _skipping(cascade: Cascade, plan: FusedPlan, arch: ArchSpec, counts: Mapping[str, int]) -> FusedPlan:
+    """The plan re-derived with each Einsum's tile loop cut to the tiles it computes (``counts``: Einsum ->
+    tiles; the others compute every tile). Each Einsum is lowered at its own size of the tile rank, and so
+    is the tensor it writes; the inputs keep the largest."""
+    tiles = {n: counts.get(n, plan.tile_count) for n in plan.order}
+    if all(k == plan.tile_count for k in tiles.values()):
         return plan
-    sizes = dict(plan.lowered.sizes)
     tile_rank = plan.tile_var.upper()
-    sizes[tile_rank] = kept
-    parts = cascade.partitions.get(plan.key_rank, (plan.key_rank,))
-    sizes[plan.key_rank] = math.prod(sizes[p] for p in parts)
-    return _derive(cascade, lower(cascade, sizes), arch, plan.key_rank, tile_rank, plan.tile_keys)
+    parts = cascade.partitions.get(plan.key_rank)
+
+    def lowered_at(k: int) -> LoweredCascade:
+        sizes = dict(plan.lowered.sizes)
+        if parts:
+            sizes[tile_rank] = k
+            sizes[plan.key_rank] = math.prod(sizes[p] for p in parts)
+        else:  # the tile rank is the key rank, in tiles of tile_keys keys
+            sizes[plan.key_rank] = k * plan.tile_keys
+        return lower(cascade, sizes)
+
+    lowered = {k: lowered_at(k) for k in sorted(set(tiles.values()))}
+    run = lowered[max(lowered)]
+    if len(lowered) > 1:
+        words = dict(run.tensor_words) | {n: lowered[k].tensor_words[n] for n, k in tiles.items()}
+        einsums = tuple(lowered[tiles[e.name]].einsum(e.name) for e in run.einsums)
+        run = replace(run, einsums=einsums, tensor_words=words)
+    return _derive(cascade, run, arch, plan.key_rank, tile_rank, plan.tile_keys)
 
 
 # --------------------------------------------------------------------------------------------------------
