@@ -266,9 +266,10 @@ def compare_attention(
         )
     else:
         notes.append(
-            f"{target}: one-pass cascades by search_fused (binding, schedule and query block searched), multi-pass "
-            "ones by search_passes (FLAT's choices); the best design's latency, energy, DRAM bytes and largest "
-            "buffer occupancy. Masks are costed dense (no skipped work) on the arrays."
+            f"{target}: one-pass cascades by search_fused (binding, schedule and query block searched; key tiles "
+            "that a static mask hides from a whole query block, or that a block mask of the given density drops, "
+            "are skipped), multi-pass ones by search_passes (the fusion space derived from the cascade); the best "
+            "design's latency, energy, DRAM bytes and largest buffer occupancy."
         )
     return AttentionComparison(target, kind, shape.name, batch, shape.heads, shape.kv_heads, shape.head_dim,
                                tuple(seqs), chosen, tuple(rows), source, time.perf_counter() - start,
