@@ -26,6 +26,7 @@ compute time steps. The cascade model then adds what crosses Einsum boundaries:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -209,8 +210,28 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
         raise SpecError(f"{where}mapping {mapping.name}: " + "; ".join(problems))
 
 
+_NEST_CACHE: OrderedDict[tuple[int, int, EinsumMapping], tuple[LoweredEinsum, ArchSpec, NestCosts]] = OrderedDict()
+_NEST_CACHE_SIZE = 4096
+"""Nest costs of recent (Einsum, architecture, loop nest) triples: a cascade search costs many cascade mappings
+that share most of their loop nests. Keyed by identity of the lowered Einsum and the architecture, which the
+entry keeps alive, and by the (frozen) loop nest."""
+
+
 def _nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
-    """Evaluate one Einsum's loop nest with the kernel (a batch of one mapping)."""
+    """Evaluate one Einsum's loop nest with the kernel (a batch of one mapping), memoized (callers only read)."""
+    key = (id(e), id(arch), em)
+    hit = _NEST_CACHE.get(key)
+    if hit is not None:
+        _NEST_CACHE.move_to_end(key)
+        return hit[2]
+    costs = _nest_uncached(e, arch, em)
+    _NEST_CACHE[key] = (e, arch, costs)
+    if len(_NEST_CACHE) > _NEST_CACHE_SIZE:
+        _NEST_CACHE.popitem(last=False)
+    return costs
+
+
+def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
     levels = [arch.level(n) for n in em.levels]
     array = arch.array(em.array)
     spatial_level = next((i for i, lv in enumerate(levels) if lv.per_pe_of), len(levels) - 1)
