@@ -159,7 +159,7 @@ def _device_row(spec: Any, dtype: str, name: str, seq: int, args: Mapping[str, A
                          p.tflops, case.seq_q, case.seq_kv, case.kv_heads, _params_text(case.params), "ok")  # fmt: skip
 
 
-_NO_MAPPING = (AttnscopeError, ValueError, KeyError, NotImplementedError)
+_NO_MAPPING = (AttnscopeError,)
 """What the cascade mappers raise for a cascade they cannot map (reported in the row, not raised)."""
 
 
