@@ -42,9 +42,11 @@ KINDS: tuple[str, ...] = ("gpu", "edge", "cpu")
 TENSOR_INSTRUCTIONS: tuple[str, ...] = ("wgmma", "mma", "none")
 """Matrix instructions: Hopper warpgroup MMA, warp-level MMA (Ampere/Ada mma.sync, Apple simdgroup matrix), none."""
 
-EFFICIENCY_KEYS: tuple[str, ...] = ("gemm", "copy", "exp", "softmax")
+EFFICIENCY_KEYS: tuple[str, ...] = ("gemm", "copy", "exp", "softmax", "broadcast")
 """Efficiency entries: best GEMM / dense tensor peak, device copy / DRAM peak, exp / SFU peak, library row
-softmax / DRAM peak. Each is a microbenchmark result divided by the datasheet figure."""
+softmax / DRAM peak, and a broadcasting elementwise kernel (PyTorch's non-vectorized path, e.g. an additive mask
+added to the scores) / the copy. Each is a microbenchmark result divided by its reference figure; 1.0 means
+uncalibrated (the reference assumed)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Efficiency:
     copy: float  # device-to-device copy bytes (read + write) per second / DRAM peak
     exp: float  # elementwise exp rate / (SFU exp per SM per clock x SMs x clock)
     softmax: float  # library row-softmax bytes (read + write) per second / DRAM peak
+    broadcast: float  # elementwise kernel with a broadcast operand: bytes per second / the copy's at that size
     calibration: Calibration
 
     def to_dict(self) -> dict[str, Any]:

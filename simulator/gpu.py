@@ -22,7 +22,7 @@ from einsum.errors import SpecError
 from simulator.device import DeviceSpec, load_device
 from simulator.kernels.attention import KERNELS, predict_decode, predict_flash, predict_unfused
 from simulator.kernels.cpu import predict_cpu_flash
-from simulator.kernels.elementwise import predict_copy, predict_exp, predict_softmax
+from simulator.kernels.elementwise import predict_copy, predict_elementwise, predict_exp, predict_softmax
 from simulator.kernels.gemm import predict_gemm
 from simulator.kernels.machine import KernelPrediction, machine
 from simulator.kernels.variants import predict_variant
@@ -34,6 +34,7 @@ OPS: Mapping[str, tuple[str, ...]] = {
     "copy": ("nbytes",),
     "exp": ("elements",),
     "softmax": ("rows", "cols"),
+    "broadcast_add": ("batch", "rows", "cols"),
     "sdpa": (
         "batch",
         "heads",
@@ -55,6 +56,7 @@ _REQUIRED = {
     "copy": ("nbytes",),
     "exp": ("elements",),
     "softmax": ("rows", "cols"),
+    "broadcast_add": ("batch", "rows", "cols"),
     "sdpa": ("batch", "heads", "seq_q", "head_dim"),
 }
 
@@ -71,6 +73,7 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
     """Predict one kernel (or, for unfused attention, its chain of kernels) on a device.
 
     ops: ``gemm`` (m, n, k, batch=1), ``copy`` (nbytes), ``exp`` (elements), ``softmax`` (rows, cols),
+    ``broadcast_add`` (batch, rows, cols: a (rows, cols) operand added to every batch slice),
     ``sdpa`` (batch, heads, kv_heads=heads, seq_q, seq_kv=seq_q, head_dim, causal=False, kernel=..., window=None)
     with kernel one of ``fa2``, ``fa3``, ``unfused``, ``decode``, ``math``, ``cpu-flash`` (default: fa3 on Hopper,
     fa2 on other GPUs, decode for a few queries against a long cache, cpu-flash on CPUs). ``variant`` names a
@@ -96,6 +99,11 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
         return predict_exp(machine(spec, dtype), elements=shape["elements"])
     if op == "softmax":
         return predict_softmax(machine(spec, dtype), rows=shape["rows"], cols=shape["cols"])
+    if op == "broadcast_add":
+        m = machine(spec, dtype)
+        b, rows, cols = shape["batch"], shape["rows"], shape["cols"]
+        return predict_elementwise(m, elements=b * rows * cols, reads=2, kernel="broadcast_add",
+                                   read_bytes=m.elem_bytes * (1 + 1 / b), broadcast=True)  # fmt: skip
     return _sdpa(spec, dtype, shape)
 
 

@@ -10,7 +10,9 @@ model of such a row is ``elements * depth / (exp peak * efficiency)``, whose log
 geometric mean of the rows' measured fractions of the exp peak. An entry whose rows the model does not respond
 to keeps its value, and the result says so. Rows timed while other processes took the CPU (``contended``) are
 not used. ``softmax`` comes from the library row-softmax rows of role ``calibration`` (a microbenchmark, like
-copy; the file's ``validation`` softmax rows, at other shapes, stay held out).
+copy; the file's ``validation`` softmax rows, at other shapes, stay held out), and ``broadcast`` from the
+``broadcast_add`` rows (an additive mask broadcast over batch and heads, which PyTorch runs on its
+non-vectorized elementwise path), relative to the copy, so it is fitted after it.
 
 The **warm cache** comes first, from the copy rows alone (:func:`fit_cache`): ordered by working set (2 x the
 bytes copied), the rows split where the log copy rate separates best into a fast (cache-resident) and a slow
@@ -33,7 +35,15 @@ from pathlib import Path
 from scipy.optimize import minimize_scalar
 
 from einsum.errors import AttnscopeError
-from simulator.device import DEVICES, DeviceSpec, load_device, read_device_file, replace_fields, with_efficiency
+from simulator.device import (
+    DEVICES,
+    EFFICIENCY_KEYS,
+    DeviceSpec,
+    load_device,
+    read_device_file,
+    replace_fields,
+    with_efficiency,
+)
 from simulator.gpu import predict
 from validate.compare import model_kernel
 from validate.harness.schema import Measurement, read_csv
@@ -42,9 +52,15 @@ CACHE_SPEEDUP = 1.3
 """A copy this many times faster than the DRAM-bound copies counts as served by the cache."""
 CACHE_KEYS: tuple[str, ...] = ("warm_cache_bytes", "l2_bytes_per_s")
 """Top-level preset fields :func:`fit_cache` derives."""
-FIT_ORDER: tuple[str, ...] = ("copy", "softmax", "exp", "gemm")
-"""Efficiency entries fitted, in order."""
-SOURCES = {"copy": ("copy",), "softmax": ("softmax",), "exp": ("exp_chain",), "gemm": ("matmul", "bmm")}
+FIT_ORDER: tuple[str, ...] = ("copy", "broadcast", "softmax", "exp", "gemm")
+"""Efficiency entries fitted, in order (broadcast is relative to the copy, so after it)."""
+SOURCES = {
+    "copy": ("copy",),
+    "broadcast": ("broadcast_add",),
+    "softmax": ("softmax",),
+    "exp": ("exp_chain",),
+    "gemm": ("matmul", "bmm"),
+}
 """Which operations' calibration rows fit which entry."""
 CAL_TAG = "CAL"
 """Reference tag the fitted efficiency lines cite."""
@@ -124,9 +140,9 @@ def calibrate(
         "data_file": _display_path(data_file),
         "date": max(r.date for r in usable)[:10],
         "method": (f"attnscope calibrate: per entry, the value minimizing the squared log error of the model over "
-                   f"the file's calibration microbenchmarks (gemm, copy, softmax through simulator.gpu.predict; exp "
-                   f"against the exp peak) ({counts}); measured with torch {first.torch} on {first.device_name}, run "
-                   f"{first.run_id}"),
+                   f"the file's calibration microbenchmarks (gemm, copy, broadcast, softmax through "
+                   f"simulator.gpu.predict; exp against the exp peak) ({counts}); measured with torch {first.torch} on "
+                   f"{first.device_name}, run {first.run_id}"),
     }  # fmt: skip
     refs = {**spec.references, CAL_TAG: f"attnscope calibrate: efficiencies fitted to the calibration "
             f"microbenchmark rows of {provenance['data_file']} (see efficiency.calibration)"}  # fmt: skip
@@ -241,7 +257,7 @@ def efficiency_block(spec: DeviceSpec, fits: Sequence[Fit], old_block: Sequence[
     fitted = {f.key: f for f in fits if not f.note.startswith("not identifiable")}
     eff = spec.efficiency
     lines = ["efficiency:"]
-    for key in ("gemm", "copy", "exp", "softmax"):
+    for key in EFFICIENCY_KEYS:
         f = fitted.get(key)
         old = next((line.rstrip("\n") for line in old_block if re.match(rf"\s+{key}:", line)), None)
         if f is not None:

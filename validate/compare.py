@@ -31,7 +31,7 @@ from validate.harness.schema import CONTENDED, Measurement, read_csv
 
 BAND = 0.20
 """Half-width of the band drawn around y = x in the predicted-vs-measured plot (±20%)."""
-FAMILY_ORDER = ("gemm", "softmax", "sdpa", "unfused", "flex", "decode", "copy", "exp")
+FAMILY_ORDER = ("gemm", "softmax", "sdpa", "unfused", "flex", "decode", "copy", "exp", "elementwise")
 _DEVICE_NAMES: tuple[tuple[str, str], ...] = (
     (r"H200", "h200"),
     (r"H100.*PCIe", "h100-pcie"),
@@ -99,6 +99,8 @@ def model_kernel(row: Measurement, spec: DeviceSpec) -> tuple[str, dict[str, Any
         return "softmax", {"rows": s["rows"], "cols": s["cols"]}
     if row.op == "copy":
         return "copy", {"nbytes": s["nbytes"]}
+    if row.op == "broadcast_add":
+        return "broadcast_add", {"batch": s["batch"], "rows": s["rows"], "cols": s["cols"]}
     if row.op == "exp":
         return "exp", {"elements": s["elements"]}
     if row.op == "exp_chain":

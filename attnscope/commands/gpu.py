@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from simulator.gpu import KERNELS, OPS
 from workloads.registry import parse_size
 
 _GEMM = ("m", "n", "k")
@@ -21,9 +22,9 @@ def add_parser(subparsers, parser_class) -> None:
     """Register predict, roofline and devices."""
     p = subparsers.add_parser("predict", help="predict one kernel on a device (time, TFLOP/s, bytes, bound, tiles)")
     p.add_argument("--device", required=True, help="a device id (see `attnscope devices`) or a device .yaml")
-    p.add_argument("--op", required=True, choices=["sdpa", "gemm", "copy", "exp", "softmax"])
+    p.add_argument("--op", required=True, choices=list(OPS))
     p.add_argument("--dtype", default=None, help="fp32, tf32, fp16, bf16 or fp8 (default: bf16, else fp16)")
-    p.add_argument("--kernel", choices=["fa2", "fa3", "unfused", "decode", "math"], help="sdpa kernel")
+    p.add_argument("--kernel", choices=list(KERNELS), help="sdpa kernel")
     p.add_argument("--batch", type=_size, help="sdpa batch; gemm batch count")
     p.add_argument("--heads", type=_size, help="sdpa query heads")
     p.add_argument("--kv-heads", type=_size, help="sdpa K/V heads (GQA/MQA); default = heads")
@@ -36,8 +37,8 @@ def add_parser(subparsers, parser_class) -> None:
         p.add_argument(f"--{name}", type=_size, help=f"gemm {name.upper()}")
     p.add_argument("--nbytes", type=_size, help="copy: bytes copied")
     p.add_argument("--elements", type=_size, help="exp: elements")
-    p.add_argument("--rows", type=_size, help="softmax rows")
-    p.add_argument("--cols", type=_size, help="softmax columns")
+    p.add_argument("--rows", type=_size, help="softmax / broadcast_add rows")
+    p.add_argument("--cols", type=_size, help="softmax / broadcast_add columns")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -50,7 +51,7 @@ def add_parser(subparsers, parser_class) -> None:
     p.add_argument("--seq", type=_size, default=2048, help="prompt length (prefill) or context length (decode)")
     p.add_argument("--batch", type=_size, default=1)
     p.add_argument("--dtype", default=None, help="device dtype (default bf16, else fp16)")
-    p.add_argument("--kernel", choices=["fa2", "fa3", "unfused", "decode", "math"], help="attention kernel")
+    p.add_argument("--kernel", choices=list(KERNELS), help="attention kernel")
     p.add_argument("--out", required=True, help="folder for report.md and roofline.png")
     p.add_argument("--no-plot", action="store_true", help="skip roofline.png")
     p.add_argument("--json", action="store_true")
@@ -69,26 +70,12 @@ def cmd_predict(args) -> int:
 
     spec = load_device(args.device)
     dtype = args.dtype or default_dtype(spec)
-    if args.op == "sdpa":
-        shape = {
-            "batch": args.batch or 1,
-            "heads": args.heads,
-            "kv_heads": args.kv_heads,
-            "seq_q": args.seq,
-            "seq_kv": args.seq_kv,
-            "head_dim": args.head_dim,
-            "causal": args.causal,
-            "kernel": args.kernel,
-            "window": args.window,
-        }
-    elif args.op == "gemm":
-        shape = {"m": args.m, "n": args.n, "k": args.k, "batch": args.batch or 1}
-    elif args.op == "copy":
-        shape = {"nbytes": args.nbytes}
-    elif args.op == "exp":
-        shape = {"elements": args.elements}
-    else:
-        shape = {"rows": args.rows, "cols": args.cols}
+    # each op's shape keywords come from the flags of the same name (sdpa's seq_q is --seq); batch defaults to 1
+    # where the op has one dimension to spare
+    flags = {"seq_q": "seq"}
+    shape = {key: getattr(args, flags.get(key, key), None) for key in OPS[args.op]}
+    if args.op in ("sdpa", "gemm"):
+        shape["batch"] = shape["batch"] or 1
     pred = predict(spec, args.op, dtype=dtype, **shape)
     if args.json:
         print_json(pred.to_dict())

@@ -355,14 +355,14 @@ def predict_unfused(m: Machine, kernel: str, s: dict) -> KernelPrediction:
     parts.append(predict_gemm(m, m_=sq, n=skv, k=d, batch=b * h))
     if masked:  # scores + mask; the mask is one seq_q x seq_kv plane broadcast over batch and heads
         parts.append(predict_elementwise(m, elements=n_scores, reads=2, kernel="mask_add",
-                                         read_bytes=e + e / (b * h)))  # fmt: skip
+                                         read_bytes=e + e / (b * h), broadcast=True))  # fmt: skip
     parts.append(predict_softmax(m, rows=b * h * sq, cols=skv))
     if kernel == "math":  # _safe_softmax: isneginf(scores), all(dim=-1), where(rows, 0, probabilities)
         parts.append(predict_elementwise(m, elements=n_scores, reads=1, kernel="isneginf", write_bytes=1))
         parts.append(predict_elementwise(m, elements=n_scores, reads=1, kernel="all_rows", read_bytes=1,
                                          write_bytes=1 / skv))  # fmt: skip
         parts.append(predict_elementwise(m, elements=n_scores, reads=2, kernel="where_rows",
-                                         read_bytes=e + 1 / skv))  # fmt: skip
+                                         read_bytes=e + 1 / skv, broadcast=True))  # fmt: skip
     parts.append(predict_gemm(m, m_=sq, n=d, k=skv, batch=b * h))
     flops, compulsory, pairs = _flops_and_bytes(s, e)
     time_s = sum(p.time_s for p in parts)

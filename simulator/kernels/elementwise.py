@@ -63,16 +63,20 @@ def predict_elementwise(
     sfu: int = 0,
     read_bytes: float | None = None,
     write_bytes: float | None = None,
+    broadcast: bool = False,
 ) -> KernelPrediction:
     """A streaming elementwise kernel over elements: reads operands of the dtype, writes one; sfu special-function
     evaluations per element (a SiLU's sigmoid is one exp). read_bytes / write_bytes: bytes per element read (all
-    operands) and written, where they are not the dtype's (a boolean mask is one byte)."""
+    operands) and written, where they are not the dtype's (a boolean mask is one byte). broadcast: an operand
+    is broadcast (stride 0 along some axis), which PyTorch runs on its non-vectorized path at the calibrated
+    ``efficiency.broadcast`` of the copy bandwidth."""
     _positive(kernel, elements=elements)
     per_element = (reads * m.elem_bytes if read_bytes is None else read_bytes) + (
         m.elem_bytes if write_bytes is None else write_bytes
     )
     moved = float(elements) * per_element
-    times = {"memory": m.latency_s + moved / m.stream_bytes_per_s(moved)}
+    rate = m.stream_bytes_per_s(moved) * (m.broadcast_efficiency if broadcast else 1.0)
+    times = {"memory": m.latency_s + moved / rate}
     if sfu:
         times["sfu"] = elements * sfu / (m.sfu_rate * m.sms * m.clock_hz)
     return finish(m, op="elementwise", kernel=kernel, flops=0.0, hbm_bytes=moved, times=times,

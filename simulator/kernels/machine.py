@@ -47,6 +47,7 @@ class Machine:
     l2_share_bytes_per_clock: float  # L2 bandwidth per SM per clock (one SM's share)
     launch_s: float  # kernel launch overhead, s
     latency_s: float  # DRAM load latency, s
+    broadcast_efficiency: float = 1.0  # broadcasting elementwise kernels' bandwidth / the copy's
     cache_bytes_per_s: float = 0.0  # last-level cache bandwidth (all SMs / cores), bytes/s
     warm_cache_bytes: float = 0.0  # working sets up to this size stream from the last-level cache (0: never)
 
@@ -108,6 +109,7 @@ def machine(spec: DeviceSpec, dtype: str, *, legacy_mma: bool = False) -> Machin
         l2_share_bytes_per_clock=spec.l2_bytes_per_s / spec.sm_count / spec.clock_hz,
         launch_s=spec.launch_overhead_s,
         latency_s=spec.dram_latency_s,
+        broadcast_efficiency=eff.broadcast,
         cache_bytes_per_s=spec.l2_bytes_per_s,
         warm_cache_bytes=spec.warm_cache_bytes,
     )

@@ -216,7 +216,7 @@ def test_unknown_names_list_the_valid_ones():
     with pytest.raises(RegistryError) as err:
         predict("b300", "gemm", m=1, n=1, k=1)
     assert all(name in str(err.value) for name in ("a100-sxm", "h100-pcie", "h100-sxm", "h200", "m2-max"))
-    with pytest.raises(SpecError, match="unknown op 'conv'; allowed: gemm, copy, exp, softmax, sdpa"):
+    with pytest.raises(SpecError, match="unknown op 'conv'; allowed: gemm, copy, exp, softmax, broadcast_add, sdpa"):
         predict("h100-sxm", "conv")
     with pytest.raises(SpecError, match="gemm: unknown shape keyword"):
         predict("h100-sxm", "gemm", m=1, n=1, k=1, heads=2)

@@ -259,3 +259,22 @@ def test_warm_cache_is_found_where_the_copy_rate_drops_and_then_predicts_cached_
     flat = [_row("copy", {"nbytes": n}, n / 1e10) for n in sizes]  # one rate at every size: no cache to find
     spec, fits = calibrate(flat, start, "x.csv")
     assert spec.warm_cache_bytes == 0.0 and "warm_cache_bytes" not in {f.key for f in fits}
+
+
+def test_broadcast_efficiency_is_fitted_after_the_copy_and_slows_the_mask_add():
+    h100 = load_device("h100-sxm")
+    keep = {"data_file": "x", "date": "2026-01-01", "method": "m"}
+    truth = with_efficiency(h100, {"copy": 0.85, "broadcast": 0.35}, keep)
+    shapes = ({"batch": 128, "rows": 2048, "cols": 2048}, {"batch": 32, "rows": 8192, "cols": 8192})
+    rows = [*_synthetic(truth)]
+    rows += [_row("broadcast_add", s, predict(truth, "broadcast_add", dtype="bf16", **s).time_s, dtype="bf16",
+                  family="elementwise") for s in shapes]  # fmt: skip
+    spec, fits = calibrate(rows, h100, "x.csv")
+    assert [f.key for f in fits][:2] == ["copy", "broadcast"]
+    assert spec.efficiency.broadcast == pytest.approx(0.35, abs=2e-3)
+    attn = {"batch": 4, "heads": 32, "seq_q": 4096, "head_dim": 64, "kernel": "unfused"}
+    plain = with_efficiency(spec, {"broadcast": 1.0}, keep)  # the same copy rate, broadcasts at full speed
+    slow, fast = (predict(s, "sdpa", causal=True, **attn) for s in (spec, plain))
+    add = {p.kernel: p.time_s for p in slow.parts}["mask_add"]
+    assert add == pytest.approx({p.kernel: p.time_s for p in fast.parts}["mask_add"] / 0.35, rel=0.02)
+    assert predict(spec, "sdpa", **attn).time_s == pytest.approx(predict(plain, "sdpa", **attn).time_s, rel=1e-9)

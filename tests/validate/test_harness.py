@@ -56,7 +56,7 @@ def test_sweep_expands_grid_where_and_defaults():
         ({"op": "matmul", "shapes": [{"m": 4, "n": 4}]}, "cases[0].shapes[0]: missing k; matmul needs m, n, k"),
         ({"op": "matmul", "grid": {"m": [0], "n": [1], "k": [1]}}, "cases[0].grid.m: expected a non-empty list"),
         ({"op": "matmul", "shapes": [{"m": 4, "n": 4, "k": 4, "q": 1}]}, "cases[0].shapes[0].q: unknown key"),
-        ({"op": "sdpa", "role": "calibration", "shapes": []}, "only matmul, bmm, copy, exp_chain, softmax may"),
+        ({"op": "sdpa", "role": "calibration", "shapes": []}, "may calibrate (microbenchmarks), not sdpa"),
         ({"op": "sdpa", "backends": ["triton"], "shapes": []}, "cases[0].backends: unknown triton; allowed: flash"),
         ({"op": "softmax", "dtypes": ["int8"], "shapes": []}, "cases[0].dtypes: unknown int8"),
         ({"op": "copy"}, "cases[0]: give shapes: (a list) or grid:"),

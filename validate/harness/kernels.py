@@ -326,6 +326,18 @@ def _copy(case: Case, device: torch.device, gen: torch.Generator) -> Prepared:
     return Prepared(lambda: dst.copy_(src), check, 0.0, 2.0 * es * count)
 
 
+def _broadcast_add(case: Case, device: torch.device, gen: torch.Generator) -> Prepared:
+    batch, rows_n, cols = (case.sizes[k] for k in ("batch", "rows", "cols"))
+    x, mask = _randn((batch, rows_n, cols), case.dtype, device, gen), _randn((rows_n, cols), case.dtype, device, gen)
+    groups, rows = _sample(batch, SAMPLE_GROUPS, device), _sample(rows_n, SAMPLE_ROWS, device)
+
+    def check(out: torch.Tensor) -> float:
+        return _error(out[groups][:, rows], x[groups][:, rows].double() + mask[rows].double())
+
+    es = DTYPE_BYTES[case.dtype]
+    return Prepared(lambda: x + mask, check, 0.0, es * (2 * batch + 1) * rows_n * cols)
+
+
 def _exp(case: Case, device: torch.device, gen: torch.Generator) -> Prepared:
     count = case.sizes["elements"]
     x, y = _randn((count,), case.dtype, device, gen), _randn((count,), case.dtype, device, gen)
@@ -383,6 +395,7 @@ KERNELS: Mapping[str, Kernel] = MappingProxyType({
     "flex_attention": _flex,
     "decode": _decode,
     "copy": _copy,
+    "broadcast_add": _broadcast_add,
     "exp": _exp,
     "exp_chain": _exp_chain,
 })  # fmt: skip

@@ -69,6 +69,11 @@ _OPS: tuple[OpDecl, ...] = (
         summary="one decode step: write the new K/V into a preallocated cache, then SDPA of 1 query over cache_len+1",
     ),
     OpDecl("copy", "copy", ("nbytes",), {}, summary="dst.copy_(src) of nbytes (bytes moved: 2*nbytes)"),
+    OpDecl(
+        "broadcast_add", "elementwise", ("batch", "rows", "cols"), {},
+        summary="x + m of x (batch,rows,cols) and m (rows,cols) broadcast over batch, as an additive attention mask"
+        " is added to the scores (PyTorch runs broadcasting elementwise kernels on its non-vectorized path)",
+    ),
     OpDecl("exp", "exp", ("elements",), {}, summary="torch.exp(x, out=y) over elements (streams through memory)"),
     OpDecl(
         "exp_chain", "exp", ("elements", "depth"), {}, ("none",), ("eager", "compiled"),
@@ -83,8 +88,9 @@ OPS: Mapping[str, OpDecl] = MappingProxyType({op.name: op for op in _OPS})
 ROLES: tuple[str, ...] = ("validation", "calibration")
 """What a row is for: calibration rows (microbenchmarks) fit a preset's efficiencies, validation rows judge it."""
 
-CALIBRATION_OPS: tuple[str, ...] = ("matmul", "bmm", "copy", "exp_chain", "softmax")
-"""Operations a calibration case may use (GEMM peak by shape, copy bandwidth, exp throughput)."""
+CALIBRATION_OPS: tuple[str, ...] = ("matmul", "bmm", "copy", "exp_chain", "softmax", "broadcast_add")
+"""Operations a calibration case may use (GEMM peak by shape, copy bandwidth, exp throughput, library softmax
+and broadcasting elementwise bandwidth)."""
 
 
 def op_decl(name: str) -> OpDecl:
