@@ -51,7 +51,8 @@ _OPS: tuple[OpDecl, ...] = (
     OpDecl("softmax", "softmax", ("rows", "cols"), {}, summary="torch.softmax over the last axis of (rows,cols)"),
     OpDecl(
         "unfused_attention", "unfused", ATTENTION_KEYS, {}, ("none", "causal"),
-        summary="Q@K^T*scale -> softmax -> @V as three torch ops (scores materialised)",
+        summary="standard attention as the FlashAttention benchmarks run it: baddbmm(Q, K^T, alpha=scale) [+ additive"
+        " mask] -> softmax -> bmm with V, scores materialised (GQA K/V expanded)",
     ),
     OpDecl(
         "sdpa", "sdpa", ATTENTION_KEYS, {"kv_heads": None}, ("none", "causal"), SDPA_BACKENDS,
