@@ -1,64 +1,66 @@
 """The Python API: the same operations as the CLI, returning plain data.
 
->>> from attnscope import api
->>> info = api.describe_cascade("fusemax", {"M": 1024})
+The flow every costing command follows is :func:`evaluate`, one stage per line::
+
+    case = make_case(workload, shape, params)      # cascade + sizes + declared parameters, validated
+    target = load_target(target)                   # spatial array or device, validated
+    mapper = choose_mapper(case, target, mapper)   # the registry: the named one, or the first that applies
+    design = mapper.run(case, target, ...)         # mapping + cost: one Design for both worlds
+
+>>> info = describe_cascade("fusemax", {"M": 1024})
 >>> info["passes"], len(info["einsums"])
 (1, 12)
+>>> d = evaluate("attention-1pass-causal", "h100-sxm", shape={"H": 32, "M": 4096, "E": 128, "F": 128})
+>>> d.target_kind, d.energy_j is None, 0 < d.utilization <= 1
+('device', True, True)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import workloads
 from einsum.analysis import op_counts, pass_analysis, tensor_sizes, total_ops
-from einsum.cascade import Cascade
-from einsum.errors import AttnscopeError, ShapeError
+from einsum.errors import ShapeError
 from einsum.interpreter import random_inputs, run
+from mappers.base import Design
+from simulator.targets import Target, load_target
+from workloads.cases import Case, Workload, make_case
+from workloads.cases import load_workload as load_cascade
+
+LoadedCascade = Workload
+
+__all__ = ["Design", "LoadedCascade", "describe_cascade", "evaluate", "evaluate_case", "list_cascades",
+           "load_cascade", "run_cascade"]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class LoadedCascade:
-    """A cascade from the registry or from a file, with how to complete its sizes."""
+def evaluate(
+    workload: str | Workload | Case,
+    target: str | Target,
+    *,
+    shape: Mapping[str, int] | None = None,
+    params: Mapping[str, float] | None = None,
+    mapper: str | None = None,
+    dtype: str | None = None,
+    **options: Any,
+) -> Design:
+    """Cost a workload on a target: case -> target -> mapper -> design (module docstring).
 
-    cascade: Cascade
-    summary: str
-    source: str
-    entry: workloads.CascadeEntry | None
-
-    def sizes(self, given: Mapping[str, int] | None = None) -> dict[str, int]:
-        """Complete rank sizes (registry defaults apply to registered cascades only)."""
-        if self.entry is not None:
-            return self.entry.sizes(given)
-        return self.cascade.rank_sizes(given or {})
-
-
-def load_cascade(name_or_path: str) -> LoadedCascade:
-    """A registered cascade by name, or a cascade text file (``.einsum``) by path."""
-    path = Path(name_or_path)
-    if name_or_path in workloads.CASCADES or not (path.suffix or path.exists()):
-        entry = workloads.get_cascade(name_or_path)
-        return LoadedCascade(entry.cascade, entry.summary, entry.source, entry)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise AttnscopeError(
-            f"cannot read cascade file {name_or_path}: {exc.strerror}; give a registered name "
-            f"({', '.join(sorted(workloads.CASCADES))}) or a readable .einsum file"
-        ) from None
-    cascade = Cascade.from_text(text, name=path.stem, origin=str(path))
-    return LoadedCascade(cascade, _first_comment(text), str(path), None)
+    ``options`` go to the mapper: ``kernel`` (devices: ``fa2``/``fa3``), ``mapping`` (mapper ``mapping``:
+    the mapping as plain data).
+    """
+    case = workload if isinstance(workload, Case) else make_case(workload, shape, params=params)
+    return evaluate_case(case, load_target(target, dtype=dtype), mapper=mapper, **options)
 
 
-def _first_comment(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip().startswith("#"):
-            return line.strip().lstrip("#").strip()
-    return ""
+def evaluate_case(case: Case, target: Target, *, mapper: str | None = None, **options: Any) -> Design:
+    """The last two stages of :func:`evaluate` for a case and a target already built (loops reuse them)."""
+    from mappers.catalog import map_case
+
+    return map_case(case, target, mapper, **options)
 
 
 def list_cascades(shape: Mapping[str, int] | None = None) -> list[dict]:

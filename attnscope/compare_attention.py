@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -115,89 +115,46 @@ def parse_seqs(text: str) -> tuple[int, ...]:
 
 
 def _choose_variants(variants: Sequence[str] | None) -> tuple[str, ...]:
+    """Registered attention cascades by name, or ``.einsum`` files by path (checked by loading them)."""
+    from workloads.cases import load_workload
+
     valid = attention_variants()
     if not variants:
         return valid
-    bad = [v for v in variants if v not in valid]
+    bad = [v for v in variants if v not in workloads.CASCADES and not v.endswith(".einsum")]
     if bad:
-        raise AttnscopeError(f"unknown variant(s) {', '.join(bad)}; valid variants: {', '.join(valid)}")
+        raise AttnscopeError(
+            f"unknown variant(s) {', '.join(bad)}; valid variants: {', '.join(valid)} (or .einsum files)"
+        )
+    for v in variants:
+        load_workload(v)  # a file that does not parse is the user's error, before any costing
     return tuple(dict.fromkeys(variants))
 
 
 @cache
 def _passes(name: str) -> int:
-    return pass_analysis(workloads.get_cascade(name).cascade, "M").passes
+    from workloads.cases import load_workload
 
-
-def _case_args(name: str, shape: Any, seq: int, batch: int, params: Mapping[str, float]) -> dict[str, Any]:
-    from simulator.kernels.variants import DECODE, PARAMS
-
-    args: dict[str, Any] = {"batch": batch, "heads": shape.heads, "head_dim": shape.head_dim, "seq_q": seq}
-    if name in DECODE:
-        args.update(seq_q=1, seq_kv=seq, kv_heads=shape.kv_heads)
-    elif name == "gqa" and shape.kv_heads < shape.heads:
-        args["kv_heads"] = shape.kv_heads
-    args["params"] = {k: v for k, v in params.items() if k in PARAMS.get(name, ())}
-    return args
+    cascade = load_workload(name).cascade
+    return pass_analysis(cascade, "M").passes if "M" in cascade.ranks else 1
 
 
 def _params_text(params: Mapping[str, float]) -> str:
     return ";".join(f"{k}={v:g}" for k, v in sorted(params.items()))
 
 
-def _device_row(spec: Any, dtype: str, name: str, seq: int, args: Mapping[str, Any]) -> ComparisonRow:
-    from simulator.kernels.variants import predict_variant, variant_case
+def _row(case: Any, target: Any, name: str, seq: int) -> ComparisonRow:
+    """One (variant, length) through the pipeline: :func:`attnscope.api.evaluate_case`."""
+    from attnscope.api import evaluate_case
 
-    case = variant_case(name, **args)
-    p = predict_variant(spec, name, dtype=dtype, **args)
-    t = p.tiles
-    footprint = None
-    if "smem_bytes" in t and "ctas_per_sm" in t:
-        sms_used = min(spec.sm_count, math.ceil(t["ctas"] / t["ctas_per_sm"]))
-        footprint = float(t["smem_bytes"] * t["ctas_per_sm"] * sms_used)
-    return ComparisonRow(name, seq, _passes(name), p.kernel, p.time_s, None, p.hbm_bytes, footprint, p.bound,
-                         p.tflops, case.seq_q, case.seq_kv, case.kv_heads, _params_text(case.params), "ok")  # fmt: skip
-
-
-_NO_MAPPING = (AttnscopeError,)
-"""What the cascade mappers raise for a cascade they cannot map (reported in the row, not raised)."""
-
-
-def _arch_row(arch: Any, name: str, seq: int, args: Mapping[str, Any]) -> ComparisonRow:
-    from einsum.lower import lower
-    from mappers.cascade_search import FusedSearchError, search_fused, search_passes
-    from simulator.kernels.variants import variant_case
-
-    case = variant_case(name, **args)
-    passes = _passes(name)
-    base = {"variant": name, "seq": seq, "passes": passes, "seq_q": case.seq_q, "seq_kv": case.seq_kv,
-            "kv_heads": case.kv_heads, "params": _params_text(case.params), "tflops": None}  # fmt: skip
-    # a block mask's density (a data-dependent mask) goes to the inputs it describes: those indexed by the key
-    # tile rank and by no key inside a tile (BM[b,h,m1,p1])
-    parts = case.cascade.partitions.get("M", ())
-    masks = {}
-    if "density" in case.params and len(parts) > 1:
-        inside = {"M", *parts[1:]}
-        masks = {t.name: case.params["density"] for t in case.cascade.tensors.values()
-                 if t.role == "input" and parts[0] in t.ranks and not inside & set(t.ranks)}  # fmt: skip
-    try:
-        try:  # one pass over the keys (split-K decode counts its combine over the splits as passes, not the keys)
-            design, _ = search_fused(case.cascade, case.sizes, arch, density=masks or None)
-        except FusedSearchError:
-            design = search_passes(lower(case.cascade, case.sizes), arch)["best"]
-    except _NO_MAPPING as exc:
-        reason = f"no spatial mapping: {type(exc).__name__}: {str(exc).strip(chr(39))}"
-        return ComparisonRow(kernel="-", latency_s=None, energy_pj=None, dram_bytes=None, footprint_bytes=None,
-                             bound="-", status=reason, **base)  # fmt: skip
-    cost = design.cost
-    compute = dict(cost.compute_s_by_array)
-    busiest = max(compute, key=compute.__getitem__)
-    bound = "memory" if cost.memory_s >= compute[busiest] else f"{busiest} ({arch.array(busiest).kind} array)"
-    footprint = max(cost.buffer_occupancy_words, default=0.0) * arch.word_bytes
-    status = "ok" if cost.feasible else "infeasible: the design overflows the buffer"
-    return ComparisonRow(kernel=design.description, latency_s=cost.latency_s, energy_pj=cost.energy_pj,
-                         dram_bytes=cost.dram_bytes, footprint_bytes=footprint, bound=bound, status=status,
-                         **base)  # fmt: skip
+    d = evaluate_case(case, target)
+    device = d.target_kind == "device"
+    status = "ok" if d.feasible else "infeasible: the design overflows the buffer"
+    return ComparisonRow(name, seq, _passes(name), d.description, d.latency_s,
+                         None if d.energy_j is None else d.energy_j * 1e12, d.dram_bytes,
+                         (d.onchip_bytes or None) if device else d.onchip_bytes, d.bound,
+                         d.detail.tflops if device else None, case.seq_q, case.seq_kv, case.kv_heads,
+                         _params_text(case.params), status)  # fmt: skip
 
 
 def compare_attention(
@@ -211,11 +168,16 @@ def compare_attention(
     params: Mapping[str, float] | None = None,
     dtype: str | None = None,
 ) -> AttentionComparison:
-    """Cost each variant at each sequence length on a device or an architecture (module docstring).
+    """Cost each variant at each sequence length on a device or an architecture (module docstring): a loop
+    over :func:`attnscope.api.evaluate_case`.
 
-    ``params``: variant parameters (``window``, ``sinks``, ``density``, ``splits``, ...); each variant takes
-    the ones it has (:data:`simulator.kernels.variants.PARAMS`) and the registry's defaults for the rest.
+    ``variants``: registered names or ``.einsum`` paths. ``params``: parameters (``window``, ``sinks``,
+    ``density``, ``splits``, ...); each variant takes the ones it has (:func:`workloads.cases.accepted`)
+    and its declared defaults for the rest.
     """
+    from simulator.targets import load_target
+    from workloads.cases import accepted, case_for_model, load_workload
+
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one target: a device (GPU/edge preset) or an arch (spatial array)")
     start = time.perf_counter()
@@ -229,50 +191,50 @@ def compare_attention(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ShapeError(f"batch must be a positive integer, got {batch!r}")
     params = dict(params or {})
+    tgt = load_target(device if device is not None else arch, dtype=dtype if device is not None else None)
+    kind = tgt.kind
     rows = []
-    if device is not None:
-        from simulator.device import load_device
-        from simulator.gpu import default_dtype
-
-        spec = load_device(device)
-        dtype = dtype or default_dtype(spec)
-        target, kind, source = spec.id, "device", spec.source
-    else:
-        from simulator.specs import load_arch
-
-        spec = load_arch(arch)
-        target, kind, source = spec.name, "arch", spec.source
-    cost_row = partial(_device_row, spec, dtype) if kind == "device" else partial(_arch_row, spec)
     for name in chosen:
+        w = load_workload(name)
+        taken = {k: v for k, v in params.items() if accepted(w, k)}
+        label = w.name if name in workloads.CASCADES else name
         for seq in seqs:
-            args = _case_args(name, shape, seq, batch, params)
             try:
-                row = cost_row(name, seq, args)
+                case = case_for_model(w, batch=batch, heads=shape.heads, kv_heads=shape.kv_heads,
+                                      head_dim=shape.head_dim, seq=seq, params=taken)  # fmt: skip
             except AttnscopeError as exc:
-                row = ComparisonRow(name, seq, _passes(name), "-", None, None, None, None, "-", None,
-                                    args["seq_q"], args.get("seq_kv", args["seq_q"]), args.get("kv_heads"),
-                                    _params_text(args["params"]), f"impossible: {exc}")  # fmt: skip
+                rows.append(ComparisonRow(label, seq, _passes(name), "-", None, None, None, None, "-", None,
+                                          seq, seq, None, _params_text(taken), f"impossible: {exc}"))  # fmt: skip
+                continue
+            try:
+                row = _row(case, tgt, label, seq)
+            except AttnscopeError as exc:
+                what = "no spatial mapping" if kind == "arch" else "impossible"
+                row = ComparisonRow(label, seq, _passes(name), "-", None, None, None, None, "-", None,
+                                    case.seq_q, case.seq_kv, case.kv_heads, _params_text(case.params),
+                                    f"{what}: {exc}")  # fmt: skip
             rows.append(row)
     notes = [
         f"Model {shape.name}: {shape.heads} query heads, {shape.kv_heads} K/V heads, head dim {shape.head_dim} "
         f"({shape.source}); batch {batch}.",
-        "Prefill variants: P = M = seq (non-causal unless the cascade masks); decode variants: 1 query, seq keys.",
+        "Prefill variants: P = M = seq (non-causal unless the cascade masks); decode variants (a cascade that "
+        "declares its query count, `param P = 1`): that many queries against seq keys.",
     ]
     if kind == "device":
         notes.append(
-            f"{target}, {dtype}: fused variants are tile programs lowered from each cascade (masks skip key tiles), "
-            "decode the split-K decode kernel, multi-pass cascades the unfused chain (simulator.kernels.variants); "
-            "energy is not modelled on devices."
+            f"{tgt.name}, {tgt.dtype}: each cascade becomes the kernel its structure calls for (mappers.catalog "
+            "'kernel': fused tile programs lowered from the cascade with masks skipping key tiles, decode and "
+            "split-K, or the unfused chain for multi-pass cascades); energy is not modelled on devices."
         )
     else:
         notes.append(
-            f"{target}: one-pass cascades by search_fused (binding, schedule and query block searched; key tiles "
-            "that a static mask hides from a whole query block, or that a block mask of the given density drops, "
-            "are skipped), multi-pass ones by search_passes (the fusion space derived from the cascade); the best "
-            "design's latency, energy, DRAM bytes and largest buffer occupancy."
+            f"{tgt.name}: one-pass cascades by the 'fused' mapper (search_fused: binding, schedule and query block "
+            "searched; key tiles that a static mask hides from a whole query block, or that a block mask of the "
+            "given density drops, are skipped), multi-pass ones by 'passes' (the fusion space derived from the "
+            "cascade); the best design's latency, energy, DRAM bytes and largest buffer occupancy."
         )
-    return AttentionComparison(target, kind, shape.name, batch, shape.heads, shape.kv_heads, shape.head_dim,
-                               tuple(seqs), chosen, tuple(rows), source, time.perf_counter() - start,
+    return AttentionComparison(tgt.name, kind, shape.name, batch, shape.heads, shape.kv_heads, shape.head_dim,
+                               tuple(seqs), chosen, tuple(rows), tgt.spec.source, time.perf_counter() - start,
                                tuple(notes))  # fmt: skip
 
 

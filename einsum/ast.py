@@ -157,6 +157,24 @@ class InitDecl:
 
 
 @dataclass(frozen=True)
+class ParamDecl:
+    """``param W = 4096``: the size a rank takes when none is given (a window, a block, a split count)."""
+
+    rank: str
+    value: int
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
+class DensityDecl:
+    """``density BM = 0.25``: the expected fraction of nonzeros of an input mask, for the analyses and mappers."""
+
+    tensor: str
+    value: float
+    span: Span = field(compare=False)
+
+
+@dataclass(frozen=True)
 class EinsumStmt:
     """``OUT[...] = [reduce[vars]] expr``: one Extended Einsum."""
 
@@ -168,7 +186,7 @@ class EinsumStmt:
     span: Span = field(compare=False)
 
 
-Statement = InputDecl | OutputDecl | PartitionDecl | InitDecl | EinsumStmt
+Statement = InputDecl | OutputDecl | PartitionDecl | InitDecl | ParamDecl | DensityDecl | EinsumStmt
 
 
 @dataclass(frozen=True)

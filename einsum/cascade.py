@@ -24,6 +24,7 @@ import networkx as nx
 from einsum.ast import (
     Access,
     Compare,
+    DensityDecl,
     EinsumStmt,
     IdxBin,
     IdxInt,
@@ -33,6 +34,7 @@ from einsum.ast import (
     InitDecl,
     InputDecl,
     OutputDecl,
+    ParamDecl,
     PartitionDecl,
     Program,
     format_index,
@@ -178,8 +180,15 @@ class Cascade:
         inits: dict[str, InitDecl] = {}
         einsum_stmts: dict[str, EinsumStmt] = {}
         output_decl: OutputDecl | None = None
+        params: dict[str, ParamDecl] = {}
+        densities: dict[str, DensityDecl] = {}
         for s in stmts:
-            if isinstance(s, PartitionDecl):
+            if isinstance(s, ParamDecl | DensityDecl):
+                seen, key = (params, s.rank) if isinstance(s, ParamDecl) else (densities, s.tensor)
+                if key in seen:
+                    raise self._error(f"{key} has two {s.__class__.__name__[:-4].lower()} statements", s.span)
+                seen[key] = s
+            elif isinstance(s, PartitionDecl):
                 self._add_partition(s)
             elif isinstance(s, InputDecl):
                 if s.tensor in inputs:
@@ -239,6 +248,26 @@ class Cascade:
         )
         self._build_graph(einsums)
         self._set_outputs(output_decl, einsums)
+        self._set_declared(params, densities)
+
+    def _set_declared(self, params: dict[str, ParamDecl], densities: dict[str, DensityDecl]) -> None:
+        for rank, d in params.items():
+            if rank not in self.ranks:
+                raise self._error(
+                    f"param {rank}: {rank} is not a rank of this cascade; its ranks are {', '.join(self.ranks)} "
+                    "(a size-only rank such as a window W is one an index condition names)",
+                    d.span,
+                )
+        for tensor, d in densities.items():
+            if self.tensors.get(tensor) is None or self.tensors[tensor].role != "input":
+                raise self._error(
+                    f"density {tensor}: only an input mask has a density; the inputs are {', '.join(self.inputs)}",
+                    d.span,
+                )
+        self.params: dict[str, int] = {r: d.value for r, d in params.items()}
+        """Declared default sizes (``param W = 4096``): used for a rank that is neither given nor derivable."""
+        self.densities: dict[str, float] = {t: d.value for t, d in densities.items()}
+        """Declared fractions of nonzeros of input masks (``density BM = 0.25``)."""
 
     def _add_partition(self, s: PartitionDecl) -> None:
         if s.rank in self.partitions:
@@ -578,6 +607,25 @@ class Cascade:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ShapeError(f"{self.name}: rank {rank} must be a positive integer, got {value!r}")
             sizes[rank] = value
+        self._derive_parts(sizes)
+        declared = {r: v for r, v in self.params.items() if r not in sizes}
+        if declared:  # declared sizes fill only what the given ones leave open
+            sizes.update(declared)
+            self._derive_parts(sizes)
+        absent = [r for r in self.ranks if r not in sizes]
+        if absent:
+            hints = [
+                f"{r} (part of partition {self.parent_of[r]} = {' * '.join(self.partitions[self.parent_of[r]])})"
+                if r in self.parent_of
+                else r
+                for r in absent
+            ]
+            raise ShapeError(f"{self.name}: give a size for {', '.join(hints)}")
+        self._check_bounds(sizes)
+        return sizes
+
+    def _derive_parts(self, sizes: dict[str, int]) -> None:
+        """Derive the one missing size of each partition group, repeatedly; check complete groups."""
         changed = True
         while changed:
             changed = False
@@ -603,17 +651,6 @@ class Cascade:
                         f"{self.name}: partition {parent} = {' * '.join(parts)} does not hold for "
                         + ", ".join(f"{r}={sizes[r]}" for r in group)
                     )
-        absent = [r for r in self.ranks if r not in sizes]
-        if absent:
-            hints = [
-                f"{r} (part of partition {self.parent_of[r]} = {' * '.join(self.partitions[self.parent_of[r]])})"
-                if r in self.parent_of
-                else r
-                for r in absent
-            ]
-            raise ShapeError(f"{self.name}: give a size for {', '.join(hints)}")
-        self._check_bounds(sizes)
-        return sizes
 
     def _check_bounds(self, sizes: Mapping[str, int]) -> None:
         for e in self.einsums:

@@ -5,6 +5,8 @@ Grammar (``[...]`` literal brackets, ``{x}`` = zero or more)::
     line      := 'input' decl {',' decl} | 'output' NAME {',' NAME}
                | 'partition' RANK '=' RANK '*' RANK {'*' RANK}
                | 'init' access '=' number
+               | 'param' RANK '=' integer                      # the rank's size unless one is given
+               | 'density' NAME '=' number                     # expected fraction of nonzeros of an input mask
                | access '=' [reduce] expr
     decl      := NAME '[' RANK {',' RANK} ']'
     reduce    := ('sum' | 'max' | 'min') '[' var {',' var} ']'      # ranks that vanish from the output
@@ -33,6 +35,7 @@ from einsum.ast import (
     BinOp,
     Call,
     Compare,
+    DensityDecl,
     EinsumStmt,
     Expr,
     IdxBin,
@@ -45,6 +48,7 @@ from einsum.ast import (
     Neg,
     Number,
     OutputDecl,
+    ParamDecl,
     PartitionDecl,
     Program,
     Statement,
@@ -54,7 +58,7 @@ from einsum.errors import EinsumSyntaxError, Span
 REDUCE_OPS = ("sum", "max", "min")
 UNARY_FUNCS = ("exp", "log", "sqrt", "sigmoid", "softplus", "relu")
 BINARY_FUNCS = ("max", "min")
-KEYWORDS = ("input", "output", "partition", "init", "where", "inf", *REDUCE_OPS, *UNARY_FUNCS)
+KEYWORDS = ("input", "output", "partition", "init", "param", "density", "where", "inf", *REDUCE_OPS, *UNARY_FUNCS)
 COMPARISONS = ("<=", ">=", "==", "!=", "<", ">")
 
 RANK_RE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
@@ -196,13 +200,15 @@ class _LineParser:
             "output": self.output_decl,
             "partition": self.partition_decl,
             "init": self.init_decl,
+            "param": self.param_decl,
+            "density": self.density_decl,
         }
         if tok.kind == "name" and tok.text in handlers:
             stmt = handlers[tok.text]()
         elif tok.kind == "name" and self.peek().kind == "name":
             raise self.error(
                 f"unknown statement {tok.text!r}; a line is an Einsum (T[...] = ...) or starts with "
-                "input, output, partition or init",
+                "input, output, partition, init, param or density",
                 tok.col,
                 tok.end_col,
             )
@@ -256,6 +262,33 @@ class _LineParser:
                 self.tok.end_col,
             )
         return PartitionDecl(rank.text, tuple(parts), self.span_from(start))
+
+    def param_decl(self) -> ParamDecl:
+        start = self.advance()
+        rank = self.rank_name("to give a default size")
+        self.expect_op("=", f"'=' and a size, as in: param {rank.text} = 4096")
+        tok = self.tok
+        if tok.kind != "number" or not tok.text.isdigit() or int(tok.text) < 1:
+            raise self.error(
+                f"the size of {rank.text} must be a positive integer, found {_describe(tok)}", tok.col, tok.end_col
+            )
+        self.advance()
+        return ParamDecl(rank.text, int(tok.text), self.span_from(start))
+
+    def density_decl(self) -> DensityDecl:
+        start = self.advance()
+        name = self.tensor_name()
+        self.expect_op("=", f"'=' and the fraction of nonzeros of {name.text}, as in: density {name.text} = 0.25")
+        tok = self.tok
+        value = float(tok.text) if tok.kind == "number" else -1.0
+        if not 0.0 < value <= 1.0:
+            raise self.error(
+                f"the density of {name.text} is a fraction of nonzeros in (0, 1], found {_describe(tok)}",
+                tok.col,
+                tok.end_col,
+            )
+        self.advance()
+        return DensityDecl(name.text, value, self.span_from(start))
 
     def init_decl(self) -> InitDecl:
         start = self.advance()

@@ -73,6 +73,8 @@ class CascadeDesign:
     evaluated: int = 0
     """Designs costed in full by the cascade model."""
     notes: tuple[str, ...] = field(default=())
+    lowered: LoweredCascade | None = field(default=None, compare=False, repr=False)
+    """The lowering the mapping was costed on (tiles re-sized to the array; masked tiles cut where skipped)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -758,7 +760,7 @@ def search_fused(
         text = "; ".join(
             f"stage {k}: " + ", ".join(f"{a} {'+'.join(es)}" for a, es in s.items()) for k, s in enumerate(stages)
         )
-        return CascadeDesign(mapping, cost, binding, f"{mapping.name}; {text}", 0, 0, (note,))
+        return CascadeDesign(mapping, cost, binding, f"{mapping.name}; {text}", 0, 0, (note,), run.lowered)
 
     def least_cycles(stages, block: Mapping[str, int]) -> float:
         """A binding's compute cycles with each Einsum's tile loop cut to the tiles it computes at ``block``

@@ -100,6 +100,9 @@ class CascadeMapping:
 
 
 _MAPPING_KEYS = ("name", "einsums", "placement", "phases", "in_place", "forwarded", "spill", "notes")
+_DESIGN_KEYS = ("shape", "computed_tiles")
+"""Keys a whole-cascade design adds to its mapping file (``attnscope map --save-mapping``): the rank sizes it was
+made at and the key tiles a masked design computes; the ``mapping`` mapper reads them, the loop nests do not."""
 _EINSUM_KEYS = ("array", "levels", "temporal", "spatial", "keep")
 _PHASE_KEYS = ("stages", "stall_stage", "stall_einsum")
 
@@ -164,7 +167,7 @@ def mapping_from_dict(data: object, origin: str = "<mapping>") -> CascadeMapping
             out.append((item[0], item[1]))
         return tuple(out)
 
-    top = mapping_of(data, "", _MAPPING_KEYS)
+    top = mapping_of(data, "", (*_MAPPING_KEYS, *_DESIGN_KEYS))
     einsums = {}
     raw_einsums = top.get("einsums") or {}
     if not isinstance(raw_einsums, dict):

@@ -16,6 +16,7 @@ summary; ``write_report`` writes ``report.md`` and ``roofline.png`` (matplotlib,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,8 +237,15 @@ def model_rows(
     arch: str | None = None,
     dtype: str | None = None,
     kernel: str | None = None,
+    attention: Callable[[LayerKernel], RooflineRow] | None = None,
+    attention_note: str = "",
 ) -> RooflineStudy:
-    """Rows for one layer of ``model`` on a device or a spatial-array architecture (exactly one of the two)."""
+    """Rows for one layer of ``model`` on a device or a spatial-array architecture (exactly one of the two).
+
+    ``attention``: the row of the layer's attention kernel, made by the caller (the front door maps an
+    attention cascade of the user's onto the target and passes its design here); default: the dense
+    attention of the model (its causal mask and window) as this module costs it.
+    """
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one of a device (--device) or an architecture (--arch)")
     shape = get_llm(model)
@@ -247,13 +255,17 @@ def model_rows(
         "Layer norms, rotary embeddings and the 1/sqrt(d) scale are left out (small elementwise kernels).",
         "QKV and gate/up projections run as one fused GEMM each; attention is one fused kernel on GPUs.",
     ]
+    if attention_note:
+        notes.append(attention_note)
     if device is not None:
         from simulator.gpu import default_dtype
 
         spec = load_device(device)
         dtype = dtype or default_dtype(spec)
-        pairs = [_device_row(spec, dtype, k, kernel) for k in kernels]
-        rows = tuple(r for r, _ in pairs)
+        rows = tuple(
+            attention(k) if attention and k.kind == "attention" else _device_row(spec, dtype, k, kernel)[0]
+            for k in kernels
+        )
         head_row = _device_row(spec, dtype, head, None)[0] if head else None
         weights = shape.params() * DTYPE_BYTES[dtype]
         cache = kv_cache_bytes(shape, seq, batch, DTYPE_BYTES[dtype])
@@ -269,7 +281,8 @@ def model_rows(
 
     spec_a = load_arch(arch)
     lowered = lower(layer_cascade(shape.name, phase), layer_sizes(shape, phase, seq, batch))
-    rows = tuple(_arch_row(spec_a, k, lowered) for k in kernels)
+    rows = tuple(attention(k) if attention and k.kind == "attention" else _arch_row(spec_a, k, lowered)
+                 for k in kernels)  # fmt: skip
     head_row = _arch_row(spec_a, head, lowered) if head else None
     notes.append(
         "Spatial-array target: each row's time is its roofline bound (compulsory DRAM traffic, dense op counts, "

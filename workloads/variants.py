@@ -13,10 +13,12 @@ departures are shared by all masked softmax variants and stated once here:
   splits) the running max starts at ``-1e30`` instead of ``-inf`` (the guard FlashAttention kernels use),
   so a fully masked tile gives ``exp(-inf + 1e30) = 0`` rather than ``exp(-inf + inf) = NaN``. The result is
   exact whenever every query sees at least one key.
-- window, sink and local-block sizes are integer constants in the text, not ranks: the language resolves
-  an upper-case name in a condition only when it is a rank of some tensor, and a window is not. The
-  builders (:func:`sliding_window`, :func:`streaming_llm`, :func:`duo_attention`, :func:`s2_attention`)
-  write the text for any size; the registered entries use the sizes named in their summaries.
+- window, sink and local-block sizes are size-only ranks of the mask conditions (``W``, ``SINK``, ``LOCAL``)
+  whose registered sizes the text declares (``param W = 4096``); give another like any rank size
+  (``--shape W=128``). The builders (:func:`sliding_window`, :func:`streaming_llm`, :func:`duo_attention`,
+  :func:`s2_attention`) write the text with other declared defaults.
+- block masks declare the fraction of key blocks they keep (``density BM = 0.25``), which the mappers use
+  to skip tiles; the interpreter reads the mask itself.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ DECODE = _text(
 # step alone, over a contiguous cache (no paging). One pass over M, unsplit (the FlashAttention-2 decode
 # kernel); `decode-splitk` splits M.
 input Q[B,H,E,P], K[B,G,E,M], V[B,G,F,M]
+param P = 1
 partition H = G * R
 partition M = M1 * M0
 QK[b,g,r,m1,m0,p] = sum[e] Q[b,g*R+r,e,p] * K[b,g,e,m1*M0+m0]
@@ -176,6 +179,7 @@ DECODE_SPLITK = _text(
 # splits traverse the cache once, then the combine traverses the S partials (S is a part of M) twice, for
 # their max and for the weighted sums; those two touch S values per query, not the cache.
 input Q[B,H,E,P], K[B,G,E,M], V[B,G,F,M]
+param P = 1
 partition H = G * R
 partition M = S * M1 * M0
 QK[b,g,r,s,m1,m0,p] = sum[e] Q[b,g*R+r,e,p] * K[b,g,e,s*M1*M0+m1*M0+m0]
@@ -202,10 +206,10 @@ def _check_sizes(**sizes: int) -> None:
             raise ShapeError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _sink_window(scores: str, sinks: int | None, window: int) -> str:
-    """Causal mask keeping the last ``window`` keys (and the first ``sinks``) of each query."""
-    kept = "-inf" if sinks is None else f"where({_POS} < {sinks}, {scores}, -inf)"
-    inner = f"where({_POS} > {_CAUSAL} - {window}, {scores}, {kept})"
+def _sink_window(scores: str, sinks: bool) -> str:
+    """Causal mask keeping the last ``W`` keys (and the first ``SINK``) of each query."""
+    kept = f"where({_POS} < SINK, {scores}, -inf)" if sinks else "-inf"
+    inner = f"where({_POS} > {_CAUSAL} - W, {scores}, {kept})"
     return f"where({_POS} <= {_CAUSAL}, {inner}, -inf)"
 
 
@@ -215,12 +219,13 @@ def sliding_window(window: int) -> str:
     return _text(
         f"""\
 # Sliding-window (local) attention (Beltagy et al., Longformer, 2020; Jiang et al., Mistral 7B, 2023):
-# causal, each query sees its last {window} positions, itself included: p + M - P - {window} < m <= p + M - P.
+# causal, each query sees its last W positions, itself included: p + M - P - W < m <= p + M - P.
 # Departs from Longformer: no global tokens, and no dilation. One pass over M.
 {_IO}
+param W = {window}
 partition M = M1 * M0
 QK[b,h,m1,m0,p] = sum[e] Q[b,h,e,p] * K[b,h,e,{_POS}]
-MQK[b,h,m1,m0,p] = {_sink_window("QK[b,h,m1,m0,p]", None, window)}""",
+MQK[b,h,m1,m0,p] = {_sink_window("QK[b,h,m1,m0,p]", sinks=False)}""",
         _online("b,h", f"V[b,h,f,{_POS}]", scores="MQK", init=_GUARD),
         "output AV",
     )
@@ -231,14 +236,16 @@ def streaming_llm(sinks: int, window: int) -> str:
     _check_sizes(sinks=sinks, window=window)
     return _text(
         f"""\
-# Attention sinks + window (Xiao et al., StreamingLLM, ICLR 2024): causal, each query sees the first {sinks}
-# positions (the sinks) and its last {window} positions. Departs from the paper: positions are the original
+# Attention sinks + window (Xiao et al., StreamingLLM, ICLR 2024): causal, each query sees the first SINK
+# positions (the sinks) and its last W positions. Departs from the paper: positions are the original
 # ones (the paper re-numbers positions inside its rolling cache for RoPE), and the whole prefill is one
 # cascade instead of token-by-token streaming. One pass over M.
 {_IO}
+param SINK = {sinks}
+param W = {window}
 partition M = M1 * M0
 QK[b,h,m1,m0,p] = sum[e] Q[b,h,e,p] * K[b,h,e,{_POS}]
-MQK[b,h,m1,m0,p] = {_sink_window("QK[b,h,m1,m0,p]", sinks, window)}""",
+MQK[b,h,m1,m0,p] = {_sink_window("QK[b,h,m1,m0,p]", sinks=True)}""",
         _online("b,h", f"V[b,h,f,{_POS}]", scores="MQK", init=_GUARD),
         "output AV",
     )
@@ -251,19 +258,21 @@ def duo_attention(sinks: int, window: int) -> str:
         f"""\
 # Mixed retrieval and streaming heads (Xiao et al., DuoAttention, ICLR 2025; Tang et al., RazorAttention,
 # 2024): the H retrieval heads (Q, K, V -> AV) keep full causal attention, the HS streaming heads (QS, KS,
-# VS -> AVS) see only the first {sinks} and the last {window} positions; the head mix is the ratio of the
+# VS -> AVS) see only the first SINK and the last W positions; the head mix is the ratio of the
 # sizes H : HS. Departs from the paper: heads come already grouped by kind (DuoAttention reorders them the
 # same way to run each kind with its own kernel), the heads are not grouped (no GQA), and the sink/window
 # sizes are ours. One pass over M.
 {_IO}
 input QS[B,HS,E,P], KS[B,HS,E,M], VS[B,HS,F,M]
+param SINK = {sinks}
+param W = {window}
 partition M = M1 * M0
 QK[b,h,m1,m0,p] = sum[e] Q[b,h,e,p] * K[b,h,e,{_POS}]
 MQK[b,h,m1,m0,p] = where({_POS} <= {_CAUSAL}, QK[b,h,m1,m0,p], -inf)""",
         _online("b,h", f"V[b,h,f,{_POS}]", scores="MQK"),
         f"""\
 QKS[b,hs,m1,m0,p] = sum[e] QS[b,hs,e,p] * KS[b,hs,e,{_POS}]
-MQKS[b,hs,m1,m0,p] = {_sink_window("QKS[b,hs,m1,m0,p]", sinks, window)}""",
+MQKS[b,hs,m1,m0,p] = {_sink_window("QKS[b,hs,m1,m0,p]", sinks=True)}""",
         _online("b,hs", f"VS[b,hs,f,{_POS}]", scores="MQKS", init=_GUARD, suffix="S"),
         "output AV, AVS",
     )
@@ -271,8 +280,14 @@ MQKS[b,hs,m1,m0,p] = {_sink_window("QKS[b,hs,m1,m0,p]", sinks, window)}""",
 
 # -- block sparsity and sharded heads ---------------------------------------------------------------------------
 
-_BLOCK_HEAD = """\
+BLOCK_DENSITY = 0.25
+"""Fraction of key blocks a block mask keeps, as the block-sparse cascades declare it (ours: MoBA's 512-key
+blocks with top-3 at 8K keys is 0.19)."""
+
+_BLOCK_HEAD = f"""\
 input Q[B,H,E,P], K[B,H,E,M], V[B,H,F,M], BM[B,H,M1,P1]
+density BM = {BLOCK_DENSITY}
+param M0 = 128
 partition M = M1 * M0
 partition P = P1 * P0
 LB[b,h,m1,p1] = log(BM[b,h,m1,p1])
@@ -312,17 +327,19 @@ def s2_attention(local_blocks: int) -> str:
     _check_sizes(local_blocks=local_blocks)
     pos = "m1*N*M0+n*M0+m0"
     scores = "QK[b,hg,hn,m1,n,m0,p]"
-    local = f"where(m1*N*M0+n*M0+{local_blocks}*M0 > {_CAUSAL}, {scores}, -inf)"
+    local = f"where(m1*N*M0+n*M0+LOCAL*M0 > {_CAUSAL}, {scores}, -inf)"
     mask = f"where({pos} <= {_CAUSAL}, where(n == hn, {scores}, {local}), -inf)"
     return _text(
         f"""\
 # Sharded heads (Lin et al., S2-Attention: Hardware-Aware Context Sharding Among Attention Heads, 2024):
 # keys come in blocks of M0; block k = m1*N + n. Head h = hg*HN + hn sees, causally, the blocks with
 # n == hn (its strided shard: every N-th block, offset by head, so the HN = N shards of a head group cover
-# the whole context) and the last {local_blocks} blocks up to its own (the local blocks of the paper's
+# the whole context) and the last LOCAL blocks up to its own (the local blocks of the paper's
 # DKernel). Departs from the paper: one sparsity pattern for all layers (the paper mixes in dense layers)
 # and the local-block count is ours. One pass over M in tiles of N blocks.
 {_IO}
+param LOCAL = {local_blocks}
+param M0 = 64
 partition H = HG * HN
 partition M = M1 * N * M0
 QK[b,hg,hn,m1,n,m0,p] = sum[e] Q[b,hg*HN+hn,e,p] * K[b,hg*HN+hn,e,{pos}]

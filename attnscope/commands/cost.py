@@ -16,41 +16,39 @@ def add_parser(sub, parser_class) -> None:
     p.set_defaults(func=run)
 
 
+DESIGNS = {"flat": "flat", "cascade": "fusemax-cascade", "arch": "fusemax-arch", "binding": "fusemax-binding"}
+"""``--design`` -> the registered template mapper (:mod:`mappers.catalog`); each applies only to its cascade."""
+
+
 def run(args) -> int:
     import yaml
 
-    from attnscope.api import load_cascade
+    from attnscope.api import evaluate
     from attnscope.cli import print_json, table
-    from einsum.lower import lower
-    from simulator.cost import evaluate_cascade
-    from simulator.mapping import load_mapping, mapping_to_dict
-    from simulator.specs import load_arch
+    from simulator.targets import ArchTarget, load_target
+    from simulator.yamlio import read_yaml
     from workloads.registry import parse_shape
 
-    arch = load_arch(args.arch)
-    loaded = load_cascade(args.workload)
+    target = load_target(args.arch)
+    if not isinstance(target, ArchTarget):
+        from einsum.errors import SpecError
+
+        raise SpecError(f"--arch {args.arch}: a device; `cost` costs spatial-array mappings (use `attnscope map "
+                        f"--device {args.arch}` for a device)")  # fmt: skip
     shape = parse_shape(args.shape)
     if args.mapping:
-        lowered = lower(loaded.cascade, loaded.sizes(shape))
-        mapping = load_mapping(args.mapping)
-        cost = evaluate_cascade(lowered, arch, mapping)
-    elif args.design == "flat":
-        from mappers.flat import search_flat
-
-        lowered = lower(loaded.cascade, loaded.sizes(shape))
-        mapping, cost, _ = search_flat(lowered, arch)
+        design = evaluate(args.workload, target, shape=shape, mapper="mapping",
+                          mapping={**read_yaml(args.mapping, args.mapping), "__origin__": args.mapping})  # fmt: skip
     else:
-        from validate.fusemax.configs import fusemax_family
-
-        sizes = {k: v for k, v in loaded.sizes(shape).items() if k in ("B", "H", "E", "F", "M", "P")}
-        design = fusemax_family(args.design, arch, sizes)
-        mapping, cost = design.mapping, design.cost
+        design = evaluate(args.workload, target, shape=shape, mapper=DESIGNS[args.design])
+    cost, mapping = design.detail, design.mapping
     if args.save_mapping:
         with open(args.save_mapping, "w") as f:
-            yaml.safe_dump(mapping_to_dict(mapping), f, sort_keys=False, default_flow_style=None)
+            yaml.safe_dump(dict(mapping), f, sort_keys=False, default_flow_style=None)
+    arch = target.spec
     result = {
-        "mapping": mapping.name,
-        "notes": list(mapping.notes),
+        "mapping": mapping["name"],
+        "notes": list(mapping.get("notes", ())),
         "feasible": cost.feasible,
         "latency_s": cost.latency_s,
         "energy_pj": cost.energy_pj,
@@ -64,8 +62,8 @@ def run(args) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"{mapping.name} on {arch.name}: {'feasible' if cost.feasible else 'INFEASIBLE (buffer overflow)'}")
-    for note in mapping.notes:
+    print(f"{result['mapping']} on {arch.name}: {'feasible' if cost.feasible else 'INFEASIBLE (buffer overflow)'}")
+    for note in result["notes"]:
         print(f"  {note}")
     print(f"latency {cost.latency_s:.6g} s (memory {cost.memory_s:.6g} s), DRAM {cost.dram_bytes:.6g} B, "
           f"energy {cost.energy_pj:.6g} pJ")  # fmt: skip

@@ -33,6 +33,12 @@ def add_parser(subparsers, parser_class) -> None:
     p.add_argument("--head-dim", type=_size, help="sdpa head dimension")
     p.add_argument("--causal", action="store_true", help="sdpa causal mask")
     p.add_argument("--window", type=_size, help="sdpa sliding-window span")
+    p.add_argument(
+        "--workload",
+        help="sdpa: any attention cascade, a registered name or a .einsum file (its own "
+        "masks and ops set the kernel; the shape flags bind to its ranks B, H, G, P, M, E, F)",
+    )
+    p.add_argument("--param", default="", help="sdpa --workload: the cascade's parameters, e.g. window=1024")
     for name in _GEMM:
         p.add_argument(f"--{name}", type=_size, help=f"gemm {name.upper()}")
     p.add_argument("--nbytes", type=_size, help="copy: bytes copied")
@@ -52,6 +58,12 @@ def add_parser(subparsers, parser_class) -> None:
     p.add_argument("--batch", type=_size, default=1)
     p.add_argument("--dtype", default=None, help="device dtype (default bf16, else fp16)")
     p.add_argument("--kernel", choices=list(KERNELS), help="attention kernel")
+    p.add_argument(
+        "--workload",
+        help="the layer's attention as a cascade: a registered name or a .einsum file "
+        "(mapped onto the target by `attnscope map`'s mappers; default: the model's dense attention)",
+    )
+    p.add_argument("--param", default="", help="the cascade's parameters, e.g. window=1024 (with --workload)")
     p.add_argument("--out", required=True, help="folder for report.md and roofline.png")
     p.add_argument("--no-plot", action="store_true", help="skip roofline.png")
     p.add_argument("--json", action="store_true")
@@ -64,12 +76,19 @@ def add_parser(subparsers, parser_class) -> None:
 
 
 def cmd_predict(args) -> int:
-    from attnscope.cli import print_json, table
+    from attnscope.cli import print_json
     from simulator.device import load_device
     from simulator.gpu import default_dtype, predict
 
     spec = load_device(args.device)
     dtype = args.dtype or default_dtype(spec)
+    if args.workload or args.param:
+        pred = _predict_workload(args, spec, dtype)
+        if args.json:
+            print_json(pred.to_dict())
+            return 0
+        _print_prediction(args.op, pred, spec, dtype)
+        return 0
     # each op's shape keywords come from the flags of the same name (sdpa's seq_q is --seq); batch defaults to 1
     # where the op has one dimension to spare
     flags = {"seq_q": "seq"}
@@ -80,7 +99,39 @@ def cmd_predict(args) -> int:
     if args.json:
         print_json(pred.to_dict())
         return 0
-    print(f"{args.op} ({pred.kernel}) on {spec.name}, {dtype}")
+    _print_prediction(args.op, pred, spec, dtype)
+    return 0
+
+
+def _predict_workload(args, spec, dtype: str):
+    """``predict --op sdpa --workload X``: the cascade through the pipeline on this device."""
+    from attnscope.api import evaluate_case
+    from einsum.errors import AttnscopeError
+    from simulator.targets import load_target
+    from workloads.cases import case_for_model, parse_params
+
+    if args.op != "sdpa" or not args.workload:
+        raise AttnscopeError("--workload (and --param) go with --op sdpa: the attention cascade to cost")
+    fixed = [f"--{k}" for k in ("causal", "window") if getattr(args, k)]
+    if fixed:
+        raise AttnscopeError(f"--workload {args.workload} sets its own mask; drop {', '.join(fixed)}")
+    if args.kernel not in (None, "fa2", "fa3"):
+        raise AttnscopeError(f"--workload: the cascade's structure chooses its kernel; --kernel may fix fa2 or fa3, "
+                             f"not {args.kernel}")  # fmt: skip
+    missing = [f"--{k.replace('_', '-')}" for k in ("heads", "seq", "head_dim") if getattr(args, k) is None]
+    if missing:
+        raise AttnscopeError(f"--op sdpa --workload needs {', '.join(missing)}")
+    case = case_for_model(args.workload, batch=args.batch or 1, heads=args.heads, kv_heads=args.kv_heads or args.heads,
+                          head_dim=args.head_dim, seq=args.seq_kv or args.seq, seq_q=args.seq,
+                          params=parse_params(args.param))  # fmt: skip
+    options = {"kernel": args.kernel} if args.kernel else {}
+    return evaluate_case(case, load_target(spec, dtype=dtype), **options).detail
+
+
+def _print_prediction(op: str, pred, spec, dtype: str) -> None:
+    from attnscope.cli import table
+
+    print(f"{op} ({pred.kernel}) on {spec.name}, {dtype}")
     print(f"  time      {pred.time_s * 1e6:,.2f} us   (roofline bound {pred.roofline_s * 1e6:,.2f} us)")
     print(f"  TFLOP/s   {pred.tflops:,.1f}   ({pred.flops / 1e9:,.3f} GFLOP)")
     print(f"  DRAM      {pred.hbm_bytes / 1e6:,.3f} MB")
@@ -92,15 +143,27 @@ def cmd_predict(args) -> int:
         rows = [[p.kernel, f"{p.time_s * 1e6:,.2f}", p.bound, f"{p.hbm_bytes / 1e6:,.2f}"] for p in pred.parts]
         print()
         print(table(rows, ["kernel", "us", "bound", "MB"]))
-    return 0
 
 
 def cmd_roofline(args) -> int:
     from attnscope.cli import print_json
+    from attnscope.reports import attention_row
     from simulator.roofline import model_rows, write_report
 
+    attention, note = None, ""
+    if args.workload:
+        from einsum.errors import AttnscopeError
+
+        if args.kernel:
+            raise AttnscopeError("--kernel and --workload: the cascade's structure chooses its kernel; drop --kernel")
+        attention, note = attention_row(args.workload, args.device or args.arch, dtype=args.dtype,
+                                        param=args.param, phase=args.phase)  # fmt: skip
+    elif args.param:
+        from einsum.errors import AttnscopeError
+
+        raise AttnscopeError("--param sets a cascade's parameters: give the cascade with --workload")
     study = model_rows(args.model, args.phase, args.seq, args.batch, device=args.device, arch=args.arch,
-                       dtype=args.dtype, kernel=args.kernel)  # fmt: skip
+                       dtype=args.dtype, kernel=args.kernel, attention=attention, attention_note=note)  # fmt: skip
     paths = write_report(study, args.out, plot=not args.no_plot)
     if args.json:
         print_json({**study.summary(), "files": {k: str(v) for k, v in paths.items()}})

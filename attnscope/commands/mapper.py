@@ -2,15 +2,19 @@
 
 Usage::
 
-    attnscope map --arch ARCH --workload NAME [--shape ...] [--einsum NAME] [--array A] [--levels L1,L2,..]
+    attnscope map --workload NAME|FILE.einsum [--shape ...] [--param ...] (--arch ARCH | --device DEV)
+                  [--mapper NAME] [--kernel fa2|fa3] [--dtype T] [--mapping m.yaml] [--save-mapping m.yaml] [--json]
+    attnscope map --arch ARCH --workload NAME --einsum NAME [--array A] [--levels L1,L2,..]
                   [--constraints FILE] [--objective latency|energy|edp|weighted:WL,WE]
                   [--exhaustive | --budget N | --time S] [--method auto|exhaustive|random|anneal]
                   [--imperfect] [--seed S] [--quiet] [--json]
     attnscope bench mapper [--evaluations N] [--repeats R] [--json]
 
-``--workload`` is a registered cascade (with ``--einsum`` naming one of its Einsums), a ``.einsum`` file, or
-``gemm`` (``C[t,n] = sum[k] A[t,k] * B[k,n]`` with ``--shape T=..,K=..,N=..``). Ctrl-C during a search
-prints the best mapping found so far.
+Without ``--einsum`` the **whole cascade** is mapped (:func:`attnscope.api.evaluate`): on an array, the fusion,
+binding, schedule and tiles (mappers ``fused`` or ``passes``, or a named template); on a device, the kernel.
+With ``--einsum`` (or for ``gemm``, ``C[t,n] = sum[k] A[t,k] * B[k,n]`` with ``--shape T=..,K=..,N=..``, and
+single-Einsum cascades) one Einsum's loop-nest space is searched. Ctrl-C during a search prints the best
+mapping found so far.
 """
 
 from __future__ import annotations
@@ -27,11 +31,21 @@ GEMM_TEXT = "input A[T,K], B[K,N]\nC[t,n] = sum[k] A[t,k] * B[k,n]"
 def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Register ``map`` and ``bench mapper``."""
     p = subparsers.add_parser(
-        "map", help="search the mapping space of one Einsum on an architecture",
-        description="Find the best loop nest (tiling, loop orders, spatial unrolling, bypass) of one Einsum: "
-        "exhaustively with pruning, by random sampling, or by simulated annealing.",
+        "map", help="map a whole cascade onto an array or a device, or search one Einsum's loop nests",
+        description="Without --einsum: map the whole cascade (fusion, binding, schedule and tiles on a spatial "
+        "array; the kernel on a device) and report latency, bound, DRAM bytes, energy, utilization, footprint and "
+        "spill. With --einsum: find the best loop nest (tiling, loop orders, spatial unrolling, bypass) of one "
+        "Einsum, exhaustively with pruning, by random sampling, or by simulated annealing.",
     )  # fmt: skip
-    p.add_argument("--arch", required=True, help="architecture preset or .yaml file")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--arch", help="spatial-array preset or .yaml file")
+    where.add_argument("--device", help="GPU/edge/CPU preset or .yaml file (whole-cascade mapping only)")
+    p.add_argument("--param", default="", help="cascade parameters, e.g. window=1024,density=0.1 or W=1024")
+    p.add_argument("--mapper", help="whole cascade: a registered mapper (default: the first that applies)")
+    p.add_argument("--kernel", choices=("fa2", "fa3"), help="device: fix the fused kernel's flavour")
+    p.add_argument("--dtype", help="device datatype (default bf16, else fp16)")
+    p.add_argument("--mapping", help="whole cascade on an array: cost this mapping YAML (mapper 'mapping')")
+    p.add_argument("--save-mapping", help="whole cascade: write the design's mapping to this YAML file")
     p.add_argument("--workload", required=True, help="registered cascade, .einsum file, or gemm")
     p.add_argument("--shape", default="", help="rank sizes, e.g. B=64,H=12,M=4K or T=4K,K=4K,N=4K for gemm")
     p.add_argument("--einsum", help="which Einsum of the cascade (required when it has several)")
@@ -103,7 +117,69 @@ def load_einsum(workload: str, shape: str, einsum: str | None):
     return lower(cascade, full).einsum(einsum), {k: v for k, v in full.items()}
 
 
+def _single_einsum(args) -> bool:
+    """Whether ``map`` searches one Einsum (module docstring) rather than the whole cascade."""
+    if args.einsum or args.workload == "gemm":
+        return True
+    if args.device or args.mapper or args.mapping or args.save_mapping or args.param:
+        return False
+    from attnscope.api import load_cascade
+
+    return len(load_cascade(args.workload).cascade.einsums) == 1
+
+
 def cmd_map(args) -> int:
+    if not _single_einsum(args):
+        return _map_cascade(args)
+    if args.device:
+        raise AttnscopeError("--einsum searches one Einsum's loop nests on a spatial array: give --arch, not --device")
+    return _map_einsum(args)
+
+
+def _map_cascade(args) -> int:
+    import yaml
+
+    from attnscope.api import evaluate
+    from attnscope.cli import print_json
+    from simulator.yamlio import read_yaml
+    from workloads.cases import parse_params
+    from workloads.registry import parse_shape
+
+    options = {}
+    if args.kernel:
+        options["kernel"] = args.kernel
+    if args.mapping:
+        options["mapping"] = {**read_yaml(args.mapping, args.mapping), "__origin__": args.mapping}
+    mapper = args.mapper or ("mapping" if args.mapping else None)
+    design = evaluate(args.workload, args.arch or args.device, shape=parse_shape(args.shape),
+                      params=parse_params(args.param), mapper=mapper, dtype=args.dtype, **options)  # fmt: skip
+    if args.save_mapping:
+        with open(args.save_mapping, "w") as f:
+            yaml.safe_dump(design.to_dict()["mapping"], f, sort_keys=False, default_flow_style=None)
+    if args.json:
+        print_json(design.to_dict())
+        return 0
+    print(format_design(design))
+    return 0
+
+
+def format_design(d) -> str:
+    """The text ``attnscope map`` prints for a whole-cascade design."""
+    shape = ",".join(f"{k}={v}" for k, v in d.shape.items())
+    energy = "not modelled on devices" if d.energy_j is None else f"{d.energy_j:.6g} J"
+    lines = [
+        f"{d.workload} ({shape}) on {d.target} [{d.target_kind}], mapper {d.mapper}",
+        f"  {d.description}",
+        f"latency {d.latency_s:.6g} s, bound by {d.bound}; utilization {d.utilization:.1%}"
+        + ("" if d.feasible else "; INFEASIBLE: the mapping overflows the buffer, the numbers are not a result"),
+        f"DRAM {d.dram_bytes:.6g} B (beyond compulsory {d.spill_bytes:.6g} B); on chip {d.onchip_bytes:.6g} B",
+        f"energy {energy}" + ("" if d.area_mm2 is None else f"; area {d.area_mm2:.6g} mm^2"),
+    ]
+    lines += [f"note: {n}" for n in d.notes]
+    return "\n".join(lines)
+
+
+def _map_einsum(args) -> int:
     from mappers.constraints import read_constraints
     from mappers.search import search
     from mappers.space import MapSpace

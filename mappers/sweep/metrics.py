@@ -78,6 +78,11 @@ for _m in (
     Metric("bound", "bound", "", "the ceiling that sets (most of) the time", None, "TEXT"),
     Metric("attn_kernel", "attention kernel", "", "the attention kernel the model ran", None, "TEXT"),
     Metric("precision", "data type", "", "the data type the kernels ran in", None, "TEXT"),
+    Metric("utilization", "utilization", "", "busy fraction of the bound compute resource", None),
+    Metric("onchip_bytes", "on-chip footprint", "B", "largest buffer occupancy or resident shared memory", None),
+    Metric("spill_bytes", "traffic beyond compulsory", "B", "DRAM bytes beyond reading inputs and writing "
+           "outputs once", None),
+    Metric("mapper", "mapper", "", "the mapper that produced the design", None, "TEXT"),
 ):  # fmt: skip
     register_metric(_m)
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,16 @@ def arch_fingerprint(arch: ArchSpec) -> str:
     return _fingerprint(canonical_json(arch.to_dict()))
 
 
+def _file_digests(spec: SweepSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """SHA-256 of the files the strategy's file parameters name (editing one recomputes its points)."""
+    digests = {}
+    for name in spec.strategy.file_params:
+        value = params.get(name)
+        if isinstance(value, str) and value.endswith(".einsum"):
+            digests[value] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return {"files": digests} if digests else {}
+
+
 def sweep_points(spec: SweepSpec) -> list[Point]:
     """Every point of the sweep in sample order (axis points outer, workloads inner).
 
@@ -298,7 +309,7 @@ def sweep_points(spec: SweepSpec) -> list[Point]:
         ordered = tuple(sorted(overrides.items()))
         fixed = fixed_by_params.get(canonical_json(params))
         if fixed is None:
-            mapping = {"strategy": spec.mapping.strategy, "params": params}
+            mapping = {"strategy": spec.mapping.strategy, "params": params, **_file_digests(spec, params)}
             base = {} if on_devices else {"arch": arch_fingerprint(spec.arch)}
             fixed = fixed_by_params[canonical_json(params)] = canonical_json(
                 {"model_version": MODEL_VERSION, **base, "mapping": mapping}

@@ -367,6 +367,7 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
     if not isinstance(description, str):
         p.add("description", f"expected text, got {_show(description)}", data, "description")
     base_dir = base_dir or Path(".")
+    _resolve_files(data, base_dir)
     raw_axes = data.get("axes")
     has_devices = isinstance(raw_axes, dict) and DEVICE_AXIS in raw_axes
     strategy, mapping, given = _read_mapping(p, data, has_devices)
@@ -431,6 +432,29 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
         text=text,
         targets=tuple(targets or ()),
     )
+
+
+def _resolve_files(data: dict, base_dir: Path) -> None:
+    """Make the relative file values of the strategy's file parameters (``workload: mine.einsum``, under
+    ``mapping`` or as an axis) paths relative to the spec's folder, in place (the strategy reads them from
+    any working directory; the point keys hold their content, see :func:`mappers.sweep.points.sweep_points`)."""
+    mapping, axes = data.get("mapping"), data.get("axes")
+    strategy = STRATEGIES.get(mapping.get("strategy")) if isinstance(mapping, dict) else None
+    if strategy is None:
+        return
+
+    def resolved(value: Any) -> Any:
+        if isinstance(value, str) and value.endswith(".einsum") and not Path(value).is_absolute():
+            return str((base_dir / value).resolve())
+        return value
+
+    for name in strategy.file_params:
+        if name in mapping:
+            mapping[name] = resolved(mapping[name])
+        axis = axes.get(name) if isinstance(axes, dict) else None
+        values = axis.get("values") if isinstance(axis, dict) else axis
+        if isinstance(values, list):
+            values[:] = [resolved(v) for v in values]
 
 
 def _read_arch(p: _Problems, data: dict, base_dir: Path) -> tuple[str, ArchSpec | None]:

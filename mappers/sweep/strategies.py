@@ -6,10 +6,16 @@ strategy's validated parameters) and returns a :class:`~simulator.cost.CascadeCo
 
 Registered here:
 
-- ``fixed-binding``: the FuseMax-family mapping of :mod:`validate.fusemax.configs` (config ``binding``,
+- ``fixed-binding``: the FuseMax-family mapping of :mod:`mappers.fusemax` (config ``binding``,
   ``arch`` or ``cascade``): P = P2 x P1 x P0, M = M1 x M0 with M0 = P0 = the 2-D array's width, the largest
   P1 whose query-row state fits the global buffer. Same numbers as ``fusemax_family``; the lowered cascade
   is cached per (cascade, sizes), so a sweep lowers each shape once per worker.
+
+- ``cascade`` (a device strategy that takes spatial-array presets too): any cascade, a registered name or a
+  ``.einsum`` file (parameter ``workload``, which an axis of that name sweeps), at one layer's attention shape of
+  a zoo model, mapped onto each target by the pipeline's mappers (:func:`mappers.catalog.map_case`: the fused
+  or multi-pass search on arrays, the kernel on devices); ``params`` sets the cascade's parameters
+  (``window=1024,density=0.1``). A file's content is part of every point's key: editing it recomputes.
 
 Device strategies (``point_kind = "device"``) evaluate each point on a *target*, a value of the sweep's
 ``device`` axis (:mod:`mappers.sweep.targets`), for one model of the zoo (:mod:`workloads.llm`) at one
@@ -35,7 +41,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from einsum.errors import RegistryError, SpecError
+from einsum.errors import AttnscopeError, RegistryError, SpecError
 from einsum.lower import LoweredCascade, lower
 from mappers.sweep.targets import Resolved
 from simulator.cost import CascadeCost
@@ -52,9 +58,13 @@ class Param:
     default: Any
     allowed: tuple[Any, ...] | None  # the values it may take; None = any positive integer
     doc: str
+    validate: Callable[[Any], str | None] | None = None
+    """Checks a value other than by a list (a workload name or file); returns what is wrong, or None."""
 
     def check(self, value: Any) -> str | None:
         """None if value is allowed, else what is allowed."""
+        if self.validate is not None:
+            return self.validate(value)
         if self.allowed is None:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
                 return None
@@ -85,6 +95,8 @@ class Strategy:
     """Device strategies: the metric columns they fill, in report order (arch strategies: see metrics.py)."""
     arch_presets: bool = False
     """Device strategies: spatial-array presets may stand in the device axis too."""
+    file_params: tuple[str, ...] = ()
+    """Parameters whose values may be files (``.einsum``): read relative to the spec, their content keyed."""
 
 
 _STRATEGIES: dict[str, Strategy] = {}
@@ -115,8 +127,8 @@ def lowered_cascade(cascade: str, sizes: tuple[tuple[str, int], ...]) -> Lowered
 
 
 def _fixed_binding(arch: ArchSpec, cascade: str, sizes: Mapping[str, int], params: Mapping[str, Any]) -> CascadeCost:
-    """validate.fusemax.configs.fusemax_family with the lowered cascade taken from the cache."""
-    from validate.fusemax.configs import fusemax_family  # validate/ sits beside the flow: lazily
+    """mappers.fusemax.fusemax_family with the lowered cascade taken from the cache."""
+    from mappers.fusemax import fusemax_family
 
     width = arch.array("pe_2d").shape[-1]
     lowered = lowered_cascade(cascade, tuple(sorted({**sizes, "M0": width}.items())))
@@ -126,7 +138,7 @@ def _fixed_binding(arch: ArchSpec, cascade: str, sizes: Mapping[str, int], param
 register_strategy(
     Strategy(
         name="fixed-binding",
-        summary="FuseMax-family tiling and binding (validate.fusemax.configs), largest P1 that fits the buffer",
+        summary="FuseMax-family tiling and binding (mappers.fusemax), largest P1 that fits the buffer",
         params={
             "config": Param(
                 "binding", ("binding", "arch", "cascade"), "which FuseMax configuration's binding and schedule"
@@ -269,5 +281,103 @@ register_strategy(
         metrics=("latency_s", "tokens_per_s", "tflops", "flops", "dram_bytes", "roofline_s", "bound", "attn_kernel",
                  "precision", "footprint_bytes", "fits_dram", "energy_j"),
         arch_presets=True,
+    )
+)  # fmt: skip
+
+
+def _check_workload(value: Any) -> str | None:
+    from workloads.cases import load_workload
+    from workloads.registry import CASCADES
+
+    if not isinstance(value, str) or not value:
+        return f"got {value!r}; expected a registered cascade or a .einsum file"
+    if value in CASCADES:
+        return None
+    if not value.endswith(".einsum"):
+        return f"unknown cascade {value!r}; registered: {', '.join(CASCADES)} (or a .einsum file)"
+    try:
+        load_workload(value)
+    except AttnscopeError as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
+def _check_params(value: Any) -> str | None:
+    from workloads.cases import parse_params
+
+    if not isinstance(value, str):
+        return f"got {value!r}; expected text such as window=1024,density=0.1 (empty: the declared defaults)"
+    try:
+        parse_params(value)
+    except AttnscopeError as exc:
+        return str(exc)
+    return None
+
+
+def _cascade(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A cascade at one layer's attention shape of a zoo model, mapped onto the target (module docstring)."""
+    from mappers.catalog import map_case
+    from simulator.targets import load_target
+    from workloads.cases import case_for_model, parse_params
+    from workloads.llm import get_llm
+
+    shape = get_llm(model)
+    seq_q = 1 if params["phase"] == "decode" else None
+    case = case_for_model(
+        params["workload"],
+        batch=params["batch"],
+        heads=shape.heads,
+        kv_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        seq=seq_len,
+        seq_q=seq_q,
+        params=parse_params(params["params"]),
+    )
+    if target.kind == "device":
+        tgt = load_target(target.device, dtype=_dtype(target, params["dtype"]))
+    else:
+        if params["dtype"] != "auto":
+            raise SpecError(
+                f"cascade: dtype {params['dtype']} applies to devices; {target.name} is a spatial-array "
+                "preset: use dtype: auto"
+            )
+        tgt = load_target(target.arch)
+    d = map_case(case, tgt)
+    flops = getattr(d.detail, "flops", None)
+    return {
+        "latency_s": d.latency_s,
+        "tflops": None if flops is None else flops / d.latency_s / 1e12,
+        "dram_bytes": d.dram_bytes,
+        "bound": d.bound,
+        "utilization": d.utilization,
+        "onchip_bytes": d.onchip_bytes,
+        "spill_bytes": d.spill_bytes,
+        "energy_j": d.energy_j,
+        "feasible": float(d.feasible),
+        "mapper": d.mapper,
+        "attn_kernel": d.description,
+        "precision": getattr(tgt, "dtype", f"{getattr(tgt.spec, 'word_bytes', 0)}-byte words"),
+    }
+
+
+register_strategy(
+    Strategy(
+        name="cascade",
+        summary="any cascade (registered or .einsum) at a zoo model's attention shape, mapped onto a device or a "
+        "spatial-array preset by the pipeline's mappers",
+        params={
+            "workload": Param("attention-1pass", None, "a registered cascade or a .einsum file", _check_workload),
+            "params": Param("", None, "the cascade's parameters, e.g. window=1024,density=0.1", _check_params),
+            "phase": _PHASE,
+            "batch": _BATCH,
+            "dtype": _DTYPE,
+        },
+        cascades=(),
+        evaluate=_cascade,
+        point_kind="device",
+        metrics=("latency_s", "tflops", "dram_bytes", "bound", "utilization", "onchip_bytes", "spill_bytes",
+                 "energy_j", "feasible", "mapper", "attn_kernel", "precision"),
+        arch_presets=True,
+        file_params=("workload",),
     )
 )  # fmt: skip

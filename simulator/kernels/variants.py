@@ -797,3 +797,23 @@ def predict_variant(
     if flavour not in ("fa2", "fa3"):
         raise SpecError(f"variant {name}: fused kernels are fa2 or fa3, got {flavour!r}")
     return predict_fused(machine(spec, dtype, legacy_mma=flavour == "fa2"), flavour, case)
+
+
+def predict_case(
+    device: str | DeviceSpec, case: Any, *, dtype: str = "bf16", kernel: str | None = None
+) -> KernelPrediction:
+    """Predict a :class:`workloads.cases.Case` on a GPU (an adapter over :func:`predict_variant` for now)."""
+    if case.name not in variant_names():
+        raise SpecError(f"{case.name}: no GPU kernel model for this cascade yet")
+    allowed = PARAMS.get(case.name, ())
+    params = {k: v for k, v in case.params.items() if k in allowed}
+    for word, rank in (("block", "M0"), ("splits", "S"), ("shards", "N"), ("latent", "L"), ("rope", "ER")):
+        if word in allowed and rank in case.sizes:
+            params[word] = case.sizes[rank]
+    if "retrieval_fraction" in allowed:
+        params["retrieval_fraction"] = case.sizes["H"] / case.heads
+    args = {"batch": case.batch, "heads": case.heads, "seq_q": case.seq_q, "seq_kv": case.seq_kv,
+            "head_dim": case.head_dim}  # fmt: skip
+    if "G" in case.cascade.ranks:
+        args["kv_heads"] = case.kv_heads
+    return predict_variant(device, case.name, dtype=dtype, kernel=kernel, params=params, **args)

@@ -6,7 +6,7 @@ import pytest
 
 from einsum.lower import lower
 from mappers.cascade_search import plan_fused, schedules, search_fused, search_passes
-from validate.fusemax.configs import FUSEMAX_BINDINGS, FUSEMAX_SCHEDULES
+from mappers.fusemax import FUSEMAX_BINDINGS, FUSEMAX_SCHEDULES
 from validate.fusemax.study import attention_sizes, study_arch
 from workloads import get_cascade
 

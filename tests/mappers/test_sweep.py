@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from attnscope.cli import main
 from einsum.errors import SpecError
+from mappers.fusemax import fusemax_family
 from mappers.sweep import Store, StoreError, pareto_front, read_sweep_file, run_sweep, sweep_points
 from mappers.sweep.metrics import axis_label
 from mappers.sweep.runner import SweepContext, Task, evaluate_chunk
 from mappers.sweep.strategies import get_strategy
 from simulator.specs import load_arch, with_overrides
-from validate.fusemax.configs import fusemax_family
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "sweeps" / "fusemax-pe-buffer.yaml"

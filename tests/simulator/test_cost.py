@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from einsum.errors import SpecError
 from einsum.lower import lower
 from mappers.flat import flat_choices, flat_mapping
+from mappers.fusemax import fusemax_family, fusemax_mapping
 from mappers.templates import divisors
 from simulator.cost import evaluate_cascade
 from simulator.specs import load_arch, with_overrides
-from validate.fusemax.configs import fusemax_family, fusemax_mapping
 from workloads import get_cascade
 
 BERT = {"B": 64, "H": 12, "E": 64, "F": 64}

@@ -6,10 +6,10 @@ import yaml
 from attnscope.cli import main
 from einsum.errors import SpecError
 from einsum.lower import lower
+from mappers.fusemax import fusemax_family
 from simulator.cost import evaluate_cascade
 from simulator.mapping import load_mapping, mapping_from_dict, mapping_to_dict
 from simulator.specs import load_arch
-from validate.fusemax.configs import fusemax_family
 from workloads import get_cascade
 
 SHAPE = "B=2,H=2,M=1K,E=64,F=64"

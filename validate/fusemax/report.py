@@ -251,7 +251,7 @@ def _report(published, corrected, comparisons, heads, sweep, figure_files, elaps
         "Reproduces Nayak et al., *FuseMax* (MICRO 2024): attention and end-to-end latency, DRAM traffic, energy",
         "and utilization of five designs for BERT, TrXL, T5 and XLM at 1K-1M tokens, and the PE-array sweep.",
         "Every number comes from attnscope's general model: the cascades of `workloads/`, the presets of",
-        "`simulator/presets/`, mappings built by `validate/fusemax/configs.py` or searched (`mappers/flat.py`,",
+        "`simulator/presets/`, mappings built by `mappers/fusemax.py` or searched (`mappers/flat.py`,",
         "`mappers/search.py`), costed by `simulator/cost.py`. The published CSVs are read only for this report.",
         "",
         "Two runs: **as published** applies the artifact's quirks (compat settings `fusemax-artifact*`: register-file",

@@ -15,11 +15,12 @@ from functools import cache
 from einsum.cascade import Cascade
 from einsum.lower import lower
 from mappers.flat import BUFFER, PHASE, ROWWISE_FORWARDED, rowwise_softmax, search_flat
+from mappers.fusemax import StudyDesign as Design
+from mappers.fusemax import fusemax_family
 from mappers.search import search_nest
 from simulator.cost import CascadeCost, evaluate_cascade
 from simulator.mapping import CascadeMapping, Phase
 from simulator.specs import ArchSpec, load_arch, with_overrides
-from validate.fusemax.configs import Design, fusemax_family
 from workloads import get_cascade
 from workloads.models import MODELS
 

@@ -1,4 +1,4 @@
-"""The study's five configurations, each a cascade + architecture + mapping (no formula per configuration).
+"""The FuseMax study's designs as mapping templates: each a cascade + architecture + mapping (no formula per design).
 
 - ``unfused``: 3-pass cascade; QK and AV mapped by the mapper; every intermediate through DRAM.
 - ``flat``: 3-pass cascade fused on the FLAT architecture; FLAT's choices from :mod:`mappers.flat`.
@@ -66,8 +66,8 @@ STATE = ("RM", "RD", "RNV")
 
 
 @dataclass(frozen=True)
-class Design:
-    """One evaluated design point."""
+class StudyDesign:
+    """One evaluated design of the study's family."""
 
     config: str
     mapping: CascadeMapping
@@ -77,7 +77,7 @@ class Design:
 
 def fusemax_family(
     config: str, arch: ArchSpec, sizes: Mapping[str, int], lowered: LoweredCascade | None = None
-) -> Design:
+) -> StudyDesign:
     """A FuseMax-family design (cascade, arch, binding) with the largest P1 whose buffer state fits.
 
     ``lowered``: the fusemax cascade already lowered at ``sizes`` with M0 = the array width (callers that
@@ -94,7 +94,7 @@ def fusemax_family(
             best = mapping
             break
     cost = evaluate_cascade(lowered, arch, best)
-    return Design(config, best, cost, lowered)
+    return StudyDesign(config, best, cost, lowered)
 
 
 def fusemax_mapping(config: str, lowered: LoweredCascade, arch: ArchSpec, p1: int) -> CascadeMapping:
