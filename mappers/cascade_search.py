@@ -185,13 +185,17 @@ def _tile_ranks(cascade: Cascade) -> tuple[str, str]:
     """(key rank, tile rank): the recurrences' iterative rank and its parent, else the rank reduced over
     computed values (the scores' rank) and its outermost part."""
     iterative = sorted(set(cascade.recurrences.values()))
-    if len(iterative) > 1:
+    parents = {cascade.parent_of.get(v.upper()) for v in iterative}
+    if len(iterative) > 1 and (len(parents) > 1 or None in parents):
         raise FusedSearchError(
             f"{cascade.name}: recurrences over {', '.join(v.upper() for v in iterative)}; the fused search runs "
-            "one tile loop, so all recurrences must iterate one rank"
+            "one tile loop, so all recurrences must iterate one rank (or parts of one partitioned rank)"
         )
     if iterative:
-        tile = iterative[0].upper()
+        # Recurrences over several parts of one rank: the outermost is the tile loop; the others are scans
+        # inside a tile (a chunk's running sum), costed as the tile's work like any Einsum there.
+        parts = cascade.partitions[parents.pop()] if len(iterative) > 1 else ()
+        tile = min((v.upper() for v in iterative), key=parts.index) if parts else iterative[0].upper()
         return cascade.parent_of.get(tile, tile), tile
     computed = set(cascade.einsum_by_name)
     reduced: set[str] = set()

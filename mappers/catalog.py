@@ -27,7 +27,6 @@ from typing import Any
 
 from einsum.analysis import pass_analysis
 from einsum.cascade import Cascade
-from einsum.errors import AttnscopeError
 from einsum.lower import LoweredCascade, lower
 from mappers.base import Design, Mapper, MapperError, register_mapper
 from simulator.cost import CascadeCost
@@ -315,10 +314,4 @@ def map_case(case: Case, target: Target, mapper: str | None = None, **options: A
     """Map a case onto a target with the named mapper, or the first that applies; errors are the user's."""
     from mappers.base import choose_mapper
 
-    chosen = choose_mapper(case, target, mapper)
-    try:
-        return chosen.run(case, target, **options)
-    except MapperError:
-        raise
-    except AttnscopeError as exc:
-        raise MapperError(f"{chosen.name}: {exc}") from None
+    return choose_mapper(case, target, mapper).run(case, target, **options)
