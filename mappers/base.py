@@ -9,7 +9,6 @@ A **mapper** is registered under a name with the target kind it maps onto and a 
 target)`` that returns None when it can map the case, else the reason it cannot (shown to the user).
 :func:`choose_mapper` takes the first registered mapper of the target's kind that applies, or the one named.
 
->>> import mappers.catalog  # registers the built-in mappers
 >>> [m.name for m in MAPPERS.values() if m.kind == "device"]
 ['kernel']
 """
@@ -137,8 +136,6 @@ def register_mapper(mapper: Mapper) -> Mapper:
 
 def choose_mapper(case: Case, target: Target, name: str | None = None) -> Mapper:
     """The named mapper (checked against the case and target), or the first automatic one that applies."""
-    from mappers import catalog  # noqa: F401  (registers the built-in mappers)
-
     if name is not None and name != "auto":
         mapper = _MAPPERS.get(name)
         if mapper is None:

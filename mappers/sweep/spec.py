@@ -59,6 +59,7 @@ from typing import Any
 import yaml
 
 from einsum.errors import AttnscopeError, SpecError
+from mappers.sweep.expressions import MISSING, Expression, ExpressionError, base_value
 from mappers.sweep.metrics import METRICS, metric_names, resolve_metric, stored_metrics
 from mappers.sweep.store import BASE_COLUMNS
 from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
@@ -604,10 +605,10 @@ class _ArchSpace:
         self.example = "clock_hz"
 
     def bases(self, path: str) -> list[Any]:
-        return [_base_value(self.arch, path)]
+        return [base_value(self.arch, path)]
 
     def has(self, key: str) -> bool:
-        return _base_value(self.arch, key) is not _MISSING
+        return base_value(self.arch, key) is not MISSING
 
     def problem(self, where: str) -> str | None:
         return None
@@ -629,10 +630,10 @@ class _DeviceSpace:
         self.example = "dram_bytes_per_s"
 
     def bases(self, path: str) -> list[Any]:
-        return [_base_value(t.data, path) for t in self.targets if t.kind == "device"]
+        return [base_value(t.data, path) for t in self.targets if t.kind == "device"]
 
     def has(self, key: str) -> bool:
-        return all(b is not _MISSING for b in self.bases(key))
+        return all(b is not MISSING for b in self.bases(key))
 
     def problem(self, where: str) -> str | None:
         """Why device-field values cannot be set here (a spatial-array preset among the targets), or None."""
@@ -734,7 +735,7 @@ def _read_axis(
         p.add(where, "give either values: [...] or a range (min, max[, scale, count, integer])", raw, key)
         return None
     bases = [b for path in paths for b in space.bases(path)] if space is not None else []
-    kinds = {_kind(b) for b in bases if b is not _MISSING}
+    kinds = {_kind(b) for b in bases if b is not MISSING}
     if has_values:
         values = _axis_values(p, m, where, kinds)
         if values is None:
@@ -797,31 +798,6 @@ def _axis_paths(
     if not paths:
         p.add(_join(where, "paths"), "empty; give at least one dotted path", m, "paths")
     return tuple(good)
-
-
-_MISSING = object()
-
-
-def _base_value(source: ArchSpec | Mapping[str, Any], dotted: str) -> Any:
-    """A preset's value at a dotted path (list entries by name or [index]); _MISSING when absent.
-
-    source: an architecture, or a device's plain data.
-    """
-    node: Any = source if isinstance(source, Mapping) else source.to_dict()
-    for part in dotted.split("."):
-        name, _, rest = part.partition("[")
-        steps: list[Any] = [name] if name else []
-        steps += [int(i) for i in re.findall(r"\d+", "[" + rest)] if rest else []
-        for step in steps:
-            if (isinstance(node, Mapping) and step in node) or (
-                isinstance(node, list) and isinstance(step, int) and step < len(node)
-            ):
-                node = node[step]
-            elif isinstance(node, list) and any(isinstance(x, dict) and x.get("name") == step for x in node):
-                node = next(x for x in node if isinstance(x, dict) and x.get("name") == step)
-            else:
-                return _MISSING
-    return node
 
 
 def _kind(value: Any) -> str:
@@ -922,7 +898,7 @@ def _check_axis_on_space(p: _Problems, axis: Axis, space: Any, where: str, raw: 
     probes = axis.discrete if axis.discrete is not None else (axis.at(0.0), axis.at(1.0))
     for path in axis.paths:
         bases = space.bases(path)
-        known = bool(bases) and all(b is not _MISSING for b in bases)
+        known = bool(bases) and all(b is not MISSING for b in bases)
         problem = space.refused({path: bases[0] if known else probes[0]})
         if problem:
             p.add(where, f"path {path}: {problem}", raw, key)
@@ -938,8 +914,6 @@ def _column(key: str) -> str:
 
 
 def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Axis], kind: str) -> list[Derived]:
-    from mappers.sweep.points import Expression, ExpressionError
-
     raw = _mapping(p, data.get("derived", {}), "derived", None, data, "derived")
     if raw and kind == "device":
         p.add("derived", "derived values apply to architecture sweeps (arch: ...); a device sweep sets device "
@@ -962,8 +936,8 @@ def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Ax
         if setters:
             p.add(where, f"axis {setters[0]} sets this path already; a path takes one value per point", raw, path)
             continue
-        base = _base_value(arch, path) if arch is not None else _MISSING
-        if arch is not None and base is _MISSING:
+        base = base_value(arch, path) if arch is not None else MISSING
+        if arch is not None and base is MISSING:
             p.add(where, f"unknown path {path}: the preset has no value there", raw, path)
             continue
         try:

@@ -5,7 +5,6 @@ import doctest
 import pytest
 
 import mappers.base as base_module
-import mappers.catalog  # noqa: F401  (registers the built-in mappers)
 from attnscope.api import evaluate
 from einsum.errors import AttnscopeError
 from mappers.base import MAPPERS, MapperError, choose_mapper
