@@ -46,11 +46,11 @@ from mappers.passes import flat_policy, search_pass_designs
 from mappers.templates import divisors
 from simulator.cost import (
     CascadeCost,
-    _buffer_level,
     _cycles_per_point,
     _nest,
     evaluate_cascade,
     phase_occupancy,
+    shared_buffer,
 )
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
@@ -344,13 +344,6 @@ def _derive(
     return plan
 
 
-def _shared_buffer(arch: ArchSpec) -> str:
-    """The on-chip level every array shares, which holds the tiles and the state of the fused loop: the
-    first level below DRAM that is neither per PE nor replicated (the cost model's buffer otherwise)."""
-    shared = [lv.name for lv in arch.levels[1:] if lv.per_pe_of is None and lv.instances == 1]
-    return shared[0] if shared else _buffer_level(arch)
-
-
 def _out_vars(e: LoweredEinsum) -> set[str]:
     return {v for v, on in zip(e.vars, e.incidence[0], strict=True) if on}
 
@@ -438,7 +431,7 @@ def _fused_nest(
             buffer.append((v, n))
     return EinsumMapping(
         array=array,
-        levels=(arch.levels[0].name, _shared_buffer(arch), spec.fed_by),
+        levels=(arch.levels[0].name, shared_buffer(arch), spec.fed_by),
         temporal=(tuple(dram), tuple(buffer), ()),
         spatial=tuple(spread),
         keep=(frozenset(e.tensors), frozenset(keeps) & set(e.tensors), frozenset(e.tensors)),
@@ -631,7 +624,7 @@ def fused_mapping(
     if isinstance(block, int):
         block = {plan.query_vars[0]: block} if plan.query_vars else {}
     lowered = plan.lowered
-    buffer = _shared_buffer(arch)
+    buffer = shared_buffer(arch)
     placement: dict[str, str] = dict.fromkeys(plan.state, buffer)
     for e in lowered.einsums:
         if e.name in plan.state or e.name in lowered.outputs:
@@ -732,7 +725,7 @@ def search_fused(
     plan = plan_fused(cascade, sizes, arch)
     masks = _block_masks(cascade, plan, density)
     statics = _static_masks(cascade, plan)
-    buffer = _shared_buffer(arch)
+    buffer = shared_buffer(arch)
     capacity = arch.level(buffer).capacity_words if buffer else math.inf
     blocks = plan.query_blocks()
     nests: dict = {}

@@ -64,7 +64,7 @@ from dataclasses import dataclass, replace
 from einsum.errors import SpecError
 from einsum.lower import LoweredCascade, LoweredEinsum
 from mappers.templates import loop_nest
-from simulator.cost import CascadeCost, _buffer_level, evaluate_cascade, phase_occupancy
+from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy, shared_buffer
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
 
@@ -234,7 +234,7 @@ def plan_passes(lowered: LoweredCascade, arch: ArchSpec) -> PassPlan:
             )
         arrays[e.name] = able
 
-    buffer = _buffer_level(arch)
+    buffer = shared_buffer(arch)
     if buffer is None or buffer == arch.levels[0].name:
         raise SpecError(
             f"{arch.name}: the cost model's shared buffer is the outermost bounded level with one instance "

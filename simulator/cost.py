@@ -79,7 +79,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     """Cost a cascade mapping (the model is in the module docstring)."""
     _check_mapping(lowered, arch, mapping)
     nest_costs = {e.name: _nest(e, arch, mapping.einsums[e.name]) for e in lowered.einsums}
-    buffer = _buffer_level(arch)
+    buffer = shared_buffer(arch)
     words = _Traffic(lowered, arch, mapping, nest_costs, buffer)
 
     occupancy, spill = [], []
@@ -290,10 +290,11 @@ def _only_buffer_overflow(nc: NestCosts, em: EinsumMapping, buffer: str | None, 
     return spill and buffer is not None and buffer in em.levels
 
 
-def _buffer_level(arch: ArchSpec) -> str | None:
-    """The shared on-chip buffer: the outermost bounded level with a single instance."""
-    shared = [lv for lv in arch.levels if lv.capacity_words is not None and lv.per_pe_of is None and lv.instances == 1]
-    return shared[0].name if shared else None
+def shared_buffer(arch: ArchSpec) -> str | None:
+    """The on-chip buffer every array shares, which holds the tiles and state of a fused cascade and whose
+    capacity decides spills: the first level below DRAM that is neither per PE nor replicated (None if none)."""
+    shared = [lv.name for lv in arch.levels[1:] if lv.per_pe_of is None and lv.instances == 1]
+    return shared[0] if shared else None
 
 
 def _phase_compute_cycles(
