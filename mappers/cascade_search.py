@@ -38,10 +38,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from einsum.analysis import Formula, affine_forms, any_of, may_hold, pass_analysis, work_regions
+from einsum.analysis import key_ranks, pass_analysis
 from einsum.cascade import Cascade
 from einsum.errors import AttnscopeError, ShapeError
 from einsum.lower import LoweredCascade, LoweredEinsum, lower
+from einsum.regions import Formula, affine_forms, any_of, count_tiles, work_regions
 from mappers.passes import flat_policy, search_pass_designs
 from mappers.templates import divisors
 from simulator.cost import (
@@ -182,42 +183,11 @@ def plan_fused(cascade: Cascade, sizes: Mapping[str, int], arch: ArchSpec) -> Fu
 
 
 def _tile_ranks(cascade: Cascade) -> tuple[str, str]:
-    """(key rank, tile rank): the recurrences' iterative rank and its parent, else the rank reduced over
-    computed values (the scores' rank) and its outermost part."""
-    iterative = sorted(set(cascade.recurrences.values()))
-    parents = {cascade.parent_of.get(v.upper()) for v in iterative}
-    if len(iterative) > 1 and (len(parents) > 1 or None in parents):
-        raise FusedSearchError(
-            f"{cascade.name}: recurrences over {', '.join(v.upper() for v in iterative)}; the fused search runs "
-            "one tile loop, so all recurrences must iterate one rank (or parts of one partitioned rank)"
-        )
-    if iterative:
-        # Recurrences over several parts of one rank: the outermost is the tile loop; the others are scans
-        # inside a tile (a chunk's running sum), costed as the tile's work like any Einsum there.
-        parts = cascade.partitions[parents.pop()] if len(iterative) > 1 else ()
-        tile = min((v.upper() for v in iterative), key=parts.index) if parts else iterative[0].upper()
-        return cascade.parent_of.get(tile, tile), tile
-    computed = set(cascade.einsum_by_name)
-    reduced: set[str] = set()
-    for e in cascade.einsums:
-        if any(t in computed for t in e.inputs):
-            reduced |= {cascade.parent_of.get(v.upper(), v.upper()) for v in set(e.iter_vars) - set(e.out_vars)}
-    if not reduced:
-        raise FusedSearchError(
-            f"{cascade.name}: no rank to tile: no recurrence (e.g. RM[m1+1] = ...) and no Einsum reducing over "
-            "computed values (e.g. AV[f,p] = sum[m] S[m,p] * V[f,m])"
-        )
-    ranks = sorted(reduced)
-    key = ranks[0] if len(ranks) == 1 else _most_iterated(cascade, ranks)
-    parts = cascade.partitions.get(key)
-    return key, parts[0] if parts else key
-
-
-def _most_iterated(cascade: Cascade, ranks: list[str]) -> str:
-    """Among several reduced ranks, the one that the most Einsums iterate (the keys, not a feature rank)."""
-    count = {r: sum(any(v.upper() in (r, *cascade.children(r)) for v in e.iter_vars) for e in cascade.einsums)
-             for r in ranks}  # fmt: skip
-    return max(ranks, key=lambda r: (count[r], r))
+    """(key rank, tile rank): :func:`einsum.analysis.key_ranks`, its refusal as the fused search's."""
+    try:
+        return key_ranks(cascade)
+    except ShapeError as exc:
+        raise FusedSearchError(str(exc)) from None
 
 
 def _tile_rows(arch: ArchSpec) -> int:
@@ -704,7 +674,7 @@ def search_fused(
       chunked linear attention) skip tiles the same way: a kernel skips the key tiles that no query of the
       block can see, and the loop is costed at ``ceil`` of the computed tiles per query block, averaged
       over the query blocks (:func:`_visible_tiles`). What a tile must compute is the analysis's own
-      (:func:`einsum.analysis.work_regions`: a score is computed only where a mask selects it, and so are
+      (:func:`einsum.regions.work_regions`: a score is computed only where a mask selects it, and so are
       the exp, max and sums that consume it). The in-loop Einsums that iterate a query variable fall into
       groups connected by what they read within the tile (the retrieval and the streaming heads of
       DuoAttention are two), and a group computes a tile when some point of the (query block x tile) box
@@ -712,7 +682,7 @@ def search_fused(
       everywhere - the running max, sum and output updates - are assumed to be the identity on a tile
       whose scores are all masked (the running state is unchanged), so they follow their group, as in
       FlashAttention-style kernels. The test is sound: a tile is skipped only when the region provably
-      misses the whole box (:func:`einsum.analysis.may_hold`), so work is never under-counted. A query
+      misses the whole box (:func:`einsum.regions.may_hold`), so work is never under-counted. A query
       block is a contiguous run of ``columns x P1`` queries (the loops nest outer to inner); a condition
       on another variable (the head's shard in S2-attention) is evaluated for each of its values and the
       tiles averaged (over its whole range at once past :data:`ENUMERATED` combinations, which keeps a
@@ -901,7 +871,7 @@ class _StaticMask:
 
     einsums: tuple[str, ...]
     region: Formula
-    """Where the group has work: where one of its Einsums has (:func:`einsum.analysis.work_regions`)."""
+    """Where the group has work: where one of its Einsums has (:func:`einsum.regions.work_regions`)."""
 
 
 ENUMERATED = 1 << 18
@@ -946,12 +916,10 @@ def _visible_tiles(plan: FusedPlan, mask: _StaticMask, block: Mapping[str, int])
     over the query blocks, the splits and the values of the region's other variables (:func:`search_fused`).
 
     The (query block x tile) boxes are enumerated as rows (blocks, splits, other values) and the tile loop
-    is solved by segments: each comparison's extremes over the box are affine in the tile index, so
-    whether the region may hold changes only where one crosses zero; it is tested once per segment.
+    is counted by :func:`einsum.regions.count_tiles` (by segments of the tile index).
     """
     sizes = plan.lowered.sizes
-    forms = affine_forms(mask.region)
-    used = {v for coeffs, _ in forms for v in coeffs}
+    used = {v for coeffs, _ in affine_forms(mask.region) for v in coeffs}
     tiles, width, tile = plan.tile_count, plan.tile_keys, plan.tile_var
     key = plan.key_var if plan.key_var in used else None
     axes: list[tuple[str, np.ndarray, np.ndarray]] = []  # enumerated: (variable, low, high) per value
@@ -977,39 +945,20 @@ def _visible_tiles(plan: FusedPlan, mask: _StaticMask, block: Mapping[str, int])
     grids = np.meshgrid(*(np.arange(len(lo)) for _, lo, _ in axes), indexing="ij")
     rows = math.prod(len(lo) for _, lo, _ in axes)
     for (v, lo, hi), grid in zip(axes, grids, strict=True):
-        low[v], high[v] = lo[grid.ravel()][:, None], hi[grid.ravel()][:, None]
+        low[v], high[v] = lo[grid.ravel()], hi[grid.ravel()]
     split = 0
     for v in plan.outer_vars if key else ():
         split = split * sizes[v.upper()] + low[v]
-
-    def at(t):
-        """The box's bounds with the tile loop at ``t``."""
-        lo, hi = dict(low), dict(high)
-        if tile != plan.key_var:
-            lo[tile] = hi[tile] = t
-        if key:
-            lo[key] = (split * tiles + t) * width
-            hi[key] = lo[key] + width - 1
-        return lo, hi
-
-    cuts = [np.zeros((rows, 1), dtype=np.int64), np.full((rows, 1), tiles, dtype=np.int64)]
-    lo0, hi0 = at(0)
-    for coeffs, const in forms:
-        # The form's least and greatest values over the box move by `slope` per tile.
-        slope = (coeffs.get(tile, 0) if tile != plan.key_var else 0) + (coeffs.get(key, 0) * width if key else 0)
-        if slope == 0:
-            continue
-        least = const + sum(c * (lo0[v] if c > 0 else hi0[v]) for v, c in coeffs.items())
-        greatest = const + sum(c * (hi0[v] if c > 0 else lo0[v]) for v, c in coeffs.items())
-        for value in (least, greatest):
-            r = np.broadcast_to(np.asarray(value, dtype=np.int64), (rows, 1))
-            cuts.append(-np.floor_divide(r, slope))  # ceil(-r / slope): where slope*t + r turns >= 0 (or <= 0)
-            cuts.append(np.floor_divide(-r, slope) + 1)  # and where it turns > 0 (or < 0)
-    bounds = np.sort(np.clip(np.concatenate(cuts, axis=1), 0, tiles), axis=1)
-    lengths = np.diff(bounds, axis=1)
-    lo, hi = at(bounds[:, :-1])
-    holds = np.broadcast_to(may_hold(mask.region, lo, hi), lengths.shape)
-    return float((lengths * holds).sum()) / rows
+    step: dict[str, int] = {}
+    if tile != plan.key_var:
+        low[tile] = high[tile] = 0
+        step[tile] = 1
+    if key:
+        low[key] = split * tiles * width
+        high[key] = low[key] + width - 1
+        step[key] = width
+    counts = count_tiles(mask.region, low, high, step=step, tiles=tiles)
+    return float(counts.visited.sum()) / rows
 
 
 def _tile_counts(

@@ -286,11 +286,12 @@ def device_design(case: Case, target: DeviceTarget, p: Any) -> Design:
 
 
 def _device_compulsory(case: Case, dtype: str, spec: Any) -> float:
+    """Bytes of reading every input and writing every output once, at the device's element size."""
     from simulator.device import DTYPE_BYTES
 
-    words = _lowered(case).tensor_words
     c = case.cascade
-    return sum(words[t] for t in (*c.inputs, *c.outputs)) * DTYPE_BYTES.get(dtype, 2)
+    words = sum(math.prod(c.tensors[t].shape(case.sizes)) for t in (*c.inputs, *c.outputs))
+    return float(words) * DTYPE_BYTES.get(dtype, 2)
 
 
 # ------------------------------------------------------------------------------------------------ registration

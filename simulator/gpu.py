@@ -16,16 +16,22 @@ assumptions are in each module's docstring and in ``docs/bench-gpu.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from functools import cache
 from typing import Any
 
+from einsum.cascade import Cascade
 from einsum.errors import SpecError
 from simulator.device import DeviceSpec, load_device
-from simulator.kernels.attention import KERNELS, predict_decode, predict_flash, predict_unfused
+from simulator.kernels.attention import DECODE_KEYS, DECODE_QUERIES, KERNELS, predict_decode, predict_unfused
 from simulator.kernels.cpu import predict_cpu_flash
 from simulator.kernels.elementwise import predict_copy, predict_elementwise, predict_exp, predict_softmax
 from simulator.kernels.gemm import predict_gemm
 from simulator.kernels.machine import KernelPrediction, machine
-from simulator.kernels.variants import predict_variant
+from simulator.kernels.variants import predict_case, predict_variant
+from workloads.attention import causal
+from workloads.cases import Case, Workload, make_case
+from workloads.registry import get_cascade
 
 __all__ = ["KERNELS", "OPS", "KernelPrediction", "default_dtype", "predict"]
 
@@ -76,9 +82,12 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
     ``broadcast_add`` (batch, rows, cols: a (rows, cols) operand added to every batch slice),
     ``sdpa`` (batch, heads, kv_heads=heads, seq_q, seq_kv=seq_q, head_dim, causal=False, kernel=..., window=None)
     with kernel one of ``fa2``, ``fa3``, ``unfused``, ``decode``, ``math``, ``cpu-flash`` (default: fa3 on Hopper,
-    fa2 on other GPUs, decode for a few queries against a long cache, cpu-flash on CPUs). ``variant`` names a
-    registered attention cascade (``gqa``, ``sliding-window``, ``moba``, ... with ``params`` such as window or
-    density; :mod:`simulator.kernels.variants`), whose masks and ops then set the kernel.
+    fa2 on other GPUs, decode for a few queries against a long cache, cpu-flash on CPUs). ``fa2``/``fa3`` cost
+    the registered cascade of the shape (``attention-1pass``, ``attention-1pass-causal``, ``sliding-window``
+    with ``window``, which needs ``causal``; their grouped-query forms when kv_heads < heads) with
+    :func:`simulator.kernels.variants.predict_case`. ``variant`` names a registered attention cascade (``gqa``,
+    ``sliding-window``, ``moba``, ... with ``params`` such as window or density), whose masks and ops then set
+    the kernel.
     """
     spec = load_device(device)
     if op not in OPS:
@@ -140,7 +149,8 @@ def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPredi
     if kernel == "cpu-flash":
         return predict_cpu_flash(m, s)
     if kernel in ("fa2", "fa3"):
-        return predict_flash(m, kernel, s)
+        pred = predict_case(spec, sdpa_case(s), dtype=dtype, kernel=kernel)
+        return replace(pred, kernel=kernel)
     if kernel == "decode":
         return predict_decode(m, s)
     return predict_unfused(m, kernel, s)
@@ -149,9 +159,47 @@ def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPredi
 def _default_kernel(spec: DeviceSpec, s: Mapping[str, Any]) -> str:
     if spec.kind == "cpu":
         return "cpu-flash"
-    if s["seq_q"] <= 16 and s["seq_kv"] >= 256:
+    if s["seq_q"] <= DECODE_QUERIES and s["seq_kv"] >= DECODE_KEYS:
         return "decode"
     return "fa3" if spec.tensor_instruction == "wgmma" else "fa2"
+
+
+def sdpa_case(s: Mapping[str, Any]) -> Case:
+    """The registered cascade an sdpa shape runs on the fused kernels: ``attention-1pass``, its causal form,
+    or ``sliding-window`` (window W, causal); with kv_heads < heads the same masks over grouped K/V heads
+    (``gqa``, and its text with the causal or window mask of the others)."""
+    if s["window"] is not None and not s["causal"]:
+        raise SpecError(
+            f"sdpa: window={s['window']} needs causal=True on the fused kernels (the sliding-window cascade is causal: "
+            "each query sees its last window keys)"
+        )
+    name = "sliding-window" if s["window"] else "attention-1pass-causal" if s["causal"] else "attention-1pass"
+    shape = {"B": s["batch"], "H": s["heads"], "P": s["seq_q"], "M": s["seq_kv"], "E": s["head_dim"],
+             "F": s["head_dim"]}  # fmt: skip
+    params = {"W": s["window"]} if s["window"] else None
+    if s["kv_heads"] == s["heads"]:
+        return make_case(name, shape, params=params)
+    shape["G"] = s["kv_heads"]
+    if name == "attention-1pass":
+        return make_case("gqa", shape)
+    return make_case(_grouped(s["window"] is not None), shape, params=params)
+
+
+@cache
+def _grouped(window: bool) -> Workload:
+    """``gqa`` with the causal mask (and the window of ``sliding-window``)."""
+    text = causal(get_cascade("gqa").text, "m1*M0+m0")
+    name = "gqa-causal"
+    if window:
+        name = "gqa-sliding-window"
+        mask = "where(m1*M0+m0 <= p + M - P, QK[b,g,r,m1,m0,p], -inf)"
+        assert mask in text
+        text = text.replace(
+            mask, "where(m1*M0+m0 <= p + M - P, where(m1*M0+m0 > p + M - P - W, QK[b,g,r,m1,m0,p], -inf), -inf)"
+        ).replace("= -inf\n", "= -1e30\n")
+        text = text.replace("partition H = G * R", "param W = 4096\npartition H = G * R")
+    cascade = Cascade.from_text(text, name=name, origin=f"<sdpa {name}>")
+    return Workload(name, cascade, "grouped-query attention with the sdpa mask", "simulator.gpu.sdpa_case")
 
 
 def calibrate_gemm(device: str | DeviceSpec, *, m: int, n: int, k: int, tflops: float, dtype: str = "bf16") -> float:

@@ -42,8 +42,10 @@ def add_parser(sub, parser_class) -> None:
     p.add_argument("--model", required=True, help="a zoo model: llama2-7b, llama3-8b, llama3-70b, mistral-7b, "
                    "bert, trxl, t5, xlm (heads, K/V heads, head dim)")  # fmt: skip
     p.add_argument("--seq", default="1K,4K,16K,64K,256K,1M", help="comma-separated sequence lengths (K = 2^10)")
-    p.add_argument("--variants", help="comma-separated registered attention cascades or .einsum files (default: "
-                   "every registered one)")
+    p.add_argument(
+        "--variants",
+        help="comma-separated registered attention cascades or .einsum files (default: every registered one)",
+    )
     p.add_argument("--batch", type=_size, default=1, help="batch (default 1)")
     p.add_argument("--dtype", help="device dtype (default bf16, else fp16)")
     for name, text in _PARAMS:

@@ -1,11 +1,12 @@
 """Attention forward kernels as mappings of attention cascades onto the GPU's spatial machine.
 
-**Fused (FlashAttention-style).** The 1-pass cascade (``attention-1pass``: online softmax over key tiles) is
-mapped so that one CTA owns ``Br`` query rows of one head and walks the keys in ``Bc`` tiles. Lowering the
-cascade at one tile's sizes (M = Bc, P = Br, E = F = head dim) gives each Einsum's ops per tile: ``mac`` ops
-run on the tensor cores (2-D array), ``exp`` on the special-function units, everything else (max, sub, add,
-mul, the causal ``select``) on the FP32 lanes (1-D arrays). K/V tiles stream through shared memory. Per tile,
-in SM-cycles, with ``T`` tensor, ``S`` exp, ``F`` FP32-lane and ``M`` shared-memory times:
+**Fused (FlashAttention-style).** One CTA owns ``Br`` query rows of one head and walks the keys in ``Bc``
+tiles; what a tile does is read off the cascade (:mod:`simulator.kernels.variants`, the one fused model:
+``predict --op sdpa`` on fa2/fa3 costs the registered dense, causal or sliding-window cascade there). Here
+are the per-tile cycles that model uses: ``mac`` ops run on the tensor cores (2-D array), ``exp`` on the
+special-function units, everything else (max, sub, add, mul, a mask's ``select``) on the FP32 lanes (1-D
+arrays). K/V tiles stream through shared memory. Per tile, in SM-cycles, with ``T`` tensor, ``S`` exp, ``F``
+FP32-lane and ``M`` shared-memory times:
 
 * ``fa2`` (FlashAttention-2, warp-level ``mma``): every warp reads whole K and V tiles from shared memory into
   registers; on a ``wgmma`` device ``mma`` reaches only the preset's ``mma_fraction`` of the tensor rate. The
@@ -14,12 +15,10 @@ in SM-cycles, with ``T`` tensor, ``S`` exp, ``F`` FP32-lane and ``M`` shared-mem
   three consumer warpgroups ping-pong and pipeline, which hides the FP32-lane work under the matmuls, while the
   exp of a tile still sits between its two matmuls: ``max(T + S, F, M)``.
 
-Shared-memory capacity and the register file bound the tile (the mapper tries every candidate and keeps the
-fastest). A CTA also pays a prologue (DRAM latency, Q and the first K/V tile through its share of L2) and an
-epilogue (O out); co-resident CTAs hide each other's, so only ``1 / CTAs-per-SM`` of it is exposed. Causal
-masking skips key tiles above the diagonal (bottom-right aligned when seq_q < seq_kv) and masks the diagonal
-ones; a sliding window skips tiles left of it. CTAs are list-scheduled over the SMs (fa3 longest first, as its
-tile scheduler does). GQA/MQA: query heads of a group read the same K/V through L2, so DRAM sees K and V once.
+Shared-memory capacity and the register file bound the tile (:func:`flash_candidates`; the mapper tries every
+candidate and keeps the fastest). A CTA also pays a prologue (DRAM latency, Q and the first K/V tile through
+its share of L2) and an epilogue (O out); co-resident CTAs hide each other's, so only ``1 / CTAs-per-SM`` of
+it is exposed. CTAs are list-scheduled over the SMs (fa3 longest first, as its tile scheduler does).
 
 **Decode (flash-decoding).** A few query rows against a long KV cache: the query rows of a GQA group are packed
 into one tile, the keys are split ``s`` ways (split-K) so that enough CTAs fill the SMs, and a second kernel
@@ -72,12 +71,12 @@ class FlashTile:
 
 
 @lru_cache(maxsize=256)
-def tile_ops(br: int, bc: int, d: int, masked: bool) -> tuple[dict[str, float], dict[str, float]]:
-    """Ops per unit for one Br x Bc tile, and per CTA once at the end, from the lowered 1-pass cascade."""
+def tile_ops(br: int, bc: int, d: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Ops per unit for one Br x Bc tile, and per CTA once at the end, from the lowered dense 1-pass cascade
+    (the decode kernel's tile)."""
     from workloads.registry import get_cascade
 
-    name = "attention-1pass-causal" if masked else "attention-1pass"
-    low = lower(get_cascade(name).cascade, {"B": 1, "H": 1, "M": bc, "M0": bc, "P": br, "E": d, "F": d})
+    low = lower(get_cascade("attention-1pass").cascade, {"B": 1, "H": 1, "M": bc, "M0": bc, "P": br, "E": d, "F": d})
     per_tile: dict[str, float] = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
     per_cta: dict[str, float] = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
     for e in low.einsums:
@@ -125,7 +124,8 @@ def flash_candidates(m: Machine, kernel: str, d: int) -> list[FlashTile]:
 
 
 def _key_ranges(seq_q: int, seq_kv: int, br: int, causal: bool, window: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per query row block: first and one-past-last key index it attends to (bottom-right aligned causal)."""
+    """Per query row block: first and one-past-last key index it attends to (bottom-right aligned causal), for
+    the flag-described sdpa kernels (decode, unfused, math; cascades read their masks through einsum.regions)."""
     starts = np.arange(0, seq_q, br)
     ends_row = np.minimum(starts + br, seq_q)  # exclusive row end
     offset = seq_kv - seq_q
@@ -143,8 +143,8 @@ def useful_pairs(seq_q: int, seq_kv: int, causal: bool, window: int | None) -> f
     return float(np.maximum(hi - lo, 0).sum())
 
 
-def _tile_cycles(m: Machine, kernel: str, t: FlashTile, d: int, masked: bool) -> tuple[float, dict[str, float]]:
-    ops, _ = tile_ops(t.br, t.bc, d, masked)
+def _tile_cycles(m: Machine, kernel: str, t: FlashTile, d: int) -> tuple[float, dict[str, float]]:
+    ops, _ = tile_ops(t.br, t.bc, d)
     e = m.elem_bytes
     return tile_cycles(m, kernel, t, ops, kv_tile_bytes=2 * t.bc * d * e, q_tile_bytes=t.br * d * e)
 
@@ -166,46 +166,6 @@ def tile_cycles(
     l2 = kv_tile_bytes / m.l2_share_bytes_per_clock
     parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
     return max(cycles, l2), parts
-
-
-def _flash_one(m: Machine, kernel: str, t: FlashTile, s: dict) -> tuple[float, dict, dict, float]:
-    b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
-    e = m.elem_bytes
-    lo, hi = _key_ranges(sq, skv, t.br, s["causal"], s["window"])
-    tile_lo, tile_hi = lo // t.bc, -(-hi // t.bc)
-    n_tiles = tile_hi - tile_lo
-    plain, parts = _tile_cycles(m, kernel, t, d, False)
-    masked, _ = _tile_cycles(m, kernel, t, d, True)
-    row_starts = np.arange(0, sq, t.br)
-    offset = skv - sq
-    diag = np.zeros_like(n_tiles)
-    if s["causal"] or s["window"]:
-        # tiles whose keys straddle the mask boundary of some row in the block pay the select
-        diag_keys = np.minimum(row_starts + t.br + offset, skv) - np.maximum(row_starts + offset, 0)
-        diag = np.minimum(n_tiles, np.ceil(np.maximum(diag_keys, 0) / t.bc) + 1).astype(n_tiles.dtype)
-    _, per_cta_ops = tile_ops(t.br, t.bc, d, False)
-    epilogue_ops = per_cta_ops["fma"] / m.fma_rate + per_cta_ops["sfu"] / m.sfu_rate
-    fixed = (
-        m.latency_s * m.clock_hz
-        + (t.br * d + 2 * t.bc * d) * e / m.l2_share_bytes_per_clock
-        + t.br * d * e / m.l2_share_bytes_per_clock
-    )
-    cta = (n_tiles - diag) * plain + diag * masked + epilogue_ops + fixed / t.per_sm
-    blocks = np.tile(cta, b * h)  # launch order: row blocks fastest, then heads and batch
-    if kernel == "fa3":
-        blocks = np.sort(blocks)[::-1]
-    compute_s = makespan_cycles(blocks, m.sms, t.per_sm) / m.clock_hz
-    dram = (b * h * sq * d * 2 + b * hk * skv * d * 2) * e
-    times = {"tensor": compute_s, "memory": dram / m.dram_bytes_per_s}
-    shares = {k: v for k, v in parts.items() if k != "l2"}
-    if kernel == "fa3":
-        shares = {"tensor": parts["tensor"] + parts["sfu"], "fma": parts["fma"], "smem": parts["smem"]}
-    if parts["l2"] > plain - 1e-9 and parts["l2"] >= max(shares.values()):
-        times = {"l2": compute_s, "memory": times["memory"]}
-    else:
-        times = {max(shares, key=shares.__getitem__): compute_s, "memory": times["memory"]}
-    tiles = flash_tiles(m, t, int(blocks.size), int(n_tiles.sum()) * b * h, parts)
-    return max(times.values()), times, tiles, dram
 
 
 def flash_tiles(m: Machine, t: FlashTile, n_ctas: int, visited: int, parts: dict[str, float]) -> dict:
@@ -251,58 +211,73 @@ def _flops_and_bytes(s: dict, e: int) -> tuple[float, float, float]:
     return flops, compulsory, bh * pairs
 
 
-def predict_flash(m: Machine, kernel: str, s: dict) -> KernelPrediction:
-    """FlashAttention-2/-3 style fused forward (see the module docstring)."""
-    d = s["head_dim"]
-    check_fused(m, kernel, d)
-    candidates = flash_candidates(m, kernel, d)
-    need(
-        bool(candidates),
-        f"{kernel}: head_dim {d} does not fit: no Br x Bc tile fits {m.spec.id}'s shared memory "
-        f"({m.spec.smem_bytes_per_sm:.0f} bytes per SM, smem_bytes_per_sm) and register file "
-        f"({m.spec.regs_bytes_per_sm:.0f} bytes per SM, regs_bytes_per_sm) for dtype {m.dtype}",
-    )
-    best = min((_flash_one(m, kernel, t, s) for t in candidates), key=lambda r: r[0])
-    _, times, tiles, dram = best
-    flops, compulsory, pairs = _flops_and_bytes(s, m.elem_bytes)
-    return finish(m, op="sdpa", kernel=kernel, flops=flops, hbm_bytes=dram, times=times, tiles=tiles,
-                  compulsory_bytes=compulsory, exp_ops=pairs)  # fmt: skip
-
-
 DECODE_SPLITS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 """The split-K factors the decode mapper tries."""
+
+
+DECODE_QUERIES = 16
+"""At most this many query rows (per K/V head) against at least :data:`DECODE_KEYS` keys is a decode step: the
+decode kernel packs them into one tile and splits the keys (``predict --op sdpa``'s default kernel, and the
+kernel :func:`simulator.kernels.variants.predict_case` gives a cascade at such a shape)."""
+DECODE_KEYS = 256
 
 
 def predict_decode(m: Machine, s: dict, splits: tuple[int, ...] = DECODE_SPLITS) -> KernelPrediction:
     """Split-K (flash-decoding) attention of a few queries against a KV cache, plus the combine kernel.
 
-    ``splits``: the split-K factors to try (the fastest is kept); one value fixes the split.
+    ``s``: the sdpa shape with ``causal`` and ``window`` flags; ``splits``: the split-K factors to try (the
+    fastest is kept); one value fixes the split.
     """
-    check_fused(m, "decode", s["head_dim"])
     b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
     e = m.elem_bytes
-    rows = sq * (h // hk)  # GQA: the query heads of a group share one tile
+    lo, hi = _key_ranges(sq, skv, 1, s["causal"], s["window"])
+    keys = int((hi - lo).max())
+    flops, compulsory, pairs = _flops_and_bytes(s, e)
+    return decode_kernel(m, rows=sq * (h // hk), groups=b * hk, keys=keys, head_dim=d,
+                         kv_bytes=b * hk * keys * d * 2 * e, qo_bytes=b * h * sq * d * 2 * e,
+                         partial_bytes=b * h * sq * d * 4, flops=flops, exp_ops=pairs, compulsory_bytes=compulsory,
+                         splits=splits)  # fmt: skip
+
+
+def decode_kernel(
+    m: Machine,
+    *,
+    rows: int,
+    groups: int,
+    keys: int,
+    head_dim: int,
+    kv_bytes: float,
+    qo_bytes: float,
+    partial_bytes: float,
+    flops: float,
+    exp_ops: float,
+    compulsory_bytes: float,
+    splits: tuple[int, ...] = DECODE_SPLITS,
+) -> KernelPrediction:
+    """The decode kernel (module docstring) for ``groups`` (batch x K/V heads) groups of ``rows`` query rows
+    packed into one tile, each visiting ``keys`` keys: ``kv_bytes`` of keys and values read, ``qo_bytes`` of
+    queries and outputs, ``partial_bytes`` of fp32 partial outputs per split written and re-read by the
+    combine kernel. ``flops`` and ``exp_ops`` are the useful work, reported as they are."""
+    check_fused(m, "decode", head_dim)
+    d, e = head_dim, m.elem_bytes
     fa = "fa3" if m.spec.tensor_instruction == "wgmma" else "fa2"
     tiles_all = flash_candidates(m, fa, d)
     need(bool(tiles_all), f"decode: head_dim {d} does not fit {m.spec.id}'s shared memory (smem_bytes_per_sm)")
     t = min(tiles_all, key=lambda x: (abs(x.br - min(max(rows, 64), 128)), -x.bc))
     m_blocks = math.ceil(rows / t.br)
-    lo, hi = _key_ranges(sq, skv, 1, s["causal"], s["window"])
-    keys = int((hi - lo).max())
-    plain, parts = _tile_cycles(m, fa, t, d, False)
+    plain, parts = _tile_cycles(m, fa, t, d)
     stream = 2 * t.bc * d * e / m.l2_share_bytes_per_clock
     tile = max(plain, stream)
-    kv_bytes = b * hk * keys * d * 2 * e
     best = None
     for split in splits:
         if split > 1 and keys / split < t.bc and best is not None:
             break
         per = math.ceil(math.ceil(keys / split) / t.bc)
         fixed = m.latency_s * m.clock_hz + (t.br * d * e + t.br * d * 4) / m.l2_share_bytes_per_clock
-        n_ctas = b * hk * m_blocks * split
+        n_ctas = groups * m_blocks * split
         compute_s = makespan_cycles(np.full(n_ctas, per * tile + fixed), m.sms, t.per_sm) / m.clock_hz
-        partial = b * h * sq * d * 4 * split if split > 1 else 0.0
-        dram = kv_bytes + b * h * sq * d * 2 * e + partial
+        partial = partial_bytes * split if split > 1 else 0.0
+        dram = kv_bytes + qo_bytes + partial
         main = max(compute_s, dram / m.dram_bytes_per_s)
         combine = m.launch_s + m.latency_s + 2 * partial / m.dram_bytes_per_s if split > 1 else 0.0
         total = main + combine
@@ -313,7 +288,6 @@ def predict_decode(m: Machine, s: dict, splits: tuple[int, ...] = DECODE_SPLITS)
         {"tensor": parts["tensor"], "sfu": parts["sfu"], "fma": parts["fma"]}.items(), key=lambda kv: kv[1]
     )[0]  # fmt: skip
     times = {bound if bound != "stream" else "l2": compute_s + combine, "memory": dram / m.dram_bytes_per_s + combine}
-    flops, compulsory, pairs = _flops_and_bytes(s, e)
     tiles = {
         "block_m": t.br,
         "block_n": t.bc,
@@ -325,7 +299,7 @@ def predict_decode(m: Machine, s: dict, splits: tuple[int, ...] = DECODE_SPLITS)
         "smem_bytes": t.smem_bytes,
     }
     return finish(m, op="sdpa", kernel="decode", flops=flops, hbm_bytes=dram, times=times, tiles=tiles,
-                  compulsory_bytes=compulsory, exp_ops=pairs, launches=2 if split > 1 else 1)  # fmt: skip
+                  compulsory_bytes=compulsory_bytes, exp_ops=exp_ops, launches=2 if split > 1 else 1)  # fmt: skip
 
 
 def predict_unfused(m: Machine, kernel: str, s: dict) -> KernelPrediction:

@@ -42,16 +42,36 @@ def predict_softmax(m: Machine, *, rows: int, cols: int, kernel: str = "softmax"
     calibrated fraction (``efficiency.softmax``) of the bandwidth of the level that serves it."""
     _positive("softmax", rows=rows, cols=cols)
     n = float(rows) * cols
-    moved = 2.0 * n * m.elem_bytes
+    return predict_rowwise(m, kernel=kernel, rows=rows, cols=cols, read_bytes=n * m.elem_bytes,
+                           write_bytes=n * m.elem_bytes, sfu_ops=n, fma_ops=n * SOFTMAX_FMA_PER_ELEMENT)  # fmt: skip
+
+
+def predict_rowwise(
+    m: Machine,
+    *,
+    kernel: str,
+    rows: int,
+    cols: int,
+    read_bytes: float,
+    write_bytes: float,
+    sfu_ops: float,
+    fma_ops: float,
+    reduces: bool = True,
+) -> KernelPrediction:
+    """A softmax-like streaming kernel: reads ``read_bytes`` and writes ``write_bytes`` once, with ``sfu_ops``
+    special-function and ``fma_ops`` FP32-lane operations; row reductions (``reduces``) stream at the library
+    softmax's bandwidth, pure maps at the copy's. The row softmax is one (:func:`predict_softmax`)."""
+    moved = float(read_bytes) + float(write_bytes)
     clock_sms = m.sms * m.clock_hz
-    times = {
-        "memory": m.latency_s + moved / m.softmax_stream_bytes_per_s(moved),
-        "sfu": n / (m.sfu_rate * clock_sms),
-        "fma": n * SOFTMAX_FMA_PER_ELEMENT / (m.fma_rate * clock_sms),
-    }
-    return finish(m, op="softmax", kernel=kernel, flops=0.0, hbm_bytes=moved, times=times,
-                  tiles={"rows": rows, "cols": cols}, compulsory_bytes=moved, exp_ops=n,
-                  fma_ops=n * SOFTMAX_FMA_PER_ELEMENT)  # fmt: skip
+    stream = m.softmax_stream_bytes_per_s(moved) if reduces else m.stream_bytes_per_s(moved)
+    times = {"memory": m.latency_s + moved / stream}
+    if sfu_ops:
+        times["sfu"] = sfu_ops / (m.sfu_rate * clock_sms)
+    if fma_ops:
+        times["fma"] = fma_ops / (m.fma_rate * clock_sms)
+    return finish(m, op="softmax" if reduces else "elementwise", kernel=kernel, flops=0.0, hbm_bytes=moved,
+                  times=times, tiles={"rows": rows, "cols": cols}, compulsory_bytes=moved, exp_ops=sfu_ops,
+                  fma_ops=fma_ops)  # fmt: skip
 
 
 def predict_elementwise(

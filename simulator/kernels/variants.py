@@ -1,313 +1,215 @@
-"""Every registered attention cascade as a GPU kernel: a fused tile program derived from the cascade itself.
+"""Any attention cascade as a GPU kernel, read off the cascade itself: nothing here knows a cascade by name.
 
-**Fused one-pass cascades** (the softmax variants, sigmoid/softplus, linear attention; FlashAttention-2/-3
-style, see :mod:`simulator.kernels.attention`). One CTA owns ``Br`` query rows of one query head and walks the
-key tiles of ``Bc`` keys it must visit. What a tile costs is read off the variant's cascade, lowered at one
-tile's sizes (B = 1, every head rank 1, P = Br, M = Bc with the outer parts of M set to 1, head dims at the
-shape's), exactly as :func:`~simulator.kernels.attention.tile_ops` does for the dense cascade:
+A :class:`workloads.cases.Case` (a cascade at complete sizes, with its mask densities) is costed by
+:func:`predict_case`. Which kernel runs it, and what each of its tiles does, comes from the cascade's
+structure: its key rank (:func:`einsum.analysis.key_ranks`: the iterative rank of its recurrences and the
+rank that rank partitions, else the rank it reduces computed values over), its partitions, its lowering, its
+``where`` conditions (:mod:`einsum.regions`) and its declared densities.
 
-* an Einsum that iterates a key variable and a query variable runs **once per visited tile** (QK, the online
-  softmax, P.V; the masked scores' ``select`` only on tiles that straddle a mask boundary: interior tiles drop
-  it, as FlashAttention kernels do);
-* one that iterates query variables only runs **once per CTA** (the final division; MLA's Q.W_K absorption and
-  its W_V projection);
-* one that iterates key variables only is **key-side work**, done once per (batch, head) in a first kernel
-  before the main one (linear attention's state ``S += phi(K) V^T``, the up-projections of expanded MLA): its
-  results that the main kernel reads are written to DRAM and read back, except elementwise maps of inputs
-  (``phi(K)``), which the main kernel recomputes in its tiles instead;
+**Which kernel.**
+
+* A part of the key partition before the tile part (the splits ``S`` of ``M = S * M1 * M0``), whose partials
+  Einsums after the loop combine: **split-K decode**, with the split fixed by the cascade (``S``).
+* Several passes over the key rank (:func:`einsum.analysis.pass_analysis`) and no split: the **unfused chain**.
+* One pass, and few query rows per K/V head against a long cache (at most
+  :data:`~simulator.kernels.attention.DECODE_QUERIES` rows, at least
+  :data:`~simulator.kernels.attention.DECODE_KEYS` keys): the **decode** kernel, unsplit.
+* Otherwise the **fused one-pass** kernel.
+
+``kernel`` forces ``fa2``/``fa3`` (the fused kernel, for any one-pass cascade), ``decode`` or ``unfused``
+where the cascade's structure allows them.
+
+**Fused one-pass** (FlashAttention-2/-3 style, :mod:`simulator.kernels.attention` for the per-tile cycles).
+The query variables are the outputs' free variables that index no input read at in-tile key positions
+(``p``; ``r, p`` of GQA; ``h, p`` of MQA and MLA); the largest of their ranks is the **row rank** (``P``):
+one CTA owns ``Br`` consecutive rows of it and walks the key tiles of ``Bc`` keys it must visit. Einsums are
+classified by their variables, on the cascade lowered at one tile's sizes (grid ranks 1, the row rank ``Br``,
+the key rank ``Bc`` with its outer parts 1, feature ranks at the case's sizes):
+
+* an Einsum that iterates a key variable and a row variable runs **once per visited tile** (QK, the online
+  softmax, P.V; a mask's ``select`` only on tiles that straddle the mask's boundary: an **interior** tile,
+  where the Einsum's work region holds at every point, drops it, as FlashAttention kernels do);
+* one that iterates row variables but no key variable runs **once per CTA** (the final division; MLA's
+  Q.W_K absorption and W_V projection);
+* one that iterates key variables only is **key-side work**, run once per (batch, head) in a first kernel
+  before the main one (linear attention's state ``S += phi(K) V^T``, expanded MLA's up-projections): its
+  results the main kernel reads are written to DRAM and read back, except elementwise maps of inputs
+  (``phi(K)``), which the main kernel recomputes in its tiles;
 * op kinds go to the units of :data:`~simulator.kernels.machine.UNIT_OF_OP` (``mac`` tensor cores, ``exp``,
-  ``sigmoid``, ``softplus``, ``log`` SFU, the rest FP32 lanes). So sigmoid and softplus attention, having no
-  max and no rescale, have cheaper tiles by construction, and MLA's tiles carry the latent dim.
+  ``log``, ``sigmoid``, ``softplus`` SFU, the rest FP32 lanes).
 
-Which key tiles a row block visits is the variant's mask semantics (:data:`MASKS`), as key intervals per query
-row (bottom-right aligned when seq_q < seq_kv): ``full``, ``causal``, ``window`` (the last W keys), ``sinks``
-(the first S keys and the last W), ``chunk`` (causal inside the query's own chunk; the chunk of causal linear
-attention is the kernel's key tile, which the chunked algorithm allows), ``block`` / ``block-causal`` (a block
-mask of density d over key blocks of the cascade's M0: ``ceil(d x blocks)`` blocks per row tile; with the causal
-mask the diagonal blocks are always kept, as MoBA keeps the query's own block) and ``s2`` (head shard ``hn``
-sees the key blocks ``k % N == hn`` plus its last ``local`` blocks, causally). A tile that no row of the block
-sees is skipped, a tile every row sees in full is an interior tile, the rest pay the mask. DuoAttention's two
-head kinds are two CTA populations (retrieval heads causal, streaming heads sinks + window); S2-Attention's
-head shards are ``HN`` populations. K/V (and any key-indexed input) reach DRAM once per K/V head: the query
-heads of a GQA group and the row blocks of a head re-read them through L2, as in the dense model; the CTA's
-prologue and epilogue, the tile mapper (every Br x Bc that fits shared memory and registers, the fastest kept;
-for block masks Bc must divide the mask's key block and Br its query block) and the CTA list-scheduling are
-those of the dense model. FLOPs and exp counts are those of the unmasked pairs (per-pair work x unmasked
-pairs) plus the per-CTA, per-tile and key-side work as executed.
+**CTA populations.** The main kernel's Einsums fall into groups connected by the tensors they pass (the
+retrieval and the streaming heads of DuoAttention are two); each group is a population of CTAs, one per row
+block and per value of its **grid variables** (those every one of its tile Einsums iterates, other than key
+and row variables: ``b, h``; ``b, g, r``; ``b, hg, hn``).
 
-**Decode** (``decode``, ``decode-splitk``): :func:`~simulator.kernels.attention.predict_decode` with the
-split fixed to 1 (the unsplit FlashAttention-2 decode kernel) or to the cascade's S (Flash-Decoding).
+**Which tiles a row block visits** is the group's work region (:func:`einsum.regions.work_regions`, the
+union over its tile Einsums), counted by :func:`einsum.regions.count_tiles`: a tile no point of the (row block
+x key tile) box may see is skipped; one where the regions of the group's masking Einsums hold everywhere is
+interior. Where the region reads the key (or row) position only as a whole (``m1*M0 + m0``) the kernel
+chooses ``Bc`` freely (the cascade's ``M0`` is then only its tile size, re-bound to ``Bc``; a short last tile
+when ``Bc`` does not divide ``M``); where it reads a part on its own (a block index, a head's shard, a chunk)
+or a block mask indexes a part, ``Bc`` must divide the innermost part (and ``Br`` the row rank's): the
+tile then lies in one block. A grid variable the region reads (S2-Attention's head shard ``hn``) splits the
+population by its values. **Block masks** (inputs with a declared or given density ``d``): each element of
+the mask is taken to be nonzero with probability ``d``, independently of the static conditions and of the
+other elements (the semantics of :func:`einsum.analysis.effective_points` and of the spatial mapper): a tile
+whose box covers ``k`` elements of the mask is visited with probability ``1 - (1 - d)^k``, and the visited
+and interior tiles of the groups that read the mask are their expectations.
 
-**Multi-pass cascades** (``attention-3pass``, ``attention-2pass`` and their causal forms): the unfused chain
-of :func:`~simulator.kernels.attention.predict_unfused` (QK^T GEMM, scores through DRAM, row softmax, P.V GEMM).
-The 2-pass cascade's deferred division touches only the output (F x P), which the chain folds into its last
-kernel, so both run the same chain.
+**Costs.** A CTA's cycles are its interior tiles at the unmasked tile cycles, its other visited tiles at the
+masked ones, its epilogue (per-CTA Einsums) and its exposed prologue; CTAs are list-scheduled over the SMs
+(fa3 longest first). Every input reaches DRAM once (K/V once per K/V head: the query heads of a group and
+the row blocks re-read it through L2), every output is written once, plus the key-side results the main
+kernel reads. The tile mapper tries every ``Br x Bc`` of :func:`~simulator.kernels.attention.flash_candidates`
+that fits (the tile width is the words per key of the operands a tile reads: the larger of the score side's
+and the value side's) and keeps the fastest. FLOPs and SFU counts are the useful work: the effective
+operations (:func:`einsum.analysis.effective_op_counts`) of the Einsums that iterate an in-tile key and a
+row variable, plus the per-tile, per-CTA and key-side work as executed.
 
-Variant parameters default to the registry's: windows, sinks and S2's local blocks are the constants of
-:mod:`workloads.variants`, splits, blocks and shards its size defaults at the given shape, latent dims and
-DuoAttention's head mix its base sizes. The block density is not registered (block masks are inputs); it
-defaults to :data:`BLOCK_DENSITY`.
+**Decode** (:func:`~simulator.kernels.attention.decode_kernel`): the query variables' rows of one K/V group
+packed into one tile, the keys each row visits (the longest, from the mask geometry), K/V words from the
+inputs read at key positions, the split fixed by the cascade (1 without a split rank).
 
->>> p = predict_variant("h100-sxm", "sliding-window", batch=1, heads=32, seq_q=16384, head_dim=128)
->>> p.kernel, p.tiles["key_tiles_visited"] < predict_variant(
-...     "h100-sxm", "attention-1pass-causal", batch=1, heads=32, seq_q=16384, head_dim=128).tiles["key_tiles_visited"]
+**Unfused chain** (multi-pass cascades, as PyTorch eager runs them): every contraction (an Einsum of ``mac``
+ops) is a batched GEMM (:func:`~simulator.kernels.gemm.predict_gemm`: its first operand's own free variables
+are the rows, the second's the columns, the shared ones the batch); an Einsum that masks by an index
+condition is a broadcasting elementwise kernel (the mask plane over the condition's variables, added to the
+scores); the other Einsums between two GEMMs are one softmax-like streaming kernel
+(:func:`~simulator.kernels.elementwise.predict_rowwise`) that reads what it takes from outside and writes
+what others read; a map after the last GEMM over its output's space is its epilogue. Every intermediate that
+a kernel hands to another goes through DRAM.
+
+>>> from workloads.cases import make_case
+>>> window = make_case("sliding-window", {"B": 1, "H": 32, "E": 128, "F": 128, "M": 16384}, params={"W": 2048})
+>>> causal = make_case("attention-1pass-causal", {"B": 1, "H": 32, "E": 128, "F": 128, "M": 16384})
+>>> p, q = predict_case("h100-sxm", window), predict_case("h100-sxm", causal)
+>>> p.kernel, p.tiles["key_tiles_visited"] < q.tiles["key_tiles_visited"] / 3
 ('fa3:sliding-window', True)
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from functools import cache, lru_cache
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-import workloads
+from einsum.analysis import effective_points, key_ranks, pass_analysis
+from einsum.ast import Call, Neg, Number, index_vars, walk
 from einsum.cascade import Cascade
 from einsum.errors import SpecError
 from einsum.lower import LoweredCascade, lower
+from einsum.regions import (
+    Formula,
+    affine_forms,
+    all_of,
+    any_of,
+    assign,
+    comparisons,
+    count_tiles,
+    evaluate,
+    positions,
+    work_regions,
+)
 from simulator.device import DeviceSpec, load_device
 from simulator.kernels.attention import (
+    DECODE_KEYS,
+    DECODE_QUERIES,
     FlashTile,
     check_fused,
+    decode_kernel,
     flash_candidates,
     flash_tiles,
-    predict_decode,
-    predict_unfused,
     tile_cycles,
 )
+from simulator.kernels.elementwise import predict_elementwise, predict_rowwise
+from simulator.kernels.gemm import predict_gemm
 from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, finish, machine, need
 from simulator.kernels.schedule import makespan_cycles
-from workloads import variants as wv
 
-__all__ = [
-    "BLOCK_DENSITY",
-    "MASKS",
-    "PARAMS",
-    "VariantCase",
-    "mask_tiles",
-    "predict_variant",
-    "variant_case",
-    "variant_names",
-]
+__all__ = ["kernel_for", "predict_case", "predict_variant"]
 
-BLOCK_DENSITY = 0.25
-"""Default fraction of key blocks a block-sparse row tile keeps (ours: the registered block-sparse cascades
-take the block mask as an input and register no density; MoBA's 512-key blocks with top-3 at 8K keys is 0.19)."""
-
-MASKS: Mapping[str, tuple[str, ...]] = {
-    "attention-1pass": ("full",),
-    "attention-1pass-causal": ("causal",),
-    "fusemax": ("full",),
-    "fusemax-causal": ("causal",),
-    "gqa": ("full",),
-    "mqa": ("full",),
-    "mla": ("full",),
-    "mla-expanded": ("full",),
-    "sliding-window": ("window",),
-    "streaming-llm": ("sinks",),
-    "duo-attention": ("causal", "sinks"),
-    "block-sparse": ("block",),
-    "moba": ("block-causal",),
-    "s2-attention": ("s2",),
-    "linear-attention": ("full",),
-    "linear-attention-causal": ("chunk",),
-    "sigmoid-attention": ("full",),
-    "softplus-attention": ("full",),
-}
-"""Fused cascades -> the mask kind of each CTA population (DuoAttention: retrieval heads, then streaming heads),
-as the cascades' ``where`` conditions and block-mask inputs state them (module docstring)."""
-
-DECODE = ("decode", "decode-splitk")
-UNFUSED = ("attention-3pass", "attention-3pass-causal", "attention-2pass", "attention-2pass-causal")
-
-PARAMS: Mapping[str, tuple[str, ...]] = {
-    "sliding-window": ("window",),
-    "streaming-llm": ("sinks", "window"),
-    "duo-attention": ("sinks", "window", "retrieval_fraction"),
-    "block-sparse": ("density", "block"),
-    "moba": ("density", "block"),
-    "s2-attention": ("local_blocks", "shards", "block"),
-    "decode-splitk": ("splits",),
-    "mla": ("latent", "rope"),
-    "mla-expanded": ("latent", "rope"),
-}
-"""Variant -> the parameters it takes: ``window``, ``sinks`` (tokens), ``retrieval_fraction`` (DuoAttention's
-share of full-attention heads), ``density`` (kept fraction of key blocks), ``block`` (key block, tokens),
-``local_blocks`` and ``shards`` (S2-Attention's local blocks and strided shards N), ``splits`` (split-K),
-``latent`` and ``rope`` (MLA's latent rank L and decoupled-RoPE dim ER)."""
-
-_HEAD_RANKS = ("H", "G", "R", "HS", "HG", "HN")
-_KV_RANK = "G"  # cascades with a K/V-head rank take kv_heads
+FUSED = ("fa2", "fa3")
 
 
-def variant_names() -> tuple[str, ...]:
-    """The registered cascades that have a GPU kernel model, in registry order."""
-    known = {*MASKS, *DECODE, *UNFUSED}
-    return tuple(n for n in workloads.CASCADES if n in known)
-
-
-# --------------------------------------------------------------------------------------------------- shapes
+# ------------------------------------------------------------------------------------------- the layout
 
 
 @dataclass(frozen=True)
-class VariantCase:
-    """One variant at one shape: the cascade's rank sizes and the completed parameters."""
+class _Layout:
+    """What the kernels read off a cascade, independent of sizes."""
 
-    name: str
-    batch: int
-    heads: int  # query heads (all kinds together for DuoAttention)
-    kv_heads: int  # K/V heads the cascade reads (1 for MQA and MLA's shared latent)
-    seq_q: int
-    seq_kv: int
-    head_dim: int
-    params: Mapping[str, float]
-    sizes: Mapping[str, int] = field(repr=False)  # the cascade's rank sizes
-    cascade: Cascade = field(repr=False)
-
-    @property
-    def causal(self) -> bool:
-        return "causal" in self.name or self.name in ("decode", "decode-splitk")
+    key_rank: str
+    tile_rank: str
+    key_parts: tuple[str, ...]  # the key rank's partition, outer to inner (() when not partitioned)
+    split_parts: tuple[str, ...]  # parts before the tile part: splits outside the tile loop
+    key_vars: frozenset[str]  # the key rank's variable and its parts'
+    in_tile: frozenset[str]  # key variables inside one tile: parts after the tile part, the unsplit key
+    inner: str  # the innermost key variable
+    query_vars: tuple[str, ...]  # outputs' free variables indexing no input read at in-tile key positions (those
+    # the most reductions over a tile's keys iterate: p; r, p of GQA; h, p of MQA and MLA)
+    streamed: frozenset[str]  # inputs read at in-tile key positions (K, V)
+    passes: int  # passes over the key rank
 
 
-def _check_int(name: str, value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"{what}: {name} must be a positive integer, got {value!r}")
-    return value
+@lru_cache(maxsize=256)
+def _layout(cascade: Cascade) -> _Layout:
+    key, tile = key_ranks(cascade)
+    parts = cascade.partitions.get(key, ())
+    at = parts.index(tile) if tile in parts else -1
+    split = parts[:at] if at >= 0 else ()
+    after = parts[at + 1 :] if at >= 0 else ()
+    key_vars = frozenset({key.lower(), *(r.lower() for r in cascade.children(key))})
+    iterated = {v for e in cascade.einsums for v in e.iter_vars}
+    in_tile = frozenset({p.lower() for p in after} | ({key.lower()} if key.lower() in iterated else set()))
+    inner = after[-1].lower() if after else key.lower()
+    streamed: set[str] = set()
+    indexing: set[str] = set()  # variables that index a streamed input
+    for e in cascade.einsums:
+        for acc in e.reads:
+            used = {v.name for idx in acc.indices for v in index_vars(idx)}
+            if acc.tensor in cascade.inputs and used & in_tile:
+                streamed.add(acc.tensor)
+                indexing |= used
+    free = [v for o in cascade.outputs for v in cascade.einsum_by_name[o].out_vars]
+    candidates = list(dict.fromkeys(v for v in free if v not in key_vars and v not in indexing))
+    reducing = [e for e in cascade.einsums if in_tile & set(e.reduce_vars)]  # the reductions over a tile's keys
+    count = {v: sum(v in e.iter_vars for e in reducing) for v in candidates}
+    query = tuple(v for v in candidates if count[v] == max(count.values(), default=0))
+    passes = pass_analysis(cascade, key).passes
+    return _Layout(key, tile, parts, split, key_vars, in_tile, inner, query, frozenset(streamed), passes)
 
 
-def _defaults(name: str, given: Mapping[str, int]) -> dict[str, float]:
-    """Registered parameter defaults of a variant (module docstring)."""
-    entry = workloads.get_cascade(name)
-    if name == "sliding-window":
-        return {"window": wv.SLIDING_WINDOW}
-    if name == "streaming-llm":
-        return {"sinks": wv.STREAMING_SINKS, "window": wv.STREAMING_WINDOW}
-    if name == "duo-attention":
-        h, hs = entry.base_sizes["H"], entry.base_sizes["HS"]
-        return {"sinks": wv.DUO_SINKS, "window": wv.DUO_WINDOW, "retrieval_fraction": h / (h + hs)}
-    if name in ("mla", "mla-expanded"):
-        return {"latent": entry.base_sizes["L"], "rope": entry.base_sizes["ER"]}
-    sizes = entry.sizes(given)
-    if name in ("block-sparse", "moba"):
-        return {"density": BLOCK_DENSITY, "block": sizes["M0"]}
-    if name == "s2-attention":
-        return {"local_blocks": wv.S2_LOCAL_BLOCKS, "shards": sizes["N"], "block": sizes["M0"]}
-    if name == "decode-splitk":
-        return {"splits": sizes["S"]}
-    return {}
+def _row_rank(cascade: Cascade, lay: _Layout, sizes: Mapping[str, int]) -> str:
+    """The query rank one CTA blocks (module docstring): the largest, the later in the output on ties."""
+    query = {v.upper() for v in lay.query_vars}
+
+    def rank(r: str) -> str:  # a query rank all of whose parts are query variables (P of P1 * P0)
+        parent = cascade.parent_of.get(r)
+        return parent if parent and set(cascade.partitions[parent]) <= query else r
+
+    ranks = [rank(v.upper()) for v in lay.query_vars]
+    if not ranks:
+        raise SpecError(f"{cascade.name}: no query rank: every free variable of its outputs indexes the keys")
+    return max(reversed(ranks), key=lambda r: sizes[r])
 
 
-_TEXT_PARAMS = ("window", "sinks", "local_blocks")  # the parameters written into a cascade's text
+def _parts(cascade: Cascade, rank: str) -> tuple[str, ...]:
+    return cascade.partitions.get(rank, ()) or (rank,)
 
 
-def _text_key(params: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted((k, v) for k, v in params.items() if k in _TEXT_PARAMS))
-
-
-@cache
-def _built(name: str, key: tuple[tuple[str, float], ...]) -> Cascade:
-    """The registered cascade, or its text rebuilt for windows, sinks and local blocks other than registered."""
-    p = dict(key)
-    builders = {
-        "sliding-window": lambda: wv.sliding_window(int(p["window"])),
-        "streaming-llm": lambda: wv.streaming_llm(int(p["sinks"]), int(p["window"])),
-        "duo-attention": lambda: wv.duo_attention(int(p["sinks"]), int(p["window"])),
-        "s2-attention": lambda: wv.s2_attention(int(p["local_blocks"])),
-    }
-    entry = workloads.get_cascade(name)
-    if name not in builders:
-        return entry.cascade
-    text = builders[name]()
-    if text == entry.text:
-        return entry.cascade
-    return Cascade.from_text(text, name=name, doc=entry.summary, origin=f"<cascade {name} {p}>")
-
-
-def variant_case(
-    name: str,
-    *,
-    batch: int,
-    heads: int,
-    seq_q: int,
-    head_dim: int,
-    seq_kv: int | None = None,
-    kv_heads: int | None = None,
-    params: Mapping[str, float] | None = None,
-) -> VariantCase:
-    """Validate a variant's shape and parameters and complete them from the registry (module docstring).
-
-    ``seq_kv`` defaults to ``seq_q`` (prefill); decode variants take ``seq_q`` new queries (usually 1) against
-    ``seq_kv`` cached keys. ``kv_heads`` is taken only by cascades with a K/V-head rank (gqa, decode,
-    decode-splitk; default: the registry's group of up to 4 query heads per K/V head).
-    """
-    valid = variant_names()
-    if name not in valid:
-        raise SpecError(f"unknown attention variant {name!r}; variants with a GPU model: {', '.join(valid)}")
-    what = f"variant {name}"
-    for key, value in (("batch", batch), ("heads", heads), ("seq_q", seq_q), ("head_dim", head_dim)):
-        _check_int(key, value, what)
-    seq_kv = seq_q if seq_kv is None else _check_int("seq_kv", seq_kv, what)
-    entry = workloads.get_cascade(name)
-    ranks = entry.cascade.ranks
-    if kv_heads is not None:
-        _check_int("kv_heads", kv_heads, what)
-        if _KV_RANK not in ranks and kv_heads != heads:
-            raise SpecError(
-                f"{what}: its cascade has no K/V-head rank, so kv_heads={kv_heads} cannot apply (its K/V heads "
-                f"are fixed by the cascade); kv_heads applies to "
-                f"{', '.join(n for n in valid if _KV_RANK in workloads.get_cascade(n).cascade.ranks)}"
-            )
-    given: dict[str, int] = {"B": batch, "M": seq_kv, "P": seq_q, "E": head_dim, "F": head_dim, "H": heads}
-    if _KV_RANK in ranks and kv_heads is not None:
-        given["G"] = kv_heads
-    allowed = PARAMS.get(name, ())
-    if params is not None and not isinstance(params, Mapping):
-        raise SpecError(f"{what}: params must be a mapping of name to value, got {params!r}")
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise SpecError(
-            f"{what}: unknown parameter(s) {', '.join(unknown)}; it takes "
-            + (", ".join(allowed) if allowed else "none")
-        )
-    full = {**_defaults(name, given), **params}
-    for key, value in full.items():
-        if key == "retrieval_fraction" or key == "density":
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
-                raise SpecError(f"{what}: {key} must be a number in (0, 1], got {value!r}")
-        else:
-            _check_int(key, value, what)
-    if name == "duo-attention":
-        need(heads >= 2, f"{what}: needs at least 2 heads (retrieval and streaming), got heads={heads}")
-        retrieval = min(heads - 1, max(1, round(heads * full["retrieval_fraction"])))
-        given.update(H=retrieval, HS=heads - retrieval)
-    if name in ("mla", "mla-expanded"):
-        given.update(L=int(full["latent"]), ER=int(full["rope"]))
-    if name in ("block-sparse", "moba"):
-        given["M0"] = int(full["block"])
-    if name == "s2-attention":
-        given.update(N=int(full["shards"]), M0=int(full["block"]))
-        need(
-            seq_kv % (given["N"] * given["M0"]) == 0,
-            f"{what}: seq_kv {seq_kv} must be a multiple of shards x block = {given['N']} x {given['M0']}",
-        )
-    if name == "decode-splitk":
-        given["S"] = int(full["splits"])
-    if name in ("block-sparse", "moba"):
-        need(seq_kv % given["M0"] == 0, f"{what}: seq_kv {seq_kv} must be a multiple of the key block {given['M0']}")
-    cascade = _built(name, _text_key(full))
-    sizes = entry.defaults(dict(given), cascade)
-    sizes = cascade.rank_sizes(sizes)
-    if _KV_RANK in ranks:
-        kv = sizes["G"]
-    elif name in ("mqa", "mla", "mla-expanded"):
-        kv = 1  # MQA's one K/V head; MLA's latent shared by all heads
-    else:
-        kv = heads
-    return VariantCase(name, batch, heads, kv, seq_q, seq_kv, head_dim, full, sizes, cascade)
+def _strides(rank_parts: tuple[str, ...], sizes: Mapping[str, int]) -> dict[str, int]:
+    """Variable -> positions per step, for a rank's parts (outer to inner)."""
+    out, stride = {}, 1
+    for part in reversed(rank_parts):
+        out[part.lower()] = stride
+        stride *= sizes[part]
+    return out
 
 
 # ------------------------------------------------------------------------------------- the tile program
@@ -315,25 +217,29 @@ def variant_case(
 
 @dataclass(frozen=True)
 class _Program:
-    """Per-unit ops of one variant's tile, CTA and key side, read off the cascade lowered at one tile."""
+    """Per-unit ops of one tile, CTA and key side, read off the cascade lowered at one tile (module docstring)."""
 
-    pops: tuple[str, ...]  # CTA populations: "main", and "hs" (DuoAttention's streaming heads)
-    tile: Mapping[str, dict[str, float]]  # pop -> unit -> ops per visited tile (mask selects included)
-    selects: Mapping[str, float]  # pop -> select ops per tile (dropped on interior tiles)
-    pair: Mapping[str, dict[str, float]]  # pop -> unit -> ops per unmasked query-key pair
-    tile_only: Mapping[str, dict[str, float]]  # pop -> unit -> per-tile ops of Einsums without the inner key var
-    cta: Mapping[str, dict[str, float]]  # pop -> unit -> ops per CTA
-    kv_tile_words: Mapping[str, float]  # pop -> key-indexed words streamed per tile
-    q_tile_words: Mapping[str, float]  # pop -> query-indexed words re-read per tile
-    o_tile_words: Mapping[str, float]  # pop -> output words per CTA
-    key_ops: dict[str, float]  # unit -> key-side ops per key tile, summed over its Einsums' heads (x B)
+    pops: tuple[tuple[str, ...], ...]  # CTA populations: their Einsums (tile, CTA and recomputed ones)
+    tile_einsums: tuple[tuple[str, ...], ...]  # per population: the Einsums run per visited tile
+    recomputed: frozenset[str]  # key-side maps of inputs recomputed in the tiles (phi(K))
+    grid: tuple[tuple[str, ...], ...]  # per population: its grid variables
+    tile: tuple[dict[str, float], ...]  # unit -> ops per visited tile (mask selects included)
+    selects: tuple[dict[str, float], ...]  # Einsum -> its select ops per tile
+    pair_einsums: frozenset[str]  # Einsums iterating an in-tile key and a row variable
+    tile_only: tuple[dict[str, float], ...]  # unit -> per-tile ops of the other per-tile Einsums
+    cta: tuple[dict[str, float], ...]  # unit -> ops per CTA
+    kv_tile_words: tuple[float, ...]  # key-indexed words streamed per tile
+    q_tile_words: tuple[float, ...]  # row-indexed words re-read per tile
+    o_tile_words: tuple[float, ...]  # output words per CTA
     key_einsums: tuple[str, ...]
-    materialized: tuple[tuple[str, float, bool], ...]  # (tensor, words per key tile per head-unit, per tile)
+    materialized: tuple[tuple[str, float, bool], ...]  # (tensor, words per key tile per head-unit, read per tile)
     main_inputs: frozenset[str]
     key_inputs: frozenset[str]
+    width: int  # tile width: words per key of the operands a tile reads (the larger side)
+    reads: tuple[frozenset[str], ...]  # per population: the inputs it depends on
 
 
-def _units(ops: Mapping[str, int], scale: float = 1.0) -> dict[str, float]:
+def _units(ops: Mapping[str, float], scale: float = 1.0) -> dict[str, float]:
     out = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
     for kind, count in ops.items():
         unit = UNIT_OF_OP.get(kind, "fma")
@@ -346,88 +252,109 @@ def _add(a: dict[str, float], b: Mapping[str, float]) -> None:
         a[k] = a.get(k, 0.0) + v
 
 
-def _parts(cascade: Cascade, rank: str) -> list[str]:
-    out, todo = [], [rank]
-    while todo:
-        r = todo.pop()
-        for p in cascade.partitions.get(r, ()):
-            out.append(p)
-            todo.append(p)
-    return out
-
-
-def _tile_sizes(cascade: Cascade, sizes: Mapping[str, int], br: int, bc: int) -> dict[str, int]:
-    tile = {r: sizes[r] for r in cascade.ranks if r in ("E", "F", "L", "ER")}
-    tile.update({r: 1 for r in cascade.ranks if r in ("B", *_HEAD_RANKS)})
-    for rank, size in (("M", bc), ("P", br)):
-        tile[rank] = size
+def _tile_sizes(cascade: Cascade, lay: _Layout, row: str, grid: set[str], sizes: Mapping[str, int], br: int,
+                bc: int) -> dict[str, int]:  # fmt: skip
+    """The case's sizes at one tile: grid ranks 1, the row rank Br and the key rank Bc (outer parts 1)."""
+    tile = dict(sizes)
+    tile.update({v.upper(): 1 for v in grid})
+    for rank, size in ((lay.key_rank, bc), (row, br)):
         parts = cascade.partitions.get(rank, ())
         tile.update({p: 1 for p in parts[:-1]})
-    for rank, parts in cascade.partitions.items():  # nested partitions (none registered): outer parts 1
-        if rank not in ("M", "P", "H"):
-            tile.update({p: 1 for p in parts[:-1]})
+        if parts:
+            tile[parts[-1]] = size
+        tile[rank] = size
+    for parent, parts in cascade.partitions.items():  # parents of resized parts follow them
+        if parent not in (lay.key_rank, row):
+            tile[parent] = math.prod(tile[p] for p in parts)
     return tile
 
 
-@lru_cache(maxsize=1024)
-def _program(name: str, text_key: tuple, dims: tuple, br: int, bc: int) -> _Program:
-    cascade = _built(name, text_key)
-    low = lower(cascade, _tile_sizes(cascade, dict(dims), br, bc))
-    key_vars = {"m", *(p.lower() for p in _parts(cascade, "M"))}
-    query_vars = {"p", *(p.lower() for p in _parts(cascade, "P"))}
-    m_parts = cascade.partitions.get("M", ())
-    inner = m_parts[-1].lower() if m_parts else "m"
+def _classify(low: LoweredCascade, lay: _Layout, row_vars: set[str]):
+    """Einsum kinds (tile, key, cta), the key-side maps recomputed in the tiles, the CTA populations (the main
+    kernel's Einsums connected by the tensors they pass) and each population's grid variables."""
 
     def kind(e) -> str:
         vs = set(e.vars)
-        if vs & key_vars and vs & query_vars:
+        if vs & lay.key_vars and vs & row_vars:
             return "tile"
-        return "key" if vs & key_vars else "cta"
+        return "key" if vs & lay.key_vars else "cta"
 
     kinds = {e.name: kind(e) for e in low.einsums}
-    key_side = [e for e in low.einsums if kinds[e.name] == "key"]
-    recomputed = {
+    recomputed = frozenset(
         e.name
-        for e in key_side
-        if bool(e.incidence[0].all())
+        for e in low.einsums
+        if kinds[e.name] == "key"
+        and bool(e.incidence[0].all())
         and "mac" not in e.ops_per_point
         and all(t in low.inputs for t in e.inputs)
         and any(kinds[c] != "key" for c in low.consumers.get(e.name, ()))
-    }
-    pops = ("main", "hs") if any("hs" in e.vars for e in low.einsums) else ("main",)
+    )
+    main = [e for e in low.einsums if kinds[e.name] != "key" or e.name in recomputed]
+    parent = {e.name: e.name for e in main}
 
-    def pop_of(e) -> str:
-        return "hs" if "hs" in e.vars else "main"
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
 
-    tile, pair, tile_only, cta = ({p: {} for p in pops} for _ in range(4))
-    selects, kv_words, q_words, o_words = ({p: 0.0 for p in pops} for _ in range(4))
-    streamed: dict[str, set[str]] = {p: set() for p in pops}
-    q_read: dict[str, set[str]] = {p: set() for p in pops}
+    for e in main:
+        for t in e.inputs:
+            if t in parent:
+                parent[root(t)] = root(e.name)
+    roots = list(dict.fromkeys(root(e.name) for e in main))
+    pops = tuple(tuple(e.name for e in main if root(e.name) == r) for r in roots)
+    grids = []
+    for members in pops:
+        groups = [set(low.einsum(x).vars) for x in members if kinds[x] == "tile"]
+        groups = groups or [set(low.einsum(x).vars) for x in members]
+        grids.append(tuple(sorted(set.intersection(*groups) - lay.key_vars - row_vars)))
+    return kinds, recomputed, pops, tuple(grids)
+
+
+@lru_cache(maxsize=1024)
+def _program(cascade: Cascade, row: str, tile_key: tuple[tuple[str, int], ...], br: int, bc: int) -> _Program:
+    lay = _layout(cascade)
+    low = lower(cascade, dict(tile_key))
+    key_vars, in_tile = lay.key_vars, lay.in_tile
+    row_vars = {row.lower(), *(p.lower() for p in cascade.partitions.get(row, ()))}
+
+    kinds, recomputed, pops, grid = _classify(low, lay, row_vars)
+    key_side = [e for e in low.einsums if kinds[e.name] == "key"]
+    main = [e for e in low.einsums if kinds[e.name] != "key" or e.name in recomputed]
+    pop_of = {x: i for i, members in enumerate(pops) for x in members}
+    n = len(pops)
+    tile: list[dict[str, float]] = [{} for _ in range(n)]
+    tile_only: list[dict[str, float]] = [{} for _ in range(n)]
+    cta: list[dict[str, float]] = [{} for _ in range(n)]
+    selects: list[dict[str, float]] = [{} for _ in range(n)]
+    streamed: list[set[str]] = [set() for _ in range(n)]
+    q_read: list[set[str]] = [set() for _ in range(n)]
     main_inputs: set[str] = set()
-    for e in low.einsums:
-        k = kinds[e.name]
-        if k == "key" and e.name not in recomputed:
-            continue
-        p = pop_of(e)
+    pair_einsums: set[str] = set()
+    sides: list[dict[str, set[str]]] = [{"key": set(), "value": set()} for _ in range(n)]
+    for e in main:
+        p = pop_of[e.name]
         main_inputs.update(t for t in e.inputs if t in low.inputs)
-        if k == "cta":
+        if kinds[e.name] == "cta":
             _add(cta[p], _units(e.ops()))
             continue
         # a per-tile Einsum, or an elementwise key-side map recomputed in the tiles
         _add(tile[p], _units(e.ops()))
-        selects[p] += float(e.ops().get("select", 0))
-        no_select = {kk: v for kk, v in e.ops().items() if kk != "select"}
-        if k == "tile" and inner in e.vars and set(e.vars) & query_vars:
-            _add(pair[p], _units(no_select, 1.0 / (br * bc)))
+        selects[p][e.name] = float(e.ops().get("select", 0))
+        if kinds[e.name] == "tile" and lay.inner in e.vars and set(e.vars) & row_vars:
+            pair_einsums.add(e.name)
         else:
-            _add(tile_only[p], _units(no_select))
+            _add(tile_only[p], _units({kk: v for kk, v in e.ops().items() if kk != "select"}))
+        reduces_keys = bool(set(e.vars) & in_tile - set(_out(e)))
         for ti, t in enumerate(e.tensors[1:], start=1):
             keyed = any(e.incidence[ti, j] for j, v in enumerate(e.vars) if v in key_vars)
-            queried = any(e.incidence[ti, j] for j, v in enumerate(e.vars) if v in query_vars)
+            queried = any(e.incidence[ti, j] for j, v in enumerate(e.vars) if v in row_vars)
             from_cta = t in low.producer and kinds.get(low.producer[t]) == "cta"
             from_key = t in low.producer and kinds[low.producer[t]] == "key" and t not in recomputed
             if keyed and (t in low.inputs or from_key):
                 streamed[p].add(t)
+                if any(e.incidence[ti, j] for j, v in enumerate(e.vars) if v in in_tile):
+                    sides[p]["value" if reduces_keys else "key"].add(t)
             elif queried and (t in low.inputs or from_cta):
                 q_read[p].add(t)
     materialized = []
@@ -439,210 +366,322 @@ def _program(name: str, text_key: tuple, dims: tuple, br: int, bc: int) -> _Prog
         out_words = float(np.prod([e.var_sizes[j] for j in range(len(e.vars)) if e.incidence[0, j]]))
         materialized.append((e.name, out_words, per_tile))
     words = dict(low.tensor_words)
-    for p in pops:
-        kv_words[p] = sum(
-            words[t] if t in low.inputs else next(w for n, w, _ in materialized if n == t) for t in streamed[p]
-        )
-        q_words[p] = sum(words[t] for t in q_read[p])
+    made = {name: w for name, w, _ in materialized}
+    kv_words = tuple(sum(words[t] if t in low.inputs else made[t] for t in streamed[p]) for p in range(n))
+    q_words = tuple(float(sum(words[t] for t in q_read[p])) for p in range(n))
+    o_words = [0.0] * n
     for o in low.outputs:
-        o_words[pop_of(low.einsum(o))] += words[o]
-    key_ops: dict[str, float] = {}
-    for e in key_side:
-        _add(key_ops, _units(e.ops()))
+        o_words[pop_of[o]] += words[o]
+    tile_einsums = tuple(tuple(x for x in pops[p] if kinds[x] == "tile" or x in recomputed) for p in range(n))
+    width = 0.0
+    for side in sides:
+        per_key = {t: (words[t] if t in low.inputs else made[t]) / bc for t in side["key"] | side["value"]}
+        width = max(width, sum(per_key[t] for t in side["key"]), sum(per_key[t] for t in side["value"]))
+    if not width:  # no tile reads keys: the widest input read at key positions
+        widths = [words[t] / bc for t in low.inputs if t in lay.streamed]
+        width = max(widths, default=0.0)
     key_inputs = frozenset(t for e in key_side for t in e.inputs if t in low.inputs)
+    reads = tuple(frozenset(_inputs_of(low, pops[p])) for p in range(n))
     return _Program(
-        pops, tile, selects, pair, tile_only, cta, kv_words, q_words, o_words, key_ops,
-        tuple(e.name for e in key_side), tuple(materialized), frozenset(main_inputs), key_inputs,
+        pops, tile_einsums, recomputed, grid, tuple(tile), tuple(selects), frozenset(pair_einsums),
+        tuple(tile_only), tuple(cta), kv_words, q_words, tuple(o_words), tuple(e.name for e in key_side),
+        tuple(materialized), frozenset(main_inputs), key_inputs, max(1, math.ceil(width)), reads,
     )  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------- masks -> tiles
+def _out(e) -> tuple[str, ...]:
+    """A lowered Einsum's output variables."""
+    return tuple(v for j, v in enumerate(e.vars) if e.incidence[0, j])
 
 
-@dataclass(frozen=True)
-class TileCounts:
-    """Per row block of one CTA population: key tiles visited and those straddling a mask boundary."""
-
-    heads: int  # query heads in the population
-    visited: np.ndarray  # int64[row blocks]
-    boundary: np.ndarray  # int64[row blocks]
-    pairs: float  # unmasked query-key pairs per head
-
-
-def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
-    return -(-a // b)
-
-
-def _tile_range(lo: np.ndarray, hi: np.ndarray, bc: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles touching [lo, hi) as a half-open range of tile indices (empty where hi <= lo)."""
-    a, b = lo // bc, _ceil_div(hi, bc)
-    return a, np.where(hi > lo, b, a)
-
-
-def _full_range(lo: np.ndarray, hi: np.ndarray, bc: int, skv: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles inside [lo, hi) (the last, short tile counts when hi reaches seq_kv)."""
-    a = _ceil_div(lo, bc)
-    b = np.where(hi >= skv, _ceil_div(np.full_like(hi, skv), bc), hi // bc)
-    return a, np.maximum(np.where(hi > lo, b, a), a)
-
-
-def _union_count(r1: tuple, r2: tuple | None) -> np.ndarray:
-    n = r1[1] - r1[0]
-    if r2 is None:
-        return n
-    overlap = np.maximum(0, np.minimum(r1[1], r2[1]) - np.maximum(r1[0], r2[0]))
-    return n + (r2[1] - r2[0]) - overlap
-
-
-def _intervals(kind: str, p: Mapping[str, float], pos: np.ndarray, skv: int, bc: int) -> list[tuple]:
-    """Key intervals [lo, hi) each query position sees (lo and hi non-decreasing in the position)."""
-    hi = np.minimum(pos + 1, skv)
-    zero = np.zeros_like(pos)
-    if kind == "full":
-        return [(zero, np.full_like(pos, skv))]
-    if kind == "causal":
-        return [(zero, hi)]
-    if kind == "chunk":
-        return [((pos // bc) * bc, hi)]
-    window = [(np.maximum(0, pos - int(p["window"]) + 1), hi)]
-    if kind == "window":
-        return window
-    return [(zero, np.minimum(int(p["sinks"]), hi)), *window]  # sinks
-
-
-def _interval_counts(kind: str, p: Mapping[str, float], sq: int, skv: int, br: int, bc: int) -> tuple:
-    """(visited, boundary) tiles per row block for an interval mask."""
-    off = skv - sq
-    first = np.arange(0, sq, br, dtype=np.int64)
-    last = np.minimum(first + br, sq) - 1
-    lo_f, lo_l = _intervals(kind, p, first + off, skv, bc), _intervals(kind, p, last + off, skv, bc)
-    visit = [_tile_range(a[0], b[1], bc) for a, b in zip(lo_f, lo_l, strict=True)]  # union over the rows
-    full = [_full_range(b[0], a[1], bc, skv) for a, b in zip(lo_f, lo_l, strict=True)]  # seen by every row
-    visited = _union_count(visit[0], visit[1] if len(visit) > 1 else None)
-    n_full = _union_count(full[0], full[1] if len(full) > 1 else None)
-    return visited, np.maximum(visited - n_full, 0)
-
-
-@lru_cache(maxsize=512)
-def _pairs(kind: str, key: tuple, sq: int, skv: int, br: int, bc: int, shards: int) -> tuple[float, ...]:
-    """Unmasked query-key pairs per head of each sub-population, exact over the query rows (cached: they do not
-    depend on the tile, except the chunk of ``chunk`` and the row tile that selects ``block-causal`` blocks)."""
-    p = dict(key)
-    pos = np.arange(sq, dtype=np.int64) + (skv - sq)
-    if kind in ("full", "causal", "window", "sinks", "chunk"):
-        rows = _intervals(kind, p, pos, skv, bc)
-        pairs = (rows[0][1] - rows[0][0]).astype(np.float64)
-        if len(rows) > 1:
-            overlap = np.maximum(0, np.minimum(rows[0][1], rows[1][1]) - np.maximum(rows[0][0], rows[1][0]))
-            pairs = pairs + (rows[1][1] - rows[1][0]) - overlap
-        return (float(pairs.sum()),)
-    kb = int(p["block"])
-    if kind == "block":
-        n_blocks = -(-skv // kb)
-        return (float(sq) * min(n_blocks, max(1, math.ceil(p["density"] * n_blocks))) * kb,)
-    if kind == "block-causal":
-        start = ((pos - (skv - sq)) // br * br + (skv - sq)) // kb * kb  # each row's diagonal key blocks
-        return (float((pos + 1 - start + np.ceil(p["density"] * (start // kb)) * kb).sum()),)
-    n, local = int(p["shards"]), int(p["local_blocks"])
-    row_local = np.maximum(0, pos // kb - local + 1)
-    out = []
-    for hn in range(shards):
-        strided = np.where(row_local > hn, (row_local - hn - 1) // n + 1, 0)
-        out.append(float((pos + 1 - row_local * kb + strided * kb).sum()))
-    return tuple(out)
-
-
-def mask_tiles(
-    kind: str,
-    params: Mapping[str, float],
-    *,
-    seq_q: int,
-    seq_kv: int,
-    br: int,
-    bc: int,
-    heads: int,
-    head_shards: int = 1,
-) -> list[TileCounts]:
-    """Key tiles each row block visits under a mask kind (module docstring), per CTA sub-population.
-
-    ``params``: ``window``, ``sinks``, ``block``, ``density``, ``shards``, ``local_blocks`` as the kind needs;
-    ``head_shards``: S2-Attention's HN (one sub-population per shard, ``heads / head_shards`` heads each).
-    """
-    sq, skv = seq_q, seq_kv
-    pairs = _pairs(kind, tuple(sorted(params.items())), sq, skv, br if kind == "block-causal" else 0,
-                   bc if kind == "chunk" else 0, head_shards if kind == "s2" else 1)  # fmt: skip
-    if kind in ("full", "causal", "window", "sinks", "chunk"):
-        visited, boundary = _interval_counts(kind, params, sq, skv, br, bc)
-        return [TileCounts(heads, visited, boundary, pairs[0])]
-    off = skv - sq
-    first = np.arange(0, sq, br, dtype=np.int64) + off
-    last = np.minimum(first - off + br, sq) - 1 + off
-    kb = int(params["block"])
-    per = kb // bc
-    if kind == "block":
-        n_blocks = -(-skv // kb)
-        keep = min(n_blocks, max(1, math.ceil(params["density"] * n_blocks)))
-        visited = np.full(first.shape, keep * per, dtype=np.int64)
-        return [TileCounts(heads, visited, np.zeros_like(visited), pairs[0])]
-    _, diagonal = _interval_counts("causal", params, sq, skv, br, bc)
-    if kind == "block-causal":
-        start = (first // kb) * kb  # the diagonal key blocks (always kept) begin here
-        keep = np.ceil(params["density"] * (start // kb)).astype(np.int64)
-        visited = keep * per + _ceil_div(last + 1, bc) - start // bc
-        return [TileCounts(heads, visited, np.minimum(diagonal, visited), pairs[0])]
-    # s2: head shard hn sees key blocks k % N == hn below its local window, and its last `local` blocks
-    n, local = int(params["shards"]), int(params["local_blocks"])
-    blk_local = np.maximum(0, first // kb - local + 1)
-    out = []
-    for hn in range(head_shards):
-        strided = np.where(blk_local > hn, (blk_local - hn - 1) // n + 1, 0)
-        visited = _ceil_div(last + 1, bc) - blk_local * per + strided * per
-        out.append(TileCounts(heads // head_shards, visited, np.minimum(diagonal, visited), pairs[hn]))
+def _inputs_of(low: LoweredCascade, names: tuple[str, ...]) -> set[str]:
+    """Inputs the Einsums ``names`` depend on, directly or through other Einsums."""
+    seen, todo, out = set(), list(names), set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        for t in low.einsum(n).inputs:
+            if t in low.inputs:
+                out.add(t)
+            elif t in low.producer:
+                todo.append(low.producer[t])
     return out
 
 
-# ------------------------------------------------------------------------------------------------ the kernel
+# ------------------------------------------------------------------------------------------- the case
 
 
-def _program_of(case: VariantCase, t: FlashTile) -> _Program:
-    dims = tuple((r, case.sizes[r]) for r in ("E", "F", "L", "ER") if r in case.sizes)
-    return _program(case.name, _text_key(case.params), dims, t.br, t.bc)
+@dataclass(frozen=True)
+class _Shape:
+    """A case as the kernels see it: layout, row rank, regions, useful work."""
+
+    case: Any
+    lay: _Layout
+    row: str
+    grid: frozenset[str]  # grid variables of every population
+    regions: Mapping[str, Formula]
+    whole: LoweredCascade
+    points: Mapping[str, float]  # Einsum -> effective points
+
+    @property
+    def effective(self) -> dict[str, dict[str, float]]:
+        """Einsum -> op kind (``mac`` fused, as lowered) -> effective operations."""
+        return {e.name: {k: v * self.points[e.name] for k, v in e.ops_per_point.items()} for e in self.whole.einsums}
+
+    @property
+    def sizes(self) -> Mapping[str, int]:
+        return self.case.sizes
 
 
-def _tile_dim(case: VariantCase) -> int:
-    """Head width that sizes the tiles in shared memory and registers (MLA: the latent plus the RoPE dim)."""
-    s = case.sizes
-    if case.name == "mla":
-        return s["L"] + s["ER"]
-    return max(s["E"], s["F"]) + s.get("ER", 0)
+def _shape(case: Any) -> _Shape:
+    return _shape_of(case.cascade, case.name, _key(case.sizes), _key(case.density), _Frozen(case))
 
 
-def _population_counts(case: VariantCase, pops: tuple[str, ...], br: int, bc: int) -> dict[str, list[TileCounts]]:
-    s = case.sizes
-    kinds = MASKS[case.name]
-    heads = {"main": s.get("H", case.heads) if "HS" in s else case.heads, "hs": s.get("HS", 0)}
-    return {
-        pop: mask_tiles(kind, case.params, seq_q=case.seq_q, seq_kv=case.seq_kv, br=br, bc=bc, heads=heads[pop],
-                        head_shards=s.get("HN", 1))
-        for pop, kind in zip(pops, kinds, strict=True)
-    }  # fmt: skip
+@lru_cache(maxsize=256)
+def _shape_of(cascade: Cascade, name: str, sizes_key: tuple, density_key: tuple, carried: _Frozen) -> _Shape:
+    case = carried.case
+    sizes = case.sizes
+    lay = _layout(cascade)
+    row = _row_rank(cascade, lay, sizes)
+    row_vars = {row.lower(), *(p.lower() for p in cascade.partitions.get(row, ()))}
+    whole = lower(cascade, sizes)
+    grid = frozenset(v for g in _classify(whole, lay, row_vars)[3] for v in g)
+    return _Shape(case, lay, row, grid, _regions(cascade, _key(sizes)), whole,
+                  _effective(cascade, _key(sizes), _key(case.density)))  # fmt: skip
 
 
-def _head_units(case: VariantCase, e_vars: tuple[str, ...]) -> int:
-    return math.prod(case.sizes[v.upper()] for v in e_vars if v.upper() in ("B", *_HEAD_RANKS))
+class _Frozen:
+    """A case carried through a cache whose key it is not part of (the other arguments are)."""
+
+    def __init__(self, case: Any) -> None:
+        self.case = case
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Frozen)
 
 
-def _key_side(m: Machine, prog: _Program, case: VariantCase, whole: LoweredCascade, words, bc: int) -> dict:
-    """The key-side kernel: its time (calibrated rates, overlapped with its DRAM traffic), ops and bytes."""
+def _key(mapping: Mapping) -> tuple:
+    return tuple(sorted(mapping.items()))
+
+
+@lru_cache(maxsize=256)
+def _regions(cascade: Cascade, sizes: tuple) -> dict[str, Formula]:
+    return work_regions(cascade, dict(sizes))
+
+
+@lru_cache(maxsize=256)
+def _effective(cascade: Cascade, sizes: tuple, density: tuple) -> dict[str, float]:
+    """Einsum -> effective points."""
+    return effective_points(cascade, dict(sizes), dict(density) or None)
+
+
+def _program_of(sh: _Shape, br: int, bc: int) -> _Program:
+    sizes = _tile_sizes(sh.case.cascade, sh.lay, sh.row, set(sh.grid), sh.sizes, br, bc)
+    return _program(sh.case.cascade, sh.row, _key(sizes), br, bc)
+
+
+# --------------------------------------------------------------------------------------- masks -> tiles
+
+
+@dataclass(frozen=True)
+class _PopTiles:
+    """One CTA sub-population: its CTAs' visited and interior tiles (expected, under block masks)."""
+
+    reps: int  # CTAs per row block: batch x heads of the population
+    visited: np.ndarray  # float64[row blocks]
+    interior: np.ndarray  # float64[row blocks]
+
+
+def _mode(sh: _Shape, f: Formula, rank: str) -> Formula | None:
+    """``f`` over the rank's whole position (its own variable), or None when it reads a part on its own."""
+    parts = sh.case.cascade.partitions.get(rank, ())
+    if not parts:
+        return f
+    return positions(f, _strides(parts, sh.sizes), rank.lower())
+
+
+def _blocked(sh: _Shape, prog: _Program) -> tuple[bool, bool]:
+    """(key, row): whether the tile must lie in one block of the innermost part of the rank's partition."""
+    cascade, lay = sh.case.cascade, sh.lay
+    key_parts = {p.lower() for p in lay.key_parts}
+    row_parts = {p.lower() for p in cascade.partitions.get(sh.row, ())}
+    key = row = False
+    for p in range(len(prog.pops)):
+        f, g = _pop_regions(sh, prog, p)
+        for h in (f, g):
+            key |= bool(key_parts) and _mode(sh, h, lay.key_rank) is None
+            row |= bool(row_parts) and _mode(sh, h, sh.row) is None
+    for mask in sh.case.density:
+        ranks = {r.lower() for r in cascade.tensors[mask].ranks}
+        key |= bool(ranks & key_parts)
+        row |= bool(ranks & row_parts)
+    return key, row
+
+
+def _pop_regions(sh: _Shape, prog: _Program, p: int) -> tuple[Formula, Formula]:
+    """(where the population works, where its masking Einsums need no mask): the union of its tile Einsums'
+    regions, and the conjunction of those of its tile Einsums that select under a mask."""
+    whole = sh.whole
+    work, masked = [], []
+    for n in prog.tile_einsums[p]:
+        if n in prog.recomputed:  # per key, not per query: it follows the tiles the others visit
+            continue
+        r = sh.regions[n]
+        if r is not True or sh.lay.in_tile & set(whole.einsum(n).vars):
+            work.append(r)
+        if r is not True and prog.selects[p].get(n):
+            masked.append(r)
+    union = True if not work or any(w is True for w in work) else any_of(*work)
+    return union, all_of(*masked) if masked else union
+
+
+def _tiles(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> list[_PopTiles]:
+    """Visited and interior key tiles per row block of population ``p``, per value of the grid variables its
+    region reads (module docstring)."""
+    case, lay, sizes = sh.case, sh.lay, sh.sizes
+    cascade = case.cascade
+    union, clean = _pop_regions(sh, prog, p)
+    grid = prog.grid[p]
+    n_rows = -(-sizes[sh.row] // br)
+    key_f = [_mode(sh, f, lay.key_rank) for f in (union, clean)]
+    key_merged = all(f is not None for f in key_f)
+    if key_merged:
+        union, clean = key_f
+    row_f = [_mode(sh, f, sh.row) for f in (union, clean)]
+    row_merged = all(f is not None for f in row_f)
+    if row_merged:
+        union, clean = row_f
+    used = _fvars(union) | _fvars(clean)
+    enumerated = [v for v in grid if v in used]
+    reps = math.prod(sizes[v.upper()] for v in grid if v not in used)
+    starts = np.arange(n_rows, dtype=np.int64) * br
+    axes: list[tuple[str, np.ndarray, np.ndarray]] = []  # (variable, low, high) per value, outer first
+    if row_merged:
+        axes.append((sh.row.lower(), starts, np.minimum(starts + br, sizes[sh.row]) - 1))
+    else:  # Br divides the innermost part: one block's digits
+        parts = cascade.partitions[sh.row]
+        inner = sizes[parts[-1]]
+        digits = {parts[-1].lower(): (starts % inner, starts % inner + br - 1)}
+        rest = starts // inner
+        for part in reversed(parts[:-1]):
+            digits[part.lower()] = (rest % sizes[part], rest % sizes[part])
+            rest = rest // sizes[part]
+        axes.append(("#row", np.arange(n_rows), np.arange(n_rows)))
+    fixed: dict[str, Any] = {}
+    step: dict[str, int] = {}
+    last: dict[str, int] = {}
+    inner_rows: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if key_merged:
+        k = lay.key_rank.lower()
+        fixed[k] = (0, bc - 1)
+        step[k], last[k] = bc, sizes[lay.key_rank] - 1
+        tiles = -(-sizes[lay.key_rank] // bc)
+    else:  # Bc divides the innermost part: solved along the outermost part, the others enumerated
+        parts = lay.key_parts
+        outer = parts[0].lower()
+        fixed[outer], step[outer] = (0, 0), 1
+        tiles = sizes[parts[0]]
+        for part in parts[1:-1]:
+            inner_rows.append((part.lower(), np.arange(sizes[part]), np.arange(sizes[part])))
+        chunks = np.arange(sizes[parts[-1]] // bc) * bc
+        inner_rows.append((parts[-1].lower(), chunks, chunks + bc - 1))
+    # grid variables the region compares only with one value of other enumerated variables (S2's head shard,
+    # in n == hn) are resolved by the truth of those comparisons rather than enumerated
+    points = {*enumerated, *(v for v, _, _ in inner_rows[:-1])} if not key_merged else set(enumerated)
+    linked = [c for c in comparisons(any_of(union, clean)) if _fvars(c) & set(enumerated)]
+    resolved = bool(linked) and all(_fvars(c) <= points for c in linked) and 2 ** len(linked) < math.prod(
+        sizes[v.upper()] for v in enumerated)  # fmt: skip
+    grid_axes = [] if resolved else [(v, np.arange(sizes[v.upper()]), np.arange(sizes[v.upper()])) for v in enumerated]
+    every = grid_axes + axes + inner_rows
+    grids = np.meshgrid(*(np.arange(len(lo)) for _, lo, _ in every), indexing="ij")
+    low: dict[str, Any] = {v: lo for v, (lo, _) in fixed.items()}
+    high: dict[str, Any] = {v: hi for v, (_, hi) in fixed.items()}
+    for (v, lo, hi), g in zip(every, grids, strict=True):
+        if v == "#row":
+            for part, (dl, dh) in digits.items():
+                low[part], high[part] = dl[g.ravel()], dh[g.ravel()]
+        else:
+            low[v], high[v] = lo[g.ravel()], hi[g.ravel()]
+    for v in used - set(low) - (set(enumerated) if resolved else set()):  # any other variable: its whole range
+        low[v], high[v] = 0, sizes[v.upper()] - 1
+    per_cta = math.prod(len(lo) for _, lo, _ in inner_rows)
+    if resolved:
+        counts = []
+        for truth in itertools.product((True, False), repeat=len(linked)):
+            fixed_truth = dict(zip(linked, truth, strict=True))
+            counts.append(count_tiles(assign(union, fixed_truth), low, high, step=step, tiles=tiles, last=last,
+                                      interior=assign(clean, fixed_truth)))  # fmt: skip
+        combos = list(itertools.product(*(range(sizes[v.upper()]) for v in enumerated)))
+        visited = np.empty((len(combos), n_rows * per_cta), dtype=np.int64)
+        interior = np.empty_like(visited)
+        for gi, combo in enumerate(combos):
+            env = {**{v: low[v] for v in points - set(enumerated)}, **dict(zip(enumerated, combo, strict=True))}
+            index = np.zeros(n_rows * per_cta, dtype=np.int64)
+            for c in linked:  # the assignment's position in the product: True first
+                index = index * 2 + np.logical_not(np.broadcast_to(evaluate(c, env), index.shape))
+            picked = np.arange(index.size)
+            visited[gi] = np.stack([c.visited for c in counts])[index, picked]
+            interior[gi] = np.stack([c.interior for c in counts])[index, picked]
+        n_groups = len(combos)
+    else:
+        counted = count_tiles(union, low, high, step=step, tiles=tiles, last=last, interior=clean)
+        visited, interior = counted.visited, counted.interior
+        n_groups = math.prod(sizes[v.upper()] for v in enumerated)
+    shape = (n_groups, n_rows, per_cta)
+    visited = visited.reshape(shape).sum(axis=2).astype(np.float64)
+    interior = np.minimum(interior.reshape(shape).sum(axis=2), visited)
+    live = _live(sh, prog, p, br, bc)
+    return [_PopTiles(reps, visited[g] * live, interior[g] * live) for g in range(n_groups)]
+
+
+def _fvars(f: Formula) -> set[str]:
+    return {v for coeffs, _ in affine_forms(f) for v in coeffs} if not isinstance(f, bool) else set()
+
+
+def _live(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> float:
+    """The probability that a tile of population ``p`` is kept by the block masks it reads (module docstring)."""
+    cascade, sizes = sh.case.cascade, sh.sizes
+    spans: dict[str, int] = {}
+    for rank, width in ((sh.lay.key_rank, bc), (sh.row, br)):
+        for part, stride in _strides(_parts(cascade, rank), sizes).items():
+            spans[part] = max(1, min(sizes[part.upper()], width // stride))
+        spans[rank.lower()] = width
+    live = 1.0
+    for mask, d in sh.case.density.items():
+        if mask not in prog.reads[p]:
+            continue
+        covered = 1
+        for r in cascade.tensors[mask].ranks:
+            v = r.lower()
+            covered *= 1 if v in sh.grid else spans.get(v, sizes[r])
+        live *= 1.0 - (1.0 - d) ** covered
+    return live
+
+
+# ------------------------------------------------------------------------------------------- the kernel
+
+
+def _head_units(sh: _Shape, e_vars: tuple[str, ...]) -> int:
+    return math.prod(sh.sizes[v.upper()] for v in e_vars if v in sh.grid)
+
+
+def _key_side(m: Machine, prog: _Program, sh: _Shape, key_tiles: int) -> dict:
+    """The key-side kernel: its time (calibrated rates, overlapped with its DRAM traffic), ops and bytes;
+    ``key_tiles``: the steps of the tile rank (results per tile are written once per step)."""
     e, clock_sms = m.elem_bytes, m.clock_hz * m.sms
     units = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
     if not prog.key_einsums:
         return {"s": 0.0, "bytes": 0.0, "materialized": 0.0, **units}
+    whole, words = sh.whole, sh.whole.tensor_words
     for name in prog.key_einsums:
         _add(units, _units(whole.einsum(name).ops()))
-    n_key_tiles = -(-case.seq_kv // bc)
     materialized = sum(
-        w * _head_units(case, whole.einsum(name).vars) * (n_key_tiles if per_tile else 1) * e
+        w * _head_units(sh, whole.einsum(name).vars) * (key_tiles if per_tile else 1) * e
         for name, w, per_tile in prog.materialized
     )
     nbytes = sum(words[t] for t in prog.key_inputs) * e + materialized
@@ -655,37 +694,80 @@ def _key_side(m: Machine, prog: _Program, case: VariantCase, whole: LoweredCasca
     return {"s": seconds, "bytes": nbytes, "materialized": materialized, **units}
 
 
-def _fused_one(
-    m: Machine, flavour: str, t: FlashTile, case: VariantCase, whole: LoweredCascade, words, best_s: float
-) -> dict | None:
-    """One tile candidate; None when a lower bound shows it cannot beat ``best_s``."""
-    prog = _program_of(case, t)
+def _pairs(sh: _Shape, prog: _Program) -> float:
+    """Unmasked (row, key) pairs of all CTAs: the most any per-pair Einsum has (its effective points over its
+    feature variables)."""
+    most = 0.0
+    for name in prog.pair_einsums:
+        x = sh.whole.einsum(name)
+        features = [v for v in x.vars if v not in sh.lay.key_vars and v not in sh.grid and v.upper() not in
+                    (sh.row, *sh.case.cascade.partitions.get(sh.row, ()))]  # fmt: skip
+        points = sh.points[name] / math.prod(sh.sizes[v.upper()] for v in features)
+        most = max(most, points)
+    return most
+
+
+def _useful(sh: _Shape, prog: _Program) -> dict[str, float]:
+    """Tensor and SFU work of the per-pair Einsums over their effective points (masked pairs excluded)."""
+    out = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
+    for name in prog.pair_einsums:
+        _add(out, _units(sh.effective[name]))
+    return out
+
+
+def _fused_one(m: Machine, flavour: str, t: FlashTile, sh: _Shape, blocked: bool, best_s: float) -> Any:
+    """One tile candidate; None when a lower bound shows it is slower than ``best_s`` (with ``best_s = -inf``:
+    that lower bound, in seconds). ``blocked``: the tile lies in one block of the key partition's innermost
+    part (which then keeps its size)."""
+    prog = _program_of(sh, t.br, t.bc)
     e = m.elem_bytes
-    counts = _population_counts(case, prog.pops, t.br, t.bc)
-    groups, visited_total, flops, exp_ops, work = [], 0, 0.0, 0.0, 0.0
-    heaviest: tuple[float, dict] = (-1.0, {})
-    for pop in prog.pops:
-        ops = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0, **prog.tile[pop]}
-        interior = {**ops, "fma": ops["fma"] - prog.selects[pop]}
-        kv_b, q_b = prog.kv_tile_words[pop] * e, prog.q_tile_words[pop] * e
-        plain, parts = tile_cycles(m, flavour, t, interior, kv_tile_bytes=kv_b, q_tile_bytes=q_b)
+    key_rank = sh.lay.key_rank
+    key_tiles = sh.sizes[sh.lay.tile_rank] if blocked else -(-sh.sizes[key_rank] // t.bc)
+    key = _key_side(m, prog, sh, key_tiles)
+    words = sh.whole.tensor_words
+    main_bytes = (sum(words[x] for x in prog.main_inputs) + sum(words[o] for o in sh.case.cascade.outputs)) * e
+    main_bytes += key["materialized"]
+    memory_s = main_bytes / m.dram_bytes_per_s + key["s"]
+    pops = []
+    for p in range(len(prog.pops)):
+        ops = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0, **prog.tile[p]}
+        droppable = sum(v for n, v in prog.selects[p].items() if sh.regions[n] is not True)
+        interior_ops = {**ops, "fma": ops["fma"] - droppable}
+        kv_b, q_b = prog.kv_tile_words[p] * e, prog.q_tile_words[p] * e
+        plain, parts = tile_cycles(m, flavour, t, interior_ops, kv_tile_bytes=kv_b, q_tile_bytes=q_b)
         masked, _ = tile_cycles(m, flavour, t, ops, kv_tile_bytes=kv_b, q_tile_bytes=q_b)
-        cta_ops = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0, **prog.cta[pop]}
+        cta_ops = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0, **prog.cta[p]}
         epilogue = cta_ops["tensor"] / m.tensor_rate + cta_ops["sfu"] / m.sfu_rate + cta_ops["fma"] / m.fma_rate
-        fixed = m.latency_s * m.clock_hz + (q_b + kv_b + prog.o_tile_words[pop] * e) / m.l2_share_bytes_per_clock
-        pair = {"tensor": 0.0, "sfu": 0.0, **prog.pair[pop]}
-        only = {"tensor": 0.0, "sfu": 0.0, **prog.tile_only[pop]}
-        for c in counts[pop]:
-            if not prog.tile[pop]:  # no per-tile Einsums (non-causal linear attention): no key tiles to walk
-                c = replace(c, visited=np.zeros_like(c.visited), boundary=np.zeros_like(c.boundary), pairs=0.0)
-            cta = (c.visited - c.boundary) * plain + c.boundary * masked + epilogue + fixed / t.per_sm
-            reps = case.batch * c.heads
+        fixed = m.latency_s * m.clock_hz + (q_b + kv_b + prog.o_tile_words[p] * e) / m.l2_share_bytes_per_clock
+        pops.append((plain, parts, masked, cta_ops, epilogue, fixed))
+    # a lower bound before counting tiles: every unmasked pair lies in a visited tile of br x bc pairs
+    ctas = -(-sh.sizes[sh.row] // t.br)
+    least = sum(ctas * math.prod(sh.sizes[v.upper()] for v in prog.grid[p]) * (q[4] + q[5] / t.per_sm)
+                for p, q in enumerate(pops))  # fmt: skip
+    least += _pairs(sh, prog) / (t.br * t.bc) * min(q[0] for q in pops)
+    bound = max(least / m.sms / m.clock_hz + key["s"], memory_s)
+    if best_s == -math.inf:
+        return bound
+    if bound > best_s:
+        return None
+    groups, visited_total, flops, exp_ops, work = [], 0.0, 0.0, 0.0, 0.0
+    heaviest: tuple[float, dict] = (-1.0, {})
+    for p, (plain, parts, masked, cta_ops, epilogue, fixed) in enumerate(pops):
+        only = {"tensor": 0.0, "sfu": 0.0, **prog.tile_only[p]}
+        if prog.tile_einsums[p]:
+            counts = _tiles(sh, prog, p, t.br, t.bc)
+        else:  # no per-tile Einsums (non-causal linear attention): no key tiles to walk
+            none = np.zeros(-(-sh.sizes[sh.row] // t.br))
+            counts = [_PopTiles(math.prod(sh.sizes[v.upper()] for v in prog.grid[p]), none, none)]
+        for c in counts:
+            cta = c.interior * plain + (c.visited - c.interior) * masked + epilogue + fixed / t.per_sm
+            reps = c.reps
             groups.append((cta, reps))
-            n_vis = int(c.visited.sum()) * reps
+            n_vis = float(c.visited.sum()) * reps
             visited_total += n_vis
             n_cta = c.visited.size * reps
-            flops += pair["tensor"] * c.pairs * reps + only["tensor"] * n_vis + cta_ops["tensor"] * n_cta
-            exp_ops += pair["sfu"] * c.pairs * reps + only["sfu"] * n_vis + cta_ops["sfu"] * n_cta
+            flops += only["tensor"] * n_vis + cta_ops["tensor"] * n_cta
+            exp_ops += only["sfu"] * n_vis + cta_ops["sfu"] * n_cta
             group_work = float(cta.sum()) * reps
             work += group_work
             if group_work > heaviest[0]:
@@ -693,11 +775,10 @@ def _fused_one(
                                                    "sfu": cta_ops["sfu"] / m.sfu_rate,
                                                    "fma": cta_ops["fma"] / m.fma_rate, "l2": 0.0}  # fmt: skip
                 heaviest = (group_work, share)
-    key = _key_side(m, prog, case, whole, words, t.bc)
-    main_bytes = (sum(words[x] for x in prog.main_inputs) + sum(words[o] for o in case.cascade.outputs)) * e
-    main_bytes += key["materialized"]
-    memory_s = main_bytes / m.dram_bytes_per_s + key["s"]
-    if max(work / m.sms / m.clock_hz + key["s"], memory_s) >= best_s:  # the makespan is at least work / SMs
+    useful = _useful(sh, prog)
+    flops += useful["tensor"]
+    exp_ops += useful["sfu"]
+    if max(work / m.sms / m.clock_hz + key["s"], memory_s) > best_s:  # the makespan is at least work / SMs
         return None
     cta_cycles = np.concatenate([np.tile(cta, reps) for cta, reps in groups])  # row blocks fastest, then heads
     if flavour == "fa3":
@@ -710,7 +791,7 @@ def _fused_one(
     core = {k: v for k, v in share.items() if k != "l2"}
     bound = "l2" if share.get("l2", 0.0) >= max(core.values()) else max(core, key=core.__getitem__)
     times = {bound: compute_s + key["s"], "memory": memory_s}
-    tiles = flash_tiles(m, t, int(cta_cycles.size), visited_total, heaviest[1]) | {"key_side_s": key["s"]}
+    tiles = flash_tiles(m, t, int(cta_cycles.size), round(visited_total), heaviest[1]) | {"key_side_s": key["s"]}
     return {
         "time": max(times.values()),
         "times": times,
@@ -719,44 +800,269 @@ def _fused_one(
         "flops": flops + key["tensor"],
         "exp_ops": exp_ops + key["sfu"],
         "key_side": bool(prog.key_einsums),
+        "pops": len(prog.pops),
     }
 
 
-def _candidates(m: Machine, flavour: str, case: VariantCase) -> list[FlashTile]:
-    tiles = flash_candidates(m, flavour, _tile_dim(case))
-    if case.name in ("block-sparse", "moba", "s2-attention"):
-        kb = int(case.params["block"])
-        qb = case.sizes.get("P0", kb)
-        tiles = [t for t in tiles if kb % t.bc == 0 and (case.name == "s2-attention" or qb % t.br == 0)]
-    return tiles
+def _candidates(m: Machine, flavour: str, sh: _Shape) -> tuple[list[FlashTile], str, bool]:
+    """Every fitting tile (module docstring), the constraint on it in words, and whether the key tile must lie
+    in one block."""
+    nominal = _program_of(sh, 64, 64)
+    tiles = flash_candidates(m, flavour, nominal.width)
+    key_blocked, row_blocked = _blocked(sh, nominal)
+    cascade, words = sh.case.cascade, []
+    if key_blocked:
+        kb = sh.sizes[_parts(cascade, sh.lay.key_rank)[-1]]
+        tiles = [t for t in tiles if kb % t.bc == 0]
+        words.append(f"Bc dividing the key block {kb}")
+    if row_blocked:
+        qb = sh.sizes[_parts(cascade, sh.row)[-1]]
+        tiles = [t for t in tiles if qb % t.br == 0]
+        words.append(f"Br dividing the query block {qb}")
+    return tiles, f"tile width {nominal.width}" + "".join(f", {w}" for w in words), key_blocked
 
 
-def predict_fused(m: Machine, flavour: str, case: VariantCase) -> KernelPrediction:
-    """A one-pass variant as a fused FlashAttention-style kernel (module docstring)."""
+def _predict_fused(m: Machine, flavour: str, sh: _Shape) -> KernelPrediction:
+    case = sh.case
     check_fused(m, flavour, case.head_dim)
-    candidates = _candidates(m, flavour, case)
+    candidates, what, blocked = _candidates(m, flavour, sh)
     need(
         bool(candidates),
-        f"{flavour}:{case.name}: no Br x Bc tile fits: head width {_tile_dim(case)} in {m.spec.id}'s shared memory "
+        f"{flavour}:{case.name}: no Br x Bc tile fits ({what}) in {m.spec.id}'s shared memory "
         f"({m.spec.smem_bytes_per_sm:.0f} bytes per SM, smem_bytes_per_sm) and register file "
-        f"({m.spec.regs_bytes_per_sm:.0f} bytes per SM, regs_bytes_per_sm) for dtype {m.dtype}"
-        + (f", with Bc dividing the key block {case.params['block']:g}" if "block" in case.params else ""),
+        f"({m.spec.regs_bytes_per_sm:.0f} bytes per SM, regs_bytes_per_sm) for dtype {m.dtype}",
     )
-    whole = lower(case.cascade, case.sizes)
-    words = dict(whole.tensor_words)
-    best = None
-    for t in candidates:
-        r = _fused_one(m, flavour, t, case, whole, words, best["time"] if best else math.inf)
-        if r is not None and (best is None or r["time"] < best["time"]):
-            best = r
+    # every candidate's lower bound first; then the candidates in bound order, skipping those whose bound exceeds
+    # the best time so far (the fastest wins, the first in candidate order among equals)
+    bounds = [_fused_one(m, flavour, t, sh, blocked, -math.inf) for t in candidates]
+    best, best_at = None, -1
+    for i in sorted(range(len(candidates)), key=lambda j: (bounds[j], j)):
+        if best is not None and bounds[i] > best["time"]:
+            break
+        r = _fused_one(m, flavour, candidates[i], sh, blocked, best["time"] if best else math.inf)
+        if r is not None and (best is None or (r["time"], i) < (best["time"], best_at)):
+            best, best_at = r, i
+    words = sh.whole.tensor_words
     compulsory = sum(words[t] for t in (*case.cascade.inputs, *case.cascade.outputs)) * m.elem_bytes
-    notes = (
-        f"variant {case.name}: masks {', '.join(MASKS[case.name])}",
-        *(f"{k} = {v:g}" for k, v in sorted(case.params.items())),
-    )
+    notes = (f"cascade {case.name}: fused one-pass kernel, {best['pops']} CTA population(s), rows of {sh.row}",
+             *_param_notes(case))  # fmt: skip
     return finish(m, op="sdpa", kernel=f"{flavour}:{case.name}", flops=best["flops"], hbm_bytes=best["dram"],
                   times=best["times"], tiles=best["tiles"], compulsory_bytes=compulsory, exp_ops=best["exp_ops"],
                   launches=2 if best["key_side"] else 1, notes=notes)  # fmt: skip
+
+
+def _param_notes(case: Any) -> tuple[str, ...]:
+    return tuple(f"{k} = {v:g}" for k, v in sorted(case.params.items()))
+
+
+# ---------------------------------------------------------------------------------------- decode, split-K
+
+
+def _predict_decode(m: Machine, sh: _Shape) -> KernelPrediction:
+    """The decode kernel fed from the case (module docstring)."""
+    case, lay, sizes = sh.case, sh.lay, sh.sizes
+    cascade = case.cascade
+    prog = _program_of(sh, 64, 64)
+    rows = math.prod(sizes[v.upper()] for v in lay.query_vars)
+    query = set(lay.query_vars)
+    groups = math.prod(sizes[v.upper()] for v in sh.grid - query)
+    keys = _decode_keys(sh, prog)
+    e = m.elem_bytes
+    words = sh.whole.tensor_words
+    kv = sum(words[t] for t in lay.streamed) * keys / sizes[lay.key_rank]
+    qo = sum(words[t] for t in cascade.inputs if t not in lay.streamed and t not in case.density)
+    qo += sum(words[t] for t in cascade.outputs)
+    partial = sum(words[t] for t in cascade.outputs) * 4
+    useful = _useful(sh, prog)
+    compulsory = sum(words[t] for t in (*cascade.inputs, *cascade.outputs)) * e
+    splits = math.prod(sizes[p] for p in lay.split_parts)
+    pred = decode_kernel(m, rows=rows, groups=groups, keys=keys, head_dim=prog.width, kv_bytes=kv * e,
+                         qo_bytes=qo * e, partial_bytes=partial, flops=useful["tensor"], exp_ops=useful["sfu"],
+                         compulsory_bytes=compulsory, splits=(splits,))  # fmt: skip
+    kind = "split-K decode" if lay.split_parts else "decode"
+    notes = (f"cascade {case.name}: {kind} kernel, {rows} query rows per K/V group, {keys} keys, split {splits}",
+             *_param_notes(case))  # fmt: skip
+    return replace(pred, kernel=f"decode:{case.name}", notes=(*pred.notes, *notes))
+
+
+def _decode_keys(sh: _Shape, prog: _Program) -> int:
+    """The most keys one query row visits: the tile count at one row and one key per tile."""
+    most = 0
+    for p in range(len(prog.pops)):
+        if prog.tile_einsums[p]:
+            for c in _tiles(sh, prog, p, 1, 1):
+                most = max(most, int(np.ceil(c.visited.max())))
+    return most or sh.sizes[sh.lay.key_rank]
+
+
+# ------------------------------------------------------------------------------------- the unfused chain
+
+
+def _mask_einsum(cascade: Cascade, name: str) -> tuple[str, ...] | None:
+    """The variables of the index conditions of an Einsum that only masks (a ``where`` with a constant branch,
+    no reduction), or None."""
+    e = cascade.einsum_by_name[name]
+    if e.reduce_op is not None or not e.conditions:
+        return None
+    calls = [n for n in walk(e.stmt.expr) if isinstance(n, Call) and n.func == "where"]
+    if not any(_constant(a) for c in calls for a in c.args[1:]):
+        return None
+    out = [v.name for cond in e.conditions for side in (cond.left, cond.right) for v in index_vars(side)]
+    return tuple(dict.fromkeys(out))
+
+
+def _constant(node: Any) -> bool:
+    return isinstance(node, Number) or (isinstance(node, Neg) and _constant(node.operand))
+
+
+def _predict_unfused(m: Machine, sh: _Shape) -> KernelPrediction:
+    """The unfused chain derived from the cascade (module docstring)."""
+    case, whole = sh.case, sh.whole
+    cascade = case.cascade
+    e = m.elem_bytes
+    words = whole.tensor_words
+    einsums = list(whole.einsums)
+    gemms = [i for i, x in enumerate(einsums) if "mac" in x.ops_per_point]
+    held = 0.0  # intermediates handed between kernels, all in DRAM at once at worst
+    parts: list[KernelPrediction] = []
+    kernels: list[tuple[str, list]] = []  # ("gemm" | "stream" | "mask", Einsums)
+    run: list = []
+    for i, x in enumerate(einsums):
+        if i in gemms:
+            if run:
+                kernels.append(("stream", run))
+                run = []
+            kernels.append(("gemm", [x]))
+        elif _mask_einsum(cascade, x.name) is not None:
+            if run:
+                kernels.append(("stream", run))
+                run = []
+            kernels.append(("mask", [x]))
+        else:
+            run.append(x)
+    if run:
+        last_gemm = next((k for k in reversed(kernels) if k[0] == "gemm"), None)
+        space = set(_out(last_gemm[1][0])) if last_gemm else set()
+        if last_gemm and kernels[-1] is last_gemm and all(set(x.vars) <= space for x in run):
+            kernels[-1] = ("gemm", [*last_gemm[1], *run])  # the map runs in the GEMM's epilogue
+        else:
+            kernels.append(("stream", run))
+    owner = {x.name: i for i, (_, xs) in enumerate(kernels) for x in xs}
+    for i, (kind, xs) in enumerate(kernels):
+        names = {x.name for x in xs}
+        reads = {t for x in xs for t in x.inputs if t not in names}
+        writes = {x.name for x in xs if x.name in cascade.outputs or any(
+            owner.get(c) != i for c in whole.consumers.get(x.name, ()))}  # fmt: skip
+        held += sum(words[t] for t in writes if t not in cascade.outputs) * e
+        if kind == "gemm":
+            parts.append(_gemm(m, xs[0], whole))
+        elif kind == "mask":
+            x = xs[0]
+            plane = math.prod(sh.sizes[v.upper()] for v in _mask_einsum(cascade, x.name) or ())
+            data = sum(words[t] for t in reads)
+            parts.append(predict_elementwise(m, elements=int(words[x.name]), reads=2, kernel=f"mask:{x.name}",
+                                             read_bytes=e * data / words[x.name] + e * plane / words[x.name],
+                                             broadcast=True))  # fmt: skip
+        else:
+            ops: dict[str, float] = {}
+            for x in xs:
+                _add(ops, _units(x.ops()))
+            reducing = [x for x in xs if x.points > words[x.name]]  # row reductions (max, sum over the keys)
+            widest = max(reducing or xs, key=lambda x: x.points)
+            cols = widest.points // words[widest.name]
+            parts.append(predict_rowwise(m, kernel="rowwise:" + "+".join(x.name for x in xs),
+                                         rows=words[widest.name] if reducing else widest.points, cols=cols,
+                                         read_bytes=sum(words[t] for t in reads) * e,
+                                         write_bytes=sum(words[t] for t in writes) * e, sfu_ops=ops["sfu"],
+                                         fma_ops=ops["fma"], reduces=bool(reducing)))  # fmt: skip
+    need(
+        held <= m.spec.dram_bytes,
+        f"unfused:{case.name}: the intermediates handed between its kernels need {held / 1e9:.1f} GB; "
+        f"{m.spec.id} has {m.spec.dram_bytes / 1e9:.1f} GB (dram_bytes)",
+    )
+    useful = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
+    for name in cascade.einsum_by_name:
+        _add(useful, _units({k: v for k, v in sh.effective[name].items() if UNIT_OF_OP.get(k) in ("tensor", "sfu")}))
+    compulsory = sum(words[t] for t in (*cascade.inputs, *cascade.outputs)) * e
+    time_s = sum(p.time_s for p in parts)
+    slowest = max(parts, key=lambda p: p.time_s)
+    totals: dict[str, float] = {}
+    for p in parts:  # time by the ceiling that bound each kernel
+        totals[p.bound] = totals.get(p.bound, 0.0) + p.time_s
+    notes = (f"cascade {case.name}: unfused chain of {len(parts)} kernels ({', '.join(p.kernel for p in parts)})",
+             *_param_notes(case))  # fmt: skip
+    pred = finish(m, op="sdpa", kernel=f"unfused:{case.name}", flops=useful["tensor"],
+                  hbm_bytes=sum(p.hbm_bytes for p in parts), times={slowest.bound: time_s - m.launch_s},
+                  tiles={"kernels": len(parts)}, compulsory_bytes=compulsory, exp_ops=useful["sfu"],
+                  notes=notes)  # fmt: skip
+    return replace(pred, parts=tuple(parts), times_s=totals)
+
+
+def _gemm(m: Machine, x, whole: LoweredCascade) -> KernelPrediction:
+    """A contraction as a batched GEMM: the first operand's own free variables are the rows, the second's the
+    columns, the variables both index and the output keeps the batch, the reduced ones K."""
+    operands = [t for t in x.tensors[1:]]
+    need(len(operands) == 2, f"unfused: {x.name} contracts {len(operands)} tensors; a GEMM takes two")
+    out = set(_out(x))
+    index = {t: {v for j, v in enumerate(x.vars) if x.incidence[x.tensors.index(t), j]} for t in operands}
+    a, b = index[operands[0]], index[operands[1]]
+    size = {v: int(x.var_sizes[j]) for j, v in enumerate(x.vars)}
+
+    def prod(vs) -> int:
+        return math.prod(size[v] for v in vs)
+
+    batch = prod(out & a & b)
+    return replace(predict_gemm(m, m_=prod((out & a) - b), n=prod((out & b) - a), k=prod(set(x.vars) - out),
+                                batch=batch), kernel=f"gemm:{x.name}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- entry points
+
+
+def kernel_for(case: Any) -> str:
+    """The kernel a case's structure gives (module docstring): ``fused``, ``decode`` or ``unfused``."""
+    lay = _layout(case.cascade)
+    if lay.split_parts:
+        return "decode"
+    if lay.passes > 1:
+        return "unfused"
+    sh = _shape(case)
+    rows = math.prod(case.sizes[v.upper()] for v in lay.query_vars)
+    if rows <= DECODE_QUERIES and case.sizes[lay.key_rank] >= DECODE_KEYS and len(_program_of(sh, 64, 64).pops) == 1:
+        return "decode"
+    return "fused"
+
+
+def predict_case(
+    device: str | DeviceSpec, case: Any, *, dtype: str = "bf16", kernel: str | None = None
+) -> KernelPrediction:
+    """Predict a :class:`workloads.cases.Case` on a GPU (module docstring).
+
+    ``kernel``: ``fa2`` or ``fa3`` (the fused kernel of a one-pass cascade; default fa3 on Hopper, else fa2),
+    ``decode`` (a one-pass cascade, or a split-K one) or ``unfused`` (a multi-pass cascade); by default the
+    kernel the case's structure gives.
+    """
+    spec = load_device(device)
+    own = kernel_for(case)
+    lay = _layout(case.cascade)
+    allowed = {"fused": (*FUSED, "decode"), "decode": ("decode", *(() if lay.split_parts else FUSED)),
+               "unfused": ("unfused",)}[own]  # fmt: skip
+    if kernel is not None and kernel not in allowed:
+        why = {"fused": "one-pass", "decode": "split-K" if lay.split_parts else "one-pass", "unfused": "multi-pass"}
+        raise SpecError(
+            f"{case.name}: a {why[own]} cascade runs kernel {' or '.join(allowed)}, not {kernel!r} "
+            f"({lay.passes} pass(es) over {lay.key_rank}" + (f", split by {', '.join(lay.split_parts)})" if
+                                                              lay.split_parts else ")")
+        )  # fmt: skip
+    sh = _shape(case)
+    if kernel == "decode" and own == "fused" and len(_program_of(sh, 64, 64).pops) > 1:
+        raise SpecError(f"{case.name}: the decode kernel runs one CTA population; this cascade has several")
+    if kernel == "decode" or (kernel is None and own == "decode"):
+        return _predict_decode(machine(spec, dtype), sh)
+    if own == "unfused":
+        return _predict_unfused(machine(spec, dtype), sh)
+    flavour = kernel or ("fa3" if spec.tensor_instruction == "wgmma" else "fa2")
+    return _predict_fused(machine(spec, dtype, legacy_mma=flavour == "fa2"), flavour, sh)
 
 
 def predict_variant(
@@ -773,47 +1079,27 @@ def predict_variant(
     kv_heads: int | None = None,
     params: Mapping[str, float] | None = None,
 ) -> KernelPrediction:
-    """Predict one registered attention variant on a GPU (module docstring).
+    """A registered cascade (or ``.einsum`` file) at an attention shape: :func:`workloads.cases.make_case`, then
+    :func:`predict_case`. ``seq_kv`` defaults to ``seq_q``; ``kv_heads`` binds the cascade's K/V-head rank
+    ``G`` (a cascade without one fixes its K/V heads); ``params`` are the case's parameters."""
+    from workloads.cases import load_workload, make_case
 
-    ``kernel``: ``fa2`` or ``fa3`` for the fused variants (default fa3 on Hopper, else fa2); decode and
-    multi-pass cascades run their own kernels (``decode``, ``unfused``).
-    """
-    spec = load_device(device)
-    case = variant_case(name, batch=batch, heads=heads, seq_q=seq_q, head_dim=head_dim, seq_kv=seq_kv,
-                        kv_heads=kv_heads, params=params)  # fmt: skip
-    if name in DECODE or name in UNFUSED:
-        own = "decode" if name in DECODE else "unfused"
-        if kernel not in (None, own):
-            raise SpecError(f"variant {name}: runs kernel {own!r}, not {kernel!r}")
-        m = machine(spec, dtype)
-        s = {"batch": batch, "heads": heads, "kv_heads": case.kv_heads, "seq_q": seq_q, "seq_kv": case.seq_kv,
-             "head_dim": head_dim, "causal": case.causal, "window": None}  # fmt: skip
-        if own == "decode":
-            pred = predict_decode(m, s, splits=(int(case.params.get("splits", 1)),))
-        else:
-            pred = predict_unfused(m, "unfused", s)
-        return replace(pred, kernel=f"{own}:{name}", notes=(*pred.notes, f"variant {name}"))
-    flavour = kernel or ("fa3" if spec.tensor_instruction == "wgmma" else "fa2")
-    if flavour not in ("fa2", "fa3"):
-        raise SpecError(f"variant {name}: fused kernels are fa2 or fa3, got {flavour!r}")
-    return predict_fused(machine(spec, dtype, legacy_mma=flavour == "fa2"), flavour, case)
-
-
-def predict_case(
-    device: str | DeviceSpec, case: Any, *, dtype: str = "bf16", kernel: str | None = None
-) -> KernelPrediction:
-    """Predict a :class:`workloads.cases.Case` on a GPU (an adapter over :func:`predict_variant` for now)."""
-    if case.name not in variant_names():
-        raise SpecError(f"{case.name}: no GPU kernel model for this cascade yet")
-    allowed = PARAMS.get(case.name, ())
-    params = {k: v for k, v in case.params.items() if k in allowed}
-    for word, rank in (("block", "M0"), ("splits", "S"), ("shards", "N"), ("latent", "L"), ("rope", "ER")):
-        if word in allowed and rank in case.sizes:
-            params[word] = case.sizes[rank]
-    if "retrieval_fraction" in allowed:
-        params["retrieval_fraction"] = case.sizes["H"] / case.heads
-    args = {"batch": case.batch, "heads": case.heads, "seq_q": case.seq_q, "seq_kv": case.seq_kv,
-            "head_dim": case.head_dim}  # fmt: skip
-    if "G" in case.cascade.ranks:
-        args["kv_heads"] = case.kv_heads
-    return predict_variant(device, case.name, dtype=dtype, kernel=kernel, params=params, **args)
+    what = f"variant {name}"
+    for key, value in (("batch", batch), ("heads", heads), ("seq_q", seq_q), ("head_dim", head_dim),
+                       ("seq_kv", seq_kv), ("kv_heads", kv_heads)):  # fmt: skip
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SpecError(f"{what}: {key} must be a positive integer, got {value!r}")
+    w = load_workload(name)
+    ranks = set(w.cascade.ranks)
+    shape = {"B": batch, "H": heads, "P": seq_q, "M": seq_q if seq_kv is None else seq_kv, "E": head_dim,
+             "F": head_dim}  # fmt: skip
+    if kv_heads is not None:
+        if "G" in ranks:
+            shape["G"] = kv_heads
+        elif kv_heads != heads:
+            raise SpecError(
+                f"{what}: its cascade has no K/V-head rank G, so kv_heads={kv_heads} cannot apply (its K/V heads "
+                "are fixed by the cascade)"
+            )
+    case = make_case(w, {k: v for k, v in shape.items() if k in ranks}, params=params)
+    return predict_case(device, case, dtype=dtype, kernel=kernel)

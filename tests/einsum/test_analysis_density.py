@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import workloads
-from einsum import analysis
+from einsum import regions
 from einsum.analysis import (
     effective_op_counts,
     effective_points,
@@ -228,10 +228,10 @@ def test_counting_matches_brute_force(cond, m1, m0, p, n, chunk):
     c = Cascade.from_text(text)
     sizes = {"M1": m1, "M0": m0, "P": p, "N": n}
     kept = run(c, sizes, {"X": np.ones((m1 * m0, p, n))})["Y"]
-    saved = analysis._COUNT_CHUNK
-    analysis._count_own.cache_clear()
+    saved = regions._COUNT_CHUNK
+    regions._count_own.cache_clear()
     try:
-        analysis._COUNT_CHUNK = chunk
+        regions._COUNT_CHUNK = chunk
         assert effective_points(c, sizes)["Y"] == np.count_nonzero(kept)
     finally:
-        analysis._COUNT_CHUNK = saved
+        regions._COUNT_CHUNK = saved
