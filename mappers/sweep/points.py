@@ -139,11 +139,12 @@ def arch_fingerprint(arch: ArchSpec) -> str:
 
 def _file_digests(spec: SweepSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     """SHA-256 of the files the strategy's file parameters name (editing one recomputes its points)."""
+    files = dict(spec.files)
     digests = {}
     for name in spec.strategy.file_params:
         value = params.get(name)
-        if isinstance(value, str) and value.endswith(".einsum"):
-            digests[value] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+        if value in files:
+            digests[value] = hashlib.sha256(Path(files[value]).read_bytes()).hexdigest()
     return {"files": digests} if digests else {}
 
 
@@ -164,6 +165,7 @@ def sweep_points(spec: SweepSpec) -> list[Point]:
     targets = {t.name: t for t in spec.targets}
     fixed_overrides = dict(spec.overrides) if on_devices else {}  # an arch sweep's are in spec.arch already
     fixed_by_params: dict[str, str] = {}
+    files = dict(spec.files)  # a file parameter's points are keyed by its value as written and its content
     points = []
     for values in sample_axes(spec):
         overrides = {**fixed_overrides, **{path: values[a.name] for a in path_axes for path in a.paths}}
@@ -184,6 +186,7 @@ def sweep_points(spec: SweepSpec) -> list[Point]:
             )
         target = targets[values[DEVICE_AXIS]] if on_devices else None
         where = {"target": target.as_input} if target is not None else {}
+        params = {k: files.get(v, v) if k in spec.strategy.file_params else v for k, v in params.items()}
         for workload, sizes in loads:
             own = canonical_json({**where, "overrides": ordered, "workload": vars(workload), "sizes": sizes})
             key = hashlib.sha256(f"{fixed}|{own}".encode()).hexdigest()[:32]

@@ -204,6 +204,8 @@ class SweepSpec:
     origin: str = field(default="<dict>", compare=False)
     text: str = field(default="", compare=False, repr=False)  # the YAML as given, kept with the store
     targets: tuple[Target, ...] = ()  # device sweeps: the device axis's values, resolved
+    files: tuple[tuple[str, str], ...] = ()
+    """File values of the strategy's file parameters as written -> their absolute paths (read relative to the spec)."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -368,7 +370,7 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
     if not isinstance(description, str):
         p.add("description", f"expected text, got {_show(description)}", data, "description")
     base_dir = base_dir or Path(".")
-    _resolve_files(data, base_dir)
+    files = _resolve_files(p, data, base_dir)
     raw_axes = data.get("axes")
     has_devices = isinstance(raw_axes, dict) and DEVICE_AXIS in raw_axes
     strategy, mapping, given = _read_mapping(p, data, has_devices)
@@ -432,30 +434,38 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
         origin=origin,
         text=text,
         targets=tuple(targets or ()),
+        files=tuple(sorted(files.items())),
     )
 
 
-def _resolve_files(data: dict, base_dir: Path) -> None:
-    """Make the relative file values of the strategy's file parameters (``workload: mine.einsum``, under
-    ``mapping`` or as an axis) paths relative to the spec's folder, in place (the strategy reads them from
-    any working directory; the point keys hold their content, see :func:`mappers.sweep.points.sweep_points`)."""
+def _resolve_files(p: _Problems, data: dict, base_dir: Path) -> dict[str, str]:
+    """The file values of the strategy's file parameters (``workload: mine.einsum``, under ``mapping`` or as an
+    axis), as written -> absolute path read relative to the spec's folder; a file that does not load is a
+    problem of its key. Columns keep the value as written; the point keys hold the file's content
+    (:func:`mappers.sweep.points.sweep_points`)."""
+    from workloads.cases import load_workload
+
     mapping, axes = data.get("mapping"), data.get("axes")
     strategy = STRATEGIES.get(mapping.get("strategy")) if isinstance(mapping, dict) else None
-    if strategy is None:
-        return
-
-    def resolved(value: Any) -> Any:
-        if isinstance(value, str) and value.endswith(".einsum") and not Path(value).is_absolute():
-            return str((base_dir / value).resolve())
-        return value
-
-    for name in strategy.file_params:
-        if name in mapping:
-            mapping[name] = resolved(mapping[name])
+    files: dict[str, str] = {}
+    for name in strategy.file_params if strategy is not None else ():
         axis = axes.get(name) if isinstance(axes, dict) else None
         values = axis.get("values") if isinstance(axis, dict) else axis
+        where = [(mapping, name, f"mapping.{name}", mapping.get(name))] if name in mapping else []
         if isinstance(values, list):
-            values[:] = [resolved(v) for v in values]
+            where += [(values, i, f"axes.{name}.values[{i}]" if isinstance(axis, dict) else f"axes.{name}[{i}]", v)
+                      for i, v in enumerate(values)]  # fmt: skip
+        for parent, key, path, value in where:
+            if not (isinstance(value, str) and value.endswith(".einsum")) or value in files:
+                continue
+            full = str(Path(value) if Path(value).is_absolute() else (base_dir / value).resolve())
+            try:
+                load_workload(full)
+            except AttnscopeError as exc:
+                p.add(path, str(exc).splitlines()[0], parent, key)
+                continue
+            files[value] = full
+    return files
 
 
 def _read_arch(p: _Problems, data: dict, base_dir: Path) -> tuple[str, ArchSpec | None]:

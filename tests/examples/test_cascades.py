@@ -282,3 +282,34 @@ def test_neighborhood_attention_skips_key_rows():
     high = {"b": 0, "h": 0, "e": 15, "mx": 31, "my": my, "py": py, "px": px}
     live = np.broadcast_to(may_hold(region, low, high), my.shape)
     assert (live.sum(axis=0) == 3).all()
+
+
+# -- costs: the files go through the same pipeline as registered cascades, on every target kind ----------------
+
+TARGETS = ("fusemax-cloud", "flat-edge", "h100-sxm", "orin-agx")
+
+
+def _latency(workload: str, target: str, seq: int) -> float:
+    from attnscope.api import evaluate_case
+    from simulator.targets import load_target
+    from workloads.cases import case_for_model
+
+    case = case_for_model(workload, batch=1, heads=32, kv_heads=8, head_dim=128, seq=seq)
+    design = evaluate_case(case, load_target(target))
+    assert design.feasible and 0 < design.utilization <= 1 + 1e-9 and design.spill_bytes >= 0
+    return design.latency_s
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_example_costs_are_the_ones_the_readme_explains(target):
+    names = ("differential-attention", "mqa-learned-sink", "gated-linear-attention", "neighborhood-attention-2d")
+    files = {name: str(EXAMPLES_DIR / f"{name}.einsum") for name in names}
+    dense = _latency("attention-1pass-causal", target, 16384)
+    cost = {name: _latency(path, target, 16384) for name, path in files.items()}
+    if target != "flat-edge":  # where the 2-D array or the tensor cores bind: two maps cost two
+        assert cost["differential-attention"] / dense == pytest.approx(2.0, rel=0.03)
+    assert dense < cost["differential-attention"] < 2.1 * dense
+    assert cost["mqa-learned-sink"] / dense == pytest.approx(1.0, rel=0.01)
+    assert cost["neighborhood-attention-2d"] < 0.2 * dense  # almost every key tile skipped
+    for name in ("gated-linear-attention", "neighborhood-attention-2d"):  # linear in the length
+        assert cost[name] / _latency(files[name], target, 4096) == pytest.approx(4.0, rel=0.05)

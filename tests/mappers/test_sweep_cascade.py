@@ -52,7 +52,8 @@ def test_a_file_cascade_is_swept_on_arrays_and_devices_and_its_edits_recompute_i
     assert first.computed == 8 and first.errors == 0
     shape = get_llm("llama3-8b")
     for r in rows(store):  # the same design as the pipeline gives for that case and target
-        case = case_for_model(r["workload"], batch=1, heads=shape.heads, kv_heads=shape.kv_heads,
+        workload = str(tmp_path / r["workload"]) if r["workload"].endswith(".einsum") else r["workload"]
+        case = case_for_model(workload, batch=1, heads=shape.heads, kv_heads=shape.kv_heads,
                               head_dim=shape.head_dim, seq=r["seq_len"], params={"window": 64})  # fmt: skip
         d = evaluate_case(case, load_target(r["device"]))
         assert r["latency_s"] == d.latency_s and r["mapper"] == d.mapper and r["bound"] == d.bound
@@ -68,6 +69,7 @@ def test_a_file_cascade_is_swept_on_arrays_and_devices_and_its_edits_recompute_i
     [
         ("[nonesuch]", "unknown cascade 'nonesuch'"),
         ("[missing.einsum]", "cannot read cascade file"),
+        ("[nonesuch.txt]", "unknown cascade 'nonesuch.txt'"),
     ],
 )
 def test_a_bad_workload_value_is_a_spec_error_naming_the_axis(tmp_path, axis, fragment):
