@@ -47,8 +47,8 @@ from mappers.passes import flat_policy, search_pass_designs
 from mappers.templates import divisors
 from simulator.cost import (
     CascadeCost,
-    _cycles_per_point,
-    _nest,
+    cycles_per_point,
+    einsum_nest,
     evaluate_cascade,
     phase_occupancy,
     shared_buffer,
@@ -309,8 +309,8 @@ def _derive(
         arrays[e.name] = able
         for a in able:
             nest = _fused_nest(plan, arch, e.name, a, {}, ())
-            cpp = _cycles_per_point(e, arch.array(a), arch.compat.sum_op_cycles)
-            cycles[e.name, a] = float(_nest(e, arch, nest).compute_cycles[0]) * cpp
+            cpp = cycles_per_point(e, arch.array(a), arch.compat.sum_op_cycles)
+            cycles[e.name, a] = float(einsum_nest(e, arch, nest).compute_cycles[0]) * cpp
     return plan
 
 

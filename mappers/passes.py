@@ -380,7 +380,7 @@ def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeM
     )
 
 
-def _nest(plan, arch, e, array, outer, middle, spatial, keeps) -> EinsumMapping:
+def einsum_nest(plan, arch, e, array, outer, middle, spatial, keeps) -> EinsumMapping:
     """:func:`mappers.templates.loop_nest` at the plan's buffer, with the architecture's own DRAM name."""
     nest = loop_nest(e, arch, array, outer, middle, spatial, keeps, buffer=plan.buffer)
     return replace(nest, levels=(plan.dram, *nest.levels[1:]))
@@ -397,13 +397,13 @@ def _contraction_nest(plan, arch, e, array, outer, p1, dataflow, keeps) -> Einsu
         middle = [(q, max(1, p1 // cols))]
         middle += [(row_var, n // min(rows, n))] if row_var else []
         middle += [(v, e.var_size(v)) for v in _reduced(e)]
-        return _nest(plan, arch, e, array, outer, middle, (row_var, q), keeps)
+        return einsum_nest(plan, arch, e, array, outer, middle, (row_var, q), keeps)
     weight = plan.weights[e.name]
     wvars = [v for v in e.vars if v in _tensor_vars(e, weight) and v not in plan.batch_vars]
     col_var = plan.pass_var if plan.pass_var in wvars else max(wvars, key=e.var_size)
     row_var = max((v for v in wvars if v != col_var), key=e.var_size, default=None)
     n = e.var_size(col_var)
-    return _nest(plan, arch, e, array, outer, [(col_var, n // min(cols, n)), (q, p1)], (row_var, col_var), keeps)
+    return einsum_nest(plan, arch, e, array, outer, [(col_var, n // min(cols, n)), (q, p1)], (row_var, col_var), keeps)
 
 
 def _block_nest(plan, arch, e, array, outer, p1, keeps) -> EinsumMapping:
@@ -411,18 +411,18 @@ def _block_nest(plan, arch, e, array, outer, p1, keeps) -> EinsumMapping:
     cols = max(arch.array(a).shape[-1] for c in plan.contractions for a in plan.arrays[c])
     q = plan.query_var
     middle = [(q, max(1, p1 // cols))] + [(v, e.var_size(v)) for v in e.vars if v not in plan.batch_vars and v != q]
-    return _nest(plan, arch, e, array, outer, middle, (q,), keeps)
+    return einsum_nest(plan, arch, e, array, outer, middle, (q,), keeps)
 
 
 def _row_nest(plan, arch, e, array, outer, keeps) -> EinsumMapping:
     """A 1-D Einsum one query row at a time, the pass variable (else its largest one) over the PEs."""
     rest = [v for v in e.vars if v not in plan.batch_vars and v != plan.query_var]
     if not rest:
-        return _nest(plan, arch, e, array, outer, [], (), keeps)
+        return einsum_nest(plan, arch, e, array, outer, [], (), keeps)
     var = plan.pass_var if plan.pass_var in rest else max(rest, key=e.var_size)
     n = e.var_size(var)
     pes = arch.array(array).shape[-1]
-    return _nest(plan, arch, e, array, outer, [(var, n // min(pes, n))], (var,), keeps)
+    return einsum_nest(plan, arch, e, array, outer, [(var, n // min(pes, n))], (var,), keeps)
 
 
 def fits_sizing_rule(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> bool:

@@ -51,7 +51,7 @@ from einsum.errors import SpecError
 from einsum.lower import LoweredEinsum
 from mappers.constraints import Constraints
 from mappers.templates import divisors
-from simulator.cost import _cycles_per_point
+from simulator.cost import cycles_per_point
 from simulator.mapping import EinsumMapping, Loops
 from simulator.nest import MappingBatch, NestArch, NestProblem
 from simulator.specs import ArchSpec
@@ -493,7 +493,7 @@ def _tables(e: LoweredEinsum, arch: ArchSpec, array: str, c: Constraints, b: _Bo
         e.var_sizes.astype(np.int64), e.incidence.astype(bool), e.is_output.astype(bool), e.vars, e.tensors
     )
     spec_array = arch.array(array)
-    cpp = _cycles_per_point(e, spec_array, arch.compat.sum_op_cycles)
+    cpp = cycles_per_point(e, spec_array, arch.compat.sum_op_cycles)
     a_index = [a.name for a in arch.arrays].index(array)
     flat = arch.flat
     energy_per_point = float(

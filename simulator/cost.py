@@ -78,7 +78,7 @@ class CascadeCost:
 def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadeCost:
     """Cost a cascade mapping (the model is in the module docstring)."""
     _check_mapping(lowered, arch, mapping)
-    nest_costs = {e.name: _nest(e, arch, mapping.einsums[e.name]) for e in lowered.einsums}
+    nest_costs = {e.name: einsum_nest(e, arch, mapping.einsums[e.name]) for e in lowered.einsums}
     buffer = shared_buffer(arch)
     words = _Traffic(lowered, arch, mapping, nest_costs, buffer)
 
@@ -103,7 +103,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     for e in lowered.einsums:
         em = mapping.einsums[e.name]
         array = arch.array(em.array)
-        cpp = _cycles_per_point(e, array, arch.compat.sum_op_cycles)
+        cpp = cycles_per_point(e, array, arch.compat.sum_op_cycles)
         nc = nest_costs[e.name]
         cycles = float(nc.compute_cycles[0]) * cpp
         busy = e.points * cpp / array.pe_count
@@ -217,7 +217,7 @@ that share most of their loop nests. Keyed by identity of the lowered Einsum and
 entry keeps alive, and by the (frozen) loop nest."""
 
 
-def _nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
+def einsum_nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
     """Evaluate one Einsum's loop nest with the kernel (a batch of one mapping), memoized (callers only read)."""
     key = (id(e), id(arch), em)
     hit = _NEST_CACHE.get(key)
@@ -264,7 +264,7 @@ def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestC
     return evaluate_nest(problem, nest_arch, MappingBatch(temporal, spatial, order, keep), parallel=False)
 
 
-def _cycles_per_point(e: LoweredEinsum, array: ComputeArray, sum_op_cycles: bool) -> float:
+def cycles_per_point(e: LoweredEinsum, array: ComputeArray, sum_op_cycles: bool) -> float:
     """PE cycles per iteration point: ops' cycles added up, or the busiest unit on a pipelined array."""
     if not e.ops_per_point:
         return 1.0  # a copy still occupies the PE for a cycle

@@ -17,7 +17,7 @@ import numpy as np
 
 from einsum.errors import AttnscopeError
 from mappers.sweep.metrics import axis_label
-from mappers.sweep.store import Store, StoreError, _quote
+from mappers.sweep.store import Store, StoreError, quote_identifier
 
 
 def pareto_front(values: Any, maximize: Sequence[bool] = ()) -> np.ndarray:
@@ -74,7 +74,7 @@ def _candidates(
             numeric = [c for c in have if c not in ("key", "status", "error", "inputs_json", "finished_at")]
             raise StoreError(f"{store.path}: no column {name!r}; columns: {', '.join(numeric)}")
     table = "results" if sweep else "points"
-    clauses = ["status = 'ok'"] + [f"{_quote(c)} IS NOT NULL" for c in needed]
+    clauses = ["status = 'ok'"] + [f"{quote_identifier(c)} IS NOT NULL" for c in needed]
     params: list[Any] = []
     if sweep:
         clauses.append("sweep = ?")

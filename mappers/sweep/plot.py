@@ -18,7 +18,7 @@ from typing import Any
 
 from einsum.errors import AttnscopeError
 from mappers.sweep.metrics import axis_label
-from mappers.sweep.store import Store, StoreError, _quote
+from mappers.sweep.store import Store, StoreError, quote_identifier
 
 _STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -78,13 +78,13 @@ def read_lines(
             shown = [c for c in have if c not in ("key", "status", "error", "inputs_json", "finished_at")]
             raise StoreError(f"{store.path}: no column {name!r}; columns: {', '.join(shown)}")
     table = "results" if sweep else "points"
-    clauses, params = ["status = 'ok'", f"{_quote(x)} IS NOT NULL"], []
+    clauses, params = ["status = 'ok'", f"{quote_identifier(x)} IS NOT NULL"], []
     if sweep:
         clauses.append("sweep = ?")
         params.append(sweep)
     if where:
         clauses.append(f"({where})")
-    select = ", ".join(_quote(c) for c in dict.fromkeys(["key", *needed]))
+    select = ", ".join(quote_identifier(c) for c in dict.fromkeys(["key", *needed]))
     columns, rows = store.query(f"SELECT {select} FROM {table} WHERE {' AND '.join(clauses)}", params)
     if sweep and not store.query("SELECT 1 FROM sweeps WHERE name = ?", (sweep,))[1]:
         names = [r[0] for r in store.query("SELECT name FROM sweeps ORDER BY name")[1]]

@@ -66,7 +66,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _quote(column: str) -> str:
+def quote_identifier(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
@@ -178,7 +178,7 @@ class Store:
         if missing:
             with _transaction(self.conn):
                 for column, kind in missing:
-                    self.conn.execute(f"ALTER TABLE points ADD COLUMN {_quote(column)} {kind}".rstrip())
+                    self.conn.execute(f"ALTER TABLE points ADD COLUMN {quote_identifier(column)} {kind}".rstrip())
                 self.conn.execute("COMMIT")
 
     def record_sweep(self, name: str, info: Mapping[str, Any], keys: Sequence[str]) -> None:
@@ -219,7 +219,7 @@ class Store:
         with _transaction(self.conn):
             for columns, group in _by_columns(rows).items():
                 sql = (
-                    f"INSERT OR REPLACE INTO points ({', '.join(map(_quote, columns))}) "
+                    f"INSERT OR REPLACE INTO points ({', '.join(map(quote_identifier, columns))}) "
                     f"VALUES ({', '.join('?' * len(columns))})"
                 )
                 self.conn.executemany(sql, [tuple(r[c] for c in columns) for r in group])

@@ -14,7 +14,7 @@ from einsum.errors import SpecError
 from einsum.lower import lower
 from mappers.search import SearchResult, search_nest
 from mappers.templates import divisors, loop_nest
-from simulator.cost import _nest
+from simulator.cost import einsum_nest
 from simulator.mapping import EinsumMapping
 from simulator.specs import ArchSpec, load_arch, with_overrides
 from workloads import get_cascade
@@ -33,7 +33,7 @@ def dram_words_per_cycle(arch: ArchSpec) -> float:
 
 def reevaluate(e, arch: ArchSpec, mapping: EinsumMapping) -> tuple[float, float, float, bool]:
     """(latency cycles, energy pJ, DRAM words, feasible) of a mapping through the cascade model's nest."""
-    costs = _nest(e, arch, mapping)
+    costs = einsum_nest(e, arch, mapping)
     dram = float(costs.reads_words[0, 0].sum() + costs.fills_words[0, 0].sum() + costs.updates_words[0, 0].sum())
     latency = max(float(costs.compute_cycles[0]), dram / dram_words_per_cycle(arch))
     return latency, float(costs.energy_pj[0]), dram, bool(costs.feasible[0])
@@ -133,7 +133,7 @@ def test_streaming_in_tiny_batches_finds_the_same_mapping():
 
 # ------------------------------------------------------------------------------------------------------
 # Brute force: every tiling, every full loop order at both levels, every buffer keep set, as EinsumMappings
-# evaluated one by one through simulator.cost._nest.
+# evaluated one by one through simulator.cost.einsum_nest.
 
 TINY_ARCH = {
     "arrays.pe_2d.rows": 2,

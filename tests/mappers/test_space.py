@@ -12,7 +12,7 @@ import pytest
 import mappers.space
 from mappers.search import Objective, search
 from mappers.space import MapSpace
-from simulator.cost import _nest
+from simulator.cost import einsum_nest
 from simulator.nest import MappingBatch, evaluate_nest
 from tests.mappers.test_validator import THREE, gemm, independent_problems, small_arch
 
@@ -107,7 +107,7 @@ def test_mapping_reevaluates_to_the_same_costs_through_the_cascade_models_nest()
     arch = small_arch(4, 4, buffer=256, regs=16)
     space = MapSpace.build(gemm(32, 16, 8), arch, levels=THREE)
     best = search(space, "energy", method="anneal", budget=5000)
-    again = _nest(space.einsum, arch, best.mapping)
+    again = einsum_nest(space.einsum, arch, best.mapping)
     assert float(again.energy_pj[0]) == pytest.approx(float(best.costs.energy_pj[0]), rel=1e-12)
     np.testing.assert_allclose(again.reads_words[0], best.costs.reads_words[0], rtol=1e-12)
     assert bool(again.feasible[0])
