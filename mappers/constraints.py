@@ -42,9 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from einsum.errors import SpecError
+from simulator.yamlio import read_yaml
 
 __all__ = [
     "BypassConstraint",
@@ -135,16 +134,7 @@ class Constraints:
 def read_constraints(path: str | Path) -> Constraints:
     """Read and check a constraints YAML file (structure only; see the module docstring)."""
     origin = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
-        raise SpecError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    data = read_yaml(path, origin)
     return constraints_from_dict({} if data is None else data, origin)
 
 

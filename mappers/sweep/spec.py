@@ -56,8 +56,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from einsum.errors import AttnscopeError, SpecError
 from mappers.sweep.expressions import MISSING, Expression, ExpressionError, base_value
 from mappers.sweep.metrics import METRICS, metric_names, resolve_metric, stored_metrics
@@ -65,7 +63,7 @@ from mappers.sweep.store import BASE_COLUMNS
 from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
 from mappers.sweep.targets import Target, device_with_overrides, fingerprint, resolve_target, valid_targets
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch, with_overrides
-from simulator.yamlio import read_yaml_text
+from simulator.yamlio import LineDict, line_of, read_yaml_text
 from workloads.llm import LLMS
 from workloads.models import MODELS
 from workloads.registry import CASCADES, parse_size
@@ -235,60 +233,6 @@ class SweepSpec:
         return fingerprint({t.name: t.fingerprint for t in self.targets})
 
 
-# ---------------------------------------------------------------------------------------------- YAML with lines
-
-
-class _LineDict(dict):
-    """A mapping from YAML that remembers the line of each key."""
-
-    lines: dict[Any, int]
-
-
-class _LineList(list):
-    """A sequence from YAML that remembers the line of each item."""
-
-    lines: list[int]
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe loader: 1e9 is a float (YAML 1.2), duplicate keys are refused, containers know their lines."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        out, lines = _LineDict(), {}
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in lines:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first given on line {lines[key]})", key_node.start_mark
-                )
-            lines[key] = key_node.start_mark.line + 1
-            out[key] = self.construct_object(value_node, deep=True)
-        out.lines = lines
-        return out
-
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> list[Any]:
-        out = _LineList(self.construct_object(child, deep=True) for child in node.value)
-        out.lines = [child.start_mark.line + 1 for child in node.value]
-        return out
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def _line(container: Any, key: Any) -> int | None:
-    if isinstance(container, _LineDict):
-        return container.lines.get(key)
-    if isinstance(container, _LineList) and isinstance(key, int) and 0 <= key < len(container.lines):
-        return container.lines[key]
-    return None
-
-
 # ------------------------------------------------------------------------------------------------ validation
 
 
@@ -313,7 +257,7 @@ class _Problems:
         self.items: list[tuple[int | None, str, str]] = []
 
     def add(self, key: str, what: str, container: Any = None, item: Any = None) -> None:
-        self.items.append((_line(container, item), key, what))
+        self.items.append((line_of(container, item), key, what))
 
     def raise_if_any(self) -> None:
         if not self.items:
@@ -352,7 +296,7 @@ def read_sweep_file(path: str | Path) -> SweepSpec:
     ('fusemax-pe-buffer', 'grid', ['pe_dim', 'buffer_words'])
     """
     origin = str(path)
-    data, text = read_yaml_text(path, origin, _Loader)
+    data, text = read_yaml_text(path, origin)
     return sweep_from_dict(data, origin, Path(path).parent, text)
 
 
@@ -726,8 +670,8 @@ def _read_axis(
         p.add(where, "an axis is named by an identifier (with paths: [...]) or by a dotted path", raw, key)
         return None
     if isinstance(item, list):  # shorthand: the list of values
-        m = _LineDict(values=item)
-        m.lines = {"values": _line(raw, key)}
+        m = LineDict(values=item)
+        m.lines = {"values": line_of(raw, key)}
     else:
         m = _mapping(p, item, where, _AXIS_KEYS, raw, key)
     if not m:

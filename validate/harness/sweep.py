@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from einsum.errors import RegistryError, SpecError
+from simulator.yamlio import read_yaml
 from validate.harness.ops import CALIBRATION_OPS, DTYPES, OPS, ROLES, OpDecl
 from validate.harness.schema import CONTENDED
 
@@ -147,15 +146,7 @@ def load_sweep(name_or_path: str | Path) -> Sweep:
             raise RegistryError(f"unknown sweep {str(name_or_path)!r}; built-in: {', '.join(sweep_names())}"
                                 " (or give a .yaml file)")  # fmt: skip
         path = SWEEP_DIR / f"{name_or_path}.yaml"
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read sweep {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    return sweep_from_dict(data, str(path))
+    return sweep_from_dict(read_yaml(path, str(path)), str(path))
 
 
 def sweep_from_dict(data: Any, origin: str = "<dict>") -> Sweep:
