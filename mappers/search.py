@@ -54,6 +54,7 @@ from einsum.lower import LoweredEinsum
 from mappers.heuristic import anneal
 from mappers.space import MapSpace
 from mappers.templates import divisors
+from simulator.cost import nest_arch, nest_problem
 from simulator.mapping import EinsumMapping, Loops
 from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
 from simulator.specs import ArchSpec
@@ -813,25 +814,8 @@ def _plan(
         choices.append(np.array(options, dtype=np.int64))
 
     levels = (arch.levels[0].name, buffer, spec_array.fed_by)
-    specs = [arch.level(name) for name in levels]
-    n_pes = math.prod(axes)
-    dram_bw = specs[DRAM].bandwidth_bytes_per_s
-    bandwidth = np.full(3, math.inf)
-    if dram_bw is not None:
-        bandwidth[DRAM] = dram_bw / (arch.word_bytes * arch.clock_hz)
-    nest_arch = NestArch(
-        capacity_words=np.array([math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in specs]),
-        instances=np.array([1, 1, n_pes], dtype=np.int64),
-        bandwidth_words_per_cycle=bandwidth,
-        read_energy_pj_per_word=np.array([lv.read_energy_pj / lv.access_width_words for lv in specs]),
-        write_energy_pj_per_word=np.array([lv.write_energy_pj / lv.access_width_words for lv in specs]),
-        spatial_level=PE,
-        array_axes=np.array(axes, dtype=np.int64),
-        level_names=levels,
-    )
-    problem = NestProblem(
-        e.var_sizes.astype(np.int64), e.incidence.astype(bool), e.is_output.astype(bool), e.vars, e.tensors
-    )
+    nest = nest_arch(arch, levels, spec_array.name, axes, bandwidth="dram")
+    problem = nest_problem(e)
     spatial_per_var = factors.prod(axis=0).astype(np.float64)
     output_vars = e.incidence[np.flatnonzero(e.is_output)[0]]
     free = np.ones(num_vars, dtype=bool)
@@ -841,7 +825,7 @@ def _plan(
         array=array,
         levels=levels,
         problem=problem,
-        nest_arch=nest_arch,
+        nest_arch=nest,
         spatial=factors,
         remaining=remaining,
         choices=tuple(choices),

@@ -51,7 +51,7 @@ from einsum.errors import SpecError
 from einsum.lower import LoweredEinsum
 from mappers.constraints import Constraints
 from mappers.templates import divisors
-from simulator.cost import cycles_per_point
+from simulator.cost import cycles_per_point, nest_arch, nest_problem
 from simulator.mapping import EinsumMapping, Loops
 from simulator.nest import MappingBatch, NestArch, NestProblem
 from simulator.specs import ArchSpec
@@ -471,27 +471,8 @@ def _bind(e: LoweredEinsum, arch: ArchSpec, array: str, c: Constraints) -> _Boun
 
 def _tables(e: LoweredEinsum, arch: ArchSpec, array: str, c: Constraints, b: _Bound) -> MapSpace:
     num_levels, num_ranks, num_axes = len(b.levels), len(e.vars), len(b.axis_sizes)
-    specs = [arch.level(n) for n in b.levels]
-    spatial_level = next((i for i, lv in enumerate(specs) if lv.per_pe_of == array), num_levels - 1)
-    if spatial_level == 0:
-        spatial_level = 1
-    n_pes = int(np.prod(b.axis_sizes))
-    per_word = arch.word_bytes * arch.clock_hz
-    nest_arch = NestArch(
-        capacity_words=np.array([math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in specs]),
-        instances=np.array([n_pes if i >= spatial_level else 1 for i in range(num_levels)], dtype=np.int64),
-        bandwidth_words_per_cycle=np.array(
-            [math.inf if lv.bandwidth_bytes_per_s is None else lv.bandwidth_bytes_per_s / per_word for lv in specs]
-        ),
-        read_energy_pj_per_word=np.array([lv.read_energy_pj / lv.access_width_words for lv in specs]),
-        write_energy_pj_per_word=np.array([lv.write_energy_pj / lv.access_width_words for lv in specs]),
-        spatial_level=spatial_level,
-        array_axes=np.array(b.axis_sizes, dtype=np.int64),
-        level_names=b.levels,
-    )
-    problem = NestProblem(
-        e.var_sizes.astype(np.int64), e.incidence.astype(bool), e.is_output.astype(bool), e.vars, e.tensors
-    )
+    nest = nest_arch(arch, b.levels, array, b.axis_sizes, bandwidth="all")
+    problem = nest_problem(e)
     spec_array = arch.array(array)
     cpp = cycles_per_point(e, spec_array, arch.compat.sum_op_cycles)
     a_index = [a.name for a in arch.arrays].index(array)
@@ -584,7 +565,7 @@ def _tables(e: LoweredEinsum, arch: ArchSpec, array: str, c: Constraints, b: _Bo
         level_names=b.levels,
         axis_names=b.axis_names,
         problem=problem,
-        nest_arch=nest_arch,
+        nest_arch=nest,
         cycles_per_point=float(cpp),
         compute_energy_pj_per_point=energy_per_point,
         constraints=c,

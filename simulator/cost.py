@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +36,7 @@ from einsum.errors import SpecError
 from einsum.lower import LoweredCascade, LoweredEinsum
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
-from simulator.specs import ArchSpec, ComputeArray
+from simulator.specs import ArchSpec, ComputeArray, StorageLevel
 
 DRAM = 0
 
@@ -231,19 +231,59 @@ def einsum_nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCost
     return costs
 
 
+BANDWIDTHS = ("none", "dram", "all")
+"""Which levels' bandwidths a nest is held to: ``none`` (the cascade model costs transfers per phase),
+``dram`` (the outermost only) or ``all`` (every level's, as its spec gives it)."""
+
+
+def nest_arch(
+    arch: ArchSpec, levels: Sequence[str], array: str, axes: Sequence[int] | None = None, *, bandwidth: str
+) -> NestArch:
+    """The architecture of one Einsum's loop nest as the Numba kernel takes it (the one lowering of a spec).
+
+    ``levels`` outermost first (DRAM first); the spatial fan-out sits at the array's first per-PE level (the last
+    level if none is; never DRAM), and every level from there inward has one instance per PE. ``axes``: the
+    PEs along each axis of the array (default: the array's shape, then its instance count if replicated).
+    """
+    specs = [arch.level(n) for n in levels]
+    spec = arch.array(array)
+    if axes is None:
+        axes = spec.shape if spec.instances == 1 else (*spec.shape, spec.instances)
+    spatial_level = max(1, next((i for i, lv in enumerate(specs) if lv.per_pe_of == array), len(specs) - 1))
+    n_pes = math.prod(axes)
+    per_word = arch.word_bytes * arch.clock_hz
+    if bandwidth not in BANDWIDTHS:
+        raise ValueError(f"bandwidth must be one of {BANDWIDTHS}, got {bandwidth!r}")
+    held = {"none": 0, "dram": 1, "all": len(specs)}[bandwidth]
+    return NestArch(
+        capacity_words=np.array([math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in specs]),
+        instances=np.array([n_pes if i >= spatial_level else 1 for i in range(len(specs))], dtype=np.int64),
+        bandwidth_words_per_cycle=np.array(
+            [_words_per_cycle(lv, per_word) if i < held else math.inf for i, lv in enumerate(specs)]
+        ),
+        read_energy_pj_per_word=np.array([lv.read_energy_pj / lv.access_width_words for lv in specs]),
+        write_energy_pj_per_word=np.array([lv.write_energy_pj / lv.access_width_words for lv in specs]),
+        spatial_level=spatial_level,
+        array_axes=np.array(axes, dtype=np.int64),
+        level_names=tuple(levels),
+    )
+
+
+def _words_per_cycle(level: StorageLevel, per_word: float) -> float:
+    return math.inf if level.bandwidth_bytes_per_s is None else level.bandwidth_bytes_per_s / per_word
+
+
+def nest_problem(e: LoweredEinsum) -> NestProblem:
+    """The Einsum as the Numba kernel takes it."""
+    return NestProblem(
+        e.var_sizes.astype(np.int64), e.incidence.astype(bool), e.is_output.astype(bool), e.vars, e.tensors
+    )
+
+
 def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
     levels = [arch.level(n) for n in em.levels]
-    array = arch.array(em.array)
-    spatial_level = next((i for i, lv in enumerate(levels) if lv.per_pe_of), len(levels) - 1)
-    axes = np.array(array.shape if array.instances == 1 else (*array.shape, array.instances), dtype=np.int64)
-    n_pes = int(np.prod(axes))
-    cap = np.array([math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in levels])
-    inst = np.array([n_pes if i >= spatial_level else 1 for i in range(len(levels))], dtype=np.int64)
-    bw = np.full(len(levels), math.inf)  # transfers are costed per phase by the cascade model
-    read_e = np.array([lv.read_energy_pj / lv.access_width_words for lv in levels])
-    write_e = np.array([lv.write_energy_pj / lv.access_width_words for lv in levels])
-    problem = NestProblem(e.var_sizes, e.incidence, e.is_output, e.vars, e.tensors)
-    nest_arch = NestArch(cap, inst, bw, read_e, write_e, spatial_level, axes, tuple(em.levels))
+    nest = nest_arch(arch, em.levels, em.array, bandwidth="none")  # transfers are costed per phase
+    axes = nest.array_axes
     n_levels, n_ranks = len(levels), len(e.vars)
     temporal = np.ones((1, n_levels, n_ranks), dtype=np.int64)
     order = np.tile(np.arange(n_ranks, dtype=np.int64), (1, n_levels, 1))
@@ -261,7 +301,7 @@ def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestC
     for li in range(1, n_levels):
         for ti, t in enumerate(e.tensors):
             keep[0, li, ti] = t in em.keep[li]
-    return evaluate_nest(problem, nest_arch, MappingBatch(temporal, spatial, order, keep), parallel=False)
+    return evaluate_nest(nest_problem(e), nest, MappingBatch(temporal, spatial, order, keep), parallel=False)
 
 
 def cycles_per_point(e: LoweredEinsum, array: ComputeArray, sum_op_cycles: bool) -> float:
