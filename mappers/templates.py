@@ -62,8 +62,15 @@ def loop_nest(
             raise SpecError(f"{e.name}: {var} ({remaining[var]} left) does not divide over {axis} PEs")
         remaining[var] //= factor
         spatial_loops.append(((var, factor),))
-    # What is left iterates innermost at the buffer level: a PE register holds one word of each operand.
-    buffer_loops += tuple((v, n) for v, n in remaining.items() if n > 1)
+    # What is left iterates innermost at the buffer level: a PE register holds one word of each operand. A variable
+    # the buffer level already loops over (a row block wider than a narrow array) takes the rest into that loop:
+    # a level has one loop per variable.
+    merged = dict(buffer_loops)
+    for v, n in remaining.items():
+        if n > 1 and v in merged:
+            merged[v] *= n
+    buffer_loops = tuple((v, merged[v]) for v, _ in buffer_loops)
+    buffer_loops += tuple((v, n) for v, n in remaining.items() if n > 1 and v not in dict(buffer_loops))
     keeps = frozenset(buffer_keeps) & set(e.tensors)
     return EinsumMapping(
         array=array,

@@ -197,6 +197,11 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
             problems.append(f"{path}.spatial: {len(em.spatial)} axes, array {em.array} has {arrays[em.array].shape}")
         for var in {v for loops in (*em.temporal, *em.spatial) for v, _ in loops} - set(e.vars):
             problems.append(f"{path}: unknown variable {var!r}; {e.name} iterates {', '.join(e.vars)}")
+        for li, loops in enumerate(em.temporal):
+            names = [v for v, _ in loops]
+            for var in sorted({v for v in names if names.count(v) > 1}):
+                problems.append(f"{path}.temporal[{li}]: {var} is looped over twice; a level has one loop per "
+                                "variable (multiply the bounds)")  # fmt: skip
         for tensors in em.keep[1:]:
             for t in set(tensors) - set(e.tensors):
                 problems.append(f"{path}.keep: {t} is not a tensor of {e.name} ({', '.join(e.tensors)})")

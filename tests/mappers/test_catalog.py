@@ -76,3 +76,27 @@ def test_a_template_on_its_own_cascade_matches_the_default_search_or_loses():
     template = evaluate("fusemax", "fusemax-cloud", shape=shape, mapper="fusemax-binding")
     searched = evaluate("fusemax", "fusemax-cloud", shape=shape)
     assert searched.mapper == "fused" and searched.latency_s <= template.latency_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("workload", ["attention-3pass", "attention-2pass", "fusemax"])
+def test_a_one_d_array_narrower_than_the_two_d_columns_is_mapped_not_a_crash(workload):
+    from simulator.specs import load_arch, with_overrides
+
+    narrow = with_overrides(load_arch("fusemax-cloud"), {"arrays.pe_1d.pes": 64})
+    d = evaluate(workload, narrow, shape={"H": 4, "M": 4096})
+    wide = evaluate(workload, "fusemax-cloud", shape={"H": 4, "M": 4096})
+    assert d.feasible and d.latency_s >= wide.latency_s * (1 - 1e-9)  # fewer PEs are never faster
+
+
+def test_a_mapping_that_loops_a_variable_twice_in_one_level_is_refused():
+    from einsum.lower import lower
+    from simulator.cost import evaluate_cascade
+    from simulator.mapping import mapping_from_dict
+
+    d = evaluate("attention-1pass", "flat-edge", shape={"H": 2, "M": 1024})
+    data = {k: v for k, v in d.mapping.items() if k != "shape"}
+    level = data["einsums"]["QK"]["temporal"]["global_buffer"]
+    level.append(list(level[0]))  # the same variable again in the same level
+    case = make_case("attention-1pass", d.shape)
+    with pytest.raises(AttnscopeError, match="looped over twice"):
+        evaluate_cascade(lower(case.cascade, dict(case.sizes)), load_target("flat-edge").spec, mapping_from_dict(data))
