@@ -58,9 +58,11 @@ def valid_targets() -> str:
     )
 
 
-def load_target(ref: str | Path | ArchSpec | DeviceSpec | Target, *, dtype: str | None = None) -> Target:
+def load_target(
+    ref: str | Path | ArchSpec | DeviceSpec | Target, *, dtype: str | None = None, origin: str | None = None
+) -> Target:
     """A preset name, a ``.yaml`` path or a spec -> a validated target (``dtype``: devices only; default the
-    device's widest fast type, bf16 where it has it)."""
+    device's widest fast type, bf16 where it has it; ``origin``: how messages name a file, default its path)."""
     if isinstance(ref, ArchTarget | DeviceTarget):
         if dtype is not None and isinstance(ref, DeviceTarget) and dtype != ref.dtype:
             return _device(ref.spec, dtype)
@@ -75,10 +77,10 @@ def load_target(ref: str | Path | ArchSpec | DeviceSpec | Target, *, dtype: str 
     if text in ARCHITECTURES:
         return _arch(load_arch(text), dtype)
     if isinstance(ref, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
-        data = read_yaml(Path(text), text)
+        data = read_yaml(Path(text), origin or text)
         if isinstance(data, dict) and "levels" in data:
             return _arch(load_arch(Path(text)), dtype)
-        return _device(read_device_file(Path(text), text), dtype)
+        return _device(read_device_file(Path(text), origin or text), dtype)
     raise SpecError(f"unknown target {text!r}; {valid_targets()}")
 
 

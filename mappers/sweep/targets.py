@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import AttnscopeError, SpecError
-from simulator.device import DEVICES, DeviceSpec, device_from_dict, load_device, read_device_file
+from simulator.device import DEVICES, DeviceSpec, device_from_dict
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch
-from simulator.yamlio import read_yaml
+from simulator.targets import ArchTarget, load_target
 
 TARGET_KINDS = ("device", "arch")
 
@@ -67,17 +67,17 @@ def resolve_target(value: Any, base_dir: Path, arch_presets: bool) -> Target:
     """
     if not isinstance(value, str) or not value.strip():
         raise SpecError(f"expected a device id, got {value!r} ({type(value).__name__}); {valid_targets(arch_presets)}")
-    if value in DEVICES:
-        return _device_target(value, load_device(value))
-    if arch_presets and value in ARCHITECTURES:
-        return _arch_target(value, value, load_arch(value))
-    if value.endswith((".yaml", ".yml")) or "/" in value:
-        path = (base_dir / value).resolve()
-        data = read_yaml(path, value)
-        if arch_presets and isinstance(data, dict) and "levels" in data:
-            return _arch_target(value, str(path), load_arch(path))
-        return _device_target(value, read_device_file(path, value), str(path))
-    raise SpecError(f"unknown device {value!r}; {valid_targets(arch_presets)}")
+    named = value in DEVICES or value in ARCHITECTURES
+    if not named and not (value.endswith((".yaml", ".yml")) or "/" in value):
+        raise SpecError(f"unknown device {value!r}; {valid_targets(arch_presets)}")
+    ref = value if named else str((base_dir / value).resolve())
+    target = load_target(Path(ref) if not named else ref, origin=value)  # simulator.targets: the one resolver
+    if isinstance(target, ArchTarget):
+        if not arch_presets:
+            what = f"unknown device {value!r}" if named else f"{value}: a spatial-array architecture (it has levels)"
+            raise SpecError(f"{what}; this strategy runs on devices: {valid_targets(arch_presets)}")
+        return _arch_target(value, ref, target.spec)
+    return _device_target(value, target.spec, None if named else ref)
 
 
 def valid_targets(arch_presets: bool) -> str:
@@ -115,6 +115,7 @@ def device_with_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any],
 
     Only existing fields can be set; a miss names the path and lists the keys at that level.
 
+    >>> from simulator.device import load_device
     >>> spec = load_device("h100-sxm")
     >>> device_with_overrides(spec.to_dict(), {"dram_bytes_per_s": 4.0e12}, "h100").dram_bytes_per_s
     4000000000000.0
