@@ -41,7 +41,7 @@ from typing import Any
 import workloads
 from einsum.analysis import pass_analysis
 from einsum.errors import AttnscopeError, ShapeError
-from workloads.llm import get_llm
+from workloads.models import get_model
 from workloads.registry import parse_size
 
 __all__ = ["COLUMNS", "AttentionComparison", "ComparisonRow", "attention_variants", "compare_attention",
@@ -181,7 +181,7 @@ def compare_attention(
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one target: a device (GPU/edge preset) or an arch (spatial array)")
     start = time.perf_counter()
-    shape = get_llm(model.lower())
+    shape = get_model(model.lower())
     chosen = _choose_variants(variants)
     if not seqs:
         raise ShapeError(f"give at least one sequence length, e.g. {DEFAULT_SEQS}")

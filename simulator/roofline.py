@@ -26,7 +26,8 @@ from einsum.lower import lower
 from simulator.device import DTYPE_BYTES, DeviceSpec, load_device
 from simulator.kernels.elementwise import predict_elementwise
 from simulator.kernels.machine import KernelPrediction, machine
-from workloads.llm import LayerKernel, get_llm, head_kernel, kv_cache_bytes, layer_cascade, layer_kernels, layer_sizes
+from workloads.llm import LayerKernel, head_kernel, kv_cache_bytes, layer_cascade, layer_kernels, layer_sizes
+from workloads.models import get_model
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def model_rows(
     """
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one of a device (--device) or an architecture (--arch)")
-    shape = get_llm(model)
+    shape = get_model(model)
     kernels = layer_kernels(shape, phase, seq, batch)
     head = head_kernel(shape, batch)
     notes = [

@@ -1,4 +1,4 @@
-"""Language-model shapes (a model zoo) and one decoder or encoder layer as a cascade of Einsums.
+"""One decoder or encoder layer of a zoo model (:mod:`workloads.models`) as a cascade of Einsums.
 
 Ranks of a layer: B batch, P query tokens, M key/value tokens (P = M in prefill; in decode P = 1 and M is the
 context, cached K/V included), D model width, G key/value heads, R query heads per K/V head (H = G x R, so
@@ -11,7 +11,7 @@ layer norms, rotary embeddings and the 1/sqrt(E) scale (folded into Q); they are
 fused attention, output projection, residual adds, fused gate/up GEMM, activation, down projection) as plain
 data; what each costs is the simulator's business.
 
->>> shape = get_llm("llama3-8b")
+>>> shape = get_model("llama3-8b")
 >>> shape.heads, shape.kv_heads, shape.head_dim
 (32, 8, 128)
 >>> [k.name for k in layer_kernels(shape, "decode", seq=1024, batch=1)][:3]
@@ -25,69 +25,10 @@ from functools import cache
 from typing import Any
 
 from einsum.cascade import Cascade
-from einsum.errors import RegistryError, ShapeError
-from workloads.models import MODELS as STUDY_MODELS
+from einsum.errors import ShapeError
+from workloads.models import ModelShape, get_model
 
 PHASES = ("prefill", "decode")
-
-
-@dataclass(frozen=True)
-class LlmShape:
-    """Per-layer shape of a transformer plus its depth and vocabulary; all sizes in elements."""
-
-    name: str  # registry id, lower case
-    layers: int  # decoder (or encoder) layers
-    d_model: int  # D
-    heads: int  # H query heads
-    kv_heads: int  # G key/value heads (= heads without GQA)
-    head_dim: int  # E = F
-    ffn: int  # S
-    vocab: int  # LM-head width (0: no LM head)
-    gated_ffn: bool  # gate + up + down (SwiGLU) instead of two matmuls
-    causal: bool  # decoder (causal mask) or encoder
-    window: int | None  # sliding-window attention span in tokens (Mistral), None = full
-    source: str  # where the numbers come from
-
-    @property
-    def group(self) -> int:
-        """R: query heads per K/V head."""
-        return self.heads // self.kv_heads
-
-    def params(self) -> int:
-        """Weights per layer times layers, plus the LM head (embeddings tied or not, counted once)."""
-        attn = self.d_model * self.head_dim * (self.heads * 2 + self.kv_heads * 2)
-        ffn = self.d_model * self.ffn * (3 if self.gated_ffn else 2)
-        return self.layers * (attn + ffn) + self.vocab * self.d_model
-
-
-_HF = "Hugging Face config.json of"
-LLMS: dict[str, LlmShape] = {
-    s.name: s
-    for s in (
-        LlmShape("llama2-7b", 32, 4096, 32, 32, 128, 11008, 32000, True, True, None,
-                 f"{_HF} meta-llama/Llama-2-7b-hf; Touvron et al. 2023 (Llama 2) Table 1"),
-        LlmShape("llama3-8b", 32, 4096, 32, 8, 128, 14336, 128256, True, True, None,
-                 f"{_HF} meta-llama/Meta-Llama-3-8B; Llama 3 herd paper (Dubey et al. 2024) Table 3"),
-        LlmShape("llama3-70b", 80, 8192, 64, 8, 128, 28672, 128256, True, True, None,
-                 f"{_HF} meta-llama/Meta-Llama-3-70B; Llama 3 herd paper Table 3"),
-        LlmShape("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, True, True, 4096,
-                 f"{_HF} mistralai/Mistral-7B-v0.1; Jiang et al. 2023 (Mistral 7B) Table 1, sliding window 4096"),
-    )
-}  # fmt: skip
-"""The decoder model zoo."""
-
-for _m in STUDY_MODELS.values():
-    LLMS[_m.name.lower()] = LlmShape(
-        _m.name.lower(), 1, _m.D, _m.H, _m.H, _m.E, _m.S, 0, False, False, None, _m.source + " (one encoder layer)"
-    )
-
-
-def get_llm(name: str) -> LlmShape:
-    """A model shape by id; a miss lists the known ids."""
-    try:
-        return LLMS[name]
-    except KeyError:
-        raise RegistryError(f"unknown model {name!r}; known models: {', '.join(LLMS)}") from None
 
 
 def _check_phase(phase: str) -> None:
@@ -95,7 +36,7 @@ def _check_phase(phase: str) -> None:
         raise ShapeError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
 
 
-def layer_text(shape: LlmShape, phase: str) -> str:
+def layer_text(shape: ModelShape, phase: str) -> str:
     """Cascade text of one layer in prefill (K/V projected from the tokens) or decode (K/V from the cache)."""
     _check_phase(phase)
     ffn_w = "WG[D,S], WU[D,S], WD[S,D]" if shape.gated_ffn else "W1[D,S], W2[S,D]"
@@ -151,11 +92,11 @@ def layer_text(shape: LlmShape, phase: str) -> str:
 @cache
 def layer_cascade(name: str, phase: str) -> Cascade:
     """One layer of a registered model as a validated cascade (parsed once per model and phase)."""
-    shape = get_llm(name)
+    shape = get_model(name)
     return Cascade.from_text(layer_text(shape, phase), name=f"{name}-{phase}", origin=f"<{name} {phase} layer>")
 
 
-def layer_sizes(shape: LlmShape, phase: str, seq: int, batch: int) -> dict[str, int]:
+def layer_sizes(shape: ModelShape, phase: str, seq: int, batch: int) -> dict[str, int]:
     """Rank sizes: prefill of ``seq`` tokens (P = M = seq), or decode of one token after ``seq`` of context."""
     _check_phase(phase)
     for what, v in (("seq", seq), ("batch", batch)):
@@ -185,7 +126,7 @@ class LayerKernel:
     shape: dict[str, Any]  # gemm: m, n, k, batch; attention: sdpa keywords; elementwise: elements, reads, sfu
 
 
-def layer_kernels(shape: LlmShape, phase: str, seq: int, batch: int) -> list[LayerKernel]:
+def layer_kernels(shape: ModelShape, phase: str, seq: int, batch: int) -> list[LayerKernel]:
     """The kernels of one layer, in order (QKV fused into one GEMM, gate/up into one, attention fused)."""
     s = layer_sizes(shape, phase, seq, batch)
     tokens = s["B"] * s["P"]
@@ -229,14 +170,14 @@ def layer_kernels(shape: LlmShape, phase: str, seq: int, batch: int) -> list[Lay
     return out
 
 
-def head_kernel(shape: LlmShape, batch: int) -> LayerKernel | None:
+def head_kernel(shape: ModelShape, batch: int) -> LayerKernel | None:
     """The LM head for the last token of each sequence (prefill and decode alike), or None without one."""
     if not shape.vocab:
         return None
     return LayerKernel("lm_head", ("LOGITS",), "gemm", {"m": batch, "n": shape.vocab, "k": shape.d_model, "batch": 1})
 
 
-def kv_cache_bytes(shape: LlmShape, context: int, batch: int, elem_bytes: int = 2) -> int:
+def kv_cache_bytes(shape: ModelShape, context: int, batch: int, elem_bytes: int = 2) -> int:
     """Bytes of K and V cached for batch sequences of context tokens over all layers."""
     return 2 * shape.layers * batch * context * shape.kv_heads * shape.head_dim * elem_bytes
 

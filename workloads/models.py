@@ -1,15 +1,22 @@
-"""Transformer model shapes and the Einsums of one layer.
+"""The model zoo: transformer shapes, one registry for every command, and the Einsums of a study layer.
 
-Shapes (B, D, E, F, H, S) of BERT, TrXL and T5 are the FuseMax study's (its ``flat_validation.csv`` cloud
-rows); XLM is the study's fourth model. One layer is: Q/K/V projections of the tokens, an attention
-cascade, the output projection Z and the two FFN matmuls. As in the study there is no layer norm,
-activation or residual; K and V project the same tokens as Q (self-attention, M = P).
+One :class:`ModelShape` per model, keyed by a lower-case id (``llama3-8b``; the FuseMax study's ``bert``,
+``trxl``, ``t5``, ``xlm``, also found by their study labels ``BERT``, ``TrXL``...). The decoders' numbers are
+their Hugging Face ``config.json`` files; the study's encoders are its ``flat_validation.csv`` cloud rows
+(one encoder layer each, at the study's batch of 64). :mod:`workloads.llm` builds a decoder or encoder layer of
+any of them; :func:`layer_text` here builds the study's layer around a registered attention cascade: Q/K/V
+projections of the tokens, the attention cascade, the output projection Z and the two FFN matmuls, with no
+layer norm, activation or residual (K and V project the same tokens as Q: self-attention, M = P).
+
+>>> m = get_model("llama3-8b")
+>>> m.heads, m.kv_heads, m.head_dim, get_model("BERT").batch
+(32, 8, 128, 64)
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from einsum.cascade import Cascade
 from einsum.errors import RegistryError
@@ -18,60 +25,104 @@ from workloads.registry import get_cascade
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Per-layer shape of a transformer: batch, model width, head dims, heads and FFN width."""
+    """Per-layer shape of a transformer, its depth and vocabulary; all sizes in elements."""
 
-    name: str
-    B: int  # batch
-    D: int  # model width
-    E: int  # per-head Q/K dim
-    F: int  # per-head V dim
-    H: int  # heads
-    S: int  # FFN hidden width
-    source: str
+    name: str  # registry id, lower case
+    layers: int  # decoder (or encoder) layers
+    d_model: int  # D
+    heads: int  # H query heads
+    kv_heads: int  # G key/value heads (= heads without GQA)
+    head_dim: int  # E = F
+    ffn: int  # S
+    vocab: int  # LM-head width (0: no LM head)
+    gated_ffn: bool  # gate + up + down (SwiGLU) instead of two matmuls
+    causal: bool  # decoder (causal mask) or encoder
+    window: int | None  # sliding-window attention span in tokens (Mistral), None = full
+    source: str  # where the numbers come from
+    batch: int = 1
+    """The batch the model is studied at by default (the FuseMax study's 64)."""
+    label: str = ""
+    """The name a study gives it (``BERT``), found like the id."""
+
+    @property
+    def group(self) -> int:
+        """R: query heads per K/V head."""
+        return self.heads // self.kv_heads
+
+    def params(self) -> int:
+        """Weights per layer times layers, plus the LM head (embeddings tied or not, counted once)."""
+        attn = self.d_model * self.head_dim * (self.heads * 2 + self.kv_heads * 2)
+        ffn = self.d_model * self.ffn * (3 if self.gated_ffn else 2)
+        return self.layers * (attn + ffn) + self.vocab * self.d_model
+
+    def shape_fields(self) -> dict[str, object]:
+        """The layer's shape as plain data (what keys a device sweep's points), without the study defaults."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("batch", "label")}
 
     def sizes(self, seq_len: int) -> dict[str, int]:
-        """Rank sizes for sequence length ``seq_len`` (M = P = seq_len)."""
+        """The study layer's rank sizes at ``seq_len`` tokens (M = P = seq_len) and the default batch."""
         return {
-            "B": self.B,
-            "D": self.D,
-            "E": self.E,
-            "F": self.F,
-            "H": self.H,
-            "S": self.S,
+            "B": self.batch,
+            "D": self.d_model,
+            "E": self.head_dim,
+            "F": self.head_dim,
+            "H": self.heads,
+            "S": self.ffn,
             "M": seq_len,
             "P": seq_len,
         }
 
     def layer_matmuls(self, seq_len: int) -> dict[str, tuple[int, int, int]]:
         """The six per-layer matmuls as (tokens, reduction K, outputs N), in the study's order."""
-        tokens = self.B * seq_len
+        tokens, d, hd, f = self.batch * seq_len, self.d_model, self.head_dim * self.heads, self.ffn
         return {
-            "Q": (tokens, self.D, self.E * self.H),
-            "K": (tokens, self.D, self.E * self.H),
-            "V": (tokens, self.D, self.F * self.H),
-            "Z": (tokens, self.F * self.H, self.D),
-            "FFN1": (tokens, self.D, self.S),
-            "FFN2": (tokens, self.S, self.D),
+            "Q": (tokens, d, hd),
+            "K": (tokens, d, hd),
+            "V": (tokens, d, hd),
+            "Z": (tokens, hd, d),
+            "FFN1": (tokens, d, f),
+            "FFN2": (tokens, f, d),
         }
 
 
+_HF = "Hugging Face config.json of"
 _STUDY = "FuseMax study (Nayak et al., MICRO 2024), flat_validation.csv cloud rows"
+_ENCODER = " (one encoder layer)"
+
+
+def _study(label: str, d: int, heads: int, head_dim: int, ffn: int, source: str) -> ModelShape:
+    return ModelShape(label.lower(), 1, d, heads, heads, head_dim, ffn, 0, False, False, None, source + _ENCODER,
+                      batch=64, label=label)  # fmt: skip
+
+
 MODELS: dict[str, ModelShape] = {
     m.name: m
     for m in (
-        ModelShape("BERT", 64, 768, 64, 64, 12, 3072, _STUDY + " (BERT-Base)"),
-        ModelShape("TrXL", 64, 1024, 64, 64, 16, 4096, _STUDY + " (Transformer-XL)"),
-        ModelShape("T5", 64, 512, 64, 64, 8, 2048, _STUDY + " (T5-small)"),
-        ModelShape("XLM", 64, 2048, 128, 128, 16, 8192, "FuseMax study, XLM shape"),
+        ModelShape("llama2-7b", 32, 4096, 32, 32, 128, 11008, 32000, True, True, None,
+                   f"{_HF} meta-llama/Llama-2-7b-hf; Touvron et al. 2023 (Llama 2) Table 1"),
+        ModelShape("llama3-8b", 32, 4096, 32, 8, 128, 14336, 128256, True, True, None,
+                   f"{_HF} meta-llama/Meta-Llama-3-8B; Llama 3 herd paper (Dubey et al. 2024) Table 3"),
+        ModelShape("llama3-70b", 80, 8192, 64, 8, 128, 28672, 128256, True, True, None,
+                   f"{_HF} meta-llama/Meta-Llama-3-70B; Llama 3 herd paper Table 3"),
+        ModelShape("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, True, True, 4096,
+                   f"{_HF} mistralai/Mistral-7B-v0.1; Jiang et al. 2023 (Mistral 7B) Table 1, sliding window 4096"),
+        _study("BERT", 768, 12, 64, 3072, _STUDY + " (BERT-Base)"),
+        _study("TrXL", 1024, 16, 64, 4096, _STUDY + " (Transformer-XL)"),
+        _study("T5", 512, 8, 64, 2048, _STUDY + " (T5-small)"),
+        _study("XLM", 2048, 16, 128, 8192, "FuseMax study, XLM shape"),
     )
-}
+}  # fmt: skip
+"""The zoo, by id."""
+
+MODEL_NAMES: tuple[str, ...] = (*MODELS, *(m.label for m in MODELS.values() if m.label))
+"""Every name :func:`get_model` finds: the ids and the study labels."""
 
 
 def get_model(name: str) -> ModelShape:
-    """Look up a model shape; a miss lists the known models."""
+    """A model by id or study label (case does not matter); a miss lists the known models."""
     try:
-        return MODELS[name]
-    except KeyError:
+        return MODELS[name.lower()]
+    except (KeyError, AttributeError):
         raise RegistryError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
 
 

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -35,8 +35,7 @@ from mappers.sweep.spec import DEVICE_AXIS, Axis, Scalar, SweepSpec
 from mappers.sweep.targets import Target
 from simulator.specs import ArchSpec
 from workloads import get_cascade
-from workloads.llm import get_llm
-from workloads.models import MODELS
+from workloads.models import get_model
 
 
 def _package_version() -> str:
@@ -63,9 +62,9 @@ class Workload:
         """The model's rank sizes that the cascade uses (M = P = seq_len); without a cascade, the zoo model's
         shape (heads, head dim, layers...)."""
         if not self.cascade:
-            return asdict(get_llm(self.model))
+            return get_model(self.model).shape_fields()
         ranks = set(get_cascade(self.cascade).cascade.ranks)
-        return {k: v for k, v in MODELS[self.model].sizes(self.seq_len).items() if k in ranks}
+        return {k: v for k, v in get_model(self.model).sizes(self.seq_len).items() if k in ranks}
 
 
 @dataclass(frozen=True)

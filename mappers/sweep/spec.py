@@ -64,8 +64,7 @@ from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
 from mappers.sweep.targets import Target, device_with_overrides, fingerprint, resolve_target, valid_targets
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch, with_overrides
 from simulator.yamlio import LineDict, line_of, read_yaml_text
-from workloads.llm import LLMS
-from workloads.models import MODELS
+from workloads.models import MODEL_NAMES
 from workloads.registry import CASCADES, parse_size
 
 SAMPLING_METHODS = ("grid", "random", "lhs")
@@ -159,7 +158,7 @@ class WorkloadSpec:
     """The workloads every point is evaluated on (their cross product)."""
 
     cascades: tuple[str, ...]  # () for a device sweep (its strategy runs the models' layers)
-    models: tuple[str, ...]  # workloads.models names (arch sweeps) or workloads.llm zoo ids (device sweeps)
+    models: tuple[str, ...]  # zoo models (workloads.models): ids or study labels
     seq_lens: tuple[int, ...]
 
 
@@ -490,9 +489,9 @@ def _read_workload(p: _Problems, data: dict, strategy: Any, kind: str) -> Worklo
         what = f"strategy {strategy.name}" if strategy is not None else "a device sweep"
         p.add("workload.cascades", f"{what} takes no cascades: it runs the layers of the zoo models in "
               "workload.models; remove cascades", m, "cascades")  # fmt: skip
-    lists = (("models", tuple(LLMS)), ("seq_lens", None))
+    lists = (("models", MODEL_NAMES), ("seq_lens", None))
     if not device:
-        lists = (("cascades", allowed_cascades), ("models", tuple(MODELS)), ("seq_lens", None))
+        lists = (("cascades", allowed_cascades), ("models", MODEL_NAMES), ("seq_lens", None))
     for key, allowed in lists:
         path = f"workload.{key}"
         if key not in m:

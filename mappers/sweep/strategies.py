@@ -169,9 +169,10 @@ def _dtype(target: Resolved, dtype: str) -> str:
 def _sdpa(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) -> dict[str, Any]:
     """The attention kernel of one layer of model on a device (simulator.gpu.predict)."""
     from simulator.gpu import predict
-    from workloads.llm import get_llm, layer_kernels
+    from workloads.llm import layer_kernels
+    from workloads.models import get_model
 
-    kernels = layer_kernels(get_llm(model), params["phase"], seq_len, params["batch"])
+    kernels = layer_kernels(get_model(model), params["phase"], seq_len, params["batch"])
     shape = dict(next(k for k in kernels if k.kind == "attention").shape)
     if params["causal"] != "model":
         shape["causal"] = params["causal"]
@@ -222,9 +223,10 @@ def _llm(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) 
     """One forward pass of the whole model on a device or a spatial-array preset (simulator.roofline)."""
     from simulator.device import DTYPE_BYTES
     from simulator.roofline import model_rows
-    from workloads.llm import get_llm, kv_cache_bytes
+    from workloads.llm import kv_cache_bytes
+    from workloads.models import get_model
 
-    shape = get_llm(model)
+    shape = get_model(model)
     phase, batch, dtype, kernel = params["phase"], params["batch"], params["dtype"], params["kernel"]
     if target.kind == "device":
         study = model_rows(model, phase, seq_len, batch, device=target.device, dtype=_dtype(target, dtype),
@@ -313,9 +315,9 @@ def _cascade(target: Resolved, model: str, seq_len: int, params: Mapping[str, An
     from mappers.catalog import map_case
     from simulator.targets import load_target
     from workloads.cases import case_for_model, parse_params
-    from workloads.llm import get_llm
+    from workloads.models import get_model
 
-    shape = get_llm(model)
+    shape = get_model(model)
     seq_q = 1 if params["phase"] == "decode" else None
     case = case_for_model(
         params["workload"],

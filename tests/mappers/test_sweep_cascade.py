@@ -14,7 +14,7 @@ from einsum.errors import SpecError
 from mappers.sweep import read_sweep_file, run_sweep
 from simulator.targets import load_target
 from workloads.cases import case_for_model
-from workloads.llm import get_llm
+from workloads.models import get_model
 
 WINDOW = """\
 # a causal window written by hand
@@ -50,7 +50,7 @@ def test_a_file_cascade_is_swept_on_arrays_and_devices_and_its_edits_recompute_i
     store = tmp_path / "s.sqlite"
     first = run_sweep(read_sweep_file(spec_path), store)
     assert first.computed == 8 and first.errors == 0
-    shape = get_llm("llama3-8b")
+    shape = get_model("llama3-8b")
     for r in rows(store):  # the same design as the pipeline gives for that case and target
         workload = str(tmp_path / r["workload"]) if r["workload"].endswith(".einsum") else r["workload"]
         case = case_for_model(workload, batch=1, heads=shape.heads, kv_heads=shape.kv_heads,

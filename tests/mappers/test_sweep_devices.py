@@ -24,7 +24,8 @@ from simulator.device import DEVICES, DTYPE_BYTES, load_device
 from simulator.gpu import predict
 from simulator.roofline import model_rows
 from simulator.specs import ARCHITECTURES
-from workloads.llm import get_llm, kv_cache_bytes, layer_kernels
+from workloads.llm import kv_cache_bytes, layer_kernels
+from workloads.models import get_model
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "sweeps"
@@ -52,7 +53,7 @@ def rows(store: Path, sql: str = "SELECT * FROM points") -> list[dict]:
 
 
 def attention_shape(model: str, seq: int, batch: int, phase: str = "prefill") -> dict:
-    kernels = layer_kernels(get_llm(model), phase, seq, batch)
+    kernels = layer_kernels(get_model(model), phase, seq, batch)
     return dict(next(k for k in kernels if k.kind == "attention").shape)
 
 
@@ -156,7 +157,7 @@ def test_llm_on_a_device_and_a_spatial_array(tmp_path):
     store = tmp_path / "s.sqlite"
     run_sweep(spec, store)
     stored = {(r["device"], r["kernel"]): r for r in rows(store)}
-    shape = get_llm("llama3-8b")
+    shape = get_model("llama3-8b")
     footprint = shape.params() * DTYPE_BYTES["fp16"] + kv_cache_bytes(shape, 1024, 1, DTYPE_BYTES["fp16"])
     for kernel in ("auto", "fa2"):
         study = model_rows("llama3-8b", "decode", 1024, 1, device="orin-agx", dtype="fp16",
@@ -201,7 +202,7 @@ BAD = [
      "axes.dram_bytes_per_s: device fields apply to devices; flat-edge in axes.device is a spatial-array preset"),
     ("workload: {cascades: [fusemax], models: [llama3-8b], seq_lens: [1K]}", "workload.cascades: strategy sdpa takes "
      "no cascades"),
-    ("workload: {models: [BERT], seq_lens: [1K]}", "workload.models[0]: unknown or unsupported model 'BERT' (str); "
+    ("workload: {models: [gpt5], seq_lens: [1K]}", "workload.models[0]: unknown or unsupported model 'gpt5' (str); "
      "allowed: llama2-7b, llama3-8b"),
     ("arch: flat-edge", "arch: a device sweep (strategy sdpa) runs on the targets of axes.device; remove arch"),
     ("metrics: [area_mm2]", "metrics[0]: unknown metric 'area_mm2'; known: latency_s, tflops"),

@@ -11,13 +11,18 @@ from workloads.models import MODELS, get_model, layer_cascade
 
 
 def test_model_shapes_match_the_study():
-    assert (MODELS["BERT"].D, MODELS["BERT"].H, MODELS["BERT"].S) == (768, 12, 3072)
-    assert (MODELS["TrXL"].D, MODELS["TrXL"].H, MODELS["TrXL"].S) == (1024, 16, 4096)
-    assert (MODELS["T5"].D, MODELS["T5"].H, MODELS["T5"].S) == (512, 8, 2048)
-    xlm = MODELS["XLM"]
-    assert (xlm.B, xlm.D, xlm.E, xlm.F, xlm.H, xlm.S) == (64, 2048, 128, 128, 16, 8192)
-    with pytest.raises(RegistryError, match="known models: BERT, TrXL, T5, XLM"):
+    for label, (d, h, s) in {"BERT": (768, 12, 3072), "TrXL": (1024, 16, 4096), "T5": (512, 8, 2048)}.items():
+        m = get_model(label)
+        assert (m.d_model, m.heads, m.ffn, m.batch) == (d, h, s, 64) and m.label == label
+    xlm = get_model("xlm").sizes(1024)
+    assert (xlm["B"], xlm["D"], xlm["E"], xlm["F"], xlm["H"], xlm["S"]) == (64, 2048, 128, 128, 16, 8192)
+    with pytest.raises(RegistryError, match=r"known models: llama2-7b, .*, bert, trxl, t5, xlm"):
         get_model("GPT")
+
+
+def test_one_zoo_for_every_command():
+    assert get_model("BERT") is get_model("bert") is MODELS["bert"]
+    assert get_model("llama3-8b").batch == 1 and "batch" not in get_model("llama3-8b").shape_fields()
 
 
 @pytest.mark.parametrize("model", list(MODELS))

@@ -22,7 +22,7 @@ from simulator.cost import CascadeCost, evaluate_cascade
 from simulator.mapping import CascadeMapping, Phase
 from simulator.specs import ArchSpec, load_arch, with_overrides
 from workloads import get_cascade
-from workloads.models import MODELS
+from workloads.models import get_model
 
 SEQ_LENS: Mapping[str, int] = {
     "1K": 1 << 10,
@@ -69,7 +69,7 @@ def study_arch(config: str, as_published: bool) -> ArchSpec:
 
 def attention_sizes(model: str, seq_len: int) -> dict[str, int]:
     """B, H, E, F, M, P of one model at one sequence length."""
-    return {k: v for k, v in MODELS[model].sizes(seq_len).items() if k in ("B", "H", "E", "F", "M", "P")}
+    return {k: v for k, v in get_model(model).sizes(seq_len).items() if k in ("B", "H", "E", "F", "M", "P")}
 
 
 def attention_design(config: str, model: str, seq_len: int, as_published: bool) -> Design:
@@ -137,7 +137,8 @@ def _end2end_arch(platform: str, as_published: bool) -> ArchSpec:
 def end2end_layer(platform: str, model: str, seq_len: int, as_published: bool) -> LayerCost:
     """One layer's projections and FFN (the study's end-to-end add-on), each matmul mapped by the search."""
     costs = {
-        name: _gemm_cost((platform, as_published), *dims) for name, dims in MODELS[model].layer_matmuls(seq_len).items()
+        name: _gemm_cost((platform, as_published), *dims)
+        for name, dims in get_model(model).layer_matmuls(seq_len).items()
     }
     return LayerCost(
         traffic=sum(c.dram_bytes for c in costs.values()),
