@@ -10,6 +10,7 @@ the points that masks (``where`` conditions, and 0/1 mask inputs at a given dens
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -259,6 +260,23 @@ def effective_points(
             )
         if not 0.0 <= d <= 1.0:
             raise ShapeError(f"{cascade.name}: density of {name} must lie in [0, 1], got {d!r}")
+    try:  # densities with their types: a weight of int 1 counts exact integers, 1.0 floats
+        key = tuple((name, type(d), d) for name, d in sorted(density.items()))
+        hash(key)
+    except TypeError:
+        return _effective_points(cascade, full, density)
+    return dict(_effective_points_cached(cascade, tuple(sorted(full.items())), key))
+
+
+@functools.lru_cache(maxsize=512)
+def _effective_points_cached(cascade: Cascade, sizes: tuple, density: tuple) -> dict[str, float]:
+    """:func:`effective_points` keyed on the cascade (by identity), its complete sizes (sorted) and the densities
+    as (input, type, density), sorted; callers get a copy."""
+    return _effective_points(cascade, dict(sizes), {name: d for name, _, d in density})
+
+
+def _effective_points(cascade: Cascade, full: Mapping[str, int], density: Mapping[str, float]) -> dict[str, float]:
+    """:func:`effective_points` at complete sizes, the densities checked."""
     names = sorted(density)
     result: dict[str, float] = {e.name: 0 for e in cascade.einsums}
     for world in itertools.product((False, True), repeat=len(names)):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import networkx as nx
 
@@ -91,14 +91,25 @@ def bind_index(idx: IndexExpr, sizes: Mapping[str, int]) -> Affine:
     """Substitute rank sizes into an index expression, giving an affine function of the variables."""
     coeffs: dict[str, int] = {}
     const = 0
-    for mono, c in _poly(idx).items():
-        variables = [s for s in mono if s[0].islower()]
-        factor = c * math.prod(sizes[s] for s in mono if not s[0].islower())
-        if not variables:
+    for var, c, size_names in _terms(idx):
+        factor = c * math.prod(sizes[s] for s in size_names)
+        if var is None:
             const += factor
         else:
-            coeffs[variables[0]] = coeffs.get(variables[0], 0) + factor
+            coeffs[var] = coeffs.get(var, 0) + factor
     return Affine(tuple(sorted((v, c) for v, c in coeffs.items() if c != 0)), const)
+
+
+@lru_cache(maxsize=8192)
+def _terms(idx: IndexExpr) -> tuple[tuple[str | None, int, tuple[str, ...]], ...]:
+    """The monomials of an index expression as (its first variable or None, coefficient, the rank sizes it
+    multiplies): what :func:`bind_index` needs besides the sizes. Keyed on the expression (which compares
+    without its source span)."""
+    out = []
+    for mono, c in _poly(idx).items():
+        variables = [s for s in mono if s[0].islower()]
+        out.append((variables[0] if variables else None, c, tuple(s for s in mono if not s[0].islower())))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -596,6 +607,15 @@ class Cascade:
 
         For ``partition M = M1 * M0`` any one missing size among M, M1, M0 is derived; sizes must divide.
         """
+        try:  # the given sizes in their order, with their types (True is not 1 here)
+            key = tuple((rank, type(value), value) for rank, value in given.items())
+            hash(key)
+        except TypeError:
+            return self._rank_sizes(given)
+        return dict(_rank_sizes_cached(self, key))
+
+    def _rank_sizes(self, given: Mapping[str, int]) -> dict[str, int]:
+        """:meth:`rank_sizes`, uncached."""
         unknown = sorted(set(given) - set(self.ranks))
         if unknown:
             raise ShapeError(
@@ -653,21 +673,58 @@ class Cascade:
                     )
 
     def _check_bounds(self, sizes: Mapping[str, int]) -> None:
-        for e in self.einsums:
-            for acc in e.reads:
-                shape = self.tensors[acc.tensor].shape(sizes)
-                for pos, idx in enumerate(acc.indices):
-                    lo, hi = bind_index(idx, sizes).bounds(sizes)
-                    if lo < 0 or hi >= shape[pos]:
-                        raise ShapeError(
-                            f"{self.name}: in `{e.text}`, index {format_index(idx)} of {acc.tensor} spans "
-                            f"{lo}..{hi} but {acc.tensor} has {shape[pos]} elements along "
-                            f"{self.tensors[acc.tensor].ranks[pos]}"
-                        )
+        key = tuple(sorted(sizes.items()))
+        checked = self.__dict__.setdefault("_bounds_checked", set())
+        if key in checked:
+            return
+        self._check_bounds_now(sizes)
+        if len(checked) >= _CHECKED_SIZES:
+            checked.clear()
+        checked.add(key)
+
+    def _check_bounds_now(self, sizes: Mapping[str, int]) -> None:
+        reads, distinct, count = self._read_indices
+        spans: list[tuple[int, int] | None] = [None] * count  # each distinct index bound once
+        shapes: dict[str, tuple[int, ...]] = {}
+        for e, acc in reads:
+            shape = shapes.get(acc.tensor)
+            if shape is None:
+                shape = shapes[acc.tensor] = self.tensors[acc.tensor].shape(sizes)
+            for pos, (idx, k) in enumerate(zip(acc.indices, distinct[acc], strict=True)):
+                span = spans[k]
+                if span is None:
+                    span = spans[k] = bind_index(idx, sizes).bounds(sizes)
+                lo, hi = span
+                if lo < 0 or hi >= shape[pos]:
+                    raise ShapeError(
+                        f"{self.name}: in `{e.text}`, index {format_index(idx)} of {acc.tensor} spans "
+                        f"{lo}..{hi} but {acc.tensor} has {shape[pos]} elements along "
+                        f"{self.tensors[acc.tensor].ranks[pos]}"
+                    )
+
+    @cached_property
+    def _read_indices(self) -> tuple[tuple[tuple[Einsum, Access], ...], dict[Access, tuple[int, ...]], int]:
+        """Every (Einsum, access) of a read, in order; per access, the number of each of its indices among the
+        distinct index expressions of the cascade (equal expressions bind alike); how many there are."""
+        reads = tuple((e, acc) for e in self.einsums for acc in e.reads)
+        numbers: dict[IndexExpr, int] = {}
+        per_access = {acc: tuple(numbers.setdefault(idx, len(numbers)) for idx in acc.indices) for _, acc in reads}
+        return reads, per_access, len(numbers)
 
     def shapes(self, sizes: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
         """Array shape of every tensor for complete rank sizes."""
         return {n: t.shape(sizes) for n, t in self.tensors.items()}
+
+
+_CHECKED_SIZES = 4096
+"""Complete sizes remembered per cascade as passing :meth:`Cascade._check_bounds` (the set is emptied when full)."""
+
+
+@lru_cache(maxsize=2048)
+def _rank_sizes_cached(cascade: Cascade, given: tuple[tuple[str, type, int], ...]) -> dict[str, int]:
+    """:meth:`Cascade.rank_sizes`, keyed on the cascade (by identity) and the given (rank, type, size) in order
+    (the result's order follows it); callers get a copy. Errors are not cached: they are raised again."""
+    return cascade._rank_sizes({rank: value for rank, _, value in given})
 
 
 def var_offset(idx: IndexExpr) -> tuple[IdxVar | None, int]:

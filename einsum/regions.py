@@ -73,8 +73,56 @@ def work_regions(
     (True, False)
     """
     full = cascade.rank_sizes(sizes)
-    regions = _work_regions(cascade, full, set(zero_inputs))
-    return {e.name: regions[e.name] for e in cascade.einsums}
+    key = (cascade, frozenset(zero_inputs))
+    memo = _REGIONS.pop(key, [])
+    _REGIONS[key] = memo  # the most recent last
+    if len(_REGIONS) > _REGIONS_KEYS:
+        _REGIONS.pop(next(iter(_REGIONS)))
+    for reads, regions in memo:
+        if all(type(full.get(rank)) is kind and full.get(rank) == value for rank, kind, value in reads):
+            return dict(regions)
+    read = _ReadSizes(full)
+    found = _work_regions(cascade, read, set(zero_inputs))
+    regions = {e.name: found[e.name] for e in cascade.einsums}
+    if read.reads() is not None:
+        memo.insert(0, (read.reads(), regions))
+        del memo[_REGIONS_PER_KEY:]
+    return dict(regions)
+
+
+_REGIONS: dict[tuple[Cascade, frozenset[str]], list[tuple[tuple, dict[str, Formula]]]] = {}
+"""The regions :func:`work_regions` found, per (cascade by identity, zero inputs), with the sizes they read: the
+regions depend on the few sizes that bind the indices and conditions (``M0``, ``M - P``, a window), so one
+serves every sequence length that leaves those unchanged. Callers get a copy (the formulas are immutable)."""
+_REGIONS_KEYS, _REGIONS_PER_KEY = 256, 32
+
+
+class _ReadSizes(Mapping):
+    """Sizes that note which ranks a computation reads, with their values (every rank once it iterates them)."""
+
+    def __init__(self, sizes: Mapping[str, int]) -> None:
+        self._sizes = sizes
+        self._read: dict[str, object] = {}
+        self._all = False
+
+    def __getitem__(self, rank: str) -> int:
+        value = self._sizes.get(rank)
+        self._read[rank] = value
+        if value is None:
+            raise KeyError(rank)
+        return value
+
+    def __iter__(self):
+        self._all = True
+        return iter(self._sizes)
+
+    def __len__(self) -> int:
+        self._all = True
+        return len(self._sizes)
+
+    def reads(self) -> tuple[tuple[str, type, object], ...] | None:
+        """(rank, type, value) of every rank read (value None: read as absent), or None once iterated."""
+        return None if self._all else tuple((r, type(v), v) for r, v in self._read.items())
 
 
 def affine_forms(f: Formula) -> tuple[tuple[dict[str, int], int], ...]:
@@ -243,19 +291,20 @@ def count_tiles(
     tile), and ``low[v] <= v <= high[v]`` for the others. Bounds are scalars or 1-D arrays of one length (one
     entry per row). Each affine form's least and greatest values over tile ``t`` are affine in ``t`` (up to
     the clipped tail, evaluated tile by tile), so whether a comparison may hold, or must, changes only where
-    one of them crosses zero: the tile range is cut there and each segment tested once with :func:`may_hold`
-    and :func:`must_hold` (exact for a comparison; see those for ``and``/``or``).
+    one of them crosses zero: each comparison holds on intervals of ``t``, and the tiles are counted as
+    :func:`may_hold` and :func:`must_hold` test them (exact for a comparison; see those for ``and``/``or``),
+    as the length of a union of intervals or segment by segment between those crossings.
 
     ``interior``: count the tiles where this formula (instead of ``region``) must hold. ``pairs``: also count
     the region's points in each row's tiles taken together (:func:`count_points`; the tiles must then be
     contiguous, ``step[v] = high[v] - low[v] + 1``).
     """
     inside = region if interior is None else interior
+    plan = _counting(region, inside)
     variables = sorted(set(low) | set(high))
     if set(low) != set(high):
         raise ShapeError(f"count_tiles: low and high bound different variables: {sorted(set(low) ^ set(high))}")
-    missing = sorted(_fvars_of(region) | _fvars_of(inside) - set(variables))
-    missing = [v for v in missing if v not in variables]
+    missing = sorted(plan.variables - set(variables))
     if missing or not set(step) <= set(variables):
         raise ShapeError(f"count_tiles: no bounds for {', '.join(missing or sorted(set(step) - set(variables)))}")
     rows = max((np.size(b[v]) for b in (low, high) for v in variables if np.ndim(b[v])), default=1)
@@ -280,7 +329,7 @@ def count_tiles(
                 h[v] = np.minimum(h[v], last[v])
         return l, h
 
-    outside = _pruned(_not(inside))
+    outside = plan.outside
 
     def test(l, h, shape) -> tuple[np.ndarray, np.ndarray]:
         ranges: dict = {}  # the forms' ranges over the boxes, shared by the two tests
@@ -290,7 +339,11 @@ def count_tiles(
 
     visited = np.zeros(rows, dtype=np.int64)
     within = np.zeros(rows, dtype=np.int64)
-    if clip > 0:
+    if clip > 0 and all(step[v] > 0 for v in last if v in step):
+        counts = _affine_counts(plan, lo, hi, step, rows, clip)
+        visited += counts[0]
+        within += counts[1]
+    elif clip > 0:  # a clipped variable that does not step forward: the boxes of each segment clipped as they are
         cuts = [np.zeros((rows, 1), dtype=np.int64), np.full((rows, 1), clip, dtype=np.int64)]
         lo0, hi0 = bounds(0)
         forms = dict.fromkeys((tuple(sorted(c.items())), k) for c, k in (*affine_forms(region), *affine_forms(inside)))
@@ -325,6 +378,248 @@ def count_tiles(
         counted = count_points(region, {v: lo[v][:, 0] for v in variables},
                                {v: (top.get(v, hi[v]))[:, 0] for v in variables})  # fmt: skip
     return TileCounts(visited, within, counted)
+
+
+# How a comparison of a form's least (``lo``) or greatest (``hi``) value over tile t with 0 reads as tests
+# ``(t >= turn) == want`` of the tiles where the value turns: ``A`` (rising: turns >= 0; falling: <= 0) and ``B``
+# (rising: > 0; falling: < 0). (op, rising) -> terms, or-ed, of tests (side, turn, want), and-ed; the tests of
+# :data:`_MAY_HOLD` (``<``: lo < 0, ``==``: lo <= 0 and hi >= 0, ``!=``: lo != 0 or hi != 0, ...).
+_NOT_ZERO = ((("lo", "A", False),), (("lo", "B", True),), (("hi", "A", False),), (("hi", "B", True),))
+_TURN_TESTS = {
+    ("<", True): ((("lo", "A", False),),),
+    ("<=", True): ((("lo", "B", False),),),
+    (">", True): ((("hi", "B", True),),),
+    (">=", True): ((("hi", "A", True),),),
+    ("==", True): ((("lo", "B", False), ("hi", "A", True)),),
+    ("!=", True): _NOT_ZERO,
+    ("<", False): ((("lo", "B", True),),),
+    ("<=", False): ((("lo", "A", True),),),
+    (">", False): ((("hi", "A", False),),),
+    (">=", False): ((("hi", "B", False),),),
+    ("==", False): ((("lo", "A", True), ("hi", "B", False)),),
+    ("!=", False): _NOT_ZERO,
+}
+
+
+_DNF_TERMS = 16
+"""The most terms (conjunctions of tests on the tile index) a formula is expanded into before
+:func:`_affine_counts` counts it by segments instead."""
+
+
+@dataclass(frozen=True)
+class _Counting:
+    """What :func:`count_tiles` reads off its formulas (:func:`_counting`)."""
+
+    region: _Formula
+    outside: _Formula  # where the interior formula fails
+    variables: frozenset[str]  # the variables of the region and the interior formula
+    leaves: tuple[_Cmp, ...]  # the comparisons of the region and of outside, as written, once each
+    region_terms: tuple[frozenset[_Cmp], ...] | None  # the region as an or of ands of its comparisons (None:
+    outside_terms: tuple[frozenset[_Cmp], ...] | None  # more than _DNF_TERMS terms), and outside
+
+
+@functools.lru_cache(maxsize=1024)
+def _counting(region: _Formula, inside: _Formula) -> _Counting:
+    """:class:`_Counting` of a region and the formula whose interior tiles are counted, keyed on both."""
+    outside = _pruned(_not(inside))
+    return _Counting(
+        region,
+        outside,
+        frozenset(_fvars_of(region) | _fvars_of(inside)),
+        tuple(dict.fromkeys((*_comparisons_in(region), *_comparisons_in(outside)))),
+        _or_of_ands(region),
+        _or_of_ands(outside),
+    )
+
+
+def _or_of_ands(f: _Formula) -> tuple[frozenset[_Cmp], ...] | None:
+    """``f`` as an or of ands of its comparisons, each comparison a truth value of its own (as :func:`may_hold`
+    takes them): terms repeated or containing another term dropped (absorption); None past :data:`_DNF_TERMS`."""
+    if isinstance(f, bool):
+        return (frozenset(),) if f else ()
+    if isinstance(f, _Cmp):
+        return (frozenset({f}),)
+    parts = [_or_of_ands(t) for t in f.terms]
+    if any(part is None for part in parts):
+        return None
+    if isinstance(f, _Or):
+        terms = [term for part in parts for term in part]
+    else:
+        terms = [frozenset()]
+        for part in parts:
+            if len(terms) * len(part) > _DNF_TERMS * _DNF_TERMS:
+                return None
+            terms = _absorbed([a | b for a in terms for b in part])
+    terms = _absorbed(terms)
+    return tuple(terms) if len(terms) <= _DNF_TERMS else None
+
+
+def _absorbed(terms: list[frozenset]) -> list[frozenset]:
+    """The terms of an or without repeats and without those containing another (``A or (A and B)`` is ``A``)."""
+    unique = list(dict.fromkeys(terms))
+    return [t for t in unique if not any(u < t for u in unique)]
+
+
+def _affine_counts(
+    plan: _Counting, lo: Mapping, hi: Mapping, step: Mapping[str, int], rows: int, clip: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the tiles ``0 <= t < clip`` where the region may hold and where ``plan.outside`` cannot
+    (``lo``/``hi``: the bounds of tile 0, (rows, 1) columns; every bound a clip would cut steps forward and is
+    not reached before ``clip``). Each form's least and greatest values over tile t are their values at t = 0
+    plus slope * t, so each comparison is a test of t against the tiles where its value turns
+    (:data:`_TURN_TESTS`), and a formula is a union of intervals of t: its tiles are counted as the union's
+    length (or, for a formula of more than :data:`_DNF_TERMS` intervals, segment by segment between the turns)."""
+    forms: dict[tuple, tuple] = {}  # (coeffs, const) -> (least at t = 0, greatest at t = 0, slope)
+    turns: dict[tuple, np.ndarray] = {}  # (form, side, turn) -> the tile per row, (rows, 1)
+    leaf_terms: dict[_Cmp, list[_Term]] = {}  # each comparison's intervals (the same arrays for one comparison)
+    for leaf in plan.leaves:
+        form = (leaf.coeffs, leaf.const)
+        if form not in forms:
+            slope = sum(c * step.get(v, 0) for v, c in leaf.coeffs)
+            least = leaf.const + sum(c * (lo[v] if c > 0 else hi[v]) for v, c in leaf.coeffs)
+            greatest = leaf.const + sum(c * (hi[v] if c > 0 else lo[v]) for v, c in leaf.coeffs)
+            forms[form] = (least, greatest, slope)
+        least, greatest, slope = forms[form]
+        if slope == 0:  # the same over every tile of a row
+            truth = _MAY_HOLD[leaf.op](least, greatest)
+            if np.ndim(truth) == 0:
+                leaf_terms[leaf] = [((), (), ())] if truth else []
+            else:
+                leaf_terms[leaf] = [((), (), (truth,))]
+            continue
+        for term in _TURN_TESTS[leaf.op, slope > 0]:
+            for side, turn, _ in term:
+                if (form, side, turn) not in turns:
+                    r = np.broadcast_to(np.asarray(least if side == "lo" else greatest, dtype=np.int64), (rows, 1))
+                    # ceil(-r / slope): where slope*t + r turns >= 0 (or <= 0); floor(-r / slope) + 1: > 0 (or < 0)
+                    turns[form, side, turn] = (
+                        -np.floor_divide(r, slope) if turn == "A" else np.floor_divide(-r, slope) + 1
+                    )
+        leaf_terms[leaf] = [
+            (tuple(turns[form, side, turn] for side, turn, want in term if want),
+             tuple(turns[form, side, turn] for side, turn, want in term if not want), ())
+            for term in _TURN_TESTS[leaf.op, slope > 0]
+        ]  # fmt: skip
+
+    def count(f: _Formula, ands: tuple[frozenset[_Cmp], ...] | None) -> np.ndarray:
+        terms = None if ands is None else _intervals(ands, leaf_terms)
+        if terms is None:
+            return _tiles_by_segments(f, forms, turns, rows, clip)
+        return _union_length(terms, rows, clip)
+
+    return count(plan.region, plan.region_terms), clip - count(plan.outside, plan.outside_terms)
+
+
+# a term: (tiles at which it starts to hold, tiles at which it stops, per-row truths), and-ed: an interval of t
+_Term = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], tuple[np.ndarray, ...]]
+
+
+def _intervals(ands: tuple[frozenset[_Cmp], ...], leaf_terms: Mapping[_Cmp, list[_Term]]) -> list[_Term] | None:
+    """An or of ands of comparisons as a union of intervals of the tile index, each comparison's own intervals
+    given (``leaf_terms``); repeated intervals once; None past :data:`_DNF_TERMS` intervals."""
+    out: dict[tuple, _Term] = {}
+    for conj in ands:
+        terms: list[_Term] = [((), (), ())]
+        for leaf in conj:
+            own = leaf_terms[leaf]
+            if len(terms) * len(own) > _DNF_TERMS:
+                return None
+            terms = [_joined(a, b) for a in terms for b in own]
+        for t in terms:
+            out.setdefault(_term_key(t), t)
+        if len(out) > _DNF_TERMS:
+            return None
+    return list(out.values())
+
+
+def _joined(a: _Term, b: _Term) -> _Term:
+    """Both terms (and): each part's arrays once, by identity."""
+    if not any(a):
+        return b
+    return tuple(tuple({id(x): x for x in (*a[i], *b[i])}.values()) for i in range(3))  # type: ignore[return-value]
+
+
+def _term_key(t: _Term) -> tuple[frozenset[int], ...]:
+    return tuple(frozenset(id(x) for x in part) for part in t)
+
+
+def _union_length(terms: list[_Term], rows: int, clip: int) -> np.ndarray:
+    """Per row, the tiles ``0 <= t < clip`` in the union of the terms' intervals."""
+    starts, stops = [], []
+    for begin, end, truths in terms:
+        a = np.zeros(rows, dtype=np.int64)
+        for x in begin:
+            a = np.maximum(a, x[:, 0])
+        b = np.full(rows, clip, dtype=np.int64)
+        for x in end:
+            b = np.minimum(b, x[:, 0])
+        if truths:  # empty on the rows where a truth fails
+            b = np.where(np.broadcast_to(functools.reduce(np.logical_and, truths), (rows, 1))[:, 0], b, a)
+        starts.append(a)
+        stops.append(b)
+    if len(terms) <= 2:  # |A| + |B| - |A and B|
+        length = sum((np.maximum(b - a, 0) for a, b in zip(starts, stops, strict=True)), np.zeros(rows, dtype=np.int64))
+        if len(terms) == 2:
+            length -= np.maximum(np.minimum(*stops) - np.maximum(*starts), 0)
+        return length
+    # the intervals by increasing start (as start * (clip + 1) + end, both clipped to [0, clip], sorted by a
+    # network of compare-exchanges), then each adds what lies past the furthest end before it
+    base = clip + 1
+    keys = [np.minimum(a, clip) * base + np.clip(b, 0, clip) for a, b in zip(starts, stops, strict=True)]
+    for i in range(1, len(keys)):
+        for j in range(i, 0, -1):
+            keys[j - 1], keys[j] = np.minimum(keys[j - 1], keys[j]), np.maximum(keys[j - 1], keys[j])
+    length = np.zeros(rows, dtype=np.int64)
+    reach = np.zeros(rows, dtype=np.int64)
+    for key in keys:
+        a, b = np.divmod(key, base)
+        length += np.maximum(b - np.maximum(a, reach), 0)
+        reach = np.maximum(reach, b)
+    return length
+
+
+def _tiles_by_segments(f: _Formula, forms: Mapping, turns: Mapping, rows: int, clip: int) -> np.ndarray:
+    """Per row, the tiles ``0 <= t < clip`` where ``f`` holds: the range cut at the turns of its comparisons,
+    each segment tested at its first tile."""
+    leaves = tuple(dict.fromkeys(_comparisons_in(f)))
+    own = [x for (form, _, _), x in turns.items() if any(form == (leaf.coeffs, leaf.const) for leaf in leaves)]
+    cuts = [np.zeros((rows, 1), dtype=np.int64), np.full((rows, 1), clip, dtype=np.int64), *own]
+    edges = np.sort(np.clip(np.concatenate(cuts, axis=1), 0, clip), axis=1)
+    lengths = np.diff(edges, axis=1)
+    start = edges[:, :-1]  # each segment's first tile (an empty segment may start at clip: it counts 0)
+    truth: dict[_Cmp, np.ndarray | bool] = {}
+    for leaf in leaves:
+        form = (leaf.coeffs, leaf.const)
+        least, greatest, slope = forms[form]
+        if slope == 0:
+            truth[leaf] = _MAY_HOLD[leaf.op](least, greatest)
+            continue
+        terms = []
+        for term in _TURN_TESTS[leaf.op, slope > 0]:
+            tests = [start >= turns[form, side, turn] if want else start < turns[form, side, turn]
+                     for side, turn, want in term]  # fmt: skip
+            terms.append(functools.reduce(np.logical_and, tests))
+        truth[leaf] = functools.reduce(np.logical_or, terms)
+    return (lengths * np.broadcast_to(_fevaluate(f, truth), lengths.shape)).sum(axis=1)
+
+
+def _comparisons_in(f: _Formula):
+    """The comparisons of a formula as written (not as atoms: ``x >= 0`` stays)."""
+    if isinstance(f, _Cmp):
+        yield f
+    elif isinstance(f, _And | _Or):
+        for t in f.terms:
+            yield from _comparisons_in(t)
+
+
+def _fevaluate(f: _Formula, truth: Mapping) -> np.ndarray | bool:
+    """``f`` with its comparisons' truth values given (and: logical and, or: logical or)."""
+    if isinstance(f, bool):
+        return f
+    if isinstance(f, _Cmp):
+        return truth[f]
+    parts = [_fevaluate(t, truth) for t in f.terms]
+    return functools.reduce(np.logical_and if isinstance(f, _And) else np.logical_or, parts)
 
 
 def _fvars_of(f: Formula) -> set[str]:
@@ -765,8 +1060,11 @@ def _abstract(node, values: Mapping[str, _Piecewise], sizes: Mapping[str, int]) 
     if isinstance(node, Number):
         return {_canon(node.value): True}
     if isinstance(node, Access):
+        pw = values[node.tensor]
+        if all(isinstance(f, bool) for f in pw.values()):  # no positions to substitute (nor sizes to read)
+            return {value: f for value, f in pw.items() if f is not False}
         mapping = {_positional(i): bind_index(idx, sizes) for i, idx in enumerate(node.indices)}
-        return _pw_subst(values[node.tensor], mapping)
+        return _pw_subst(pw, mapping)
     if isinstance(node, BinOp):
         left, right = _abstract(node.left, values, sizes), _abstract(node.right, values, sizes)
         return _pw_map(lambda a, b: _abs_binary(node.op, a, b), left, right)

@@ -93,8 +93,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -424,10 +424,13 @@ class _Shape:
     regions: Mapping[str, Formula]
     whole: LoweredCascade
     points: Mapping[str, float]  # Einsum -> effective points
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+    """What the tile search derives from the case alone, by what else it depends on (:func:`_tile_plan`,
+    :func:`_pairs`, :func:`_useful`): the case is costed at many tiles."""
 
-    @property
+    @cached_property
     def effective(self) -> dict[str, dict[str, float]]:
-        """Einsum -> op kind (``mac`` fused, as lowered) -> effective operations."""
+        """Einsum -> op kind (``mac`` fused, as lowered) -> effective operations (callers only read it)."""
         return {e.name: {k: v * self.points[e.name] for k, v in e.ops_per_point.items()} for e in self.whole.einsums}
 
     @property
@@ -540,14 +543,38 @@ def _pop_regions(sh: _Shape, prog: _Program, p: int) -> tuple[Formula, Formula]:
     return union, all_of(*masked) if masked else union
 
 
-def _tiles(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> list[_PopTiles]:
-    """Visited and interior key tiles per row block of population ``p``, per value of the grid variables its
-    region reads (module docstring)."""
-    case, lay, sizes = sh.case, sh.lay, sh.sizes
-    cascade = case.cascade
+@dataclass(frozen=True)
+class _TilePlan:
+    """How :func:`_tiles` counts a population's tiles, whatever the tile: its regions (over whole positions where
+    the region reads them only so), the grid variables the regions read and the comparisons resolving them."""
+
+    union: Formula
+    clean: Formula
+    key_merged: bool
+    row_merged: bool
+    used: frozenset[str]
+    enumerated: tuple[str, ...]
+    reps: int
+    linked: tuple[Formula, ...]
+    points: frozenset[str]
+    resolved: bool
+
+
+def _tile_plan(sh: _Shape, prog: _Program, p: int) -> _TilePlan:
+    """The plan of population ``p`` (:class:`_TilePlan`), memoized on the case by what it depends on: the
+    population's tile Einsums, which of them select under a mask, the recomputed maps and its grid."""
+    selecting = tuple(n for n in prog.tile_einsums[p] if prog.selects[p].get(n))
+    key = ("tile plan", prog.tile_einsums[p], selecting, prog.recomputed, prog.grid[p])
+    plan = sh.memo.get(key)
+    if plan is None:
+        plan = sh.memo[key] = _make_tile_plan(sh, prog, p)
+    return plan
+
+
+def _make_tile_plan(sh: _Shape, prog: _Program, p: int) -> _TilePlan:
+    lay, sizes = sh.lay, sh.sizes
     union, clean = _pop_regions(sh, prog, p)
     grid = prog.grid[p]
-    n_rows = -(-sizes[sh.row] // br)
     key_f = [_mode(sh, f, lay.key_rank) for f in (union, clean)]
     key_merged = all(f is not None for f in key_f)
     if key_merged:
@@ -559,6 +586,27 @@ def _tiles(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> list[_PopTil
     used = _fvars(union) | _fvars(clean)
     enumerated = [v for v in grid if v in used]
     reps = math.prod(sizes[v.upper()] for v in grid if v not in used)
+    # grid variables the region compares only with one value of other enumerated variables (S2's head shard,
+    # in n == hn) are resolved by the truth of those comparisons rather than enumerated
+    between = [part.lower() for part in lay.key_parts[1:-1]] if not key_merged else []
+    points = {*enumerated, *between}
+    linked = [c for c in comparisons(any_of(union, clean)) if _fvars(c) & set(enumerated)]
+    resolved = bool(linked) and all(_fvars(c) <= points for c in linked) and 2 ** len(linked) < math.prod(
+        sizes[v.upper()] for v in enumerated)  # fmt: skip
+    return _TilePlan(union, clean, key_merged, row_merged, frozenset(used), tuple(enumerated), reps, tuple(linked),
+                     frozenset(points), resolved)  # fmt: skip
+
+
+def _tiles(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> list[_PopTiles]:
+    """Visited and interior key tiles per row block of population ``p``, per value of the grid variables its
+    region reads (module docstring)."""
+    case, lay, sizes = sh.case, sh.lay, sh.sizes
+    cascade = case.cascade
+    plan = _tile_plan(sh, prog, p)
+    union, clean, key_merged, row_merged = plan.union, plan.clean, plan.key_merged, plan.row_merged
+    used, enumerated, reps = set(plan.used), list(plan.enumerated), plan.reps
+    linked, points, resolved = list(plan.linked), set(plan.points), plan.resolved
+    n_rows = -(-sizes[sh.row] // br)
     starts = np.arange(n_rows, dtype=np.int64) * br
     axes: list[tuple[str, np.ndarray, np.ndarray]] = []  # (variable, low, high) per value, outer first
     if row_merged:
@@ -590,12 +638,6 @@ def _tiles(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> list[_PopTil
             inner_rows.append((part.lower(), np.arange(sizes[part]), np.arange(sizes[part])))
         chunks = np.arange(sizes[parts[-1]] // bc) * bc
         inner_rows.append((parts[-1].lower(), chunks, chunks + bc - 1))
-    # grid variables the region compares only with one value of other enumerated variables (S2's head shard,
-    # in n == hn) are resolved by the truth of those comparisons rather than enumerated
-    points = {*enumerated, *(v for v, _, _ in inner_rows[:-1])} if not key_merged else set(enumerated)
-    linked = [c for c in comparisons(any_of(union, clean)) if _fvars(c) & set(enumerated)]
-    resolved = bool(linked) and all(_fvars(c) <= points for c in linked) and 2 ** len(linked) < math.prod(
-        sizes[v.upper()] for v in enumerated)  # fmt: skip
     grid_axes = [] if resolved else [(v, np.arange(sizes[v.upper()]), np.arange(sizes[v.upper()])) for v in enumerated]
     every = grid_axes + axes + inner_rows
     grids = np.meshgrid(*(np.arange(len(lo)) for _, lo, _ in every), indexing="ij")
@@ -619,14 +661,15 @@ def _tiles(sh: _Shape, prog: _Program, p: int, br: int, bc: int) -> list[_PopTil
         combos = list(itertools.product(*(range(sizes[v.upper()]) for v in enumerated)))
         visited = np.empty((len(combos), n_rows * per_cta), dtype=np.int64)
         interior = np.empty_like(visited)
+        all_visited, all_interior = np.stack([c.visited for c in counts]), np.stack([c.interior for c in counts])
+        picked = np.arange(n_rows * per_cta)
         for gi, combo in enumerate(combos):
             env = {**{v: low[v] for v in points - set(enumerated)}, **dict(zip(enumerated, combo, strict=True))}
             index = np.zeros(n_rows * per_cta, dtype=np.int64)
             for c in linked:  # the assignment's position in the product: True first
                 index = index * 2 + np.logical_not(np.broadcast_to(evaluate(c, env), index.shape))
-            picked = np.arange(index.size)
-            visited[gi] = np.stack([c.visited for c in counts])[index, picked]
-            interior[gi] = np.stack([c.interior for c in counts])[index, picked]
+            visited[gi] = all_visited[index, picked]
+            interior[gi] = all_interior[index, picked]
         n_groups = len(combos)
     else:
         counted = count_tiles(union, low, high, step=step, tiles=tiles, last=last, interior=clean)
@@ -696,7 +739,14 @@ def _key_side(m: Machine, prog: _Program, sh: _Shape, key_tiles: int) -> dict:
 
 def _pairs(sh: _Shape, prog: _Program) -> float:
     """Unmasked (row, key) pairs of all CTAs: the most any per-pair Einsum has (its effective points over its
-    feature variables)."""
+    feature variables). Memoized on the case by the per-pair Einsums."""
+    key = ("pairs", prog.pair_einsums)
+    if key not in sh.memo:
+        sh.memo[key] = _count_pairs(sh, prog)
+    return sh.memo[key]
+
+
+def _count_pairs(sh: _Shape, prog: _Program) -> float:
     most = 0.0
     for name in prog.pair_einsums:
         x = sh.whole.einsum(name)
@@ -708,11 +758,15 @@ def _pairs(sh: _Shape, prog: _Program) -> float:
 
 
 def _useful(sh: _Shape, prog: _Program) -> dict[str, float]:
-    """Tensor and SFU work of the per-pair Einsums over their effective points (masked pairs excluded)."""
-    out = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
-    for name in prog.pair_einsums:
-        _add(out, _units(sh.effective[name]))
-    return out
+    """Tensor and SFU work of the per-pair Einsums over their effective points (masked pairs excluded); memoized
+    on the case by the per-pair Einsums (callers get a copy)."""
+    key = ("useful", prog.pair_einsums)
+    if key not in sh.memo:
+        out = {"tensor": 0.0, "sfu": 0.0, "fma": 0.0}
+        for name in prog.pair_einsums:
+            _add(out, _units(sh.effective[name]))
+        sh.memo[key] = out
+    return dict(sh.memo[key])
 
 
 def _fused_one(m: Machine, flavour: str, t: FlashTile, sh: _Shape, blocked: bool, best_s: float) -> Any:
