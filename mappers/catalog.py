@@ -23,15 +23,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from einsum.analysis import pass_analysis
 from einsum.cascade import Cascade
 from einsum.lower import LoweredCascade, lower
 from mappers.base import Design, Mapper, MapperError, register_mapper
-from simulator.cost import CascadeCost
-from simulator.mapping import CascadeMapping, mapping_from_dict, mapping_to_dict
 from simulator.targets import ArchTarget, DeviceTarget, Target
+
+if TYPE_CHECKING:  # the spatial cost model (Numba) is imported where an array is mapped, not for devices
+    from simulator.cost import CascadeCost
+    from simulator.mapping import CascadeMapping
 from workloads.cases import Case
 from workloads.registry import get_cascade
 
@@ -90,6 +92,8 @@ def _mapping_data(case: Case, lowered: LoweredCascade, mapping: CascadeMapping) 
     """The mapping as YAML-ready data with the sizes it was costed at (``shape``: a fused design re-sizes the
     key tile to the array) and, where a mask let the design skip key tiles, the tiles each Einsum computes
     (``computed_tiles``: such a design is costed on a cut iteration space, which a mapping file cannot carry)."""
+    from simulator.mapping import mapping_to_dict
+
     data: dict[str, Any] = {"shape": dict(lowered.sizes), **mapping_to_dict(mapping)}
     plain = _lower_cached(case.cascade, tuple(sorted(lowered.sizes.items())))
     cut = {e.name: dict(zip(e.vars, map(int, e.var_sizes), strict=True)) for e in lowered.einsums
@@ -152,6 +156,7 @@ def _mapping_applies(case: Case, target: Target) -> str | None:
 
 def _mapping_run(case: Case, target: ArchTarget, *, mapping: Mapping[str, Any] | None = None, **_: Any) -> Design:
     from simulator.cost import evaluate_cascade
+    from simulator.mapping import mapping_from_dict
 
     if not isinstance(mapping, Mapping):
         raise MapperError("mapper 'mapping' costs a mapping you give: pass one (--mapping m.yaml)")

@@ -8,7 +8,7 @@ in launch order, each CTA to the slot that frees first, as the hardware block sc
 
 from __future__ import annotations
 
-import functools
+import heapq
 import math
 
 import numpy as np
@@ -30,36 +30,10 @@ def makespan_cycles(cta_cycles: np.ndarray, sms: int, per_sm: int) -> float:
         return float(cycles.max()) * per_sm
     if n > EXACT_LIMIT:
         return max(float(cycles.sum()) / sms, float(cycles.max()) * per_sm)
-    return np.float64(_list_schedule()(cycles * per_sm, slots))
-
-
-def _list_schedule_py(slot_cycles: np.ndarray, slots: int) -> float:
-    """Each CTA (in order; its cycles in slot time) to the slot that frees first; the last slot's end. A min-heap of
-    the slots' ends: the root (the earliest) takes the CTA, then sifts down. Compiled by :func:`_list_schedule`."""
-    heap = np.zeros(slots)
-    for c in slot_cycles:
-        end = heap[0] + c
-        i = 0
-        while True:
-            child = 2 * i + 1
-            if child >= slots:
-                break
-            if child + 1 < slots and heap[child + 1] < heap[child]:
-                child += 1
-            if heap[child] >= end:
-                break
-            heap[i] = heap[child]
-            i = child
-        heap[i] = end
-    return heap.max()
-
-
-@functools.cache
-def _list_schedule():
-    """:func:`_list_schedule_py` compiled (Numba, cached on disk), imported only when a schedule needs it."""
-    import numba
-
-    return numba.njit(cache=True)(_list_schedule_py)
+    heap = [0.0] * slots
+    for c in cycles * per_sm:
+        heapq.heapreplace(heap, heap[0] + c)
+    return max(heap)
 
 
 def waves(n_ctas: int, sms: int, per_sm: int) -> float:
