@@ -151,7 +151,7 @@ def _passes_run(case: Case, target: ArchTarget, **_: Any) -> Design:
 
 
 def _mapping_applies(case: Case, target: Target) -> str | None:
-    return None
+    return None if target.kind == "arch" else "a device's mapping is read by the kernel mapper (--mapping works)"
 
 
 def _mapping_run(case: Case, target: ArchTarget, *, mapping: Mapping[str, Any] | None = None, **_: Any) -> Design:
@@ -251,11 +251,36 @@ def _kernel_applies(case: Case, target: Target) -> str | None:
     return None
 
 
-def _kernel_run(case: Case, target: DeviceTarget, *, kernel: str | None = None, **_: Any) -> Design:
+def _kernel_run(
+    case: Case, target: DeviceTarget, *, kernel: str | None = None, mapping: Mapping[str, Any] | None = None, **_: Any
+) -> Design:
     from simulator.kernels.variants import predict_case
 
-    p = predict_case(target.spec, case, dtype=target.dtype, kernel=kernel)
+    tile = None
+    if mapping is not None:  # a saved device design: its kernel, datatype and (fused) tile
+        kernel, tile = _device_mapping(mapping, target, kernel)
+    p = predict_case(target.spec, case, dtype=target.dtype, kernel=kernel, tile=tile)
     return device_design(case, target, p)
+
+
+def _device_mapping(
+    mapping: Mapping[str, Any], target: DeviceTarget, kernel: str | None
+) -> tuple[str | None, tuple[int, int] | None]:
+    """(kernel flavour, fused tile) of a device mapping file (``map --device ... --save-mapping``)."""
+    origin = str(mapping.get("__origin__", "<mapping>"))
+    name, dtype, tiles = mapping.get("kernel"), mapping.get("dtype"), mapping.get("tiles", {})
+    if not isinstance(name, str) or not isinstance(tiles, Mapping):
+        raise MapperError(f"{origin}: a device mapping has kernel: NAME (e.g. fa3:gqa) and tiles: {{...}}; got "
+                          f"kernel {name!r}")  # fmt: skip
+    if dtype is not None and dtype != target.dtype:
+        raise MapperError(f"{origin}: dtype {dtype} was mapped; the target runs {target.dtype} (give --dtype {dtype})")
+    flavour = name.split(":")[0]
+    if kernel is not None and kernel != flavour:
+        raise MapperError(f"{origin}: kernel {flavour} in the mapping, --kernel {kernel} on the command line")
+    tile = None
+    if flavour in ("fa2", "fa3") and "block_m" in tiles and "block_n" in tiles:
+        tile = (int(tiles["block_m"]), int(tiles["block_n"]))
+    return flavour, tile
 
 
 def device_design(case: Case, target: DeviceTarget, p: Any) -> Design:

@@ -44,7 +44,11 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--mapper", help="whole cascade: a registered mapper (default: the first that applies)")
     p.add_argument("--kernel", choices=("fa2", "fa3"), help="device: fix the fused kernel's flavour")
     p.add_argument("--dtype", help="device datatype (default bf16, else fp16)")
-    p.add_argument("--mapping", help="whole cascade on an array: cost this mapping YAML (mapper 'mapping')")
+    p.add_argument(
+        "--mapping",
+        help="whole cascade: cost this mapping YAML (--save-mapping's layout; on an array the "
+        "'mapping' mapper, on a device the kernel, dtype and tile it names)",
+    )
     p.add_argument("--save-mapping", help="whole cascade: write the design's mapping to this YAML file")
     p.add_argument("--workload", required=True, help="registered cascade, .einsum file, or gemm")
     p.add_argument("--shape", default="", help="rank sizes, e.g. B=64,H=12,M=4K or T=4K,K=4K,N=4K for gemm")
@@ -150,7 +154,7 @@ def _map_cascade(args) -> int:
         options["kernel"] = args.kernel
     if args.mapping:
         options["mapping"] = {**read_yaml(args.mapping, args.mapping), "__origin__": args.mapping}
-    mapper = args.mapper or ("mapping" if args.mapping else None)
+    mapper = args.mapper or ("mapping" if args.mapping and args.arch else None)
     design = evaluate(args.workload, args.arch or args.device, shape=parse_shape(args.shape),
                       params=parse_params(args.param), mapper=mapper, dtype=args.dtype, **options)  # fmt: skip
     if args.save_mapping:

@@ -876,7 +876,7 @@ def _candidates(m: Machine, flavour: str, sh: _Shape) -> tuple[list[FlashTile], 
     return tiles, f"tile width {nominal.width}" + "".join(f", {w}" for w in words), key_blocked
 
 
-def _predict_fused(m: Machine, flavour: str, sh: _Shape) -> KernelPrediction:
+def _predict_fused(m: Machine, flavour: str, sh: _Shape, tile: tuple[int, int] | None = None) -> KernelPrediction:
     case = sh.case
     check_fused(m, flavour, case.head_dim)
     candidates, what, blocked = _candidates(m, flavour, sh)
@@ -886,6 +886,11 @@ def _predict_fused(m: Machine, flavour: str, sh: _Shape) -> KernelPrediction:
         f"({m.spec.smem_bytes_per_sm:.0f} bytes per SM, smem_bytes_per_sm) and register file "
         f"({m.spec.regs_bytes_per_sm:.0f} bytes per SM, regs_bytes_per_sm) for dtype {m.dtype}",
     )
+    if tile is not None:  # a given mapping's tile (a saved design): the fastest of its configurations
+        fits = sorted({(t.br, t.bc) for t in candidates})
+        candidates = [t for t in candidates if (t.br, t.bc) == tuple(tile)]
+        need(bool(candidates), f"{flavour}:{case.name}: tile block_m x block_n = {tile[0]} x {tile[1]} is not one "
+             f"this kernel can run here; the tiles that fit: {', '.join(f'{a} x {b}' for a, b in fits)}")  # fmt: skip
     # every candidate's lower bound first; then the candidates in bound order, skipping those whose bound exceeds
     # the best time so far (the fastest wins, the first in candidate order among equals)
     bounds = [_fused_one(m, flavour, t, sh, blocked, -math.inf) for t in candidates]
@@ -1088,13 +1093,18 @@ def kernel_for(case: Any) -> str:
 
 
 def predict_case(
-    device: str | DeviceSpec, case: Any, *, dtype: str = "bf16", kernel: str | None = None
+    device: str | DeviceSpec,
+    case: Any,
+    *,
+    dtype: str = "bf16",
+    kernel: str | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> KernelPrediction:
     """Predict a :class:`workloads.cases.Case` on a GPU (module docstring).
 
     ``kernel``: ``fa2`` or ``fa3`` (the fused kernel of a one-pass cascade; default fa3 on Hopper, else fa2),
     ``decode`` (a one-pass cascade, or a split-K one) or ``unfused`` (a multi-pass cascade); by default the
-    kernel the case's structure gives.
+    kernel the case's structure gives. ``tile``: the fused kernel's (Br, Bc), fixed (default: the fastest).
     """
     spec = load_device(device)
     own = kernel_for(case)
@@ -1116,7 +1126,7 @@ def predict_case(
     if own == "unfused":
         return _predict_unfused(machine(spec, dtype), sh)
     flavour = kernel or ("fa3" if spec.tensor_instruction == "wgmma" else "fa2")
-    return _predict_fused(machine(spec, dtype, legacy_mma=flavour == "fa2"), flavour, sh)
+    return _predict_fused(machine(spec, dtype, legacy_mma=flavour == "fa2"), flavour, sh, tile)
 
 
 def predict_variant(

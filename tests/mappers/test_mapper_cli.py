@@ -165,3 +165,28 @@ def test_a_saved_whole_cascade_mapping_costs_the_same_again(capsys, tmp_path):
     first, second = json.loads(out), json.loads(again)
     assert second["mapper"] == "mapping" and second["latency_s"] == pytest.approx(first["latency_s"], rel=1e-12)
     assert second["energy_j"] == pytest.approx(first["energy_j"], rel=1e-12)
+
+
+def test_a_saved_device_design_loads_again_and_its_tile_can_be_pinned(capsys, tmp_path):
+    import yaml
+
+    saved = tmp_path / "gpu.yaml"
+    argv = ("map", "--workload", "sliding-window", "--shape", "H=8,M=8K,E=128,F=128", "--device", "h100-sxm", "--json")
+    code, out, err = run_cli(capsys, *argv, "--save-mapping", str(saved))
+    assert code == 0, err
+    code, again, err = run_cli(capsys, *argv, "--mapping", str(saved))
+    assert code == 0, err
+    first, second = json.loads(out), json.loads(again)
+    assert second["latency_s"] == first["latency_s"] and second["mapping"]["tiles"] == first["mapping"]["tiles"]
+    data = yaml.safe_load(saved.read_text())
+    data["tiles"]["block_m"] = 64 if data["tiles"]["block_m"] != 64 else 128  # another tile that fits
+    saved.write_text(yaml.safe_dump(data))
+    code, pinned, err = run_cli(capsys, *argv, "--mapping", str(saved))
+    assert code == 0, err
+    pinned = json.loads(pinned)
+    assert pinned["mapping"]["tiles"]["block_m"] == data["tiles"]["block_m"]
+    assert pinned["latency_s"] >= first["latency_s"]  # the search kept the fastest
+    data["dtype"] = "fp16"
+    saved.write_text(yaml.safe_dump(data))
+    code, _, err = run_cli(capsys, *argv, "--mapping", str(saved))
+    assert code == 2 and "give --dtype fp16" in err
