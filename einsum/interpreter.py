@@ -17,8 +17,9 @@ from einsum.ast import Access, BinOp, Compare, Expr, Neg, Number
 from einsum.cascade import Cascade, Einsum, bind_index
 from einsum.errors import ShapeError
 
-_BINARY = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
-_FUNCS = {
+BINARY_OPS = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
+"""The map actions, as numpy ufuncs (the semantics every analysis that evaluates a constant shares)."""
+FUNCTIONS = {
     "exp": np.exp,
     "log": np.log,
     "sqrt": np.sqrt,
@@ -138,7 +139,7 @@ def _evaluate(e: Einsum, sizes: Mapping[str, int], values: dict[str, np.ndarray]
         if isinstance(node, Number):
             return np.float64(node.value)
         if isinstance(node, BinOp):
-            return _BINARY[node.op](ev(node.left), ev(node.right))
+            return BINARY_OPS[node.op](ev(node.left), ev(node.right))
         if isinstance(node, Neg):
             return np.negative(ev(node.operand))
         if isinstance(node, Compare):
@@ -146,7 +147,7 @@ def _evaluate(e: Einsum, sizes: Mapping[str, int], values: dict[str, np.ndarray]
         if node.func == "where":
             cond, a, b = (ev(x) for x in node.args)
             return np.where(cond, a, b)
-        return _FUNCS[node.func](*(ev(x) for x in node.args))
+        return FUNCTIONS[node.func](*(ev(x) for x in node.args))
 
     result = np.broadcast_to(ev(e.stmt.expr), full_shape)
     nout = len(e.out_vars)

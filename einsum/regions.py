@@ -36,6 +36,7 @@ import numpy as np
 from einsum.ast import Access, BinOp, Call, Compare, Neg, Number
 from einsum.cascade import Affine, Cascade, bind_index, var_offset
 from einsum.errors import ShapeError
+from einsum.interpreter import BINARY_OPS, FUNCTIONS
 
 __all__ = [
     "Formula",
@@ -1031,15 +1032,8 @@ def _abs_unary(func: str, a):
         return _canon(_UNARY_FUNCS[func](np.float64(a)))
 
 
-_BINARY_FUNCS = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "max": np.maximum, "min": np.minimum}
-_UNARY_FUNCS = {
-    "exp": np.exp,
-    "log": np.log,
-    "sqrt": np.sqrt,
-    "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),
-    "softplus": lambda x: np.logaddexp(0.0, x),
-    "relu": lambda x: np.maximum(x, 0.0),
-}
+_BINARY_FUNCS = {**BINARY_OPS, "max": FUNCTIONS["max"], "min": FUNCTIONS["min"]}
+_UNARY_FUNCS = {name: f for name, f in FUNCTIONS.items() if name not in ("max", "min")}
 _IDENTITY_FOLD = {"sum": lambda c, n: c * n, "max": lambda c, n: c, "min": lambda c, n: c}
 
 
