@@ -24,7 +24,9 @@ def attention_row(
 
     w = load_workload(workload)
     params = parse_params(param)
-    tgt = load_target(target, dtype=dtype if target and load_target(target).kind == "device" else None)
+    tgt = load_target(target)
+    if dtype is not None and tgt.kind == "device":
+        tgt = load_target(tgt, dtype=dtype)
     declared_q = w.cascade.params.get("P")
     if declared_q is not None and phase == "prefill":
         raise AttnscopeError(

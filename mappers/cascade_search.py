@@ -624,8 +624,10 @@ def search_fused(
     arch: ArchSpec,
     candidates: int = 16,
     density: Mapping[str, float] | None = None,
+    plan: FusedPlan | None = None,
 ) -> tuple[CascadeDesign, list[CascadeDesign]]:
-    """The lowest-latency fused design of a one-pass cascade, and the others costed.
+    """The lowest-latency fused design of a one-pass cascade, and the others costed (``plan``: the cascade's
+    :func:`plan_fused` at these sizes on this architecture, when the caller has it already).
 
     The rules (assumptions of the model, stated once here):
 
@@ -692,7 +694,7 @@ def search_fused(
       variable (the key-only state of linear attention) run once for all query blocks and compute every
       tile.
     """
-    plan = plan_fused(cascade, sizes, arch)
+    plan = plan or plan_fused(cascade, sizes, arch)
     masks = _block_masks(cascade, plan, density)
     statics = _static_masks(cascade, plan)
     buffer = shared_buffer(arch)

@@ -117,20 +117,27 @@ def _fused_density(case: Case) -> dict[str, float]:
     }
 
 
+_PLANNED: list = [None, None, None]
+"""(case, target, plan) of the last fused plan :func:`_fused_applies` derived, so that the run that follows
+reuses it (planning lowers and binds the whole cascade)."""
+
+
 def _fused_applies(case: Case, target: Target) -> str | None:
     from mappers.cascade_search import FusedSearchError, plan_fused
 
     try:
-        plan_fused(case.cascade, case.sizes, target.spec)
+        plan = plan_fused(case.cascade, case.sizes, target.spec)
     except FusedSearchError as exc:
         return str(exc)
+    _PLANNED[:] = [case, target, plan]
     return None
 
 
 def _fused_run(case: Case, target: ArchTarget, **_: Any) -> Design:
     from mappers.cascade_search import search_fused
 
-    best, _ = search_fused(case.cascade, case.sizes, target.spec, density=_fused_density(case) or None)
+    planned = _PLANNED[2] if _PLANNED[0] is case and _PLANNED[1] is target else None
+    best, _ = search_fused(case.cascade, case.sizes, target.spec, density=_fused_density(case) or None, plan=planned)
     lowered = best.lowered or _lowered(case)
     return arch_design(case, target, "fused", lowered, best.mapping, best.cost, best.description, best.notes)
 
