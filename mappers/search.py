@@ -32,45 +32,44 @@ returns the best mapping found so far (``interrupted=True``); ``progress=True`` 
 >>> best.complete, best.latency_cycles == space.lower_bounds()[0]  # compulsory DRAM traffic at full bandwidth
 (True, True)
 
-:func:`search_nest` (below) is the fixed three-level search the FuseMax study uses: spatial variables
-given, the PE registers holding one word of each tensor.
+:func:`search_nest` (below) is the FuseMax study's three-level space as constraints on this one
+(:func:`nest_constraints`: spatial variables given, the PE registers holding one word of each tensor),
+searched exhaustively.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import dataclasses
 import math
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from einsum.errors import SpecError
 from einsum.lower import LoweredEinsum
+from mappers.constraints import BypassConstraint, Constraints, SpatialConstraint, TemporalConstraint
 from mappers.heuristic import anneal
-from mappers.space import MapSpace
-from mappers.templates import divisors
-from simulator.cost import nest_arch, nest_problem
-from simulator.mapping import EinsumMapping, Loops
-from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
+from mappers.space import MapSpace, array_axes
+from simulator.mapping import EinsumMapping
+from simulator.nest import MappingBatch, NestCosts, evaluate_nest
 from simulator.specs import ArchSpec
 
 __all__ = [
     "AUTO_EXHAUSTIVE_POINTS",
     "BENCH_ARCH",
     "DEFAULT_BUDGET",
-    "MAX_DIVISORS",
     "METHODS",
-    "OBJECTIVES",
     "MapResult",
     "Objective",
-    "SearchResult",
     "bench_mapper",
     "bench_space",
+    "nest_constraints",
     "search",
     "search_nest",
 ]
@@ -190,6 +189,12 @@ class MapResult:
     @property
     def latency_s(self) -> float:
         return self.latency_cycles / self.space.arch.clock_hz
+
+    @property
+    def dram_words(self) -> float:
+        """Words read from, filled into and updated in DRAM (the outermost level), summed over tensors."""
+        c = self.costs
+        return float(c.reads_words[0, 0].sum() + c.fills_words[0, 0].sum() + c.updates_words[0, 0].sum())
 
     @property
     def compute_energy_pj(self) -> float:
@@ -323,6 +328,12 @@ def search(
     if method != "exhaustive" and budget is None and time_s is None:
         budget = DEFAULT_BUDGET
 
+    memo = (space.fingerprint, str(objective)) if method == "exhaustive" and budget is None and time_s is None else None
+    if memo in _COMPLETE:  # a space with the same points at the same costs: the same complete answer
+        _COMPLETE.move_to_end(memo)
+        found = _COMPLETE[memo]
+        return dataclasses.replace(found, space=space, mapping=space.to_mapping(found.batch), seed=seed)
+
     rng = np.random.default_rng(seed)
     keys = objective.keys(space)
     best = _Reducer(keys)
@@ -344,7 +355,7 @@ def search(
         "random": lambda: _random(space, rng, batch_size, spent),
         "anneal": lambda: anneal(space, keys, rng, spent, chains=_chains(budget)),
     }
-    total, unit = (space.size, "pt") if method == "exhaustive" else (budget, "eval")
+    total, unit = (space.size if progress else None, "pt") if method == "exhaustive" else (budget, "eval")
     interrupted = truncated = False
     with _bar(total, unit, progress) as bar, contextlib.closing(stages[method]()) as producer:
         try:
@@ -357,8 +368,8 @@ def search(
                     batch = _head(batch, n)
                     costs = evaluate_nest(
                         space.problem, space.nest_arch, batch, cycles_per_point=space.cycles_per_point,
-                        parallel=parallel and n >= _PARALLEL_MIN,
-                    )  # fmt: skip
+                        parallel=parallel and n >= _PARALLEL_MIN, check=not evaluated,
+                    )  # fmt: skip  # the first batch is checked; the rest come from the same tables
                     evaluated += n
                     best.update(batch, costs)
                 bar.update(walk.take_points() if method == "exhaustive" else n)
@@ -370,7 +381,7 @@ def search(
     seconds = time.perf_counter() - start
     if best.batch is None:
         raise SpecError(_explain_nothing_fits(space, best, walk, method, evaluated, interrupted))
-    return MapResult(
+    found = MapResult(
         space=space,
         objective=objective,
         method=method,
@@ -385,6 +396,16 @@ def search(
         interrupted=interrupted,
         seed=seed,
     )
+    if memo is not None and found.complete:
+        _COMPLETE[memo] = found
+        while len(_COMPLETE) > _COMPLETE_KEPT:
+            _COMPLETE.popitem(last=False)
+    return found
+
+
+_COMPLETE: OrderedDict[tuple[bytes, str], MapResult] = OrderedDict()
+"""Complete exhaustive results by (space fingerprint, objective), least recently used first."""
+_COMPLETE_KEPT = 1024
 
 
 def _chains(budget: int | None) -> int:
@@ -441,7 +462,8 @@ class _Walk:
         return n
 
     def batches(self, batch_size: int) -> Generator[MappingBatch, NestCosts, None]:
-        out = self.space.new_batch(batch_size)
+        most = self.space.num_tilings * self.space.max_expansion  # a small space, a small batch
+        out = self.space.new_batch(min(batch_size, max(1, most)))
         while not self.done:
             n, points = self.space.enumerate(self.cursor, out, self.min_occupancy)
             self.points += points
@@ -608,88 +630,72 @@ def bench_mapper(evaluations: int = 3_000_000, repeats: int = 3) -> dict[str, An
 
 
 # --------------------------------------------------------------------------------------------------------
-# The FuseMax study's three-level search: search_nest.
-
-# Exhaustive search, with pruning, for the loop nest of one Einsum on a three-level hierarchy.
-#
-# The nest has the shape :func:`mappers.templates.loop_nest` builds: DRAM, a buffer level, the array's PE
-# registers; ``spatial[a]`` names the variable spread over array axis ``a`` (factor: the axis size, or the
-# variable's size if smaller). The space searched:
-#
-# * **Tiling.** The size each variable has left after its spatial factor is split into a DRAM bound and a
-#   buffer bound. The buffer bound takes every divisor of that size; a size with more than
-#   :data:`MAX_DIVISORS` divisors takes only the powers of two dividing it and the size itself
-#   (:attr:`SearchResult.notes` names those variables). Variables in ``fixed_outer`` (e.g. batch and head)
-#   stay wholly at DRAM, outermost, in the given order. The PE registers hold one word of each tensor.
-# * **Loop orders** at DRAM and at the buffer, over the loops of bound > 1. Only the innermost run of loops
-#   not indexing a tensor decides how often its tile is reloaded (the kernel's reuse model), so orders that
-#   give every tensor the same run are the same point: one order per distinct set of runs is evaluated.
-# * **Buffer bypass.** The buffer keeps every tensor, except (``bypass=True``) the inputs it does not
-#   reuse (it reads each filled word once): those go from DRAM straight to the PEs. That moves the same DRAM
-#   words and saves buffer energy and capacity, so a point takes its bypass variant whenever one exists.
-#
-# Pruning: a tiling whose output tile alone overflows the buffer is dropped before its orders are expanded.
-# The rest streams through :func:`simulator.nest.evaluate_nest` in batches, costed with DRAM's real
-# bandwidth and unbounded bandwidth elsewhere; a reducer keeps only the best feasible mapping, so memory is
-# bounded by the batch size whatever the size of the space.
-
-MAX_DIVISORS = 24
-"""A remaining size with more divisors than this offers only powers of two (and itself) as buffer bounds."""
-
-OBJECTIVES = ("latency", "energy", "edp")
-"""``latency``: least latency, then least energy; ``energy``: the reverse; ``edp``: least product, then latency."""
-
-DRAM, BUFFER, PE = 0, 1, 2
+# The FuseMax study's three-level search: a preset of the space above, searched exhaustively.
 
 
-@dataclass(frozen=True)
-class SearchResult:
-    """The best feasible mapping found and what the search did."""
+def nest_constraints(
+    e: LoweredEinsum,
+    arch: ArchSpec,
+    array: str,
+    spatial: Sequence[str | None],
+    fixed_outer: Sequence[str] = (),
+    buffer: str = "global_buffer",
+    *,
+    bypass: bool = True,
+) -> Constraints:
+    """The FuseMax study's three-level space of ``e`` on ``array`` as :class:`~mappers.constraints.Constraints`.
 
-    mapping: EinsumMapping
-    """The loop nest, levels (DRAM, buffer, PE registers) as :func:`mappers.templates.loop_nest` builds."""
-    latency_cycles: float
-    """max(compute at 1 cycle per point, DRAM words / DRAM words per cycle); scale compute for other op costs."""
-    energy_pj: float
-    """Storage access energy in pJ (no compute or network energy)."""
-    dram_words: float
-    """Words read from, filled into and updated in DRAM, summed over tensors."""
-    evaluated: int
-    """Mappings costed by the kernel (bypass variants included; pruned tilings excluded)."""
-    space_size: int
-    """Points in the space: tilings x distinct DRAM orders x distinct buffer orders (pruned ones included)."""
-    feasible_count: int
-    """Points whose best variant fits every level's capacity."""
-    seconds: float
-    """Wall time of the search."""
-    notes: tuple[str, ...] = field(default=())
-    """Where the space was narrowed (variables offered powers of two only)."""
+    The nest is DRAM, ``buffer``, the array's PE registers. ``spatial[a]`` is the variable spread over array
+    axis ``a`` (None: the axis idles) by the axis size, or by the variable's size if smaller; no other
+    variable is spread. ``fixed_outer`` variables run wholly at DRAM, outermost, in the given order. The PE
+    registers hold one word of each tensor (no loop there). The buffer keeps the output; with ``bypass`` each
+    input may skip it, else it keeps every tensor. Raises :class:`einsum.errors.SpecError` naming every
+    argument at fault.
+    """
+    where = f"search_nest({e.name} on {array})"
+    spec_array = arch.array(array)  # raises listing the arrays
+    inner = [lv.name for lv in arch.path(array)[1:-1] if lv.per_pe_of is None]
+    axes = dict(zip(*array_axes(arch, array), strict=True))
+    problems = []
+    if buffer not in inner:
+        problems.append(f"buffer {buffer!r} is not a shared level between DRAM and {array}; choose from {inner}")
+    if len(spatial) > len(axes):
+        problems.append(f"spatial names {len(spatial)} axes, {array} has {len(axes)} ({tuple(axes.values())})")
+    for var in [*spatial, *fixed_outer]:
+        if var is not None and var not in e.vars:
+            problems.append(f"{var!r} is not a variable of {e.name}; its variables are {', '.join(e.vars)}")
+    if len(set(fixed_outer)) != len(fixed_outer):
+        problems.append(f"fixed_outer repeats a variable: {list(fixed_outer)}")
+    if problems:
+        raise SpecError(f"{where}: " + "; ".join(problems))
 
-
-@dataclass(frozen=True, eq=False)
-class _Plan:
-    """Everything fixed for one search: the kernel's problem and architecture, and the space's axes."""
-
-    e: LoweredEinsum
-    array: str
-    levels: tuple[str, str, str]
-    problem: NestProblem
-    nest_arch: NestArch
-    spatial: np.ndarray  # int64[A, R]: spatial factor of each variable on each axis
-    remaining: np.ndarray  # int64[R]: size left per variable after its spatial factor
-    choices: tuple[np.ndarray, ...]  # per variable: int64 buffer bounds offered
-    fixed: tuple[int, ...]  # fixed_outer variable indices, outermost first
-    free: np.ndarray  # bool[R]: not in fixed_outer
-    output_spatial: float  # the output's buffer tile at buffer bounds 1 (its spatial extent)
-    orders: dict[tuple[int, int], np.ndarray]  # (level, mask of active loops) -> int64[n, R] distinct orders
-    notes: tuple[str, ...]
-
-    def level_orders(self, level: int, mask: int) -> np.ndarray:
-        """One full loop order per distinct reuse signature of the active loops ``mask`` at ``level``."""
-        key = (level, mask)
-        if key not in self.orders:
-            self.orders[key] = _distinct_orders(self, level, mask)
-        return self.orders[key]
+    remaining = dict(zip(e.vars, (int(s) for s in e.var_sizes), strict=True))
+    factors: dict[str, int] = {}
+    on_axis: dict[str, tuple[str, ...]] = {}
+    for a, (axis, size) in enumerate(axes.items()):
+        var = spatial[a] if a < len(spatial) else None
+        on_axis[axis] = () if var is None else (var,)
+        if var is None:
+            continue
+        factor = min(size, remaining[var])
+        if remaining[var] % factor:
+            raise SpecError(f"{where}: {var} ({remaining[var]} left) does not divide over {size} PEs of axis {a}")
+        remaining[var] //= factor
+        factors[var] = factors.get(var, 1) * factor
+    dram, registers = arch.levels[0].name, spec_array.fed_by
+    output = e.tensors[int(np.flatnonzero(e.is_output)[0])]
+    return Constraints(
+        levels=(dram, buffer, registers),
+        spatial_ranks_per_axis=max(1, *(spatial.count(v) for v in spatial if v is not None)),
+        temporal=(
+            TemporalConstraint(dram, {v: remaining[v] for v in fixed_outer}, outer=tuple(fixed_outer)),
+            TemporalConstraint(buffer, dict.fromkeys(fixed_outer, 1)),
+            TemporalConstraint(registers, dict.fromkeys(e.vars, 1)),
+        ),
+        spatial=(SpatialConstraint(array, {v: factors.get(v, 1) for v in e.vars}, axes=on_axis),),
+        bypass=(BypassConstraint(buffer, keep=(output,) if bypass else tuple(e.tensors)),),
+        origin=where,
+    )
 
 
 def search_nest(
@@ -700,18 +706,13 @@ def search_nest(
     buffer: str = "global_buffer",
     objective: str = "latency",
     fixed_outer: Sequence[str] = (),
-    batch_size: int = 50_000,
+    batch_size: int = DEFAULT_BATCH,
     *,
     bypass: bool = True,
     parallel: bool = True,
-) -> SearchResult:
-    """The best feasible three-level loop nest of ``e`` on ``array`` under ``objective`` (module docstring).
-
-    ``spatial[a]`` is the variable spread over array axis ``a`` (None: the axis idles). ``fixed_outer``
-    variables run wholly at DRAM, outermost, in the given order. ``bypass`` lets inputs the buffer would
-    not reuse skip it. ``parallel`` spreads each batch over Numba's threads. Latency is in cycles at one
-    cycle per iteration point. Raises :class:`einsum.errors.SpecError` for bad arguments and when no
-    mapping fits.
+) -> MapResult:
+    """The best feasible mapping of ``e`` in the study's three-level space (:func:`nest_constraints`),
+    searched exhaustively under ``objective``.
 
     >>> from einsum.cascade import Cascade
     >>> from einsum.lower import lower
@@ -722,304 +723,6 @@ def search_nest(
     >>> best.dram_words == 1024 * 256 + 256 * 256 + 1024 * 256  # every word moves once
     True
     """
-    start = time.perf_counter()
-    plan = _plan(e, arch, array, spatial, buffer, objective, fixed_outer, batch_size)  # validate, lower once
-    best = _Reducer(lambda costs: _keys(objective, costs))
-    space_size = evaluated = feasible_count = 0
-    for points, batch in _batches(plan, batch_size):  # tilings -> prune -> x distinct orders, streamed
-        space_size += points
-        if batch is None:
-            continue
-        costs, batch, runs = _evaluate(plan, batch, bypass, parallel)  # keep-all, then bypass variants
-        evaluated += runs
-        feasible_count += int(np.count_nonzero(costs.feasible))
-        best.update(batch, costs)  # keep the best feasible
-    if best.costs is None:
-        raise SpecError(_nothing_fits(plan, best, space_size, evaluated))
-    return SearchResult(
-        mapping=_mapping(plan, best.batch),
-        latency_cycles=float(best.costs.latency_cycles[0]),
-        energy_pj=float(best.costs.energy_pj[0]),
-        dram_words=float(_dram_words(best.costs)[0]),
-        evaluated=evaluated,
-        space_size=space_size,
-        feasible_count=feasible_count,
-        seconds=time.perf_counter() - start,
-        notes=plan.notes,
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Plan: check the arguments (collecting every problem), lower the architecture to the kernel's arrays.
-
-
-def _plan(
-    e: LoweredEinsum,
-    arch: ArchSpec,
-    array: str,
-    spatial: Sequence[str | None],
-    buffer: str,
-    objective: str,
-    fixed_outer: Sequence[str],
-    batch_size: int,
-) -> _Plan:
-    where = f"search_nest({e.name} on {array})"
-    spec_array = arch.array(array)  # raises listing the arrays
-    path = arch.path(array)
-    problems: list[str] = []
-    inner = [lv.name for lv in path[1:-1] if lv.per_pe_of is None]
-    if buffer not in inner:
-        problems.append(f"buffer {buffer!r} is not a shared level between DRAM and {array}; choose from {inner}")
-    if objective not in OBJECTIVES:
-        problems.append(f"objective {objective!r} is unknown; choose from {', '.join(OBJECTIVES)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not e.vars:
-        problems.append("the Einsum has no iteration variables: there is no loop nest to search")
-    axes = spec_array.shape if spec_array.instances == 1 else (*spec_array.shape, spec_array.instances)
-    if len(spatial) > len(axes):
-        problems.append(f"spatial names {len(spatial)} axes, {array} has {len(axes)} ({axes})")
-    for var in [*spatial, *fixed_outer]:
-        if var is not None and var not in e.vars:
-            problems.append(f"{var!r} is not a variable of {e.name}; its variables are {', '.join(e.vars)}")
-    if len(set(fixed_outer)) != len(fixed_outer):
-        problems.append(f"fixed_outer repeats a variable: {list(fixed_outer)}")
-    if problems:
-        raise SpecError(f"{where}: " + "; ".join(problems))
-
-    num_vars = len(e.vars)
-    remaining = e.var_sizes.astype(np.int64).copy()
-    factors = np.ones((len(axes), num_vars), dtype=np.int64)
-    for a, (size, var) in enumerate(zip(axes, [*spatial, *[None] * (len(axes) - len(spatial))], strict=True)):
-        if var is None:
-            continue
-        r = e.vars.index(var)
-        factor = min(size, int(remaining[r]))
-        if remaining[r] % factor:
-            raise SpecError(f"{where}: {var} ({remaining[r]} left) does not divide over {size} PEs of axis {a}")
-        remaining[r] //= factor
-        factors[a, r] = factor
-
-    fixed = tuple(e.vars.index(v) for v in fixed_outer)
-    choices: list[np.ndarray] = []
-    notes: list[str] = []
-    for r, var in enumerate(e.vars):
-        size = int(remaining[r])
-        options = divisors(size)
-        if r in fixed:
-            options = [1]
-        elif len(options) > MAX_DIVISORS:
-            options = sorted({d for d in options if d & (d - 1) == 0} | {size})
-            notes.append(f"{var}: {size} has more than {MAX_DIVISORS} divisors; buffer bounds {options}")
-        choices.append(np.array(options, dtype=np.int64))
-
-    levels = (arch.levels[0].name, buffer, spec_array.fed_by)
-    nest = nest_arch(arch, levels, spec_array.name, axes, bandwidth="dram")
-    problem = nest_problem(e)
-    spatial_per_var = factors.prod(axis=0).astype(np.float64)
-    output_vars = e.incidence[np.flatnonzero(e.is_output)[0]]
-    free = np.ones(num_vars, dtype=bool)
-    free[list(fixed)] = False
-    return _Plan(
-        e=e,
-        array=array,
-        levels=levels,
-        problem=problem,
-        nest_arch=nest,
-        spatial=factors,
-        remaining=remaining,
-        choices=tuple(choices),
-        fixed=fixed,
-        free=free,
-        output_spatial=float(np.prod(spatial_per_var[output_vars])),
-        orders={},
-        notes=tuple(notes),
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# The space: tilings, each crossed with the distinct loop orders of its active loops.
-
-
-def _distinct_orders(plan: _Plan, level: int, mask: int) -> np.ndarray:
-    """Full orders (int64[n, R], outermost first) at ``level``: one per distinct innermost-run signature.
-
-    The active loops are the variables in ``mask`` (bound > 1). At DRAM the fixed variables come first,
-    then a permutation of the active free ones, then the rest (bound 1, inert). A tensor's signature is
-    the set of loops in the innermost run not indexing it; orders with the same signature for every tensor
-    cost the same.
-    """
-    num_vars = len(plan.e.vars)
-    active = [r for r in range(num_vars) if mask >> r & 1]
-    prefix = list(plan.fixed) if level == DRAM else []
-    inert = [r for r in range(num_vars) if r not in active and r not in prefix]
-    prefix_active = [r for r in prefix if plan.remaining[r] > 1]
-    seen: set[tuple[frozenset[int], ...]] = set()
-    orders = []
-    for perm in itertools.permutations(active):
-        loops = prefix_active + list(perm)
-        signature = tuple(_innermost_run(loops, row) for row in plan.problem.incidence)
-        if signature not in seen:
-            seen.add(signature)
-            orders.append(prefix + list(perm) + inert)
-    return np.array(orders, dtype=np.int64).reshape(len(orders), num_vars)
-
-
-def _innermost_run(loops: list[int], indexes: np.ndarray) -> frozenset[int]:
-    """The innermost loops (of ``loops``, outermost first) up to the first one indexing the tensor."""
-    run = []
-    for r in reversed(loops):
-        if indexes[r]:
-            break
-        run.append(r)
-    return frozenset(run)
-
-
-def _batches(plan: _Plan, batch_size: int) -> Iterator[tuple[int, MappingBatch | None]]:
-    """Stream the space: (points covered since the last yield, next batch of <= ``batch_size`` mappings).
-
-    Tilings are decoded from a flat index in chunks small enough that their expansion by the orders stays
-    within about one batch, so memory does not grow with the space. The batch is None when the last points
-    were all pruned.
-    """
-    num_vars = len(plan.e.vars)
-    bits = np.left_shift(1, np.arange(num_vars, dtype=np.int64))
-    full = int(bits[plan.free].sum())
-    widest = len(plan.level_orders(DRAM, full)) * len(plan.level_orders(BUFFER, full))
-    chunk = max(1, batch_size // widest)
-    dims = tuple(len(c) for c in plan.choices)
-    total = math.prod(dims)
-    output = plan.problem.incidence[plan.problem.is_output][0]
-    capacity = plan.nest_arch.capacity_words[BUFFER]
-    pe_orders = np.arange(num_vars, dtype=np.int64)
-    temporal_parts: list[np.ndarray] = []
-    order_parts: list[np.ndarray] = []
-    pending = points = 0
-    for begin in range(0, total, chunk):
-        digits = np.unravel_index(np.arange(begin, min(total, begin + chunk)), dims)
-        buffer = np.stack([plan.choices[r][digits[r]] for r in range(num_vars)], axis=1)
-        dram = plan.remaining[None, :] // buffer
-        key = (((dram > 1) & plan.free) @ bits) << num_vars | (buffer > 1) @ bits
-        output_tile = plan.output_spatial * np.prod(buffer[:, output].astype(np.float64), axis=1)
-        fits = output_tile <= capacity  # prune: the output tile alone overflows the buffer
-        for k in np.unique(key):
-            rows = np.flatnonzero(key == k)
-            d_orders = plan.level_orders(DRAM, int(k) >> num_vars)
-            b_orders = plan.level_orders(BUFFER, int(k) & ((1 << num_vars) - 1))
-            combos = len(d_orders) * len(b_orders)
-            points += len(rows) * combos
-            rows = rows[fits[rows]]
-            if not len(rows):
-                continue
-            tiles = np.stack([dram[rows], buffer[rows], np.ones_like(buffer[rows])], axis=1)
-            orders = np.stack(
-                [
-                    np.repeat(d_orders, len(b_orders), axis=0),
-                    np.tile(b_orders, (len(d_orders), 1)),
-                    np.broadcast_to(pe_orders, (combos, num_vars)),
-                ],
-                axis=1,
-            )
-            temporal_parts.append(np.repeat(tiles, combos, axis=0))
-            order_parts.append(np.tile(orders, (len(rows), 1, 1)))
-            pending += len(rows) * combos
-        last = begin + chunk >= total
-        while pending >= batch_size or (pending and last):
-            temporal, order = np.concatenate(temporal_parts), np.concatenate(order_parts)
-            temporal_parts, order_parts = [temporal[batch_size:]], [order[batch_size:]]
-            pending = len(temporal_parts[0])
-            yield points, _batch(plan, temporal[:batch_size], order[:batch_size])
-            points = 0
-    if points:
-        yield points, None
-
-
-def _batch(plan: _Plan, temporal: np.ndarray, order: np.ndarray) -> MappingBatch:
-    """Kernel arrays for tilings and orders; every level keeps every tensor."""
-    n = len(temporal)
-    return MappingBatch(
-        temporal=np.ascontiguousarray(temporal),
-        spatial=np.ascontiguousarray(np.broadcast_to(plan.spatial, (n, *plan.spatial.shape))),
-        order=np.ascontiguousarray(order),
-        keep=np.ones((n, 3, len(plan.e.tensors)), dtype=bool),
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Evaluation, bypass, reduction to the best.
-
-
-def _evaluate(plan: _Plan, batch: MappingBatch, bypass: bool, parallel: bool) -> tuple[NestCosts, MappingBatch, int]:
-    """Cost a keep-all batch; where an input is not reused at the buffer, cost and take its bypass variant.
-
-    Returns the costs of each point's variant, the batch with the chosen keep bits, and the evaluations.
-    """
-    costs = evaluate_nest(plan.problem, plan.nest_arch, batch, parallel=parallel)
-    if not bypass:
-        return costs, batch, batch.num_mappings
-    inputs = ~plan.problem.is_output
-    reads, fills = costs.reads_words[:, BUFFER, :], costs.fills_words[:, BUFFER, :]
-    no_reuse = inputs & (reads <= fills * (1 + _TIE))
-    rows = np.flatnonzero(no_reuse.any(axis=1))
-    if not len(rows):
-        return costs, batch, batch.num_mappings
-    keep = batch.keep.copy()
-    keep[rows, BUFFER, :] = ~no_reuse[rows]
-    variant = MappingBatch(batch.temporal[rows], batch.spatial[rows], batch.order[rows], keep[rows])
-    bypassed = evaluate_nest(plan.problem, plan.nest_arch, variant, parallel=parallel)
-    for name in _PER_MAPPING:
-        getattr(costs, name)[rows] = getattr(bypassed, name)
-    chosen = MappingBatch(batch.temporal, batch.spatial, batch.order, keep)
-    return costs, chosen, batch.num_mappings + len(rows)
-
-
-def _dram_words(costs: NestCosts) -> np.ndarray:
-    """float64[N]: reads + fills + updates at DRAM, summed over tensors."""
-    return (costs.reads_words[:, DRAM] + costs.fills_words[:, DRAM] + costs.updates_words[:, DRAM]).sum(axis=1)
-
-
-def _keys(objective: str, costs: NestCosts) -> tuple[np.ndarray, np.ndarray]:
-    """(primary, secondary) cost to minimise per mapping."""
-    latency, energy = costs.latency_cycles, costs.energy_pj
-    if objective == "latency":
-        return latency, energy
-    if objective == "energy":
-        return energy, latency
-    return latency * energy, latency
-
-
-def _nothing_fits(plan: _Plan, best: _Reducer, space_size: int, evaluated: int) -> str:
-    where = f"search_nest({plan.e.name} on {plan.array})"
-    caps = plan.nest_arch.capacity_words
-    if best.least_occupancy is None:
-        return (
-            f"{where}: no mapping fits: even the smallest output tile, {plan.output_spatial:.0f} words (the "
-            f"spatial extent), overflows {plan.levels[BUFFER]!r} ({caps[BUFFER]:.0f} words); "
-            f"all {space_size} points were pruned"
-        )
-    occ = best.least_occupancy
-    return (
-        f"{where}: none of the {space_size} points fits (evaluated {evaluated}); the closest needs "
-        f"{occ[BUFFER]:.0f} words in {plan.levels[BUFFER]!r} (capacity {caps[BUFFER]:.0f}) and "
-        f"{occ[PE]:.0f} words per PE in {plan.levels[PE]!r} (capacity {caps[PE]:.0f}); "
-        "use a smaller spatial spread, a larger buffer, or registers for one word of every tensor"
-    )
-
-
-def _mapping(plan: _Plan, batch: MappingBatch) -> EinsumMapping:
-    """The chosen row of a one-mapping batch as an :class:`EinsumMapping`."""
-    names, tensors = plan.e.vars, plan.e.tensors
-
-    def loops(level: int) -> Loops:
-        bounds = batch.temporal[0, level]
-        return tuple((names[r], int(bounds[r])) for r in batch.order[0, level] if bounds[r] > 1)
-
-    spatial = tuple(tuple((names[r], int(f)) for r, f in enumerate(row) if f > 1) for row in batch.spatial[0])
-    kept = frozenset(t for t, k in zip(tensors, batch.keep[0, BUFFER], strict=True) if k)
-    return EinsumMapping(
-        array=plan.array,
-        levels=plan.levels,
-        temporal=(loops(DRAM), loops(BUFFER), ()),
-        spatial=spatial,
-        keep=(frozenset(tensors), kept, frozenset(tensors)),
-    )
+    constraints = nest_constraints(e, arch, array, spatial, fixed_outer, buffer, bypass=bypass)
+    space = MapSpace.build(e, arch, array, constraints)
+    return search(space, objective, method="exhaustive", batch_size=batch_size, parallel=parallel)

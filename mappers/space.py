@@ -38,6 +38,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ from simulator.mapping import EinsumMapping, Loops
 from simulator.nest import MappingBatch, NestArch, NestProblem
 from simulator.specs import ArchSpec
 
-__all__ = ["MAX_SPATIAL_ASSIGNMENTS", "MapSpace"]
+__all__ = ["MAX_SPATIAL_ASSIGNMENTS", "MapSpace", "array_axes"]
 
 MAX_SPATIAL_ASSIGNMENTS = 2_000_000
 """Spatial assignments a space may have; more asks for constraints on the axes."""
@@ -192,6 +193,26 @@ class MapSpace:
         """Points of the space: tilings x distinct loop orders of their active loops x bypass combinations."""
         return round(_count_points_exact(self))
 
+    @cached_property
+    def fingerprint(self) -> bytes:
+        """A digest of everything a search of this space reads: the tables, the kernel's problem and
+        architecture arrays, the cost per point and the least utilization. Two spaces with one fingerprint
+        hold the same points at the same costs (whatever their architectures are named)."""
+        digest = hashlib.blake2b(digest_size=20)
+        arrays = (
+            self.trows, self.group_start, self.group_count, self.group_spatial, self.assign, self.assign_spatial,
+            self.order_table, self.order_count, self.keep_table, self.problem.rank_sizes, self.problem.incidence,
+            self.problem.is_output, self.nest_arch.capacity_words, self.nest_arch.instances,
+            self.nest_arch.bandwidth_words_per_cycle, self.nest_arch.read_energy_pj_per_word,
+            self.nest_arch.write_energy_pj_per_word, self.nest_arch.array_axes,
+        )  # fmt: skip
+        for a in arrays:
+            digest.update(repr((a.dtype.str, a.shape)).encode())
+            digest.update(np.ascontiguousarray(a).tobytes())
+        scalars = (self.nest_arch.spatial_level, self.cycles_per_point, self.compute_energy_pj_per_point)
+        digest.update(repr((*scalars, self.min_utilization, self.level_names, self.einsum.tensors)).encode())
+        return digest.digest()
+
     @property
     def max_expansion(self) -> int:
         """Most points one tiling expands to (bypass combinations x distinct orders at every level)."""
@@ -316,7 +337,8 @@ def _default_array(e: LoweredEinsum, arch: ArchSpec, levels: Sequence[str] | Non
     return max(able, key=lambda a: a.pe_count).name
 
 
-def _axes(arch: ArchSpec, array: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def array_axes(arch: ArchSpec, array: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(names, sizes) of the axes of ``array``: rows and cols (2-D) or pes (1-D), then instances if several."""
     a = arch.array(array)
     names = ("rows", "cols") if a.kind == "2d" else ("pes",)
     if a.instances > 1:
@@ -350,7 +372,7 @@ def _bind(e: LoweredEinsum, arch: ArchSpec, array: str, c: Constraints) -> _Boun
         raise SpecError("\n".join(problems))
 
     num_levels, num_ranks, num_tensors = len(levels), len(e.vars), len(e.tensors)
-    axis_names, axis_sizes = _axes(arch, array)
+    axis_names, axis_sizes = array_axes(arch, array)
 
     def var(name: str, key: str) -> int | None:
         if name in e.vars:
@@ -528,7 +550,9 @@ def _tables(e: LoweredEinsum, arch: ArchSpec, array: str, c: Constraints, b: _Bo
         group_spatial[np.arange(num_ranks)[None, :], assign].transpose(0, 2, 1).astype(np.int64)
     )
 
-    order_table, order_count = _order_tables(e.incidence, num_levels, b.outer, b.inner)
+    order_table, order_count = _order_tables(
+        e.incidence.tobytes(), e.incidence.shape, num_levels, tuple(map(tuple, b.outer)), tuple(map(tuple, b.inner))
+    )
     free_keep = b.keep_forced < 0
     free_bits = np.argwhere(free_keep)
     if 2 ** len(free_bits) > _MAX_KEEP_COMBOS:
@@ -675,10 +699,20 @@ def _innermost_run(loops: Sequence[int], indexes: np.ndarray) -> frozenset[int]:
     return frozenset(run)
 
 
+@lru_cache(maxsize=256)
 def _order_tables(
-    incidence: np.ndarray, num_levels: int, outer: list[list[int]], inner: list[list[int]]
+    incidence_bytes: bytes,
+    shape: tuple[int, int],
+    num_levels: int,
+    outer: tuple[tuple[int, ...], ...],
+    inner: tuple[tuple[int, ...], ...],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct full orders per level and active-loop mask (one per distinct set of innermost runs)."""
+    """Distinct full orders per level and active-loop mask (one per distinct set of innermost runs).
+
+    Keyed by the tensor x variable incidence (as bytes and shape) and the required orders, so Einsums of one
+    shape share their tables; the arrays returned are read-only.
+    """
+    incidence = np.frombuffer(incidence_bytes, dtype=np.bool_).reshape(shape)
     num_ranks = incidence.shape[1]
     tables: list[list[list[list[int]]]] = []
     for li in range(num_levels):
@@ -707,6 +741,7 @@ def _order_tables(
         for mask, orders in enumerate(per_mask):
             count[li, mask] = len(orders)
             table[li, mask, : len(orders)] = orders
+    table.flags.writeable = count.flags.writeable = False
     return table, count
 
 

@@ -626,12 +626,15 @@ def evaluate_nest(
     *,
     cycles_per_point: float = 1.0,
     parallel: bool = True,
+    check: bool = True,
 ) -> NestCosts:
     """Cost every mapping of ``batch`` for one Einsum on one architecture (model: module docstring).
 
     ``cycles_per_point`` weights one iteration point (e.g. 2 for an op that takes two cycles).
     ``parallel`` spreads the batch over Numba's threads; pass False inside worker processes.
-    Raises :class:`einsum.errors.SpecError` listing every malformed input.
+    Raises :class:`einsum.errors.SpecError` listing every malformed input. ``check=False`` skips those
+    checks, for callers whose inputs are well formed by construction (a search streaming the points of a
+    :class:`mappers.space.MapSpace`, whose problem and architecture were checked once when it was built).
 
     >>> import numpy as np
     >>> gemm = NestProblem(np.array([4, 4, 4]), np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0]], bool),
@@ -646,7 +649,8 @@ def evaluate_nest(
     >>> float(costs.latency_cycles[0]), bool(costs.feasible[0])
     (64.0, True)
     """
-    _validate(problem, arch, batch, cycles_per_point)
+    if check:
+        _validate(problem, arch, batch, cycles_per_point)
     n, num_levels, _ = batch.temporal.shape
     num_tensors = problem.incidence.shape[0]
     shape3 = (n, num_levels, num_tensors)

@@ -90,6 +90,7 @@ def test_ctrl_c_returns_the_best_mapping_so_far(space, monkeypatch):
         return real(problem, arch, batch, **kwargs)
 
     monkeypatch.setattr(mappers.search, "evaluate_nest", interrupted_on_third_call)
+    monkeypatch.setattr(mappers.search, "_COMPLETE", type(mappers.search._COMPLETE)())  # searched anew, not recalled
     found = search(space, method="exhaustive", batch_size=500)
     assert found.interrupted and not found.complete
     assert found.evaluated == calls[0] + calls[1] > 0  # the two batches costed before Ctrl-C
@@ -114,7 +115,8 @@ def test_a_space_of_hundreds_of_millions_of_points_streams_in_bounded_memory():
     assert peaks[1] < 1.5 * peaks[0]
 
 
-def test_progress_bar_goes_to_stderr(space, capsys):
+def test_progress_bar_goes_to_stderr(space, capsys, monkeypatch):
+    monkeypatch.setattr(mappers.search, "_COMPLETE", type(mappers.search._COMPLETE)())  # searched, not recalled
     search(space, method="exhaustive", progress=True)
     err = capsys.readouterr().err
     assert "100%" in err and "pt" in err

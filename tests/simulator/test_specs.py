@@ -298,7 +298,7 @@ def test_every_problem_is_collected(tmp_path, fusemax):
     [
         ("name: x\nlevels: [\n  - a\nsource: y\n", "bad.yaml:3:3: invalid YAML"),
         ("name: x\nsource: y\nname: z\n", "bad.yaml:3:1: invalid YAML: duplicate key 'name' (first given on line 1)"),
-        ("name: x\nsource: \x07\n", "bad.yaml:2: invalid YAML: special characters are not allowed"),
+        ("name: x\nsource: \x07\n", "bad.yaml:2: invalid YAML: control characters are not allowed"),
         ("- name: x\n", "bad.yaml: expected a mapping with keys name, source, clock_hz"),
         ("", "bad.yaml: expected a mapping with keys name, source"),
     ],
