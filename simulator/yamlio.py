@@ -1,10 +1,13 @@
 """Reading YAML specs, the one loader of every spec kind (architecture, device, mapping, constraints, sweep,
 measurement plan): safe, refuses duplicate keys, reads 1e9 as a float (YAML 1.2), remembers the line of every key
-and item (:func:`line_of`), and names the file, line and column of a syntax problem."""
+and item (:func:`line_of`), and names the file, line and column of a syntax problem; and the one collector of
+what is wrong in a spec (:class:`Problems`), which every spec reader fills and raises."""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +79,12 @@ def read_yaml_text(path: str | Path, origin: str) -> tuple[Any, str]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
+    return _parse(text, origin), text
+
+
+def _parse(text: str, origin: str) -> Any:
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         if mark is not None:
@@ -88,4 +95,124 @@ def read_yaml_text(path: str | Path, origin: str) -> tuple[Any, str]:
             where = origin
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
-    return data, text
+
+
+# ----------------------------------------------------------------------------------------------- checking specs
+
+REQUIRED: Any = object()
+"""Default of :meth:`Problems.value` for a key that must be given."""
+
+
+def finite(value: Any) -> bool:
+    """A real number (int or float, not bool), not inf or nan."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def show(value: Any) -> str:
+    """A value as a message quotes it: its repr cut at 60 characters, then its type unless it is a number."""
+    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return text if finite(value) else f"{text} ({type(value).__name__})"
+
+
+def join(path: str, key: Any) -> str:
+    """The dotted key of ``key`` under ``path`` (``levels[0]`` + ``name`` -> ``levels[0].name``)."""
+    return f"{path}.{key}" if path else str(key)
+
+
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "positive": (lambda v: finite(v) and v > 0, "a positive number"),
+    "nonnegative": (lambda v: finite(v) and v >= 0, "a number >= 0"),
+    "fraction": (lambda v: finite(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+}
+"""Value kinds every spec reader checks against: kind -> (test, what a valid value is, for messages)."""
+
+
+class Problems:
+    """Every problem found while reading one spec, raised together as one SpecError.
+
+    Each problem names the dotted key at fault and what would be valid; where the YAML reader saw the
+    key (a :class:`LineDict` or :class:`LineList` container), the message starts ``file:line:``. One
+    problem reads ``origin[:line]: key: what``; several are listed under ``origin: N problems in the KIND:``.
+
+    >>> p = Problems("arch.yaml", "architecture spec")
+    >>> levels = read_yaml_text_data("levels:\\n  - name: dram\\n    size: 3\\n")["levels"]
+    >>> _ = p.mapping(levels[0], "levels[0]", ("name", "capacity_words"))
+    >>> p.value(levels[0], "levels[0]", "capacity_words", "count")
+    >>> print(p.message())
+    arch.yaml: 2 problems in the architecture spec:
+    arch.yaml:3: levels[0].size: unknown key; allowed keys: name, capacity_words
+    arch.yaml: levels[0].capacity_words: missing; expected a positive integer
+    """
+
+    def __init__(self, origin: str, kind: str) -> None:
+        self.origin = origin
+        self.kind = kind
+        self.items: list[tuple[int | None, str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, key: str, what: str, container: Any = None, item: Any = None) -> None:
+        """Record that ``key`` (dotted) is at fault: ``what``; its line is ``container``'s ``item``, if known."""
+        self.items.append((line_of(container, item), key, what))
+
+    def mapping(
+        self, value: Any, key: str, allowed: tuple[str, ...] | None, parent: Any = None, item: Any = None
+    ) -> dict[Any, Any] | None:
+        """``value`` if it is a mapping (recording keys not in ``allowed``, when given); None after recording why
+        not. ``parent[item]`` is where ``value`` stands, for the line."""
+        if not isinstance(value, dict):
+            self.add(key, f"expected a mapping, got {show(value)}", parent, item)
+            return None
+        for k in value if allowed is not None else ():
+            if k not in allowed:
+                self.add(join(key, k), f"unknown key; allowed keys: {', '.join(allowed)}", value, k)
+        return value
+
+    def value(
+        self,
+        m: Mapping[Any, Any],
+        path: str,
+        key: str,
+        kind: str | tuple[Callable[[Any], bool], str],
+        default: Any = REQUIRED,
+        null: bool = False,
+    ) -> Any:
+        """``m[key]`` checked against ``kind``: a name in :data:`CHECKS` (numbers of kind positive,
+        nonnegative or fraction come back as float) or a reader's own (test, what is valid); ``default`` when
+        absent; None, recorded, when missing or invalid."""
+        test, what = CHECKS[kind] if isinstance(kind, str) else kind
+        what += " or null" if null else ""
+        if key not in m:
+            if default is REQUIRED:
+                self.add(join(path, key), f"missing; expected {what}")
+                return None
+            return default
+        value = m[key]
+        if (value is None and null) or test(value):
+            return float(value) if kind in ("positive", "nonnegative", "fraction") and value is not None else value
+        self.add(join(path, key), f"expected {what}, got {show(value)}", m, key)
+        return None
+
+    def message(self) -> str:
+        """The problems as one text (see the class docstring)."""
+        lines = [
+            f"{self.origin}{'' if line is None else f':{line}'}: {key + ': ' if key else ''}{what}"
+            for line, key, what in self.items
+        ]
+        head = [f"{self.origin}: {len(lines)} problems in the {self.kind}:"] if len(lines) > 1 else []
+        return "\n".join(head + lines)
+
+    def raise_if_any(self) -> None:
+        """Raise one :class:`~einsum.errors.SpecError` listing every problem, if there is any."""
+        if self.items:
+            raise SpecError(self.message())
+
+
+def read_yaml_text_data(text: str, origin: str = "<text>") -> Any:
+    """Parse YAML text with this module's loader (lines remembered); bad syntax raises SpecError."""
+    return _parse(text, origin)
