@@ -63,7 +63,7 @@ from mappers.sweep.store import BASE_COLUMNS
 from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
 from mappers.sweep.targets import Target, device_with_overrides, fingerprint, resolve_target, valid_targets
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch, with_overrides
-from simulator.yamlio import LineDict, line_of, read_yaml_text
+from simulator.yamlio import LineDict, Problems, join, line_of, read_yaml_text, show
 from workloads.models import MODEL_NAMES
 from workloads.registry import CASCADES, parse_size
 
@@ -235,52 +235,12 @@ class SweepSpec:
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-class _Problems:
-    """(line, dotted key, problem) triples collected while reading a spec."""
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-        self.items: list[tuple[int | None, str, str]] = []
-
-    def add(self, key: str, what: str, container: Any = None, item: Any = None) -> None:
-        self.items.append((line_of(container, item), key, what))
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        lines = [
-            f"{self.origin}{'' if line is None else f':{line}'}: {key + ': ' if key else ''}{what}"
-            for line, key, what in self.items
-        ]
-        head = [f"{self.origin}: {len(lines)} problems in the sweep spec:"] if len(lines) > 1 else []
-        raise SpecError("\n".join(head + lines))
-
-
-def _mapping(p: _Problems, value: Any, key: str, allowed: tuple[str, ...] | None, parent: Any, item: Any) -> dict:
-    if not isinstance(value, dict):
-        p.add(key, f"expected a mapping, got {_show(value)}", parent, item)
-        return {}
-    for k in value if allowed is not None else ():
-        if k not in allowed:
-            p.add(_join(key, k), f"unknown key; allowed keys: {', '.join(allowed)}", value, k)
-    return value
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -301,17 +261,17 @@ def read_sweep_file(path: str | Path) -> SweepSpec:
 
 def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = None, text: str = "") -> SweepSpec:
     """Validate plain data (as loaded from YAML) and build the spec; arch paths are relative to base_dir."""
-    p = _Problems(origin)
+    p = Problems(origin, "sweep spec")
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
-    _mapping(p, data, "", _TOP_KEYS, None, None)
+        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {show(data)}")
+    p.mapping(data, "", _TOP_KEYS)
     name = data.get("name")
     if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)):
-        what = "missing" if "name" not in data else f"got {_show(name)}"
+        what = "missing" if "name" not in data else f"got {show(name)}"
         p.add("name", f"{what}; expected letters, digits, '-', '_', '.' (e.g. fusemax-pe-buffer)", data, "name")
     description = data.get("description", "")
     if not isinstance(description, str):
-        p.add("description", f"expected text, got {_show(description)}", data, "description")
+        p.add("description", f"expected text, got {show(description)}", data, "description")
     base_dir = base_dir or Path(".")
     files = _resolve_files(p, data, base_dir)
     raw_axes = data.get("axes")
@@ -381,7 +341,7 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
     )
 
 
-def _resolve_files(p: _Problems, data: dict, base_dir: Path) -> dict[str, str]:
+def _resolve_files(p: Problems, data: dict, base_dir: Path) -> dict[str, str]:
     """The file values of the strategy's file parameters (``workload: mine.einsum``, under ``mapping`` or as an
     axis), as written -> absolute path read relative to the spec's folder; a file that does not load is a
     problem of its key. Columns keep the value as written; the point keys hold the file's content
@@ -411,10 +371,10 @@ def _resolve_files(p: _Problems, data: dict, base_dir: Path) -> dict[str, str]:
     return files
 
 
-def _read_arch(p: _Problems, data: dict, base_dir: Path) -> tuple[str, ArchSpec | None]:
+def _read_arch(p: Problems, data: dict, base_dir: Path) -> tuple[str, ArchSpec | None]:
     ref = data.get("arch")
     if not (isinstance(ref, str) and ref.strip()):
-        what = "missing" if "arch" not in data else f"got {_show(ref)}"
+        what = "missing" if "arch" not in data else f"got {show(ref)}"
         p.add("arch", f"{what}; expected a preset name or the path of an architecture .yaml", data, "arch")
         return "", None
     is_path = ref.endswith((".yaml", ".yml")) or "/" in ref
@@ -431,12 +391,12 @@ def _strip(message: str, arch: ArchSpec) -> str:
     return "; ".join(line.strip() for line in lines if "problems in the architecture spec" not in line)
 
 
-def _read_overrides(p: _Problems, data: dict) -> tuple[tuple[str, Any], ...]:
-    raw = _mapping(p, data.get("overrides", {}), "overrides", None, data, "overrides")
+def _read_overrides(p: Problems, data: dict) -> tuple[tuple[str, Any], ...]:
+    raw = p.mapping(data.get("overrides", {}), "overrides", None, data, "overrides") or {}
     out = []
     for path, value in raw.items():
         if not (isinstance(path, str) and (_PATH.match(path) or _IDENT.match(path))):
-            p.add(_join("overrides", path), "expected a dotted path like levels.dram.bandwidth_bytes_per_s", raw, path)
+            p.add(join("overrides", path), "expected a dotted path like levels.dram.bandwidth_bytes_per_s", raw, path)
             continue
         out.append((path, value))
     return tuple(out)
@@ -446,17 +406,17 @@ def _device_strategies() -> list[str]:
     return [n for n, s in STRATEGIES.items() if s.point_kind == "device"]
 
 
-def _read_mapping(p: _Problems, data: dict, has_devices: bool) -> tuple[Any, MappingSpec, set[str]]:
+def _read_mapping(p: Problems, data: dict, has_devices: bool) -> tuple[Any, MappingSpec, set[str]]:
     """The strategy, its parameters (defaults filled in) and the names of those the spec gave."""
     raw = data.get("mapping", {"strategy": "fixed-binding"})
-    m = _mapping(p, raw, "mapping", None, data, "mapping")
+    m = p.mapping(raw, "mapping", None, data, "mapping") or {}
     if "strategy" not in m and has_devices:
         p.add("mapping.strategy", f"missing; a sweep over devices needs a device strategy: "
               f"{', '.join(_device_strategies())}", data, "mapping")  # fmt: skip
         return None, MappingSpec("", ()), set()
     name = m.get("strategy", "fixed-binding")
     if name not in STRATEGIES:
-        p.add("mapping.strategy", f"unknown strategy {_show(name)}; registered: {', '.join(STRATEGIES)}", m, "strategy")
+        p.add("mapping.strategy", f"unknown strategy {show(name)}; registered: {', '.join(STRATEGIES)}", m, "strategy")
         return None, MappingSpec(str(name), ()), set()
     strategy = get_strategy(name)
     params = {}
@@ -465,11 +425,11 @@ def _read_mapping(p: _Problems, data: dict, has_devices: bool) -> tuple[Any, Map
             continue
         if key not in strategy.params:
             allowed = ", ".join(("strategy", *strategy.params))
-            p.add(_join("mapping", key), f"unknown key for strategy {name}; allowed keys: {allowed}", m, key)
+            p.add(join("mapping", key), f"unknown key for strategy {name}; allowed keys: {allowed}", m, key)
             continue
         problem = strategy.params[key].check(value)
         if problem:
-            p.add(_join("mapping", key), problem, m, key)
+            p.add(join("mapping", key), problem, m, key)
         params[key] = value
     given = set(params)
     for key, param in strategy.params.items():
@@ -477,12 +437,12 @@ def _read_mapping(p: _Problems, data: dict, has_devices: bool) -> tuple[Any, Map
     return strategy, MappingSpec(name, tuple(sorted(params.items()))), given
 
 
-def _read_workload(p: _Problems, data: dict, strategy: Any, kind: str) -> WorkloadSpec:
+def _read_workload(p: Problems, data: dict, strategy: Any, kind: str) -> WorkloadSpec:
     device = kind == "device"
     if "workload" not in data:
         expected = "{models: [...], seq_lens: [...]}" if device else "{cascades: [...], models: [...], seq_lens: [...]}"
         p.add("workload", f"missing; expected {expected}", data, "workload")
-    m = _mapping(p, data.get("workload", {}), "workload", _WORKLOAD_KEYS, data, "workload")
+    m = p.mapping(data.get("workload", {}), "workload", _WORKLOAD_KEYS, data, "workload") or {}
     allowed_cascades = strategy.cascades if strategy is not None and strategy.cascades else tuple(sorted(CASCADES))
     out: dict[str, tuple] = {"cascades": ()}
     if device and "cascades" in m:
@@ -507,12 +467,12 @@ def _read_workload(p: _Problems, data: dict, strategy: Any, kind: str) -> Worklo
             if key == "seq_lens":
                 length = _seq_len(item)
                 if length is None:
-                    p.add(where, f"expected a positive integer or a size like 4K, got {_show(item)}", parent, idx)
+                    p.add(where, f"expected a positive integer or a size like 4K, got {show(item)}", parent, idx)
                 values.append(length)
                 continue
             if item not in allowed:
                 extra = f" by strategy {strategy.name}" if key == "cascades" and strategy is not None else ""
-                p.add(where, f"unknown or unsupported {key[:-1]} {_show(item)}{extra}; allowed: {', '.join(allowed)}",
+                p.add(where, f"unknown or unsupported {key[:-1]} {show(item)}{extra}; allowed: {', '.join(allowed)}",
                       parent, idx)  # fmt: skip
             values.append(item)
         for dup in dict.fromkeys(v for v in values if values.count(v) > 1):
@@ -532,21 +492,21 @@ def _seq_len(item: Any) -> int | None:
     return None
 
 
-def _read_sampling(p: _Problems, data: dict) -> Sampling:
-    m = _mapping(p, data.get("sampling", {}), "sampling", _SAMPLING_KEYS, data, "sampling")
+def _read_sampling(p: Problems, data: dict) -> Sampling:
+    m = p.mapping(data.get("sampling", {}), "sampling", _SAMPLING_KEYS, data, "sampling") or {}
     method = m.get("method", "grid")
     if method not in SAMPLING_METHODS:
-        p.add("sampling.method", f"got {_show(method)}; allowed: {', '.join(SAMPLING_METHODS)}", m, "method")
+        p.add("sampling.method", f"got {show(method)}; allowed: {', '.join(SAMPLING_METHODS)}", m, "method")
         method = "grid"
     points, seed = m.get("points"), m.get("seed", 0)
     if method == "grid" and "points" in m:
         p.add("sampling.points", "grid sampling takes every combination; remove points or use random or lhs", m,
               "points")  # fmt: skip
     if method != "grid" and not (_is_int(points) and points > 0):
-        what = "missing" if "points" not in m else f"got {_show(points)}"
+        what = "missing" if "points" not in m else f"got {show(points)}"
         p.add("sampling.points", f"{what}; {method} sampling needs a positive integer number of points", m, "points")
     if not (_is_int(seed) and seed >= 0):
-        p.add("sampling.seed", f"expected an integer >= 0, got {_show(seed)}", m, "seed")
+        p.add("sampling.seed", f"expected an integer >= 0, got {show(seed)}", m, "seed")
     return Sampling(method, points if method != "grid" else None, seed if _is_int(seed) else 0)
 
 
@@ -606,7 +566,7 @@ class _DeviceSpace:
         return None
 
 
-def _read_targets(p: _Problems, data: dict, strategy: Strategy | None, base_dir: Path) -> list[Target] | None:
+def _read_targets(p: Problems, data: dict, strategy: Strategy | None, base_dir: Path) -> list[Target] | None:
     """The device axis of a device sweep, resolved; None if it is missing or has a bad value."""
     arch_presets = strategy is not None and strategy.arch_presets
     raw = data.get("axes") if isinstance(data.get("axes"), dict) else {}
@@ -617,14 +577,14 @@ def _read_targets(p: _Problems, data: dict, strategy: Strategy | None, base_dir:
         return None
     item = raw[DEVICE_AXIS]
     if isinstance(item, dict):
-        m = _mapping(p, item, where, ("values",), raw, DEVICE_AXIS)
+        m = p.mapping(item, where, ("values",), raw, DEVICE_AXIS) or {}
         item = m.get("values")
         parent, key = m, "values"
     else:
         parent, key = raw, DEVICE_AXIS
     if not isinstance(item, list) or not item:
-        what = "empty axis" if isinstance(item, list) else f"expected a list of device ids, got {_show(item)}"
-        p.add(_join(where, "values"), f"{what}; give {valid_targets(arch_presets)}", parent, key)
+        what = "empty axis" if isinstance(item, list) else f"expected a list of device ids, got {show(item)}"
+        p.add(join(where, "values"), f"{what}; give {valid_targets(arch_presets)}", parent, key)
         return None
     targets, ok = [], True
     for i, value in enumerate(item):
@@ -643,8 +603,8 @@ def _read_targets(p: _Problems, data: dict, strategy: Strategy | None, base_dir:
     return targets if ok else None
 
 
-def _read_axes(p: _Problems, data: dict, space: Any, method: str, strategy: Strategy | None, kind: str) -> list[Axis]:
-    raw = _mapping(p, data.get("axes", {}), "axes", None, data, "axes")
+def _read_axes(p: Problems, data: dict, space: Any, method: str, strategy: Strategy | None, kind: str) -> list[Axis]:
+    raw = p.mapping(data.get("axes", {}), "axes", None, data, "axes") or {}
     axes = []
     for key, item in raw.items():
         if key == DEVICE_AXIS and kind == "device":
@@ -661,9 +621,9 @@ def _read_axes(p: _Problems, data: dict, space: Any, method: str, strategy: Stra
 
 
 def _read_axis(
-    p: _Problems, raw: dict, key: Any, item: Any, space: Any, method: str, strategy: Strategy | None, kind: str
+    p: Problems, raw: dict, key: Any, item: Any, space: Any, method: str, strategy: Strategy | None, kind: str
 ) -> Axis | None:
-    where = _join("axes", key)
+    where = join("axes", key)
     named = isinstance(key, str) and bool(_IDENT.match(key))
     if not (named or (isinstance(key, str) and _PATH.match(key))):
         p.add(where, "an axis is named by an identifier (with paths: [...]) or by a dotted path", raw, key)
@@ -672,7 +632,7 @@ def _read_axis(
         m = LineDict(values=item)
         m.lines = {"values": line_of(raw, key)}
     else:
-        m = _mapping(p, item, where, _AXIS_KEYS, raw, key)
+        m = p.mapping(item, where, _AXIS_KEYS, raw, key) or {}
     if not m:
         return None
     if named and "paths" not in m and strategy is not None and key in strategy.params:
@@ -704,7 +664,7 @@ def _read_axis(
     return axis
 
 
-def _param_axis(p: _Problems, m: dict, key: str, where: str, strategy: Strategy, raw: dict) -> Axis | None:
+def _param_axis(p: Problems, m: dict, key: str, where: str, strategy: Strategy, raw: dict) -> Axis | None:
     """An axis named like a strategy parameter: a list of its values."""
     values = m.get("values")
     if set(m) - {"values"} or not isinstance(values, list):
@@ -712,7 +672,7 @@ def _param_axis(p: _Problems, m: dict, key: str, where: str, strategy: Strategy,
               f"({strategy.params[key].doc})", raw, key)  # fmt: skip
         return None
     if not values:
-        p.add(_join(where, "values"), "empty axis; give at least one value", m, "values")
+        p.add(join(where, "values"), "empty axis; give at least one value", m, "values")
         return None
     ok = True
     for i, value in enumerate(values):
@@ -721,17 +681,17 @@ def _param_axis(p: _Problems, m: dict, key: str, where: str, strategy: Strategy,
             p.add(f"{where}.values[{i}]", f"strategy {strategy.name}, parameter {key}: {problem}", values, i)
             ok = False
     for dup in dict.fromkeys(v for v in values if values.count(v) > 1):
-        p.add(_join(where, "values"), f"{dup!r} is listed twice", m, "values")
+        p.add(join(where, "values"), f"{dup!r} is listed twice", m, "values")
         ok = False
     return Axis(name=key, paths=(), values=tuple(values), role="param") if ok else None
 
 
 def _axis_paths(
-    p: _Problems, m: dict, key: str, where: str, named: bool, raw: dict, space: Any, strategy: Strategy | None
+    p: Problems, m: dict, key: str, where: str, named: bool, raw: dict, space: Any, strategy: Strategy | None
 ) -> tuple[str, ...]:
     if not named:
         if "paths" in m:
-            p.add(_join(where, "paths"), "this axis is named by its path; remove paths or name the axis", m, "paths")
+            p.add(join(where, "paths"), "this axis is named by its path; remove paths or name the axis", m, "paths")
         return (key,)
     paths = m.get("paths")
     if paths is None:
@@ -746,10 +706,10 @@ def _axis_paths(
         if isinstance(path, str) and (_PATH.match(path) or _IDENT.match(path)):
             good.append(path)
         else:
-            p.add(f"{where}.paths[{i}]", f"expected a dotted path like arrays.pe_2d.rows, got {_show(path)}",
+            p.add(f"{where}.paths[{i}]", f"expected a dotted path like arrays.pe_2d.rows, got {show(path)}",
                   m["paths"], i)  # fmt: skip
     if not paths:
-        p.add(_join(where, "paths"), "empty; give at least one dotted path", m, "paths")
+        p.add(join(where, "paths"), "empty; give at least one dotted path", m, "paths")
     return tuple(good)
 
 
@@ -779,47 +739,47 @@ def _fits(value: Any, kinds: set[str]) -> bool:
     return all(checks[k](value) for k in kinds)
 
 
-def _axis_values(p: _Problems, m: dict, where: str, kinds: set[str]) -> tuple[Scalar, ...] | None:
+def _axis_values(p: Problems, m: dict, where: str, kinds: set[str]) -> tuple[Scalar, ...] | None:
     values = m["values"]
     if not isinstance(values, list):
-        p.add(_join(where, "values"), f"expected a list of values, got {_show(values)}", m, "values")
+        p.add(join(where, "values"), f"expected a list of values, got {show(values)}", m, "values")
         return None
     if not values:
-        p.add(_join(where, "values"), "empty axis; give at least one value", m, "values")
+        p.add(join(where, "values"), "empty axis; give at least one value", m, "values")
         return None
     out, ok = [], True
     want = " and ".join(_KIND_TEXT[k] for k in sorted(kinds - {"any"})) or "a number, string or true/false"
     for i, v in enumerate(values):
         if not isinstance(v, int | float | str | bool) or (isinstance(v, float) and not math.isfinite(v)):
-            p.add(f"{where}.values[{i}]", f"expected {want}, got {_show(v)}", values, i)
+            p.add(f"{where}.values[{i}]", f"expected {want}, got {show(v)}", values, i)
             ok = False
         elif not _fits(v, kinds):
-            p.add(f"{where}.values[{i}]", f"wrong type: the path holds {want}, got {_show(v)}", values, i)
+            p.add(f"{where}.values[{i}]", f"wrong type: the path holds {want}, got {show(v)}", values, i)
             ok = False
         else:
             out.append(float(v) if kinds == {"float"} else v)
     for dup in dict.fromkeys(v for v in out if out.count(v) > 1):
-        p.add(_join(where, "values"), f"{dup!r} is listed twice", m, "values")
+        p.add(join(where, "values"), f"{dup!r} is listed twice", m, "values")
         ok = False
     return tuple(out) if ok else None
 
 
 def _axis_range(
-    p: _Problems, m: dict, key: str, where: str, kinds: set[str], method: str, raw: dict
+    p: Problems, m: dict, key: str, where: str, kinds: set[str], method: str, raw: dict
 ) -> dict[str, Any] | None:
     ok = True
     for end in ("min", "max"):
         if not _is_number(m.get(end)):
-            what = "missing" if end not in m else f"got {_show(m.get(end))}"
-            p.add(_join(where, end), f"{what}; a range needs a finite number", m, end if end in m else None)
+            what = "missing" if end not in m else f"got {show(m.get(end))}"
+            p.add(join(where, end), f"{what}; a range needs a finite number", m, end if end in m else None)
             ok = False
     scale = m.get("scale", "linear")
     if scale not in SCALES:
-        p.add(_join(where, "scale"), f"got {_show(scale)}; allowed: {', '.join(SCALES)}", m, "scale")
+        p.add(join(where, "scale"), f"got {show(scale)}; allowed: {', '.join(SCALES)}", m, "scale")
         ok = False
     count = m.get("count")
     if count is not None and not (_is_int(count) and count > 0):
-        p.add(_join(where, "count"), f"expected a positive integer, got {_show(count)}", m, "count")
+        p.add(join(where, "count"), f"expected a positive integer, got {show(count)}", m, "count")
         ok = False
     if not kinds <= {"int", "float", "any"}:
         p.add(where, f"a range needs a numeric field; the path holds {' and '.join(sorted(kinds))}", raw, key)
@@ -829,16 +789,16 @@ def _axis_range(
     lo, hi = m["min"], m["max"]
     integer = m.get("integer", "int" in kinds or (_is_int(lo) and _is_int(hi) and "float" not in kinds))
     if not isinstance(integer, bool):
-        p.add(_join(where, "integer"), f"expected true or false, got {_show(integer)}", m, "integer")
+        p.add(join(where, "integer"), f"expected true or false, got {show(integer)}", m, "integer")
         return None
     if "int" in kinds and not integer:
-        p.add(_join(where, "integer"), "the path holds an integer; a range over it must be integer", m, "integer")
+        p.add(join(where, "integer"), "the path holds an integer; a range over it must be integer", m, "integer")
         return None
     if not lo < hi:
         p.add(where, f"min ({lo}) must be below max ({hi})", raw, key)
         return None
     if scale == "log" and lo <= 0:
-        p.add(_join(where, "min"), f"a log range needs min > 0, got {lo}", m, "min")
+        p.add(join(where, "min"), f"a log range needs min > 0, got {lo}", m, "min")
         return None
     if method == "grid" and count is None:
         p.add(where, "grid sampling needs count (the number of grid values) for a range axis", raw, key)
@@ -846,7 +806,7 @@ def _axis_range(
     return {"min": lo, "max": hi, "scale": scale, "count": count, "integer": integer}
 
 
-def _check_axis_on_space(p: _Problems, axis: Axis, space: Any, where: str, raw: dict, key: str) -> None:
+def _check_axis_on_space(p: Problems, axis: Axis, space: Any, where: str, raw: dict, key: str) -> None:
     """Every path exists and the presets' own validation accepts the axis's values (range ends for a range)."""
     probes = axis.discrete if axis.discrete is not None else (axis.at(0.0), axis.at(1.0))
     for path in axis.paths:
@@ -866,8 +826,8 @@ def _column(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", key).strip("_")
 
 
-def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Axis], kind: str) -> list[Derived]:
-    raw = _mapping(p, data.get("derived", {}), "derived", None, data, "derived")
+def _read_derived(p: Problems, data: dict, arch: ArchSpec | None, axes: list[Axis], kind: str) -> list[Derived]:
+    raw = p.mapping(data.get("derived", {}), "derived", None, data, "derived") or {}
     if raw and kind == "device":
         p.add("derived", "derived values apply to architecture sweeps (arch: ...); a device sweep sets device "
               "fields with axes", data, "derived")  # fmt: skip
@@ -877,13 +837,13 @@ def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Ax
     first = None if arch is None else {a.name: (a.discrete or (a.at(0.0),))[0] for a in axes}
     first_paths = {} if first is None else {path: first[a.name] for a in axes for path in a.paths}
     for path, text in raw.items():
-        where = _join("derived", path)
+        where = join("derived", path)
         if not (isinstance(path, str) and _PATH.match(path)):
             p.add(where, "a derived value is keyed by the dotted path it sets, e.g. levels.global_buffer.area_um2",
                   raw, path)  # fmt: skip
             continue
         if not isinstance(text, str | int | float) or isinstance(text, bool):
-            p.add(where, f"expected an expression, got {_show(text)}", raw, path)
+            p.add(where, f"expected an expression, got {show(text)}", raw, path)
             continue
         setters = [a.name for a in axes if path in a.paths]
         if setters:
@@ -909,7 +869,7 @@ def _read_derived(p: _Problems, data: dict, arch: ArchSpec | None, axes: list[Ax
     return out
 
 
-def _read_metrics(p: _Problems, data: dict, arch: ArchSpec | None, strategy: Strategy | None) -> tuple[str, ...]:
+def _read_metrics(p: Problems, data: dict, arch: ArchSpec | None, strategy: Strategy | None) -> tuple[str, ...]:
     """The reported metrics: an architecture sweep's (strategy None), or a device strategy's own."""
     allowed = strategy.metrics if strategy is not None else None
     default = allowed if allowed is not None else DEFAULT_METRICS
