@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import workloads
-from einsum.analysis import op_counts, pass_analysis, tensor_sizes, total_ops
+from einsum.analysis import key_ranks, op_counts, pass_analysis, tensor_sizes, total_ops
 from einsum.errors import ShapeError
 from einsum.interpreter import random_inputs, run
 from mappers.base import Design
@@ -82,18 +82,31 @@ def list_cascades(shape: Mapping[str, int] | None = None) -> list[dict]:
     return rows
 
 
-def describe_cascade(name_or_path: str, shape: Mapping[str, int] | None = None, rank: str = "M") -> dict:
-    """Everything ``cascade show`` prints: the Einsums as text and the analyses at one shape."""
+def describe_cascade(name_or_path: str, shape: Mapping[str, int] | None = None, rank: str | None = None) -> dict:
+    """Everything ``cascade show`` prints: the Einsums as text and the analyses at one shape.
+
+    The pass analysis walks ``rank`` (default: the cascade's key rank, ``einsum.analysis.key_ranks``; a cascade
+    without one, a plain matmul, has no pass analysis and ``pass_note`` says why).
+    """
     loaded = load_cascade(name_or_path)
     c = loaded.cascade
     sizes = loaded.sizes(shape)
-    analysis = pass_analysis(c, rank) if rank in c.ranks else None
+    note = ""
+    if rank is not None and rank not in c.ranks:
+        raise ShapeError(f"{c.name}: no rank {rank!r} to walk; its ranks are {', '.join(c.ranks)}")
+    if rank is None:
+        try:
+            rank = key_ranks(c)[0]
+        except ShapeError as exc:
+            note = f"no pass analysis: {exc.args[0].split(': ', 1)[-1]}; give --rank R to walk one"
+    analysis = pass_analysis(c, rank) if rank is not None else None
     return {
         "name": c.name,
         "summary": loaded.summary,
         "source": loaded.source,
         "passes": analysis.passes if analysis else None,
         "pass_rank": rank if analysis else None,
+        "pass_note": note,
         "einsum_passes": analysis.einsum_pass if analysis else {},
         "carried_between_passes": list(analysis.carried) if analysis else [],
         "einsums": [e.text for e in c.einsums],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -29,6 +30,22 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str) -> int:
     print(f"attnscope: error: {message}", file=sys.stderr)
     return 2
+
+
+def at_least(least: int):
+    """An argparse type: a whole number >= ``least`` (anything else is a usage error, exit 2, saying so)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+        return value
+
+    whole.__name__ = f"integer >= {least}"
+    return whole
 
 
 def print_json(data) -> None:
@@ -97,6 +114,8 @@ def cmd_show(args) -> int:
     print(f"source: {info['source']}")
     print(f"shape: {_shape_text(info['shape'])}\n")
     print(info["text"].rstrip())
+    if info["pass_note"]:
+        print(f"\n{info['pass_note']}")
     if info["passes"] is not None:
         print(f"\npasses over {info['pass_rank']}: {info['passes']}")
         if info["carried_between_passes"]:
@@ -112,6 +131,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
+    out = args.out if args.out.endswith(".npz") else args.out + ".npz"  # numpy.savez's own rule, said up front
+    if os.path.isdir(out) or not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        why = "is a directory" if os.path.isdir(out) else "has no such parent directory"
+        return _fail(f"cannot write {out}: it {why}; --out names an .npz file in an existing directory")
     given = {}
     if args.inputs:
         try:
@@ -122,14 +145,14 @@ def cmd_run(args) -> int:
     used, outputs, sizes = api.run_cascade(args.name, parse_shape(args.shape), given, args.seed)
     arrays = {**used, **outputs} if args.save_inputs else outputs
     try:
-        np.savez(args.out, **arrays)
+        np.savez(out, **arrays)
     except OSError as exc:
-        return _fail(f"cannot write {args.out}: {exc.strerror}")
+        return _fail(f"cannot write {out}: {exc.strerror}")
     if args.json:
-        _print_json({"out": args.out, "shape": sizes, "outputs": {k: list(v.shape) for k, v in outputs.items()}})
+        _print_json({"out": out, "shape": sizes, "outputs": {k: list(v.shape) for k, v in outputs.items()}})
     else:
         for name, arr in outputs.items():
-            print(f"{name}: shape {arr.shape}, written to {args.out}")
+            print(f"{name}: shape {arr.shape}, written to {out}")
     return 0
 
 
@@ -209,15 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("show", help="the Einsums as text and their analyses")
     p.add_argument("name", help="a registered cascade or a .einsum file")
     p.add_argument("--shape", default="", help="rank sizes, e.g. B=1,H=2,M=128,P=64,E=32,F=32")
-    p.add_argument("--rank", default="M", help="rank for the pass analysis (default M)")
+    p.add_argument("--rank", help="rank the pass analysis walks (default: the cascade's key rank, e.g. M)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
     p = csub.add_parser("run", help="execute with the numpy reference interpreter")
     p.add_argument("name", help="a registered cascade or a .einsum file")
     p.add_argument("--shape", default="", help="rank sizes, e.g. B=1,H=2,M=128,P=64,E=32,F=32")
     p.add_argument("--inputs", help=".npz with input arrays named by tensor (others are drawn from --seed)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output .npz (arrays named by tensor)")
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--out", required=True, help="output .npz file (arrays named by tensor; .npz is added if missing)")
     p.add_argument("--save-inputs", action="store_true", help="also store the inputs used in --out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)

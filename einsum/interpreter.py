@@ -8,6 +8,7 @@ min). The interpreter is the oracle for every other part of attnscope, not a fas
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import networkx as nx
@@ -59,6 +60,7 @@ def run(
     laid out in the ranks of their ``input`` declaration.
     """
     full = cascade.rank_sizes(sizes)
+    _check_memory(cascade, full)
     values: dict[str, np.ndarray] = {}
     missing = [n for n in cascade.inputs if n not in inputs]
     if missing:
@@ -97,6 +99,55 @@ def run(
                     _evaluate(e, full, values, {var: step})
     keep = cascade.tensors if keep_intermediates else cascade.outputs
     return {n: values[n] for n in keep if cascade.tensors[n].role != "input" or keep_intermediates}
+
+
+LIVE_ARRAYS = 4
+"""Iteration-space arrays one Einsum's evaluation holds at once (operands, a partial result, a mask): the
+memory estimate's factor, so the estimate is of the right order rather than a bound."""
+
+
+def memory_bytes(cascade: Cascade, full: Mapping[str, int]) -> tuple[float, float, str]:
+    """(bytes of every tensor, bytes of the largest Einsum's evaluation, that Einsum) in float64.
+
+    An Einsum is evaluated over its whole iteration space (one step of its recurrence at a time), with about
+    :data:`LIVE_ARRAYS` arrays of that size alive.
+    """
+    tensors = sum(float(np.prod([full[r] for r in t.ranks], dtype=np.float64)) for t in cascade.tensors.values())
+    largest, name = 0.0, ""
+    for e in cascade.einsums:
+        step = cascade.recurrences.get(e.name)
+        points = float(np.prod([full[v.upper()] for v in e.iter_vars if v != step], dtype=np.float64))
+        if points > largest:
+            largest, name = points, e.name
+    return tensors * 8, largest * 8 * LIVE_ARRAYS, name
+
+
+def available_memory_bytes() -> float:
+    """Memory this process may still take: MemAvailable of /proc/meminfo, else the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def _check_memory(cascade: Cascade, full: Mapping[str, int]) -> None:
+    """Refuse, before any work, a run that cannot fit in this machine's memory."""
+    tensors, evaluation, name = memory_bytes(cascade, full)
+    available = available_memory_bytes()
+    if tensors + evaluation > available:
+        gib = 2.0**30
+        raise ShapeError(
+            f"{cascade.name}: interpreting it at these sizes needs about {(tensors + evaluation) / gib:,.1f} GiB "
+            f"(its tensors {tensors / gib:,.1f} GiB in float64; Einsum {name} evaluated over its iteration space "
+            f"{evaluation / gib:,.1f} GiB), and {available / gib:,.1f} GiB is available; give smaller sizes"
+        )
 
 
 def _execution_groups(cascade: Cascade) -> list[list[Einsum]]:

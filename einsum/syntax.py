@@ -89,6 +89,10 @@ def _describe(tok: Token) -> str:
     return "end of line" if tok.kind == "end" else repr(tok.text)
 
 
+MAX_NESTING = 100
+"""Deepest nesting of parentheses and leading signs in one expression."""
+
+
 class _LineParser:
     """Recursive-descent parser for one line."""
 
@@ -99,8 +103,20 @@ class _LineParser:
         self.origin = origin
         self.tokens = self._tokenize()
         self.pos = 0
+        self.depth = 0  # open parentheses and leading signs: bounded, so no input exhausts Python's stack
 
     # -- errors and tokens ---------------------------------------------------------------------------------
+    def nest(self, tok: Token) -> None:
+        """Enter one more level of parentheses or signs at ``tok``; too deep is a syntax error."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(
+                f"nested more than {MAX_NESTING} levels deep (parentheses or signs); write the expression as "
+                "several Einsums",
+                tok.col,
+                tok.end_col,
+            )
+
     def error(self, message: str, col: int, end_col: int | None = None) -> EinsumSyntaxError:
         return EinsumSyntaxError(message, self.source, Span(self.lineno, col, end_col or col + 1), self.origin)
 
@@ -350,7 +366,9 @@ class _LineParser:
     def unary(self) -> Expr:
         if self.at_op("-"):
             start = self.advance()
+            self.nest(start)
             operand = self.unary()
+            self.depth -= 1
             if isinstance(operand, Number):  # a negative constant, not an operation
                 return Number(-operand.value, self.span_from(start))
             return Neg(operand, self.span_from(start))
@@ -362,9 +380,10 @@ class _LineParser:
             self.advance()
             return Number(float(tok.text), Span(self.lineno, tok.col, tok.end_col))
         if self.at_op("("):
-            self.advance()
+            self.nest(self.advance())
             inner = self.expr()
             self.expect_op(")", "')'")
+            self.depth -= 1
             return inner
         if tok.kind == "name":
             if tok.text == "inf":
@@ -483,9 +502,10 @@ class _LineParser:
             self.advance()
             return IdxInt(int(tok.text), span)
         if self.at_op("("):
-            self.advance()
+            self.nest(self.advance())
             inner = self.index()
             self.expect_op(")", "')'")
+            self.depth -= 1
             return inner
         if tok.kind == "name":
             self.advance()

@@ -24,6 +24,7 @@ from typing import Any
 from einsum.errors import AttnscopeError
 from einsum.lower import lower
 from simulator.device import DTYPE_BYTES, DeviceSpec, load_device
+from simulator.kernels.attention import KERNELS
 from simulator.kernels.elementwise import predict_elementwise
 from simulator.kernels.machine import KernelPrediction, machine
 from workloads.llm import LayerKernel, head_kernel, kv_cache_bytes, layer_cascade, layer_kernels, layer_sizes
@@ -102,7 +103,7 @@ def _device_row(
         p = predict(spec, "gemm", dtype=dtype, **k.shape)
     elif k.kind == "attention":
         shape = dict(k.shape)
-        if kernel and not (kernel == "decode" and shape["seq_q"] > 16):
+        if kernel:
             shape["kernel"] = kernel
         p = predict(spec, "sdpa", dtype=dtype, **shape)
     else:
@@ -249,6 +250,11 @@ def model_rows(
     """
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one of a device (--device) or an architecture (--arch)")
+    if kernel == "decode" and phase != "decode":
+        raise AttnscopeError(
+            f"kernel 'decode' runs the decode phase (one new token per sequence); for --phase {phase} give "
+            f"{' or '.join(k for k in KERNELS if k != 'decode')}, or no kernel"
+        )
     shape = get_model(model)
     kernels = layer_kernels(shape, phase, seq, batch)
     head = head_kernel(shape, batch)

@@ -3,10 +3,11 @@
 One :class:`ModelShape` per model, keyed by a lower-case id (``llama3-8b``; the FuseMax study's ``bert``,
 ``trxl``, ``t5``, ``xlm``, also found by their study labels ``BERT``, ``TrXL``...). The decoders' numbers are
 their Hugging Face ``config.json`` files; the study's encoders are its ``flat_validation.csv`` cloud rows
-(one encoder layer each, at the study's batch of 64). :mod:`workloads.llm` builds a decoder or encoder layer of
-any of them; :func:`layer_text` here builds the study's layer around a registered attention cascade: Q/K/V
-projections of the tokens, the attention cascade, the output projection Z and the two FFN matmuls, with no
-layer norm, activation or residual (K and V project the same tokens as Q: self-attention, M = P).
+(the study costs one encoder layer of each, at its batch of 64; ``layers`` is the whole encoder's depth, from
+the model's paper, for whole-model figures such as ``roofline``'s). :mod:`workloads.llm` builds a decoder or
+encoder layer of any of them; :func:`layer_text` here builds the study's layer around a registered attention
+cascade: Q/K/V projections of the tokens, the attention cascade, the output projection Z and the two FFN
+matmuls, with no layer norm, activation or residual (K and V project the same tokens as Q: self-attention, M = P).
 
 >>> m = get_model("llama3-8b")
 >>> m.heads, m.kv_heads, m.head_dim, get_model("BERT").batch
@@ -86,12 +87,12 @@ class ModelShape:
 
 
 _HF = "Hugging Face config.json of"
-_STUDY = "FuseMax study (Nayak et al., MICRO 2024), flat_validation.csv cloud rows"
-_ENCODER = " (one encoder layer)"
+_STUDY = "layer shape: FuseMax study (Nayak et al., MICRO 2024), flat_validation.csv cloud rows"
 
 
-def _study(label: str, d: int, heads: int, head_dim: int, ffn: int, source: str) -> ModelShape:
-    return ModelShape(label.lower(), 1, d, heads, heads, head_dim, ffn, 0, False, False, None, source + _ENCODER,
+def _study(label: str, layers: int, d: int, heads: int, head_dim: int, ffn: int, source: str) -> ModelShape:
+    """A study encoder: its layer as the study costs it (no LM head), ``layers`` of them in the whole model."""
+    return ModelShape(label.lower(), layers, d, heads, heads, head_dim, ffn, 0, False, False, None, source,
                       batch=64, label=label)  # fmt: skip
 
 
@@ -106,10 +107,14 @@ MODELS: dict[str, ModelShape] = {
                    f"{_HF} meta-llama/Meta-Llama-3-70B; Llama 3 herd paper Table 3"),
         ModelShape("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, True, True, 4096,
                    f"{_HF} mistralai/Mistral-7B-v0.1; Jiang et al. 2023 (Mistral 7B) Table 1, sliding window 4096"),
-        _study("BERT", 768, 12, 64, 3072, _STUDY + " (BERT-Base)"),
-        _study("TrXL", 1024, 16, 64, 4096, _STUDY + " (Transformer-XL)"),
-        _study("T5", 512, 8, 64, 2048, _STUDY + " (T5-small)"),
-        _study("XLM", 2048, 16, 128, 8192, "FuseMax study, XLM shape"),
+        _study("BERT", 12, 768, 12, 64, 3072,
+               f"{_STUDY} (BERT-Base); 12 layers: Devlin et al. 2019 (BERT), BERT-Base L=12, H=768, A=12"),
+        _study("TrXL", 18, 1024, 16, 64, 4096,
+               f"{_STUDY} (Transformer-XL); 18 layers: Dai et al. 2019 (Transformer-XL), WikiText-103 large model"),
+        _study("T5", 6, 512, 8, 64, 2048,
+               f"{_STUDY} (T5-small); 6 encoder layers: Raffel et al. 2020 (T5), T5-Small"),
+        _study("XLM", 12, 2048, 16, 128, 8192,
+               "layer shape: FuseMax study, XLM; 12 layers: Lample & Conneau 2019 (XLM), the 2048-wide MLM model"),
     )
 }  # fmt: skip
 """The zoo, by id."""

@@ -77,6 +77,10 @@ def parse_shape(text: str) -> dict[str, int]:
             raise ShapeError(f"shape item {item.strip()!r} is not RANK=SIZE (e.g. B=1,H=2,M=128)")
         if not key.isupper() or not key.replace("_", "").isalnum():
             raise ShapeError(f"shape item {item.strip()!r}: rank names are UPPER case, e.g. M=128")
+        if key in sizes:
+            raise ShapeError(
+                f"shape item {item.strip()!r}: {key} is given twice ({key}={sizes[key]} before); give each rank once"
+            )
         sizes[key] = parse_size(value, f"shape item {item.strip()!r}")
     return sizes
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from einsum.errors import AttnscopeError
 from simulator.gpu import KERNELS, OPS
 from workloads.registry import parse_size
 
@@ -92,6 +93,14 @@ def cmd_predict(args) -> int:
     # each op's shape keywords come from the flags of the same name (sdpa's seq_q is --seq); batch defaults to 1
     # where the op has one dimension to spare
     flags = {"seq_q": "seq"}
+    stray = sorted(
+        "--" + flags.get(key, key).replace("_", "-")
+        for key in {k for keys in OPS.values() for k in keys} - set(OPS[args.op])
+        if getattr(args, flags.get(key, key), None) not in (None, False)
+    )
+    if stray:
+        takes = ", ".join("--" + flags.get(k, k).replace("_", "-") for k in OPS[args.op])
+        raise AttnscopeError(f"{', '.join(stray)} does not apply to --op {args.op}; it takes {takes}")
     shape = {key: getattr(args, flags.get(key, key), None) for key in OPS[args.op]}
     if args.op in ("sdpa", "gemm"):
         shape["batch"] = shape["batch"] or 1

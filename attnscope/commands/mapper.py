@@ -30,6 +30,8 @@ GEMM_TEXT = "input A[T,K], B[K,N]\nC[t,n] = sum[k] A[t,k] * B[k,n]"
 
 def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Register ``map`` and ``bench mapper``."""
+    from attnscope.cli import at_least
+
     p = subparsers.add_parser(
         "map", help="map a whole cascade onto an array or a device, or search one Einsum's loop nests",
         description="Without --einsum: map the whole cascade (fusion, binding, schedule and tiles on a spatial "
@@ -59,11 +61,11 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--objective", default="latency", help="latency, energy, edp or weighted:WL,WE")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--exhaustive", action="store_true", help="enumerate the whole space (pruned)")
-    how.add_argument("--budget", type=int, help="at most N evaluations (exhaustive if the space is that small)")
+    how.add_argument("--budget", type=at_least(1), help="at most N evaluations (exhaustive if the space is that small)")
     how.add_argument("--time", type=float, dest="time_s", metavar="S", help="stop after S seconds")
     p.add_argument("--method", choices=("auto", "exhaustive", "random", "anneal"), default="auto")
     p.add_argument("--imperfect", action="store_true", help="also offer padded rank sizes")
-    p.add_argument("--seed", type=int, default=0, help="seed of random sampling and annealing (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of random sampling and annealing (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_map)
@@ -75,8 +77,12 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
         description="Times the exhaustive search on a standard 3-level space: a 512^3 GEMM on a 16 x 16 array "
         "under a 1 Mi-word buffer and 64-word registers (generation, pruning, costing and reduction together).",
     )  # fmt: skip
-    p.add_argument("--evaluations", type=int, default=3_000_000, help="evaluations per timed search (default 3M)")
-    p.add_argument("--repeats", type=int, default=3, help="timed searches per setting; the best counts (default 3)")
+    p.add_argument(
+        "--evaluations", type=at_least(1), default=3_000_000, help="evaluations per timed search (default 3M)"
+    )
+    p.add_argument(
+        "--repeats", type=at_least(1), default=3, help="timed searches per setting; the best counts (default 3)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_mapper)
 

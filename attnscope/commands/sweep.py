@@ -19,6 +19,8 @@ from einsum.errors import AttnscopeError
 
 def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Register the sweep, pareto and query subcommands."""
+    from attnscope.cli import at_least
+
     p = subparsers.add_parser(
         "sweep", help="run a design-space sweep into a results store (resumable)",
         description="Evaluate every point of a sweep spec not yet in the store. Rerunning resumes; "
@@ -28,10 +30,12 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--store", required=True, help="SQLite results store (created if absent)")
     p.add_argument("--force", action="store_true", help="recompute points already in the store")
     p.add_argument("--retry-errors", action="store_true", help="recompute points stored with an error")
-    p.add_argument("--workers", type=int, help="local worker processes (default: all cores; 1 = in-process)")
-    p.add_argument("--dask-local", type=int, metavar="N", help="run on a Dask LocalCluster of N worker processes")
+    p.add_argument("--workers", type=at_least(1), help="local worker processes (default: all cores; 1 = in-process)")
+    p.add_argument(
+        "--dask-local", type=at_least(1), metavar="N", help="run on a Dask LocalCluster of N worker processes"
+    )
     p.add_argument("--scheduler", metavar="ADDR", help="run on a Dask cluster, e.g. tcp://HOST:8786")
-    p.add_argument("--chunk-size", type=int, help="points per task (default: chosen from points and workers)")
+    p.add_argument("--chunk-size", type=at_least(1), help="points per task (default: chosen from points and workers)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)

@@ -116,7 +116,7 @@ from einsum.regions import (
     positions,
     work_regions,
 )
-from simulator.device import DeviceSpec, load_device
+from simulator.device import DTYPE_BYTES, DeviceSpec, load_device
 from simulator.kernels.attention import (
     DECODE_KEYS,
     DECODE_QUERIES,
@@ -1119,6 +1119,12 @@ def predict_case(
                                                               lay.split_parts else ")")
         )  # fmt: skip
     sh = _shape(case)
+    held = sum(sh.whole.tensor_words[t] for t in (*case.cascade.inputs, *case.cascade.outputs))
+    if dtype in DTYPE_BYTES and held * DTYPE_BYTES[dtype] > spec.dram_bytes:  # checked before any work
+        raise SpecError(
+            f"{case.name}: its inputs and outputs take {held * DTYPE_BYTES[dtype] / 2**30:.4g} GiB in {dtype}, more "
+            f"than {spec.name}'s {spec.dram_bytes / 2**30:.4g} GiB of DRAM; give a smaller shape"
+        )
     if kernel == "decode" and own == "fused" and len(_program_of(sh, 64, 64).pops) > 1:
         raise SpecError(f"{case.name}: the decode kernel runs one CTA population; this cascade has several")
     if kernel == "decode" or (kernel is None and own == "decode"):
