@@ -4,7 +4,7 @@ Read from YAML (or a dict) in two steps, like architecture specs: :func:`constra
 structure (keys, types) and builds frozen dataclasses; :meth:`mappers.space.MapSpace.build` then checks the
 meaning against one Einsum on one architecture (variables, levels, tensors and arrays exist, fixed factors
 divide the sizes). Both steps collect every problem and raise one :class:`~einsum.errors.SpecError` whose
-lines name the dotted key at fault and the values that are allowed.
+lines name the dotted key at fault (and, read from a file, its line) and the values that are allowed.
 
 Loops are over the Einsum's *variables* (lower case: ``m``, ``p``, ``m1``), as in the loop nest; ranks
 (upper case) are sizes. Example (a 3-level nest for ``QK`` with batch and heads outermost at DRAM, ``m`` and
@@ -36,14 +36,12 @@ Target types:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from einsum.errors import SpecError
-from simulator.yamlio import read_yaml
+from simulator.yamlio import Problems, finite, read_yaml, show
 
 __all__ = [
     "BypassConstraint",
@@ -149,100 +147,73 @@ def constraints_from_dict(data: Any, origin: str = "<constraints>") -> Constrain
       ...
     einsum.errors.SpecError: <constraints>: targets[0].type: unknown type 'tempral'; allowed: temporal, spatial, bypass
     """
-    problems: list[str] = []
-
-    def bad(path: str, what: str) -> None:
-        problems.append(f"{path}: {what}")
-
+    p = Problems(origin, "constraints")
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
-    for key in data:
-        if key not in _TOP_KEYS:
-            bad(str(key), f"unknown key; allowed keys: {', '.join(_TOP_KEYS)}")
+        p.add("", f"expected a mapping with keys {', '.join(_TOP_KEYS)}, got {show(data)}")
+        p.raise_if_any()
+    p.mapping(data, "", _TOP_KEYS)
     levels = None
     if data.get("levels") is not None:
-        levels = _names(data["levels"], "levels", bad)
-    imperfect = data.get("imperfect", False)
-    if not isinstance(imperfect, bool):
-        bad("imperfect", f"expected true or false, got {_show(imperfect)}")
-        imperfect = False
-    max_padding = data.get("max_padding", 0.25)
-    if not (_number(max_padding) and 0 <= max_padding <= 1):
-        bad("max_padding", f"expected a number in 0..1 (fraction of the rank size), got {_show(max_padding)}")
-        max_padding = 0.25
-    per_axis = data.get("spatial_ranks_per_axis", 1)
-    if not (isinstance(per_axis, int) and not isinstance(per_axis, bool) and 1 <= per_axis <= 3):
-        bad("spatial_ranks_per_axis", f"expected 1, 2 or 3, got {_show(per_axis)}")
-        per_axis = 1
+        levels = _names(data["levels"], "levels", p, data, "levels")
+    imperfect = p.value(data, "", "imperfect", "flag", default=False) or False
+    max_padding = p.value(data, "", "max_padding", _PADDING, default=0.25)
+    max_padding = 0.25 if max_padding is None else max_padding
+    per_axis = p.value(data, "", "spatial_ranks_per_axis", _PER_AXIS, default=1) or 1
 
     temporal: list[TemporalConstraint] = []
     spatial: list[SpatialConstraint] = []
     bypass: list[BypassConstraint] = []
-    targets = data.get("targets", [])
-    if not isinstance(targets, list):
-        bad("targets", f"expected a list of targets, got {_show(targets)}")
-        targets = []
+    targets = p.value(data, "", "targets", (lambda v: isinstance(v, list), "a list of targets"), default=[]) or []
     for i, item in enumerate(targets):
         path = f"targets[{i}]"
         if not isinstance(item, dict):
-            bad(path, f"expected a mapping with target and type, got {_show(item)}")
+            p.add(path, f"expected a mapping with target and type, got {show(item)}", targets, i)
             continue
         kind = item.get("type")
         if kind not in _TYPES:
-            bad(
-                f"{path}.type",
-                f"{'missing' if kind is None else f'unknown type {kind!r}'}; allowed: {', '.join(_TYPES)}",
-            )
+            what = "missing" if kind is None else f"unknown type {kind!r}"
+            p.add(f"{path}.type", f"{what}; allowed: {', '.join(_TYPES)}", item, "type")
             continue
         for key in item:
             if key not in _TARGET_KEYS[kind]:
-                bad(f"{path}.{key}", f"unknown key for a {kind} target; allowed keys: {', '.join(_TARGET_KEYS[kind])}")
+                allowed = ", ".join(_TARGET_KEYS[kind])
+                p.add(f"{path}.{key}", f"unknown key for a {kind} target; allowed keys: {allowed}", item, key)
         target = item.get("target")
         if not (isinstance(target, str) and target):
-            bad(
-                f"{path}.target",
-                f"expected a level or array name, got {_show(target) if 'target' in item else 'nothing'}",
-            )
+            got = show(target) if "target" in item else "nothing"
+            p.add(f"{path}.target", f"expected a level or array name, got {got}", item, "target")
             target = ""
         if kind == "temporal":
             temporal.append(
                 TemporalConstraint(
                     target,
-                    _factors(item.get("factors", {}), f"{path}.factors", bad),
-                    _names(item.get("outer", []), f"{path}.outer", bad),
-                    _names(item.get("permutation", []), f"{path}.permutation", bad),
+                    _factors(item.get("factors", {}), f"{path}.factors", p, item, "factors"),
+                    _names(item.get("outer", []), f"{path}.outer", p, item, "outer"),
+                    _names(item.get("permutation", []), f"{path}.permutation", p, item, "permutation"),
                     path,
                 )
             )
         elif kind == "spatial":
-            util = item.get("min_utilization", 0.0)
-            if not (_number(util) and 0 <= util <= 1):
-                bad(f"{path}.min_utilization", f"expected a fraction in 0..1, got {_show(util)}")
-                util = 0.0
+            util = p.value(item, path, "min_utilization", _UTILIZATION, default=0.0)
             axes = None
             if "axes" in item:
                 raw = item["axes"]
                 if not isinstance(raw, dict):
-                    bad(f"{path}.axes", f"expected a mapping axis -> [variables], got {_show(raw)}")
+                    p.add(f"{path}.axes", f"expected a mapping axis -> [variables], got {show(raw)}", item, "axes")
                 else:
-                    axes = {k: _names(v, f"{path}.axes.{k}", bad) for k, v in raw.items()}
-            spatial.append(
-                SpatialConstraint(
-                    target, _factors(item.get("factors", {}), f"{path}.factors", bad), axes, float(util), path
-                )
-            )
+                    axes = {k: _names(v, f"{path}.axes.{k}", p, raw, k) for k, v in raw.items()}
+            factors = _factors(item.get("factors", {}), f"{path}.factors", p, item, "factors")
+            spatial.append(SpatialConstraint(target, factors, axes, float(util or 0.0), path))
         else:
             bypass.append(
                 BypassConstraint(
                     target,
-                    _names(item.get("keep", []), f"{path}.keep", bad),
-                    _names(item.get("bypass", []), f"{path}.bypass", bad),
+                    _names(item.get("keep", []), f"{path}.keep", p, item, "keep"),
+                    _names(item.get("bypass", []), f"{path}.bypass", p, item, "bypass"),
                     path,
                 )
             )
-    if problems:
-        head = [f"{origin}: {len(problems)} problems in the constraints:"] if len(problems) > 1 else []
-        raise SpecError("\n".join(head + [f"{origin}: {p}" for p in problems]))
+    p.raise_if_any()
     return Constraints(
         levels=levels,
         imperfect=imperfect,
@@ -255,34 +226,32 @@ def constraints_from_dict(data: Any, origin: str = "<constraints>") -> Constrain
     )
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+_PADDING = (lambda v: finite(v) and 0 <= v <= 1, "a number in 0..1 (fraction of the rank size)")
+_PER_AXIS = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 3, "1, 2 or 3")
+_UTILIZATION = (lambda v: finite(v) and 0 <= v <= 1, "a fraction in 0..1")
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _names(value: Any, path: str, bad) -> tuple[str, ...]:
+def _names(value: Any, path: str, p: Problems, container: Any, item: Any) -> tuple[str, ...]:
+    """A list of distinct names (one name alone counts as a list), or () after recording why not."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        bad(path, f"expected a list of names, got {_show(value)}")
+        p.add(path, f"expected a list of names, got {show(value)}", container, item)
         return ()
     if len(set(value)) != len(value):
-        bad(path, f"repeats a name: {value}")
+        p.add(path, f"repeats a name: {value}", container, item)
     return tuple(value)
 
 
-def _factors(value: Any, path: str, bad) -> dict[str, int]:
+def _factors(value: Any, path: str, p: Problems, container: Any, item: Any) -> dict[str, int]:
+    """Variable -> positive integer bound; the valid entries, after recording the others."""
     if not isinstance(value, dict):
-        bad(path, f"expected a mapping variable -> bound, e.g. {{m: 4}}, got {_show(value)}")
+        p.add(path, f"expected a mapping variable -> bound, e.g. {{m: 4}}, got {show(value)}", container, item)
         return {}
     out = {}
     for var, bound in value.items():
         if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
-            bad(f"{path}.{var}", f"expected a positive integer bound, got {_show(bound)}")
+            p.add(f"{path}.{var}", f"expected a positive integer bound, got {show(bound)}", value, var)
             continue
         out[str(var)] = bound
     return out

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from einsum.errors import SpecError
-from simulator.yamlio import read_yaml
+from simulator.yamlio import Problems, read_yaml
 
 Loops = tuple[tuple[str, int], ...]
 
@@ -137,86 +138,95 @@ def mapping_to_dict(mapping: CascadeMapping) -> dict:
 
 
 def mapping_from_dict(data: object, origin: str = "<mapping>") -> CascadeMapping:
-    """Validate and build a mapping; every problem is reported with ``origin`` and its dotted key."""
-    problems: list[str] = []
+    """Validate and build a mapping; every problem is reported with ``origin``, its line (data read from YAML)
+    and its dotted key.
 
-    def bad(path: str, what: str) -> None:
-        problems.append(f"{origin}: {path}: {what}")
+    >>> from simulator.yamlio import read_yaml_text_data
+    >>> mapping_from_dict(read_yaml_text_data("einsums:\\n  QK: {levels: [dram], tempral: {}}\\n"), "m.yaml")
+    Traceback (most recent call last):
+      ...
+    einsum.errors.SpecError: m.yaml: 3 problems in the mapping:
+    m.yaml:2: einsums.QK.tempral: unknown key; allowed keys: array, levels, temporal, spatial, keep
+    m.yaml: einsums.QK.array: expected the name of a compute array, e.g. pe_2d
+    m.yaml: phases: expected a list of phases, each with stages: [{array: [Einsum, ...]}]
+    """
+    p = Problems(origin, "mapping")
 
-    def mapping_of(value, path, keys):
-        if not isinstance(value, dict):
-            bad(path, f"expected a mapping, got {type(value).__name__}")
-            return {}
-        for k in value:
-            if k not in keys:
-                bad(f"{path}.{k}" if path else str(k), f"unknown key; allowed keys: {', '.join(keys)}")
-        return value
-
-    def loops_of(value, path) -> Loops:
+    def loops_of(value: Any, path: str, container: Any, item: Any) -> Loops:
         if value is None:
             return ()
         if not isinstance(value, list):
-            bad(path, "expected a list of [variable, bound] pairs")
+            p.add(path, "expected a list of [variable, bound] pairs", container, item)
             return ()
         out = []
-        for i, item in enumerate(value):
-            ok = isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)
-            if not ok or isinstance(item[1], bool) or not isinstance(item[1], int) or item[1] < 1:
-                bad(f"{path}[{i}]", f"expected [variable, positive integer bound], got {item!r}")
+        for i, pair in enumerate(value):
+            ok = isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str)
+            if not ok or isinstance(pair[1], bool) or not isinstance(pair[1], int) or pair[1] < 1:
+                p.add(f"{path}[{i}]", f"expected [variable, positive integer bound], got {pair!r}", value, i)
                 continue
-            out.append((item[0], item[1]))
+            out.append((pair[0], pair[1]))
         return tuple(out)
 
-    top = mapping_of(data, "", (*_MAPPING_KEYS, *_DESIGN_KEYS))
+    top = p.mapping(data, "", (*_MAPPING_KEYS, *_DESIGN_KEYS))
+    if top is None:
+        raise SpecError(p.message())
     einsums = {}
-    raw_einsums = top.get("einsums") or {}
-    if not isinstance(raw_einsums, dict):
-        bad("einsums", "expected a mapping of Einsum name -> loop nest")
+    raw_einsums = top.get("einsums")
+    if not isinstance(raw_einsums, dict) or not raw_einsums:
+        p.add("einsums", "expected a mapping of Einsum name -> loop nest", top, "einsums")
         raw_einsums = {}
     for name, raw in raw_einsums.items():
         path = f"einsums.{name}"
-        em = mapping_of(raw, path, _EINSUM_KEYS)
+        em = p.mapping(raw, path, _EINSUM_KEYS, raw_einsums, name)
+        if em is None:
+            continue
         levels = em.get("levels")
         if not (isinstance(levels, list) and levels and all(isinstance(x, str) for x in levels)):
-            bad(f"{path}.levels", "expected a non-empty list of storage level names, outermost first")
+            p.add(f"{path}.levels", "expected a non-empty list of storage level names, outermost first", em, "levels")
             continue
-        temporal_raw = mapping_of(em.get("temporal", {}), f"{path}.temporal", tuple(levels))
-        temporal = tuple(loops_of(temporal_raw.get(lv), f"{path}.temporal.{lv}") for lv in levels)
+        temporal_raw = p.mapping(em.get("temporal", {}), f"{path}.temporal", tuple(levels), em, "temporal") or {}
+        temporal = tuple(loops_of(temporal_raw.get(lv), f"{path}.temporal.{lv}", temporal_raw, lv) for lv in levels)
         spatial_raw = em.get("spatial", [])
         if not isinstance(spatial_raw, list):
-            bad(f"{path}.spatial", "expected one list of [variable, factor] pairs per array axis")
+            p.add(f"{path}.spatial", "expected one list of [variable, factor] pairs per array axis", em, "spatial")
             spatial_raw = []
-        spatial = tuple(loops_of(ax, f"{path}.spatial[{i}]") for i, ax in enumerate(spatial_raw))
-        keep_raw = mapping_of(em.get("keep", {}), f"{path}.keep", tuple(levels[1:]))
+        spatial = tuple(loops_of(ax, f"{path}.spatial[{i}]", spatial_raw, i) for i, ax in enumerate(spatial_raw))
+        keep_raw = p.mapping(em.get("keep", {}), f"{path}.keep", tuple(levels[1:]), em, "keep") or {}
         keep = [frozenset()] + [frozenset(keep_raw.get(lv) or ()) for lv in levels[1:]]
         array = em.get("array")
         if not isinstance(array, str):
-            bad(f"{path}.array", "expected the name of a compute array, e.g. pe_2d")
+            p.add(f"{path}.array", "expected the name of a compute array, e.g. pe_2d", em, "array")
             continue
         einsums[name] = EinsumMapping(array, tuple(levels), temporal, spatial, tuple(keep))
-    if not einsums:
-        bad("einsums", "expected a mapping of Einsum name -> loop nest")
     phases = []
-    for i, raw in enumerate(top.get("phases") or []):
-        ph = mapping_of(raw, f"phases[{i}]", _PHASE_KEYS)
+    raw_phases = top.get("phases")
+    if not isinstance(raw_phases, list) or not raw_phases:
+        p.add("phases", "expected a list of phases, each with stages: [{array: [Einsum, ...]}]", top, "phases")
+        raw_phases = []
+    for i, raw in enumerate(raw_phases):
+        ph = p.mapping(raw, f"phases[{i}]", _PHASE_KEYS, raw_phases, i)
+        if ph is None:
+            continue
+        raw_stages = ph.get("stages") or []
+        if not isinstance(raw_stages, list):
+            p.add(f"phases[{i}].stages", "expected a list of stages, each {array: [Einsum, ...]}", ph, "stages")
+            raw_stages = []
         stages = []
-        for j, st in enumerate(ph.get("stages") or []):
+        for j, st in enumerate(raw_stages):
             if not isinstance(st, dict) or not all(isinstance(v, list) for v in st.values()):
-                bad(f"phases[{i}].stages[{j}]", "expected {array: [Einsum, ...]}")
+                p.add(f"phases[{i}].stages[{j}]", "expected {array: [Einsum, ...]}", raw_stages, j)
                 continue
             stages.append({a: tuple(v) for a, v in st.items()})
         phases.append(Phase(tuple(stages), ph.get("stall_stage"), ph.get("stall_einsum")))
-    if not phases:
-        bad("phases", "expected a list of phases, each with stages: [{array: [Einsum, ...]}]")
     placement = top.get("placement") or {}
     if not isinstance(placement, dict):
-        bad("placement", "expected {tensor: level name or pe}")
+        p.add("placement", "expected {tensor: level name or pe}", top, "placement")
         placement = {}
-    if problems:
-        raise SpecError(f"{len(problems)} problem(s) in the mapping:\n" + "\n".join(problems))
     for data_key in ("in_place", "forwarded"):
-        if not all(isinstance(x, list | tuple) for x in top.get(data_key) or []):
-            raise SpecError(f"{origin}: {data_key}: expected a list of lists")
+        listed = top.get(data_key) or []
+        if not isinstance(listed, list | tuple) or not all(isinstance(x, list | tuple) for x in listed):
+            p.add(data_key, "expected a list of lists", top, data_key)
+    p.raise_if_any()
     return CascadeMapping(
         name=str(top.get("name", origin)),
         einsums=einsums,

@@ -7,6 +7,7 @@ import doctest
 import pytest
 
 import mappers.constraints
+from attnscope.cli import main
 from einsum.errors import SpecError
 from einsum.lower import lower
 from mappers.constraints import constraints_from_dict, read_constraints
@@ -45,6 +46,33 @@ def test_structural_problems_name_the_key_and_what_is_allowed(data, fragments):
     for fragment in fragments:
         assert fragment in str(info.value)
     assert str(info.value).startswith("c.yaml: ")
+
+
+BAD_LINES = """\
+targets:
+  - target: dram
+    type: temporal
+    factors: {k: 0}
+  - {target: global_buffer, type: tempral}
+imperfect: 3
+"""
+
+
+def test_problems_in_a_constraints_file_name_their_lines(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(BAD_LINES)
+    with pytest.raises(SpecError) as info:
+        read_constraints(path)
+    assert str(info.value) == (
+        f"{path}: 3 problems in the constraints:\n"
+        f"{path}:6: imperfect: expected true or false, got 3\n"
+        f"{path}:4: targets[0].factors.k: expected a positive integer bound, got 0\n"
+        f"{path}:5: targets[1].type: unknown type 'tempral'; allowed: temporal, spatial, bypass"
+    )
+    argv = ["map", "--arch", "flat-edge", "--workload", "gemm", "--shape", "T=64,K=64,N=64", "--constraints", str(path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4: targets[0].factors.k" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

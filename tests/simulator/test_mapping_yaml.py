@@ -71,8 +71,39 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def test_mapping_from_dict_rejects_non_mappings():
-    with pytest.raises(SpecError, match="<m>: : expected a mapping, got list"):
+    with pytest.raises(SpecError, match=r"^<m>: expected a mapping, got \[1, 2\] \(list\)$"):
         mapping_from_dict([1, 2], "<m>")
+
+
+BAD_LINES = """\
+name: x
+einsums:
+  QK:
+    array: pe_2d
+    levels: [dram, global_buffer]
+    temporal:
+      dram: [[b, -2]]
+    tempral: {}
+phases:
+  - stages: [{pe_2d: [QK]}]
+in_place: x
+"""
+
+
+def test_bad_mapping_file_names_the_line_of_each_problem(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    path.write_text(BAD_LINES)
+    with pytest.raises(SpecError) as info:
+        load_mapping(path)
+    assert str(info.value) == (
+        f"{path}: 3 problems in the mapping:\n"
+        f"{path}:8: einsums.QK.tempral: unknown key; allowed keys: array, levels, temporal, spatial, keep\n"
+        f"{path}:7: einsums.QK.temporal.dram[0]: expected [variable, positive integer bound], got ['b', -2]\n"
+        f"{path}:11: in_place: expected a list of lists"
+    )
+    code = main(["cost", "--arch", "fusemax-cloud", "--workload", "fusemax", "--shape", SHAPE, "--mapping", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}:7: einsums.QK.temporal.dram[0]" in err and "Traceback" not in err
 
 
 def test_cost_command_builds_and_saves_a_design(tmp_path, capsys):

@@ -85,6 +85,25 @@ def test_every_problem_is_reported_at_once():
         assert fragment in text
 
 
+def test_problems_in_a_sweep_file_name_their_lines(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ntiming: {rounds: 0}\ncases:\n  - op: matmul\n    dtypes: [int8]\n"
+                    "    shapes: [{m: 4, n: 4}]\n  - 3\n")  # fmt: skip
+    with pytest.raises(SpecError) as err:
+        load_sweep(path)
+    assert str(err.value) == (
+        f"{path}: 4 problems in the sweep:\n"
+        f"{path}:2: timing.rounds: expected a positive integer, got 0\n"
+        f"{path}:5: cases[0].dtypes: unknown int8; allowed: fp64, fp32, bf16, fp16\n"
+        f"{path}:6: cases[0].shapes[0]: missing k; matmul needs m, n, k\n"
+        f"{path}:7: cases[1]: expected a mapping with keys op, role, dtypes, backends, masks, shapes, grid, where, "
+        "note, got 3"
+    )
+    assert main(["measure", "--sweep", str(path), "--device", "cpu", "--quiet"]) == 2
+    err_text = capsys.readouterr().err
+    assert f"{path}:2: timing.rounds" in err_text and "Traceback" not in err_text
+
+
 def test_module_doctests():
     import validate.harness.ops
     import validate.harness.sweep

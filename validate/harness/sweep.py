@@ -3,7 +3,7 @@
 A sweep lists *cases*; each case names an operation (:data:`validate.harness.ops.OPS`), its role, dtypes,
 backends, masks and shapes (an explicit list, a cartesian ``grid``, or both) and expands to one
 :class:`Case` per combination. Every problem in the file is collected and reported in one
-:class:`~einsum.errors.SpecError` naming the file and the dotted key::
+:class:`~einsum.errors.SpecError` naming the file, the line and the dotted key::
 
     name: example
     timing: {warmup_s: 0.02, budget_s: 0.1, min_runs: 5, max_runs: 50, rounds: 1, l2_flush: auto}
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import RegistryError, SpecError
-from simulator.yamlio import read_yaml
+from simulator.yamlio import Problems, read_yaml, show
 from validate.harness.ops import CALIBRATION_OPS, DTYPES, OPS, ROLES, OpDecl
 from validate.harness.schema import CONTENDED
 
@@ -150,29 +150,33 @@ def load_sweep(name_or_path: str | Path) -> Sweep:
 
 
 def sweep_from_dict(data: Any, origin: str = "<dict>") -> Sweep:
-    """Validate plain data (as loaded from YAML) and expand it; every problem goes into one SpecError."""
-    problems: list[str] = []
+    """Validate plain data (as loaded from YAML) and expand it; every problem goes into one SpecError, each
+    named by its dotted key and, for data read from a file, its line.
+
+    >>> from simulator.yamlio import read_yaml_text_data
+    >>> sweep_from_dict(read_yaml_text_data("name: s\\ncases:\\n  - {op: matmul, grid: {m: 0, n: [1], k: [1]}}\\n"),
+    ...                 "s.yaml")
+    Traceback (most recent call last):
+      ...
+    einsum.errors.SpecError: s.yaml:3: cases[0].grid.m: expected a non-empty list of positive integers, got 0
+    """
+    p = Problems(origin, "sweep")
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {data!r:.60}")
-    _unknown(data, "", _TOP_KEYS, problems)
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip():
-        problems.append(f"name: expected a non-empty string, got {name!r:.60}")
+        p.add("", f"expected a mapping with keys {', '.join(_TOP_KEYS)}, got {show(data)}")
+        raise SpecError(p.message())
+    p.mapping(data, "", _TOP_KEYS)
+    name = p.value(data, "", "name", "text")
     description = data.get("description", "")
-    seed = data.get("seed", 0)
-    if not _is_count(seed, zero=True):
-        problems.append(f"seed: expected a non-negative integer, got {seed!r:.60}")
-    timing = _read_timing(data.get("timing", {}), problems)
+    seed = p.value(data, "", "seed", (lambda v: _is_count(v, zero=True), "a non-negative integer"), default=0)
+    timing = _read_timing(data.get("timing", {}), p, data)
     raw_cases = data.get("cases")
     cases: list[Case] = []
     if not isinstance(raw_cases, list) or not raw_cases:
-        problems.append(f"cases: expected a non-empty list of cases, got {raw_cases!r:.60}")
+        p.add("cases", f"expected a non-empty list of cases, got {show(raw_cases)}", data, "cases")
     else:
-        for i, raw in enumerate(raw_cases):
-            cases.extend(_read_case(raw, f"cases[{i}]", problems))
-    if problems:
-        head = [f"{origin}: {len(problems)} problems in the sweep:"] if len(problems) > 1 else []
-        raise SpecError("\n".join(head + [f"{origin}: {p}" for p in problems]))
+        for i in range(len(raw_cases)):
+            cases.extend(_read_case(raw_cases, i, p))
+    p.raise_if_any()
     return Sweep(name, str(description), seed, timing, tuple(cases), origin)
 
 
@@ -180,86 +184,83 @@ def _is_count(v: Any, zero: bool = False) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if zero else v > 0)
 
 
-def _unknown(m: Mapping, path: str, keys: tuple[str, ...], problems: list[str]) -> None:
-    for key in m:
-        if key not in keys:
-            problems.append(f"{path}{key}: unknown key; allowed keys: {', '.join(keys)}")
+_SECONDS = (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0, "seconds >= 0")
 
 
-def _read_timing(raw: Any, problems: list[str]) -> Timing:
+def _read_timing(raw: Any, p: Problems, top: Mapping) -> Timing:
     if not isinstance(raw, dict):
-        problems.append(f"timing: expected a mapping with keys {', '.join(_TIMING_KEYS)}, got {raw!r:.60}")
+        p.add("timing", f"expected a mapping with keys {', '.join(_TIMING_KEYS)}, got {show(raw)}", top, "timing")
         return Timing()
-    _unknown(raw, "timing.", _TIMING_KEYS, problems)
+    p.mapping(raw, "timing", _TIMING_KEYS)
     values: dict[str, Any] = {}
     for key in ("warmup_s", "budget_s", "max_other_cpu", "quiet_wait_s"):
-        if key in raw:
-            v = raw[key]
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
-                problems.append(f"timing.{key}: expected seconds >= 0, got {v!r:.60}")
-            else:
-                values[key] = float(v)
+        if key in raw and (v := p.value(raw, "timing", key, _SECONDS)) is not None:
+            values[key] = float(v)
     for key in ("min_runs", "max_runs", "rounds"):
-        if key in raw:
-            if not _is_count(raw[key]):
-                problems.append(f"timing.{key}: expected a positive integer, got {raw[key]!r:.60}")
-            else:
-                values[key] = raw[key]
+        if key in raw and (v := p.value(raw, "timing", key, "count")) is not None:
+            values[key] = v
     if "l2_flush" in raw:
-        flush = {True: "on", False: "off"}.get(raw["l2_flush"], raw["l2_flush"])
+        flush = raw["l2_flush"]
+        if isinstance(flush, bool):  # YAML reads on/off unquoted as true/false
+            flush = "on" if flush else "off"
         if flush not in ("auto", "on", "off"):
-            problems.append(f"timing.l2_flush: expected auto, on or off, got {raw['l2_flush']!r:.60}")
+            p.add("timing.l2_flush", f"expected auto, on or off, got {show(raw['l2_flush'])}", raw, "l2_flush")
         else:
             values["l2_flush"] = flush
     if "cpu_allocator" in raw:
         if raw["cpu_allocator"] not in ("cached", "default"):
-            problems.append(f"timing.cpu_allocator: expected cached or default, got {raw['cpu_allocator']!r:.60}")
+            what = f"expected cached or default, got {show(raw['cpu_allocator'])}"
+            p.add("timing.cpu_allocator", what, raw, "cpu_allocator")
         else:
             values["cpu_allocator"] = raw["cpu_allocator"]
     timing = Timing(**values)
     if timing.min_runs > timing.max_runs:
-        problems.append(f"timing: min_runs {timing.min_runs} exceeds max_runs {timing.max_runs}")
+        at = "min_runs" if "min_runs" in raw else "max_runs"
+        p.add("timing", f"min_runs {timing.min_runs} exceeds max_runs {timing.max_runs}", raw, at)
     return timing
 
 
-def _choices(raw: Any, path: str, allowed: tuple[str, ...], problems: list[str]) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        problems.append(f"{path}: expected a non-empty list from {', '.join(allowed)}, got {raw!r:.60}")
+def _choices(raw: Mapping, key: str, default: Any, path: str, allowed: tuple[str, ...], p: Problems) -> tuple[str, ...]:
+    """``raw[key]`` (or ``default``): one or more names from ``allowed``, in order, without repeats."""
+    chosen = raw.get(key, default)
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    if not isinstance(chosen, list) or not chosen:
+        p.add(path, f"expected a non-empty list from {', '.join(allowed)}, got {show(chosen)}", raw, key)
         return ()
-    bad = [x for x in raw if x not in allowed]
+    bad = [x for x in chosen if x not in allowed]
     if bad:
-        problems.append(f"{path}: unknown {', '.join(map(str, bad))}; allowed: {', '.join(allowed)}")
+        p.add(path, f"unknown {', '.join(map(str, bad))}; allowed: {', '.join(allowed)}", raw, key)
         return ()
-    return tuple(dict.fromkeys(raw))
+    return tuple(dict.fromkeys(chosen))
 
 
-def _read_case(raw: Any, path: str, problems: list[str]) -> list[Case]:
+def _read_case(raw_cases: list, i: int, p: Problems) -> list[Case]:
+    raw, path, at = raw_cases[i], f"cases[{i}]", (raw_cases, i)
     if not isinstance(raw, dict):
-        problems.append(f"{path}: expected a mapping with keys {', '.join(_CASE_KEYS)}, got {raw!r:.60}")
+        p.add(path, f"expected a mapping with keys {', '.join(_CASE_KEYS)}, got {show(raw)}", *at)
         return []
-    _unknown(raw, f"{path}.", _CASE_KEYS, problems)
+    p.mapping(raw, path, _CASE_KEYS)
     op_name = raw.get("op")
-    if op_name not in OPS:
-        problems.append(f"{path}.op: unknown operation {op_name!r:.60}; known: {', '.join(OPS)}")
+    if not isinstance(op_name, str) or op_name not in OPS:
+        p.add(f"{path}.op", f"unknown operation {op_name!r:.60}; known: {', '.join(OPS)}", raw, "op")
         return []
     op = OPS[op_name]
-    n_before = len(problems)
+    n_before = len(p)
     role = raw.get("role", "validation")
     if role not in ROLES:
-        problems.append(f"{path}.role: expected one of {', '.join(ROLES)}, got {role!r:.60}")
+        p.add(f"{path}.role", f"expected one of {', '.join(ROLES)}, got {show(role)}", raw, "role")
     elif role == "calibration" and op.name not in CALIBRATION_OPS:
-        problems.append(f"{path}.role: only {', '.join(CALIBRATION_OPS)} may calibrate (microbenchmarks), "
-                        f"not {op.name}")  # fmt: skip
-    dtypes = _choices(raw.get("dtypes", ["fp32"]), f"{path}.dtypes", DTYPES, problems)
-    backends = _choices(raw.get("backends", list(op.backends[:1])), f"{path}.backends", op.backends, problems)
-    masks = _choices(raw.get("masks", list(op.masks[:1])), f"{path}.masks", op.masks, problems)
+        p.add(f"{path}.role", f"only {', '.join(CALIBRATION_OPS)} may calibrate (microbenchmarks), not {op.name}",
+              raw, "role")  # fmt: skip
+    dtypes = _choices(raw, "dtypes", ["fp32"], f"{path}.dtypes", DTYPES, p)
+    backends = _choices(raw, "backends", list(op.backends[:1]), f"{path}.backends", op.backends, p)
+    masks = _choices(raw, "masks", list(op.masks[:1]), f"{path}.masks", op.masks, p)
     where = raw.get("where")
     if where is not None and where not in _WHERE:
-        problems.append(f"{path}.where: expected one of {', '.join(_WHERE)}, got {where!r:.60}")
-    shapes = _read_shapes(raw, path, op, problems)
-    if len(problems) > n_before:
+        p.add(f"{path}.where", f"expected one of {', '.join(_WHERE)}, got {show(where)}", raw, "where")
+    shapes = _read_shapes(raw, path, op, p, at)
+    if len(p) > n_before:
         return []
     if where == "seq_q == seq_kv":
         shapes = [s for s in shapes if s["seq_q"] == s["seq_kv"]]
@@ -267,53 +268,54 @@ def _read_case(raw: Any, path: str, problems: list[str]) -> list[Case]:
     for shape, dtype, backend, mask in itertools.product(shapes, dtypes, backends, masks):
         problem = _shape_problem(op, shape, mask)
         if problem:
-            problems.append(f"{path}: shape {_text(shape)} with mask {mask}: {problem}")
+            p.add(path, f"shape {_text(shape)} with mask {mask}: {problem}", *at)
             continue
         full = _complete(op, shape, mask)
         cases.append(Case(op.name, role, dtype, backend, mask, tuple(full.items())))
-    if not cases and len(problems) == n_before:
-        problems.append(f"{path}: expands to no case (check where:)")
+    if not cases and len(p) == n_before:
+        p.add(path, "expands to no case (check where:)", *at)
     return cases
 
 
-def _read_shapes(raw: Mapping, path: str, op: OpDecl, problems: list[str]) -> list[dict[str, int]]:
+def _read_shapes(raw: Mapping, path: str, op: OpDecl, p: Problems, at: tuple) -> list[dict[str, int]]:
     keys = op.shape + tuple(op.optional)
     shapes: list[dict[str, int]] = []
     if "shapes" not in raw and "grid" not in raw:
-        problems.append(f"{path}: give shapes: (a list) or grid: (lists per key) with keys {', '.join(op.shape)}")
+        p.add(path, f"give shapes: (a list) or grid: (lists per key) with keys {', '.join(op.shape)}", *at)
         return []
     listed = raw.get("shapes", [])
     if not isinstance(listed, list):
-        problems.append(f"{path}.shapes: expected a list of mappings, got {listed!r:.60}")
+        p.add(f"{path}.shapes", f"expected a list of mappings, got {show(listed)}", raw, "shapes")
         listed = []
     for j, item in enumerate(listed):
-        if _check_keys(item, f"{path}.shapes[{j}]", op, keys, problems, lambda v: _is_count(v)):
+        if _check_keys(item, f"{path}.shapes[{j}]", op, keys, p, _is_count, (listed, j)):
             shapes.append(dict(item))
     if "grid" in raw:
         grid = raw["grid"]
-        ok = _check_keys(grid, f"{path}.grid", op, keys, problems,
-                         lambda v: isinstance(v, list) and bool(v) and all(_is_count(x) for x in v))  # fmt: skip
+        ok = _check_keys(grid, f"{path}.grid", op, keys, p,
+                         lambda v: isinstance(v, list) and bool(v) and all(_is_count(x) for x in v),
+                         (raw, "grid"))  # fmt: skip
         if ok:
             names = list(grid)
             shapes.extend(dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values()))
     return shapes
 
 
-def _check_keys(item: Any, path: str, op: OpDecl, keys: tuple[str, ...], problems: list[str], valid) -> bool:
+def _check_keys(item: Any, path: str, op: OpDecl, keys: tuple[str, ...], p: Problems, valid, at: tuple) -> bool:
     if not isinstance(item, dict):
-        problems.append(f"{path}: expected a mapping with keys {', '.join(op.shape)}, got {item!r:.60}")
+        p.add(path, f"expected a mapping with keys {', '.join(op.shape)}, got {show(item)}", *at)
         return False
-    n = len(problems)
-    _unknown(item, f"{path}.", keys, problems)
+    n = len(p)
+    p.mapping(item, path, keys)
     missing = [k for k in op.shape if k not in item]
     if missing:
-        problems.append(f"{path}: missing {', '.join(missing)}; {op.name} needs {', '.join(op.shape)}")
+        p.add(path, f"missing {', '.join(missing)}; {op.name} needs {', '.join(op.shape)}", *at)
     for key, value in item.items():
         if key in keys and not valid(value):
             grid = path.rsplit(".", 1)[-1] == "grid"
             what = "a non-empty list of positive integers" if grid else "a positive integer"
-            problems.append(f"{path}.{key}: expected {what}, got {value!r:.60}")
-    return len(problems) == n
+            p.add(f"{path}.{key}", f"expected {what}, got {show(value)}", item, key)
+    return len(p) == n
 
 
 def _shape_problem(op: OpDecl, shape: Mapping[str, int], mask: str) -> str | None:
