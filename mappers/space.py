@@ -953,44 +953,6 @@ def _sample(
                 out_k[i, l, j] = keep_table[k, l, j]
 
 
-@numba.njit(cache=True)
-def _count_points(classes, weights, hist, order_count, num_keep):
-    """Sum over assignment classes of weight x sum over activity patterns of tilings x distinct orders.
-
-    ``hist[r, c, p]``: factorizations of variable r in class c whose factor > 1 at levels ``p`` (bit l set:
-    level l active; the innermost level is left out, its order never matters).
-    """
-    num_ranks = classes.shape[1]
-    patterns = hist.shape[2]
-    levels = order_count.shape[0] - 1
-    combos = patterns**num_ranks
-    total = 0.0
-    for s in range(classes.shape[0]):
-        acc = 0.0
-        for code in range(combos):
-            x = code
-            prod = 1.0
-            masks = np.zeros(levels, np.int64)
-            for r in range(num_ranks):
-                p = x % patterns
-                x //= patterns
-                h = hist[r, classes[s, r], p]
-                if h == 0.0:
-                    prod = 0.0
-                    break
-                prod *= h
-                for l in range(levels):
-                    if p >> l & 1:
-                        masks[l] |= 1 << r
-            if prod == 0.0:
-                continue
-            for l in range(levels):
-                prod *= order_count[l, masks[l]]
-            acc += prod
-        total += acc * weights[s]
-    return total * num_keep
-
-
 def _count_points_exact(space: MapSpace) -> float:
     """Points of the space (see :meth:`MapSpace.size`); factorization histograms shared between groups."""
     num_levels = space.num_levels
@@ -1019,9 +981,37 @@ def _count_points_exact(space: MapSpace) -> float:
         hist[r, : len(rows)] = rows
     classes = class_of[np.arange(num_ranks)[None, :], space.assign]
     unique, weights = np.unique(classes, axis=0, return_counts=True)
-    return float(
-        _count_points(
-            np.ascontiguousarray(unique, dtype=np.int64), weights.astype(np.float64), hist,
-            space.order_count, float(space.num_keep),
+    # Sum over class vectors (weighted) of sum over activity patterns p (one per variable) of
+    # prod_r hist[r, class_r, p_r] x F(p), F(p) = prod over levels of the distinct orders of the active loops:
+    # a tensor contraction, one variable at a time along the tree of class-vector prefixes, variables with the
+    # fewest classes first (the large early tensors are then shared by many class vectors).
+    order = sorted(range(num_ranks), key=lambda r: len(np.unique(unique[:, r])))
+    unique, hist = unique[:, order], hist[order]
+    rest = np.indices((patterns,) * (num_ranks - 1)) if num_ranks > 1 else np.zeros((0,), dtype=np.int64)
+    base = [  # the masks of the active loops at each level from variables 1.. of the new order
+        sum(((rest[j] >> l) & 1) << order[j + 1] for j in range(num_ranks - 1)) if num_ranks > 1 else 0
+        for l in range(num_levels - 1)
+    ]
+
+    def slab(p0: int) -> np.ndarray:
+        """F with the first variable's pattern fixed at ``p0``."""
+        out = np.ones((patterns,) * (num_ranks - 1))
+        for l in range(num_levels - 1):
+            out = out * space.order_count[l, base[l] | (((p0 >> l) & 1) << order[0])]
+        return out
+
+    def contract(tensor: np.ndarray, depth: int, rows: np.ndarray) -> float:
+        if depth == num_ranks:
+            return float(tensor) * float(weights[rows].sum())
+        column = unique[rows, depth]
+        return sum(
+            contract(np.tensordot(hist[depth, c], tensor, axes=(0, 0)), depth + 1, rows[column == c])
+            for c in np.unique(column)
         )
-    )  # fmt: skip
+
+    total = 0.0
+    every = np.arange(len(unique))
+    for c in np.unique(unique[:, 0]):
+        first = sum(hist[0, c, p0] * slab(p0) for p0 in range(patterns) if hist[0, c, p0])
+        total += contract(np.asarray(first, dtype=np.float64), 1, every[unique[:, 0] == c])
+    return total * space.num_keep

@@ -113,7 +113,8 @@ def finite(value: Any) -> bool:
 def show(value: Any) -> str:
     """A value as a message quotes it: its repr cut at 60 characters, then its type unless it is a number."""
     text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return text if finite(value) else f"{text} ({type(value).__name__})"
+    kind = next(t.__name__ for t in type(value).__mro__ if t.__module__ == "builtins")  # a LineDict is a dict
+    return text if finite(value) else f"{text} ({kind})"
 
 
 def join(path: str, key: Any) -> str:
