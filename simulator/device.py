@@ -17,7 +17,6 @@ and thread blocks spatial tiles over the SMs. The schema is documented in ``simu
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -28,7 +27,7 @@ from typing import Any
 import yaml
 
 from einsum.errors import RegistryError, SpecError
-from simulator.yamlio import read_yaml
+from simulator.yamlio import REQUIRED, Problems, join, read_yaml, show
 
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "fp8")
 """Data types a kernel may use; ``tf32`` is fp32 storage with TF32 tensor-core math."""
@@ -160,7 +159,6 @@ def check_dtype(dtype: str) -> str:
 # ----------------------------------------------------------------------------------------------- validation
 
 _ID = re.compile(r"[a-z][a-z0-9-]*\Z")
-_REQUIRED = object()
 _TOP = tuple(f.name for f in fields(DeviceSpec) if f.name != "origin")
 _INTS = {"sm_count", "max_warps_per_sm"}
 _OPTIONAL: dict[str, Any] = {
@@ -168,19 +166,6 @@ _OPTIONAL: dict[str, Any] = {
     "mma_fraction": 1.0,
     "tensor_instruction": "mma",
     "warm_cache_bytes": 0.0,
-}
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
-    "positive": (lambda v: _finite(v) and v > 0, "a positive number"),
-    "fraction": (lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "nonnegative": (lambda v: _finite(v) and v >= 0, "a number >= 0"),
-    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
 }
 
 _FIELD_KIND = {
@@ -203,61 +188,36 @@ _FIELD_KIND = {
     "mma_fraction": "fraction",
     "warm_cache_bytes": "nonnegative",
 }
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return (text if len(text) <= 60 else text[:57] + "...") + ("" if _finite(value) else f" ({type(value).__name__})")
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, path: str, what: str) -> None:
-        self.items.append((path, what))
-
-    def value(self, m: Mapping[str, Any], path: str, key: str, kind: str, default: Any = _REQUIRED) -> Any:
-        test, what = _CHECKS[kind]
-        where = f"{path}.{key}" if path else key
-        if key not in m:
-            if default is _REQUIRED:
-                self.add(where, f"missing; expected {what}")
-                return None
-            return default
-        if not test(m[key]):
-            self.add(where, f"expected {what}, got {_show(m[key])}")
-            return None
-        return m[key]
+"""Each scalar field -> its kind in :data:`simulator.yamlio.CHECKS`."""
 
 
 def device_from_dict(data: Any, origin: str = "<dict>") -> DeviceSpec:
-    """Validate plain data (as read from YAML) and build the spec; every problem is reported at once."""
-    p = _Problems()
+    """Validate plain data (as read from YAML) and build the spec; every problem is reported at once, each
+    naming its file line where the data came from :func:`~simulator.yamlio.read_yaml`."""
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping of device keys ({', '.join(_TOP)}), got {_show(data)}")
-    for key in data:
-        if key not in _TOP:
-            p.add(str(key), f"unknown key; allowed keys: {', '.join(_TOP)}")
+        raise SpecError(f"{origin}: expected a mapping of device keys ({', '.join(_TOP)}), got {show(data)}")
+    p = Problems(origin, "device spec")
+    p.mapping(data, "", _TOP)
     ident = data.get("id")
     if not (isinstance(ident, str) and _ID.match(ident)):
-        p.add("id", f"expected a lower-case id like h100-sxm, got {_show(ident) if 'id' in data else 'nothing'}")
+        got = show(ident) if "id" in data else "nothing"
+        p.add("id", f"expected a lower-case id like h100-sxm, got {got}", data, "id")
     kind = data.get("kind")
     if kind not in KINDS:
-        p.add("kind", f"expected one of {', '.join(KINDS)}, got {_show(kind) if 'kind' in data else 'nothing'}")
-    values = {k: p.value(data, "", k, c, _OPTIONAL.get(k, _REQUIRED)) for k, c in _FIELD_KIND.items()}
+        got = show(kind) if "kind" in data else "nothing"
+        p.add("kind", f"expected one of {', '.join(KINDS)}, got {got}", data, "kind")
+    values = {k: p.value(data, "", k, c, _OPTIONAL.get(k, REQUIRED)) for k, c in _FIELD_KIND.items()}
     instr = data.get("tensor_instruction", _OPTIONAL["tensor_instruction"])
     if instr not in TENSOR_INSTRUCTIONS:
-        p.add("tensor_instruction", f"expected one of {', '.join(TENSOR_INSTRUCTIONS)}, got {_show(instr)}")
+        what = f"expected one of {', '.join(TENSOR_INSTRUCTIONS)}, got {show(instr)}"
+        p.add("tensor_instruction", what, data, "tensor_instruction")
     refs = data.get("references", {})
     if not (isinstance(refs, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in refs.items())):
-        p.add("references", "expected a mapping of tag -> citation text")
+        p.add("references", "expected a mapping of tag -> citation text", data, "references")
         refs = {}
-    tensor = _read_tensor(p, data.get("tensor_tflops", _REQUIRED))
-    efficiency = _read_efficiency(p, data.get("efficiency", _REQUIRED))
-    if p.items:
-        lines = "\n".join(f"  {origin}: {path}: {what}" for path, what in p.items)
-        raise SpecError(f"{origin}: invalid device spec ({len(p.items)} problem(s)):\n{lines}")
+    tensor = _read_tensor(p, data)
+    efficiency = _read_efficiency(p, data)
+    p.raise_if_any()
     texts = ("name", "source")
     numbers = {k: (int(v) if k in _INTS else float(v)) for k, v in values.items() if k not in texts}
     return DeviceSpec(
@@ -274,42 +234,39 @@ def device_from_dict(data: Any, origin: str = "<dict>") -> DeviceSpec:
     )
 
 
-def _read_tensor(p: _Problems, raw: Any) -> dict[str, float]:
-    if raw is _REQUIRED:
+def _read_tensor(p: Problems, data: dict[Any, Any]) -> dict[str, float]:
+    if "tensor_tflops" not in data:
         p.add("tensor_tflops", f"missing; expected {{dtype: dense TFLOP/s}} with dtypes from {', '.join(DTYPES)}")
         return {}
+    raw = data["tensor_tflops"]
     if not isinstance(raw, dict) or not raw:
-        p.add("tensor_tflops", f"expected a non-empty mapping dtype -> dense TFLOP/s, got {_show(raw)}")
+        what = f"expected a non-empty mapping dtype -> dense TFLOP/s, got {show(raw)}"
+        p.add("tensor_tflops", what, data, "tensor_tflops")
         return {}
     out = {}
-    for dtype, value in raw.items():
+    for dtype in raw:
         if dtype not in DTYPES:
-            p.add(f"tensor_tflops.{dtype}", f"unknown dtype; allowed: {', '.join(DTYPES)}")
-        elif not _CHECKS["positive"][0](value):
-            p.add(f"tensor_tflops.{dtype}", f"expected a positive number, got {_show(value)}")
-        else:
-            out[dtype] = float(value)
+            p.add(join("tensor_tflops", dtype), f"unknown dtype; allowed: {', '.join(DTYPES)}", raw, dtype)
+        elif (value := p.value(raw, "tensor_tflops", dtype, "positive")) is not None:
+            out[dtype] = value
     return out
 
 
-def _read_efficiency(p: _Problems, raw: Any) -> Efficiency | None:
+def _read_efficiency(p: Problems, data: dict[Any, Any]) -> Efficiency | None:
     path = "efficiency"
-    if raw is _REQUIRED or not isinstance(raw, dict):
-        p.add(path, "missing or not a mapping; expected {gemm, copy, exp, softmax, calibration}")
+    raw = data.get(path)
+    if not isinstance(raw, dict):
+        p.add(path, "missing or not a mapping; expected {gemm, copy, exp, softmax, calibration}", data, path)
         return None
-    for key in raw:
-        if key not in (*EFFICIENCY_KEYS, "calibration"):
-            p.add(f"{path}.{key}", f"unknown key; allowed keys: {', '.join(EFFICIENCY_KEYS)}, calibration")
+    p.mapping(raw, path, (*EFFICIENCY_KEYS, "calibration"))
     values = {k: p.value(raw, path, k, "fraction", 1.0) for k in EFFICIENCY_KEYS}
     cal = raw.get("calibration")
     if not isinstance(cal, dict):
-        p.add(f"{path}.calibration", "missing; expected {data_file, date, method}")
+        p.add(join(path, "calibration"), "missing; expected {data_file, date, method}", raw, "calibration")
         return None
     names = tuple(f.name for f in fields(Calibration))
-    for key in cal:
-        if key not in names:
-            p.add(f"{path}.calibration.{key}", f"unknown key; allowed keys: {', '.join(names)}")
-    cal_values = {k: p.value(cal, f"{path}.calibration", k, "text") for k in names}
+    p.mapping(cal, join(path, "calibration"), names)
+    cal_values = {k: p.value(cal, join(path, "calibration"), k, "text") for k in names}
     if any(v is None for v in (*values.values(), *cal_values.values())):
         return None
     return Efficiency(**{k: float(v) for k, v in values.items()}, calibration=Calibration(**cal_values))

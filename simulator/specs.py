@@ -3,7 +3,7 @@
 A spec lists its storage levels from the outermost (DRAM) to the innermost (PE register files), its compute
 arrays with the functional units of their PEs and the operators those support, and a compatibility setting that
 switches the FuseMax artifact's modelling quirks on (default: all off, the corrected model). Validation collects
-every problem and raises one :class:`~einsum.errors.SpecError` naming the file and dotted key of each. The cost
+every problem and raises one :class:`~einsum.errors.SpecError` naming the file, line and dotted key of each. The cost
 kernels never see these objects: :attr:`ArchSpec.flat` lowers a spec to numpy arrays once.
 
 Assumptions: capacities, bandwidths and areas are per instance; a read or write energy is per access of
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from einsum.errors import RegistryError, SpecError
-from simulator.yamlio import read_yaml
+from simulator.yamlio import REQUIRED, Problems, join, read_yaml, show
 
 OPERATORS: tuple[str, ...] = (
     *("mac", "mul", "add", "sub", "neg", "div", "max", "min", "select"),
@@ -362,139 +362,85 @@ _ARRAY_KEYS = ("kind", "rows", "cols", "pes", "instances", "fed_by", "pipelined"
 _UNIT_KEYS = ("energy_pj", "area_um2")
 _COMPAT_KEYS = ("base", *(f.name for f in fields(Compat)))
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-_REQUIRED = object()
 
 
 def _is_name(v: Any) -> bool:
     return isinstance(v, str) and bool(_NAME.match(v))
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
-    "positive": (lambda v: _finite(v) and v > 0, "a positive number"),
-    "nonnegative": (lambda v: _finite(v) and v >= 0, "a number >= 0"),
-    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
-    "name": (_is_name, "a lower-case identifier like global_buffer"),
-    "flag": (lambda v: isinstance(v, bool), "true or false"),
-}
-
-
-def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return text if _finite(value) else f"{text} ({type(value).__name__})"
-
-
-class _Checker:
-    """Collects (dotted path, problem) pairs while reading a spec."""
-
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []
-
-    def add(self, path: str, what: str) -> None:
-        self.problems.append((path, what))
-
-    def mapping(self, value: Any, path: str, keys: tuple[str, ...] | None) -> dict[Any, Any] | None:
-        """value if it is a mapping, recording unknown keys when keys are given; None after recording why not."""
-        if not isinstance(value, dict):
-            self.add(path, f"expected a mapping, got {_show(value)}")
-            return None
-        for key in value if keys is not None else ():
-            if key not in keys:
-                self.add(_join(path, key), f"unknown key; allowed keys: {', '.join(keys)}")
-        return value
-
-    def get(
-        self, m: Mapping[Any, Any], path: str, key: str, kind: str, default: Any = _REQUIRED, null: bool = False
-    ) -> Any:
-        """m[key] checked against kind; default when absent; None (recorded) when missing or wrong."""
-        test, what = _KINDS[kind]
-        what += " or null" if null else ""
-        if key not in m:
-            if default is _REQUIRED:
-                self.add(_join(path, key), f"missing; expected {what}")
-                return None
-            return default
-        value = m[key]
-        if (value is None and null) or test(value):
-            return float(value) if kind in ("positive", "nonnegative") and value is not None else value
-        self.add(_join(path, key), f"expected {what}, got {_show(value)}")
-        return None
+_IDENT: tuple[Callable[[Any], bool], str] = (_is_name, "a lower-case identifier like global_buffer")
+"""The check of a level, array, unit or staging-level name (CHECKS has no such kind)."""
 
 
 def spec_from_dict(data: Any, origin: str = "<dict>") -> ArchSpec:
-    """Validate plain data (as loaded from YAML) and build the spec; every problem goes into one SpecError.
+    """Validate plain data (as loaded from YAML) and build the spec; every problem goes into one SpecError,
+    each naming its file line where the data came from :func:`~simulator.yamlio.read_yaml`.
 
     >>> spec = spec_from_dict(load_arch("flat-edge").to_dict())
     >>> spec.array("pe_2d").shape
     (32, 32)
     """
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
-    c = _Checker()
-    top = c.mapping(data, "", _TOP_KEYS)
-    name, source = c.get(top, "", "name", "text"), c.get(top, "", "source", "text")
-    clock_hz, word_bytes = c.get(top, "", "clock_hz", "positive"), c.get(top, "", "word_bytes", "count")
-    arrays = _read_arrays(c, top.get("arrays", _REQUIRED))
-    levels = _read_levels(c, top.get("levels", _REQUIRED), {a.name: a for a in arrays})
-    staging = c.get(top, "", "staging_level", "name", default=None, null=True)
-    compat = _read_compat(c, top.get("compat", "corrected"))
+        raise SpecError(f"{origin}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {show(data)}")
+    p = Problems(origin, "architecture spec")
+    top = p.mapping(data, "", _TOP_KEYS)
+    name, source = p.value(top, "", "name", "text"), p.value(top, "", "source", "text")
+    clock_hz, word_bytes = p.value(top, "", "clock_hz", "positive"), p.value(top, "", "word_bytes", "count")
+    arrays = _read_arrays(p, top)
+    levels = _read_levels(p, top, {a.name: a for a in arrays})
+    staging = p.value(top, "", "staging_level", _IDENT, default=None, null=True)
+    compat = _read_compat(p, top)
     names = [lv.name for lv in levels if lv.name is not None]
     if staging is not None and levels and staging not in names:
-        c.add("staging_level", f"no storage level {staging!r}; levels: {', '.join(names)}")
+        p.add("staging_level", f"no storage level {staging!r}; levels: {', '.join(names)}", top, "staging_level")
     for array in arrays:
-        _check_feed(c, array, levels)
-    if c.problems:
-        lines = [f"{origin}: {path}: {what}" if path else f"{origin}: {what}" for path, what in c.problems]
-        head = [f"{origin}: {len(lines)} problems in the architecture spec:"] if len(lines) > 1 else []
-        raise SpecError("\n".join(head + lines))
+        _check_feed(p, array, levels, top)
+    p.raise_if_any()
     return ArchSpec(name, source, clock_hz, word_bytes, tuple(levels), tuple(arrays), staging, compat, origin)
 
 
-def _read_levels(c: _Checker, raw: Any, arrays: Mapping[str, ComputeArray]) -> list[StorageLevel]:
-    if raw is _REQUIRED or not isinstance(raw, list) or not raw:
-        c.add("levels", f"expected a non-empty list of levels, got {'nothing' if raw is _REQUIRED else _show(raw)}")
+def _read_levels(p: Problems, top: dict[Any, Any], arrays: Mapping[str, ComputeArray]) -> list[StorageLevel]:
+    raw = top.get("levels", REQUIRED)
+    if raw is REQUIRED or not isinstance(raw, list) or not raw:
+        got = "nothing" if raw is REQUIRED else show(raw)
+        p.add("levels", f"expected a non-empty list of levels, got {got}", top, "levels")
         return []
     levels: list[StorageLevel] = []
     for i, item in enumerate(raw):
         path = f"levels[{i}]"
-        m = c.mapping(item, path, _LEVEL_KEYS)
+        m = p.mapping(item, path, _LEVEL_KEYS, raw, i)
         if m is None:
             continue
-        name = c.get(m, path, "name", "name")
+        name = p.value(m, path, "name", _IDENT)
         seen = [lv.name for lv in levels if lv.name is not None]
         if name in seen:
-            c.add(_join(path, "name"), f"duplicate level name {name!r}")
-        parent = c.get(m, path, "parent", "name", default=seen[-1] if seen else None)
+            p.add(join(path, "name"), f"duplicate level name {name!r}", m, "name")
+        parent = p.value(m, path, "parent", _IDENT, default=seen[-1] if seen else None)
         if i == 0 and "parent" in m:
-            c.add(_join(path, "parent"), "the outermost level has no parent; remove the key")
+            p.add(join(path, "parent"), "the outermost level has no parent; remove the key", m, "parent")
         elif parent is not None and parent not in seen:
-            c.add(_join(path, "parent"), f"must name a level listed before this one: {', '.join(seen)}")
+            p.add(join(path, "parent"), f"must name a level listed before this one: {', '.join(seen)}", m, "parent")
         if i > 0 and "capacity_words" in m and m["capacity_words"] is None:
-            c.add(_join(path, "capacity_words"), "null (unbounded) is allowed only for the outermost level")
+            what = "null (unbounded) is allowed only for the outermost level"
+            p.add(join(path, "capacity_words"), what, m, "capacity_words")
             capacity = None
         else:
-            capacity = c.get(m, path, "capacity_words", "count", null=i == 0)
-        instances = c.get(m, path, "instances", "count", default=1)
-        per_pe_of = c.get(m, path, "per_pe_of", "name", default=None)
+            capacity = p.value(m, path, "capacity_words", "count", null=i == 0)
+        instances = p.value(m, path, "instances", "count", default=1)
+        per_pe_of = p.value(m, path, "per_pe_of", _IDENT, default=None)
         if per_pe_of is not None:
             if "instances" in m:
-                c.add(_join(path, "instances"), "give either instances or per_pe_of, not both")
+                p.add(join(path, "instances"), "give either instances or per_pe_of, not both", m, "instances")
             if per_pe_of in arrays:
                 owner = arrays[per_pe_of]
                 instances = owner.pe_count if owner.shape and owner.instances else None
             else:
-                c.add(_join(path, "per_pe_of"), f"no compute array {per_pe_of!r}; arrays: {', '.join(arrays)}")
-        width = c.get(m, path, "access_width_words", "count")
+                what = f"no compute array {per_pe_of!r}; arrays: {', '.join(arrays)}"
+                p.add(join(path, "per_pe_of"), what, m, "per_pe_of")
+        width = p.value(m, path, "access_width_words", "count")
         if width is not None and capacity is not None and width > capacity:
-            c.add(_join(path, "access_width_words"), f"{width} is larger than capacity_words ({capacity})")
+            what = f"{width} is larger than capacity_words ({capacity})"
+            p.add(join(path, "access_width_words"), what, m, "access_width_words")
         levels.append(
             StorageLevel(
                 name=name,
@@ -503,130 +449,142 @@ def _read_levels(c: _Checker, raw: Any, arrays: Mapping[str, ComputeArray]) -> l
                 instances=instances,
                 per_pe_of=per_pe_of,
                 access_width_words=width,
-                bandwidth_bytes_per_s=c.get(m, path, "bandwidth_bytes_per_s", "positive", null=True),
-                read_energy_pj=c.get(m, path, "read_energy_pj", "nonnegative"),
-                write_energy_pj=c.get(m, path, "write_energy_pj", "nonnegative"),
-                area_um2=c.get(m, path, "area_um2", "nonnegative"),
+                bandwidth_bytes_per_s=p.value(m, path, "bandwidth_bytes_per_s", "positive", null=True),
+                read_energy_pj=p.value(m, path, "read_energy_pj", "nonnegative"),
+                write_energy_pj=p.value(m, path, "write_energy_pj", "nonnegative"),
+                area_um2=p.value(m, path, "area_um2", "nonnegative"),
             )
         )
     return levels
 
 
-def _read_arrays(c: _Checker, raw: Any) -> list[ComputeArray]:
-    if raw is _REQUIRED or not isinstance(raw, dict) or not raw:
-        c.add("arrays", f"expected a non-empty mapping of arrays, got {'nothing' if raw is _REQUIRED else _show(raw)}")
+def _read_arrays(p: Problems, top: dict[Any, Any]) -> list[ComputeArray]:
+    raw = top.get("arrays", REQUIRED)
+    if raw is REQUIRED or not isinstance(raw, dict) or not raw:
+        got = "nothing" if raw is REQUIRED else show(raw)
+        p.add("arrays", f"expected a non-empty mapping of arrays, got {got}", top, "arrays")
         return []
     arrays = []
     for name, item in raw.items():
-        path = _join("arrays", name)
+        path = join("arrays", name)
         if not _is_name(name):
-            c.add(path, f"array name must be {_KINDS['name'][1]}")
-        m = c.mapping(item, path, _ARRAY_KEYS)
+            p.add(path, f"array name must be {_IDENT[1]}", raw, name)
+        m = p.mapping(item, path, _ARRAY_KEYS, raw, name)
         if m is None:
             continue
         kind = m.get("kind")
         dims = {"2d": ("rows", "cols"), "1d": ("pes",)}.get(kind) if isinstance(kind, str) else None
         if dims is None:
-            c.add(_join(path, "kind"), f"expected 2d or 1d, got {_show(kind) if 'kind' in m else 'nothing'}")
+            p.add(join(path, "kind"), f"expected 2d or 1d, got {show(kind) if 'kind' in m else 'nothing'}", m, "kind")
             dims = ()
         for key in {"rows", "cols", "pes"} - set(dims):
             if key in m and dims:
-                c.add(_join(path, key), f"not used by a {kind} array, which takes {' and '.join(dims)}")
-        shape = tuple(c.get(m, path, d, "count") for d in dims)
-        units = _read_units(c, m.get("units", _REQUIRED), _join(path, "units"))
+                p.add(join(path, key), f"not used by a {kind} array, which takes {' and '.join(dims)}", m, key)
+        shape = tuple(p.value(m, path, d, "count") for d in dims)
+        units = _read_units(p, m, join(path, "units"))
         arrays.append(
             ComputeArray(
                 name=name,
                 kind=kind,
                 shape=shape if None not in shape else (),
-                instances=c.get(m, path, "instances", "count", default=1),
-                fed_by=c.get(m, path, "fed_by", "name"),
-                pipelined=c.get(m, path, "pipelined", "flag", default=False),
+                instances=p.value(m, path, "instances", "count", default=1),
+                fed_by=p.value(m, path, "fed_by", _IDENT),
+                pipelined=p.value(m, path, "pipelined", "flag", default=False),
                 units=units,
-                ops=_read_ops(c, m.get("ops", _REQUIRED), _join(path, "ops"), {u.name for u in units}),
+                ops=_read_ops(p, m, join(path, "ops"), {u.name for u in units}),
             )
         )
     return arrays
 
 
-def _read_units(c: _Checker, raw: Any, path: str) -> tuple[FunctionalUnit, ...]:
-    if raw is _REQUIRED:
-        c.add(path, "missing; expected {unit: {energy_pj, area_um2}, ...}")
+def _read_units(p: Problems, array: dict[Any, Any], path: str) -> tuple[FunctionalUnit, ...]:
+    if "units" not in array:
+        p.add(path, "missing; expected {unit: {energy_pj, area_um2}, ...}")
         return ()
+    raw = array["units"]
     units = []
-    for name, item in (c.mapping(raw, path, None) or {}).items():
-        upath = _join(path, name)
+    for name, item in (p.mapping(raw, path, None, array, "units") or {}).items():
+        upath = join(path, name)
         if not _is_name(name):
-            c.add(upath, f"unit name must be {_KINDS['name'][1]}")
-        m = c.mapping(item, upath, _UNIT_KEYS)
+            p.add(upath, f"unit name must be {_IDENT[1]}", raw, name)
+        m = p.mapping(item, upath, _UNIT_KEYS, raw, name)
         if m is not None:
-            energy, area = c.get(m, upath, "energy_pj", "nonnegative"), c.get(m, upath, "area_um2", "nonnegative")
+            energy, area = p.value(m, upath, "energy_pj", "nonnegative"), p.value(m, upath, "area_um2", "nonnegative")
             units.append(FunctionalUnit(name, energy, area))
     return tuple(units)
 
 
-def _read_ops(c: _Checker, raw: Any, path: str, units: set[str]) -> tuple[Operator, ...]:
-    if raw is _REQUIRED:
-        c.add(path, "missing; expected {op: {unit: weight, ...}, ...}")
+def _read_ops(p: Problems, array: dict[Any, Any], path: str, units: set[str]) -> tuple[Operator, ...]:
+    if "ops" not in array:
+        p.add(path, "missing; expected {op: {unit: weight, ...}, ...}")
         return ()
+    raw = array["ops"]
     ops = []
-    for name, item in (c.mapping(raw, path, None) or {}).items():
-        opath = _join(path, name)
+    for name, item in (p.mapping(raw, path, None, array, "ops") or {}).items():
+        opath = join(path, name)
         if name not in OPERATORS:
-            c.add(opath, f"unknown operator; allowed: {', '.join(OPERATORS)}")
-        m = c.mapping(item, opath, None)
+            p.add(opath, f"unknown operator; allowed: {', '.join(OPERATORS)}", raw, name)
+        m = p.mapping(item, opath, None, raw, name)
         if m is None:
             continue
         weights = []
         for unit in m:
             if unit == "cycles":
                 continue
-            weight = c.get(m, opath, unit, "positive")
+            weight = p.value(m, opath, unit, "positive")
             if unit not in units:
-                c.add(
-                    _join(opath, unit),
+                p.add(
+                    join(opath, unit),
                     f"no energy entry: unit {unit!r} is not in this array's units "
                     f"({', '.join(sorted(units)) or 'none'})",
+                    m,
+                    unit,
                 )
             weights.append((unit, weight))
         if not weights:
-            c.add(opath, "needs at least one functional unit with its weight, e.g. {mac: 1}")
+            p.add(opath, "needs at least one functional unit with its weight, e.g. {mac: 1}", raw, name)
         total = sum(w for _, w in weights if w is not None)
-        ops.append(Operator(name, tuple(weights), c.get(m, opath, "cycles", "positive", default=float(total))))
+        ops.append(Operator(name, tuple(weights), p.value(m, opath, "cycles", "positive", default=float(total))))
     return tuple(ops)
 
 
-def _read_compat(c: _Checker, raw: Any) -> Compat:
-    base_path = "compat" if isinstance(raw, str) else "compat.base"
-    m = c.mapping({"base": raw} if isinstance(raw, str) else raw, "compat", _COMPAT_KEYS) or {}
+def _read_compat(p: Problems, top: dict[Any, Any]) -> Compat:
+    raw = top.get("compat", "corrected")
+    named = isinstance(raw, str)  # a setting's name, else a mapping {base, flag: value, ...}
+    m = p.mapping({"base": raw} if named else raw, "compat", _COMPAT_KEYS, top, "compat") or {}
     base = m.get("base", "corrected")
     if not (isinstance(base, str) and base in COMPAT_SETTINGS):
-        c.add(base_path, f"unknown setting {_show(base)}; allowed: {', '.join(COMPAT_SETTINGS)}")
+        what = f"unknown setting {show(base)}; allowed: {', '.join(COMPAT_SETTINGS)}"
+        p.add("compat" if named else "compat.base", what, *((top, "compat") if named else (m, "base")))
         base = "corrected"
     flags = {}
     for f in fields(Compat):
-        flags[f.name] = c.get(m, "compat", f.name, "flag", default=getattr(COMPAT_SETTINGS[base], f.name))
+        flags[f.name] = p.value(m, "compat", f.name, "flag", default=getattr(COMPAT_SETTINGS[base], f.name))
     return Compat(**flags)
 
 
-def _check_feed(c: _Checker, array: ComputeArray, levels: list[StorageLevel]) -> None:
+def _check_feed(p: Problems, array: ComputeArray, levels: list[StorageLevel], top: dict[Any, Any]) -> None:
     """fed_by names a level, and every level held per PE of this array lies on the array's path."""
     by_name = {lv.name: lv for lv in levels if lv.name is not None}
     if array.fed_by is None or not levels:
         return
     if array.fed_by not in by_name:
-        path = _join(_join("arrays", array.name), "fed_by")
-        c.add(path, f"no storage level {array.fed_by!r}; levels: {', '.join(by_name)}")
+        path = join(join("arrays", array.name), "fed_by")
+        what = f"no storage level {array.fed_by!r}; levels: {', '.join(by_name)}"
+        p.add(path, what, top["arrays"][array.name], "fed_by")  # the array was read, so both are mappings
         return
     chain, name = set(), array.fed_by
     while name is not None and name not in chain and name in by_name:
         chain.add(name)
         name = by_name[name].parent
-    for i, level in enumerate(levels):
+    raw = top["levels"]  # a level was read from each mapping item, in order
+    for i, level in zip((i for i, item in enumerate(raw) if isinstance(item, dict)), levels, strict=True):
         if level.per_pe_of == array.name and level.name not in chain:
-            c.add(
+            p.add(
                 f"levels[{i}].per_pe_of",
                 f"{level.name} is not on the path to {array.name}'s fed_by ({array.fed_by}), so its PEs never read it",
+                raw[i],
+                "per_pe_of",
             )
 
 
@@ -718,5 +676,5 @@ def _locate(node: Any, step: str | int, last: bool, miss: str) -> Any:
             return step
         known = f"keys {', '.join(map(str, node))}"
     else:
-        known = f"no entries: it is the value {_show(node)}"
+        known = f"no entries: it is the value {show(node)}"
     raise SpecError(f"{miss}; it has {known}")

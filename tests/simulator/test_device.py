@@ -91,7 +91,7 @@ def _data(name="h100-sxm"):
         ("tensor_instruction", "wmma", "tensor_instruction: expected one of wgmma, mma, none"),
     ],
 )
-def test_validation_names_the_dotted_key(path, value, fragment):
+def test_validation_names_the_dotted_key(tmp_path, path, value, fragment):
     data = _data()
     node = data
     steps = path.split(".")
@@ -100,7 +100,14 @@ def test_validation_names_the_dotted_key(path, value, fragment):
     node[steps[-1]] = value
     with pytest.raises(SpecError) as err:
         device_from_dict(data, "bad.yaml")
-    assert fragment in str(err.value) and "bad.yaml" in str(err.value)
+    assert str(err.value).startswith(f"bad.yaml: {fragment}")  # a dict built in Python: no line
+    file = tmp_path / "bad.yaml"
+    file.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SpecError) as err:
+        read_device_file(file, "bad.yaml")
+    line = re.match(rf"bad\.yaml:(\d+): {re.escape(fragment)}", str(err.value))
+    assert line, str(err.value)
+    assert file.read_text().splitlines()[int(line[1]) - 1].strip().startswith(f"{steps[-1]}:")
 
 
 def test_validation_collects_every_problem():
@@ -109,8 +116,27 @@ def test_validation_collects_every_problem():
     data["clock_hz"] = -1
     with pytest.raises(SpecError) as err:
         device_from_dict(data, "bad.yaml")
-    text = str(err.value)
-    assert "2 problem(s)" in text and "dram_bytes_per_s: missing" in text and "clock_hz: expected a positive" in text
+    assert str(err.value).splitlines() == [
+        "bad.yaml: 2 problems in the device spec:",
+        "bad.yaml: clock_hz: expected a positive number, got -1",
+        "bad.yaml: dram_bytes_per_s: missing; expected a positive number",
+    ]
+
+
+def test_a_problem_in_a_yaml_file_is_reported_with_its_line(tmp_path):
+    file = write_device(load_device("h100-sxm"), tmp_path / "bad.yaml")
+    edits = {"sm_count: 132": "sm_count: 0", "  fp8: 1979.0": "  fp4: 1979.0", "  gemm: 0.852": "  gemm: 1.2"}
+    lines = [edits.get(line, line) for line in file.read_text().splitlines()]
+    file.write_text("\n".join(lines) + "\n")
+    sm, fp4, gemm = (lines.index(edited) + 1 for edited in edits.values())
+    with pytest.raises(SpecError) as err:
+        load_device(file)
+    assert str(err.value).splitlines() == [
+        f"{file}: 3 problems in the device spec:",
+        f"{file}:{sm}: sm_count: expected a positive integer, got 0",
+        f"{file}:{fp4}: tensor_tflops.fp4: unknown dtype; allowed: fp32, tf32, fp16, bf16, fp8",
+        f"{file}:{gemm}: efficiency.gemm: expected a number in (0, 1], got 1.2",
+    ]
 
 
 def test_yaml_errors_carry_line_and_column(tmp_path):

@@ -272,25 +272,60 @@ BAD_SPECS = [
 ]
 
 
+def _check_lines(message, file):
+    """Every problem of message that names a line of file: that line holds the key at fault. Returns the message
+    without the line numbers (``bad.yaml:12: key: ...`` -> ``bad.yaml: key: ...``)."""
+    lines = file.read_text().splitlines()
+    for number, key in re.findall(rf"{re.escape(file.name)}:(\d+): ([^:]+): ", message):
+        last = re.split(r"[.\[]", key)[-1]
+        assert re.match(rf"\s*(- )?{re.escape(last)}:", lines[int(number) - 1]), (key, lines[int(number) - 1])
+    return re.sub(rf"({re.escape(file.name)}):\d+: ", r"\1: ", message)
+
+
 @pytest.mark.parametrize(("path", "value", "fragment"), BAD_SPECS, ids=[f"{p}={v!r}" for p, v, _ in BAD_SPECS])
-def test_bad_spec_is_reported_with_file_key_and_what_is_allowed(tmp_path, fusemax, path, value, fragment):
+def test_bad_spec_is_reported_with_file_line_key_and_what_is_allowed(tmp_path, fusemax, path, value, fragment):
     data = fusemax.to_dict()
     _edit(data, path, value)
+    file = _write(tmp_path, data)
     with pytest.raises(SpecError) as info:
-        load_arch(_write(tmp_path, data))
-    assert fragment in str(info.value)
+        load_arch(file)
+    message = str(info.value)
+    assert fragment in _check_lines(message, file)
+    if "missing" not in fragment:  # a key that is there is named with its line
+        assert re.search(r"bad\.yaml:\d+: ", message), message
+
+
+def test_a_problem_in_a_yaml_file_is_reported_with_its_line(tmp_path, fusemax):
+    text = yaml.safe_dump(fusemax.to_dict(), sort_keys=False).replace("word_bytes: 2\n", "word_bytes: two\n")
+    text = text.replace("  write_energy_pj: 249.6\n", "  write_energy_pj: -1\n", 1)  # levels[0], dram
+    word, energy = (text.splitlines().index(line) + 1 for line in ("word_bytes: two", "  write_energy_pj: -1"))
+    with pytest.raises(SpecError) as info:
+        load_arch(_write(tmp_path, text))
+    origin = tmp_path / "bad.yaml"
+    assert str(info.value).splitlines() == [
+        f"{origin}: 2 problems in the architecture spec:",
+        f"{origin}:{word}: word_bytes: expected a positive integer, got 'two' (str)",
+        f"{origin}:{energy}: levels[0].write_energy_pj: expected a number >= 0, got -1",
+    ]
+
+
+def test_a_spec_built_in_python_has_no_lines(fusemax):
+    with pytest.raises(SpecError) as info:
+        with_overrides(fusemax, {"word_bytes": 0})
+    assert str(info.value) == "fusemax-cloud.yaml + overrides: word_bytes: expected a positive integer, got 0"
 
 
 def test_every_problem_is_collected(tmp_path, fusemax):
     data = fusemax.to_dict()
     for path, value, _ in [BAD_SPECS[0], BAD_SPECS[4], BAD_SPECS[19], BAD_SPECS[25]]:
         _edit(data, path, value)
+    file = _write(tmp_path, data)
     with pytest.raises(SpecError) as info:
-        load_arch(_write(tmp_path, data))
+        load_arch(file)
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'bad.yaml'}: 4 problems in the architecture spec:")
     for _, _, fragment in [BAD_SPECS[0], BAD_SPECS[4], BAD_SPECS[19], BAD_SPECS[25]]:
-        assert fragment in message
+        assert fragment in _check_lines(message, file)
 
 
 @pytest.mark.parametrize(
