@@ -379,19 +379,27 @@ def _plot(study: RooflineStudy, path: Path) -> None:
     fig.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.09)
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     styles = iter(["-", "--", "-.", ":", (0, (5, 1))])
+    # Only roofs in these axes' units are drawn: FLOP/s peaks, and the DRAM slope (x is FLOP per DRAM byte).
+    # The others (exp/s, 1-D op/s, L2 or buffer bandwidth, whose bytes are not DRAM bytes) are listed instead.
     compute = [c for c in study.ceilings if c.kind == "compute" and c.unit == "FLOP/s"]
+    dram = [c for c in study.ceilings if c.kind == "bandwidth" and c.name.startswith("DRAM")]
     top = max(c.value for c in compute)
-    for c in study.ceilings:
-        if c.kind == "compute":
-            ax.plot([lo, hi], [c.value / 1e12] * 2, linestyle=next(styles, "-"), linewidth=1.4,
-                    label=f"{c.name}: {c.value / 1e12:.3g} T{c.unit}")  # fmt: skip
-        elif math.isfinite(c.value):
+    for c in compute:
+        ax.plot([lo, hi], [c.value / 1e12] * 2, linestyle=next(styles, "-"), linewidth=1.4,
+                label=f"{c.name}: {c.value / 1e12:.3g} TFLOP/s")  # fmt: skip
+    for c in dram:
+        if math.isfinite(c.value):
             ax.plot(grid, [min(top, c.value * x) / 1e12 for x in grid], linewidth=1.4,
                     label=f"{c.name} slope: {c.value / 1e12:.3g} TB/s")  # fmt: skip
+    others = [c for c in study.ceilings if c not in compute and c not in dram]
+    if others:
+        listed = "; ".join(f"{c.name} {c.value / 1e12:.3g} T{c.unit}" for c in others)
+        ax.text(0.01, 0.99, f"roofs not in these units (not drawn): {listed}", transform=ax.transAxes,
+                fontsize=7, va="top", ha="left")  # fmt: skip
     markers = "osD^v<>pP*hX"
     for i, r in enumerate(rows):
         ax.scatter([r.intensity], [r.tflops], marker=markers[i % len(markers)], s=55, zorder=5,
-                   label=f"{r.kernel} ({r.binding})")  # fmt: skip
+                   label=f"{r.kernel} ({r.binding}-bound)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)

@@ -80,7 +80,9 @@ def read_yaml_text(path: str | Path, origin: str) -> tuple[Any, str]:
     except OSError as exc:
         raise SpecError(f"{origin}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{origin}: not a YAML text file (byte {exc.start} is not UTF-8); a spec is UTF-8 text") from None
+        raise SpecError(
+            f"{origin}: not a YAML text file (byte {exc.start} is not UTF-8); a spec is UTF-8 text"
+        ) from None
     return _parse(text, origin), text
 
 

@@ -54,8 +54,8 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--include-infeasible", action="store_true", help="also points with feasible = 0")
     p.add_argument("--plot", help="write the plot here (.png, .pdf, .svg)")
     p.add_argument("--csv", help="write the front's rows here")
-    p.add_argument("--logx", action="store_true", help="log-scale x axis")
-    p.add_argument("--logy", action="store_true", help="log-scale y axis")
+    p.add_argument("--logx", action="store_true", help="log-scale x axis (default: where values span 20x or more)")
+    p.add_argument("--logy", action="store_true", help="log-scale y axis (default: where values span 20x or more)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pareto)
 
@@ -133,7 +133,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         front = store_front(store, (args.x, args.y), maximize, args.sweep, args.where, args.include_infeasible, extra)
         if args.plot:
             plot_front(store, front, args.plot, args.color, args.sweep, args.where, args.include_infeasible,
-                       (args.logx, args.logy))  # fmt: skip
+                       (args.logx or None, args.logy or None))  # fmt: skip
     if args.csv:
         export(front.columns, front.rows, args.csv)
     shown = [c for c in ("key", args.x, args.y, *extra) if c in front.columns]
@@ -141,11 +141,16 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {"objectives": [args.x, args.y], "maximize": list(maximize), "candidates": front.candidates,
+             "infeasible_left_out": front.infeasible,
              "front": [dict(zip(front.columns, r, strict=True)) for r in front.rows]}
         )  # fmt: skip
         return 0
     print(f"Pareto front: {len(front.rows)} of {front.candidates} points ({_sense(args.x, maximize[0])}, "
-          f"{_sense(args.y, maximize[1])})\n")  # fmt: skip
+          f"{_sense(args.y, maximize[1])})")  # fmt: skip
+    if front.infeasible:
+        print(f"{front.infeasible} infeasible point(s) left out (they do not fit the hardware; "
+              "--include-infeasible keeps them)")  # fmt: skip
+    print()
     idx = [front.columns.index(c) for c in shown]
     print(table([[_fmt(r[i]) for i in idx] for r in front.rows], shown))
     for flag, path in (("plot", args.plot), ("csv", args.csv)):

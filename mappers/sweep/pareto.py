@@ -59,6 +59,8 @@ class Front:
     candidates: int
     objectives: tuple[str, ...]
     maximize: tuple[bool, ...]
+    infeasible: int = 0
+    """Points left out because they do not fit the hardware (``feasible = 0``), when not included."""
 
     def column(self, name: str) -> list[Any]:
         i = self.columns.index(name)
@@ -79,15 +81,24 @@ def _candidates(
     if sweep:
         clauses.append("sweep = ?")
         params.append(sweep)
-    if not include_infeasible and "feasible" in have:
-        clauses.append("COALESCE(feasible, 1) = 1")  # NULL: a point without the notion (device sweeps)
     if where:
         clauses.append(f"({where})")
+    if not include_infeasible and "feasible" in have:
+        clauses.append("COALESCE(feasible, 1) = 1")  # NULL: a point without the notion (device sweeps)
     columns, rows = store.query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses)}", params)
     if sweep and not rows and not store.query("SELECT 1 FROM sweeps WHERE name = ?", (sweep,))[1]:
         names = [r[0] for r in store.query("SELECT name FROM sweeps ORDER BY name")[1]]
         raise StoreError(f"{store.path}: no sweep {sweep!r}; sweeps: {', '.join(names) or 'none'}")
     return columns, rows
+
+
+def _infeasible(store: Store, needed: Sequence[str], sweep: str | None, where: str | None) -> list[tuple]:
+    """The stored points that would be candidates but do not fit the hardware (``feasible = 0``)."""
+    if "feasible" not in store.columns():
+        return []
+    columns, every = _candidates(store, needed, sweep, where, include_infeasible=True)
+    i = columns.index("feasible")
+    return [r for r in every if r[i] == 0]
 
 
 def store_front(
@@ -108,7 +119,20 @@ def store_front(
         raise StoreError(f"{store.path}: the columns {', '.join(objectives)} must hold numbers") from None
     keep = pareto_front(values, maximize)
     front = sorted((rows[i] for i in keep), key=lambda r: tuple(float(r[i]) for i in idx))
-    return Front(columns, front, len(rows), tuple(objectives), tuple(maximize) + (False,) * (len(idx) - len(maximize)))
+    left_out = 0 if include_infeasible else len(_infeasible(store, [*objectives, *extra], sweep, where))
+    senses = tuple(maximize) + (False,) * (len(idx) - len(maximize))
+    return Front(columns, front, len(rows), tuple(objectives), senses, left_out)
+
+
+LOG_SPAN = 20.0
+"""An axis whose positive values span at least this ratio (max / min) is drawn on a log scale by default."""
+
+
+def spans_decades(values: Sequence[Any]) -> bool:
+    """Whether positive, finite ``values`` spread over at least :data:`LOG_SPAN` (a log axis shows them)."""
+    v = np.array([float(x) for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    return bool(len(v)) and bool(np.all(v > 0)) and float(v.max() / v.min()) >= LOG_SPAN
 
 
 def plot_front(
@@ -119,10 +143,12 @@ def plot_front(
     sweep: str | None = None,
     where: str | None = None,
     include_infeasible: bool = False,
-    log: tuple[bool, bool] = (False, False),
+    log: tuple[bool | None, bool | None] = (None, None),
     title: str | None = None,
 ) -> None:
-    """Scatter every candidate in grey and the front on top (coloured by color), axes labelled with units."""
+    """Scatter every candidate in grey, infeasible points (when left out of the front) as crosses, and the front
+    on top (coloured by color); axes labelled with units, log-scaled (``log`` None: where values span
+    :data:`LOG_SPAN` or more)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,6 +160,13 @@ def plot_front(
     fig, ax = plt.subplots(figsize=(7.0, 4.8), layout="constrained")
     ax.scatter([r[ix] for r in rows], [r[iy] for r in rows], s=9, c="0.75", label=f"evaluated points ({len(rows)})",
                zorder=1, linewidths=0)  # fmt: skip
+    shown = list(rows)
+    if not include_infeasible:
+        bad = _infeasible(store, [x, y], sweep, where)
+        if bad:
+            ax.scatter([r[ix] for r in bad], [r[iy] for r in bad], s=14, marker="x", c="tab:orange", linewidths=0.8,
+                       zorder=1, label=f"infeasible, not on the front ({len(bad)})")  # fmt: skip
+            shown += bad
     fx, fy = front.column(x), front.column(y)
     ax.step(fx, fy, where="post", color="0.3", linewidth=0.8, zorder=2)
     if color:
@@ -145,10 +178,9 @@ def plot_front(
                    label=f"Pareto front ({len(front.rows)})")  # fmt: skip
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
-    if log[0]:
-        ax.set_xscale("log")
-    if log[1]:
-        ax.set_yscale("log")
+    for axis, forced, i in (("x", log[0], ix), ("y", log[1], iy)):
+        if forced or (forced is None and spans_decades([r[i] for r in shown])):
+            getattr(ax, f"set_{axis}scale")("log")
     ax.grid(True, which="both", alpha=0.3, linewidth=0.5)
     ax.legend(loc="best", fontsize="small")
     if title is None:

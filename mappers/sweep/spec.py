@@ -562,7 +562,7 @@ class _DeviceSpace:
                 device_with_overrides(t.data, overrides, t.name)
             except AttnscopeError as exc:
                 lines = [line.strip().replace(" + overrides", "") for line in str(exc).splitlines()]
-                return "; ".join(line for line in lines if "invalid device spec" not in line)
+                return "; ".join(line for line in lines if "problems in the device spec" not in line)
         return None
 
 
