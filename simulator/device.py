@@ -172,19 +172,19 @@ _FIELD_KIND = {
     "name": "text",
     "source": "text",
     "sm_count": "count",
-    "clock_hz": "positive",
-    "fp32_tflops": "positive",
+    "clock_hz": "clock_hz",
+    "fp32_tflops": "tflops",
     "exp_per_sm_per_clock": "positive",
-    "dram_bytes_per_s": "positive",
-    "dram_bytes": "positive",
-    "l2_bytes": "positive",
-    "l2_bytes_per_s": "positive",
-    "smem_bytes_per_sm": "positive",
+    "dram_bytes_per_s": "bytes_per_s",
+    "dram_bytes": "memory_bytes",
+    "l2_bytes": "memory_bytes",
+    "l2_bytes_per_s": "bytes_per_s",
+    "smem_bytes_per_sm": "memory_bytes",
     "smem_bytes_per_clock_per_sm": "positive",
-    "regs_bytes_per_sm": "positive",
+    "regs_bytes_per_sm": "memory_bytes",
     "max_warps_per_sm": "count",
-    "launch_overhead_s": "positive",
-    "dram_latency_s": "positive",
+    "launch_overhead_s": "seconds_overhead",
+    "dram_latency_s": "seconds_overhead",
     "mma_fraction": "fraction",
     "warm_cache_bytes": "nonnegative",
 }
@@ -247,7 +247,7 @@ def _read_tensor(p: Problems, data: dict[Any, Any]) -> dict[str, float]:
     for dtype in raw:
         if dtype not in DTYPES:
             p.add(join("tensor_tflops", dtype), f"unknown dtype; allowed: {', '.join(DTYPES)}", raw, dtype)
-        elif (value := p.value(raw, "tensor_tflops", dtype, "positive")) is not None:
+        elif (value := p.value(raw, "tensor_tflops", dtype, "tflops")) is not None:
             out[dtype] = value
     return out
 

@@ -385,7 +385,7 @@ def spec_from_dict(data: Any, origin: str = "<dict>") -> ArchSpec:
     p = Problems(origin, "architecture spec")
     top = p.mapping(data, "", _TOP_KEYS)
     name, source = p.value(top, "", "name", "text"), p.value(top, "", "source", "text")
-    clock_hz, word_bytes = p.value(top, "", "clock_hz", "positive"), p.value(top, "", "word_bytes", "count")
+    clock_hz, word_bytes = p.value(top, "", "clock_hz", "clock_hz"), p.value(top, "", "word_bytes", "count")
     arrays = _read_arrays(p, top)
     levels = _read_levels(p, top, {a.name: a for a in arrays})
     staging = p.value(top, "", "staging_level", _IDENT, default=None, null=True)
@@ -449,7 +449,7 @@ def _read_levels(p: Problems, top: dict[Any, Any], arrays: Mapping[str, ComputeA
                 instances=instances,
                 per_pe_of=per_pe_of,
                 access_width_words=width,
-                bandwidth_bytes_per_s=p.value(m, path, "bandwidth_bytes_per_s", "positive", null=True),
+                bandwidth_bytes_per_s=p.value(m, path, "bandwidth_bytes_per_s", "bytes_per_s", null=True),
                 read_energy_pj=p.value(m, path, "read_energy_pj", "nonnegative"),
                 write_energy_pj=p.value(m, path, "write_energy_pj", "nonnegative"),
                 area_um2=p.value(m, path, "area_um2", "nonnegative"),

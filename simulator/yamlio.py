@@ -124,6 +124,11 @@ def join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+def within(low: float, high: float, unit: str) -> tuple[Callable[[Any], bool], str]:
+    """A check (test, what is valid) of a number in the physical range [low, high] of ``unit``."""
+    return (lambda v: finite(v) and low <= v <= high), f"a number in [{low:g}, {high:g}] {unit}"
+
+
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
@@ -132,6 +137,12 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fraction": (lambda v: finite(v) and 0 < v <= 1, "a number in (0, 1]"),
     "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
     "flag": (lambda v: isinstance(v, bool), "true or false"),
+    # Physical ranges: wide enough for any chip built or planned, narrow enough to catch a wrong unit or exponent.
+    "clock_hz": within(1e6, 1e11, "Hz (1 MHz to 100 GHz)"),
+    "bytes_per_s": within(1e6, 1e16, "B/s (1 MB/s to 10 PB/s)"),
+    "memory_bytes": within(1e3, 1e15, "bytes (1 kB to 1 PB)"),
+    "seconds_overhead": within(1e-10, 1.0, "s (0.1 ns to 1 s)"),
+    "tflops": within(1e-6, 1e6, "TFLOP/s (1 MFLOP/s to 1 EFLOP/s)"),
 }
 """Value kinds every spec reader checks against: kind -> (test, what a valid value is, for messages)."""
 
@@ -187,9 +198,9 @@ class Problems:
         default: Any = REQUIRED,
         null: bool = False,
     ) -> Any:
-        """``m[key]`` checked against ``kind``: a name in :data:`CHECKS` (numbers of kind positive,
-        nonnegative or fraction come back as float) or a reader's own (test, what is valid); ``default`` when
-        absent; None, recorded, when missing or invalid."""
+        """``m[key]`` checked against ``kind``: a name in :data:`CHECKS` or a reader's own (test, what is valid).
+        Numbers of a named real kind come back as float (not those of count, int or a reader's own check);
+        ``default`` when absent; None, recorded, when missing or invalid."""
         test, what = CHECKS[kind] if isinstance(kind, str) else kind
         what += " or null" if null else ""
         if key not in m:
@@ -199,7 +210,8 @@ class Problems:
             return default
         value = m[key]
         if (value is None and null) or test(value):
-            return float(value) if kind in ("positive", "nonnegative", "fraction") and value is not None else value
+            real = isinstance(kind, str) and kind not in ("count", "int")  # a reader's own check keeps its type
+            return float(value) if real and finite(value) else value
         self.add(join(path, key), f"expected {what}, got {show(value)}", m, key)
         return None
 

@@ -134,3 +134,27 @@ def test_roofline_of_an_encoder_model_covers_every_layer(tmp_path, capsys):
     study = json.loads(out)
     assert code == 0 and study["layers"] == 12  # BERT-Base
     assert study["model_time_s"] == pytest.approx(12 * study["layer_time_s"], rel=1e-12)
+
+
+@pytest.mark.parametrize("target", ["arch", "device"])
+def test_absurd_dram_bandwidth_is_refused_with_the_range(tmp_path, capsys, target):
+    import yaml
+
+    from simulator.device import DEVICES
+    from simulator.specs import load_arch
+
+    if target == "arch":
+        data = load_arch("fusemax-cloud").to_dict()
+        data["levels"][0]["bandwidth_bytes_per_s"] = 1e-30
+        argv = ["cost", "--arch", "{}", "--workload", "attention-3pass", "--design", "flat"]
+        key = "levels[0].bandwidth_bytes_per_s"
+    else:
+        data = yaml.safe_load(DEVICES["h100-sxm"].read_text())
+        data["dram_bytes_per_s"] = 1e-30
+        argv = ["predict", "--device", "{}", "--op", "gemm", "--m", "64", "--n", "64", "--k", "64"]
+        key = "dram_bytes_per_s"
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, err = run_cli(capsys, *[str(spec) if a == "{}" else a for a in argv])
+    assert code == 2 and f"{key}: expected a number in [1e+06, 1e+16] B/s (1 MB/s to 10 PB/s)" in err
+    assert "got 1e-30" in err

@@ -118,8 +118,8 @@ def test_validation_collects_every_problem():
         device_from_dict(data, "bad.yaml")
     assert str(err.value).splitlines() == [
         "bad.yaml: 2 problems in the device spec:",
-        "bad.yaml: clock_hz: expected a positive number, got -1",
-        "bad.yaml: dram_bytes_per_s: missing; expected a positive number",
+        "bad.yaml: clock_hz: expected a number in [1e+06, 1e+11] Hz (1 MHz to 100 GHz), got -1",
+        "bad.yaml: dram_bytes_per_s: missing; expected a number in [1e+06, 1e+16] B/s (1 MB/s to 10 PB/s)",
     ]
 
 

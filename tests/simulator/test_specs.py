@@ -228,8 +228,8 @@ BAD_SPECS = [
     # (dotted path to edit, new value or DELETE, fragment of the message)
     ("clock_mhz", 940, "bad.yaml: clock_mhz: unknown key; allowed keys: name, source, clock_hz, word_bytes"),
     ("levels[1].capcity_words", 5, "levels[1].capcity_words: unknown key; allowed keys: name, parent, capacity_"),
-    ("clock_hz", "fast", "bad.yaml: clock_hz: expected a positive number, got 'fast' (str)"),
-    ("clock_hz", 0, "clock_hz: expected a positive number, got 0"),
+    ("clock_hz", "fast", "bad.yaml: clock_hz: expected a number in [1e+06, 1e+11] Hz (1 MHz to 100 GHz), got 'fast'"),
+    ("clock_hz", 0, "clock_hz: expected a number in [1e+06, 1e+11] Hz (1 MHz to 100 GHz), got 0"),
     ("levels[1].capacity_words", -5, "bad.yaml: levels[1].capacity_words: expected a positive integer, got -5"),
     ("levels[1].capacity_words", 1.5, "levels[1].capacity_words: expected a positive integer, got 1.5"),
     ("levels[1].capacity_words", None, "levels[1].capacity_words: null (unbounded) is allowed only for the outer"),
