@@ -36,6 +36,10 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     )
     p.add_argument("--scheduler", metavar="ADDR", help="run on a Dask cluster, e.g. tcp://HOST:8786")
     p.add_argument("--chunk-size", type=at_least(1), help="points per task (default: chosen from points and workers)")
+    p.add_argument(
+        "--max-points", type=at_least(1), metavar="N",
+        help="refuse sweeps of more points (default: the spec's sampling.max_points, else 1,000,000)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
@@ -92,17 +96,19 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from attnscope.cli import print_json
+    from mappers.sweep.points import check_size
     from mappers.sweep.runner import make_executor, run_sweep
     from mappers.sweep.spec import read_sweep_file
 
     spec = read_sweep_file(args.spec)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise AttnscopeError(f"--chunk-size: expected a positive number, got {args.chunk_size}")
+    check_size(spec, args.max_points)  # before any worker starts
     with make_executor(args.workers, args.dask_local, args.scheduler) as executor:
         try:
             summary = run_sweep(
                 spec, args.store, force=args.force, retry_errors=args.retry_errors, executor=executor,
-                progress=not args.quiet, chunk_size=args.chunk_size,
+                progress=not args.quiet, chunk_size=args.chunk_size, max_points=args.max_points,
             )  # fmt: skip
         except KeyboardInterrupt:
             print(f"attnscope: interrupted; finished points are in {args.store}: rerun to resume", file=sys.stderr)

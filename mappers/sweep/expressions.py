@@ -45,6 +45,15 @@ class ExpressionError(SpecError):
     """A derived-value expression that does not parse or cannot be evaluated."""
 
 
+MAX_CHARS = 1000
+"""The longest expression read (a derived value is a short formula; this bounds parsing and evaluation)."""
+MAX_BITS = 1024
+"""Every intermediate and final value stays within 2**1024 (a float's range): an integer power whose result
+would exceed it is refused before it is computed, so ``10 ** 10 ** 10`` is an error, not a hang."""
+MAX_ROUND_DIGITS = 400
+"""round(x, n) takes |n| up to this (a larger n means nothing for a finite float and costs 10**n)."""
+
+
 _FUNCTIONS = {
     "min": min,
     "max": max,
@@ -80,15 +89,25 @@ class Expression:
 
     def __init__(self, text: str, names: set[str], arch: ArchSpec | None):
         self.text = text
+        if len(text) > MAX_CHARS:
+            raise ExpressionError(
+                f"expression {text[:60]!r}... is {len(text)} characters long; at most {MAX_CHARS} are read"
+            )
         try:
             self.tree = ast.parse(text.strip(), mode="eval").body
         except SyntaxError as exc:
             raise ExpressionError(f"expression {text!r} does not parse: {exc.msg}") from None
+        except (RecursionError, MemoryError):
+            raise ExpressionError(f"expression {text!r} is nested too deeply") from None
         self.bases: dict[str, Any] = {}
-        self._check(self.tree, names, arch)
+        try:
+            self._check(self.tree, names, arch)
+        except RecursionError:
+            raise ExpressionError(f"expression {text!r} is nested too deeply") from None
 
     def _check(self, node: ast.AST, names: set[str], arch: ArchSpec | None) -> None:
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+            self._bounded(node.value, node)
             return
         if isinstance(node, ast.Name):
             if node.id not in names:
@@ -137,6 +156,8 @@ class Expression:
             raise ExpressionError(f"expression {self.text!r}: {exc}") from None
         if isinstance(result, bool) or not isinstance(result, int | float) or not math.isfinite(result):
             raise ExpressionError(f"expression {self.text!r} gives {result!r}, not a finite number")
+        if integer and isinstance(result, int) and not -(2**63) <= result < 2**63:
+            raise ExpressionError(f"expression {self.text!r} gives {result}, beyond a 64-bit integer")
         if integer:
             if float(result).is_integer():
                 return int(result)
@@ -145,15 +166,38 @@ class Expression:
             )
         return float(result)
 
+    def _bounded(self, value: Any, node: ast.AST) -> Any:
+        """value, if it is a real number within 2**MAX_BITS; else the error naming the part of the expression."""
+        if isinstance(value, complex):
+            raise ExpressionError(f"expression {self.text!r}: {ast.unparse(node)} is not a real number")
+        if isinstance(value, int) and value.bit_length() > MAX_BITS:
+            raise ExpressionError(
+                f"expression {self.text!r}: {ast.unparse(node)} is about 10**{value.bit_length() * math.log10(2):.0f}; "
+                f"values are limited to 2**{MAX_BITS} (about 1.8e308)"
+            )
+        return value
+
+    def _power(self, base: Any, exponent: Any, node: ast.AST) -> Any:
+        """base ** exponent, refused before it is computed when the result would pass 2**MAX_BITS."""
+        if isinstance(base, int | float) and isinstance(exponent, int | float) and exponent > 0 and abs(base) > 1:
+            bits = float(exponent) * math.log2(abs(base))
+            if bits > MAX_BITS:
+                raise ExpressionError(
+                    f"expression {self.text!r}: {ast.unparse(node)} would be about 2**{bits:.3g} "
+                    f"({_show(base)} ** {_show(exponent)}); values are limited to 2**{MAX_BITS} (about 1.8e308)"
+                )
+        return base**exponent
+
     def _eval(self, node: ast.AST, names: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
             return names[node.id]
         if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](
-                self._eval(node.left, names, overrides), self._eval(node.right, names, overrides)
-            )
+            left, right = self._eval(node.left, names, overrides), self._eval(node.right, names, overrides)
+            if isinstance(node.op, ast.Pow):
+                return self._bounded(self._power(left, right, node), node)
+            return self._bounded(_BINARY[type(node.op)](left, right), node)
         if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](self._eval(node.operand, names, overrides))
         fn = node.func.id  # a Call, as _check allowed
@@ -162,7 +206,18 @@ class Expression:
         if fn == "value":
             path = node.args[0].value
             return overrides[path] if path in overrides else self.bases[path]
-        return _FUNCTIONS[fn](*(self._eval(a, names, overrides) for a in node.args))
+        args = [self._eval(a, names, overrides) for a in node.args]
+        if fn == "round" and len(args) == 2 and isinstance(args[1], int) and abs(args[1]) > MAX_ROUND_DIGITS:
+            raise ExpressionError(
+                f"expression {self.text!r}: {ast.unparse(node)}: round to at most {MAX_ROUND_DIGITS} digits"
+            )
+        return self._bounded(_FUNCTIONS[fn](*args), node)
+
+
+def _show(value: Any) -> str:
+    """A number as a message shows it (a long integer shortened)."""
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 
 
 # --------------------------------------------------------------------------------------------------- sampling

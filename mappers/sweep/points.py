@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -31,7 +33,7 @@ import numpy as np
 
 from einsum.errors import SpecError
 from mappers.sweep.expressions import Expression, ExpressionError
-from mappers.sweep.spec import DEVICE_AXIS, Axis, Scalar, SweepSpec
+from mappers.sweep.spec import DEFAULT_MAX_POINTS, DEVICE_AXIS, Axis, Scalar, SweepSpec
 from mappers.sweep.targets import Target
 from simulator.specs import ArchSpec
 from workloads import get_cascade
@@ -147,11 +149,88 @@ def _file_digests(spec: SweepSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     return {"files": digests} if digests else {}
 
 
-def sweep_points(spec: SweepSpec) -> list[Point]:
+_POINT_BYTES = 1400
+"""Memory one Point takes (measured: about 1.2 KiB with four axes), plus _COLUMN_BYTES per axis or derived value."""
+_COLUMN_BYTES = 120
+_SAMPLE_BYTES = 48
+"""Memory the sampler takes per axis and drawn point (two numpy draws, the value and its slot in a row)."""
+
+
+@dataclass(frozen=True)
+class SweepSize:
+    """How big a sweep is, by formula, before anything is sampled."""
+
+    points: int  # architecture (or device) points x workloads
+    axis_points: int  # points drawn from the axes
+    workloads: int
+    memory_bytes: int  # what sampling and holding the points would take, about
+    how: str  # the formula, in words
+
+    def describe(self) -> str:
+        return f"{self.points:,} points ({self.how})"
+
+
+def sweep_size(spec: SweepSpec) -> SweepSize:
+    """The number of points of a sweep and the memory they would take, computed from the spec alone."""
+    w = spec.workload
+    loads = max(1, len(w.cascades)) * len(w.models) * len(w.seq_lens)
+    if spec.sampling.method == "grid":
+        sizes = [a.size or 1 for a in spec.axes]
+        axis_points = math.prod(sizes)
+        how = "grid: " + " x ".join(f"{n:,}" for n in sizes) + " axis values" if sizes else "grid: no axes"
+    else:
+        axis_points = spec.sampling.points or 1
+        how = f"{spec.sampling.method}: {axis_points:,} draws"
+    how += f" x {loads:,} workload{'s' if loads != 1 else ''}"
+    points = axis_points * loads
+    columns = len(spec.axes) + len(spec.derived)
+    memory = axis_points * _SAMPLE_BYTES * max(1, len(spec.axes)) + points * (_POINT_BYTES + _COLUMN_BYTES * columns)
+    return SweepSize(points, axis_points, loads, memory, how)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_size(spec: SweepSpec, max_points: int | None = None) -> SweepSize:
+    """The sweep's size, or a SpecError (exit 2) when it passes the limit (max_points, else the spec's
+    ``sampling.max_points``, else :data:`~mappers.sweep.spec.DEFAULT_MAX_POINTS`) or this machine's memory."""
+    size = sweep_size(spec)
+    limit = max_points or spec.sampling.max_points or DEFAULT_MAX_POINTS
+    memory = f"about {_bytes(size.memory_bytes)} of memory to sample and hold them"
+    if size.points > limit:
+        raise SpecError(
+            f"{spec.origin}: the sweep has {size.describe()}, over the limit of {limit:,} points ({memory}); "
+            "sample fewer (fewer axis values, or sampling: {method: lhs, points: N}), or raise the limit with "
+            "--max-points N or sampling.max_points"
+        )
+    physical = _physical_memory()
+    if physical is not None and size.memory_bytes > physical // 2:
+        raise SpecError(
+            f"{spec.origin}: the sweep has {size.describe()}, {memory}; this machine has {_bytes(physical)}; "
+            "sample fewer points, or split the sweep into several (one store takes them all)"
+        )
+    return size
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.3g} PiB"
+
+
+def sweep_points(spec: SweepSpec, max_points: int | None = None) -> list[Point]:
     """Every point of the sweep in sample order (axis points outer, workloads inner).
 
-    The same inputs drawn twice give two points with one key.
+    The same inputs drawn twice give two points with one key. A sweep over the size limit (:func:`check_size`)
+    is refused before anything is sampled.
     """
+    check_size(spec, max_points)
     exprs = []
     names = {a.name for a in spec.axes}
     for d in spec.derived:

@@ -324,10 +324,14 @@ def run_sweep(
     executor: Executor | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
+    max_points: int | None = None,
 ) -> SweepSummary:
-    """Evaluate every point of spec not yet in the store (all of them with force); see the module docstring."""
+    """Evaluate every point of spec not yet in the store (all of them with force); see the module docstring.
+
+    max_points: the size limit (default: the spec's ``sampling.max_points``, else 1,000,000); a larger sweep is
+    refused before anything is sampled or stored."""
     start = time.perf_counter()
-    points = sweep_points(spec)
+    points = sweep_points(spec, max_points)
     unique = list({p.key: p for p in reversed(points)}.values())[::-1]
     columns = spec.metric_columns()
     metrics = tuple(columns)

@@ -84,9 +84,15 @@ _TOP_KEYS = (
     "sampling",
     "metrics",
 )
+EXACT_COUNT = 100_000
+"""A range with a larger count is counted as count values (not computed) when sizing a sweep."""
+_PROBED = 1000
+"""A range with more grid values is checked against the preset at its two ends only."""
+DEFAULT_MAX_POINTS = 1_000_000
+"""The most points a sweep may have unless ``--max-points`` or ``sampling.max_points`` raises it."""
 _AXIS_KEYS = ("paths", "values", "min", "max", "scale", "count", "integer")
 _WORKLOAD_KEYS = ("cascades", "models", "seq_lens")
-_SAMPLING_KEYS = ("method", "points", "seed")
+_SAMPLING_KEYS = ("method", "points", "seed", "max_points")
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*)+\Z")
 Scalar = int | float | str | bool
@@ -127,6 +133,21 @@ class Axis:
             return (self._convert(self.min),)
         u = [i / (self.count - 1) for i in range(self.count)]
         return tuple(dict.fromkeys(self.at(x) for x in u))  # rounding may merge neighbours
+
+    @property
+    def size(self) -> int | None:
+        """How many values a grid takes from this axis, by formula (a range's ``count`` bounds it: rounding may
+        merge neighbours, counted only when the count is small); None for a continuous range."""
+        if self.values is not None:
+            return len(self.values)
+        if self.count is None:
+            return None
+        return len(self.discrete) if self.count <= EXACT_COUNT else self.count
+
+    @property
+    def first(self) -> Scalar:
+        """The axis's first value (a range's lower end)."""
+        return self.values[0] if self.values is not None else self._convert(float(self.min))
 
     def at(self, u: float) -> Scalar:
         """The value at fraction u in [0, 1] of a range (linear or log spacing, rounded if integer)."""
@@ -181,6 +202,7 @@ class Sampling:
     method: str  # grid | random | lhs
     points: int | None  # random and lhs: how many architecture points
     seed: int  # random and lhs: numpy Generator seed
+    max_points: int | None = None  # the size limit the spec sets (None: DEFAULT_MAX_POINTS)
 
 
 @dataclass(frozen=True)
@@ -349,7 +371,8 @@ def _resolve_files(p: Problems, data: dict, base_dir: Path) -> dict[str, str]:
     from workloads.cases import load_workload
 
     mapping, axes = data.get("mapping"), data.get("axes")
-    strategy = STRATEGIES.get(mapping.get("strategy")) if isinstance(mapping, dict) else None
+    name = mapping.get("strategy") if isinstance(mapping, dict) else None
+    strategy = STRATEGIES.get(name) if isinstance(name, str) else None  # a bad value is _read_mapping's to name
     files: dict[str, str] = {}
     for name in strategy.file_params if strategy is not None else ():
         axis = axes.get(name) if isinstance(axes, dict) else None
@@ -415,7 +438,7 @@ def _read_mapping(p: Problems, data: dict, has_devices: bool) -> tuple[Any, Mapp
               f"{', '.join(_device_strategies())}", data, "mapping")  # fmt: skip
         return None, MappingSpec("", ()), set()
     name = m.get("strategy", "fixed-binding")
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:
         p.add("mapping.strategy", f"unknown strategy {show(name)}; registered: {', '.join(STRATEGIES)}", m, "strategy")
         return None, MappingSpec(str(name), ()), set()
     strategy = get_strategy(name)
@@ -507,7 +530,12 @@ def _read_sampling(p: Problems, data: dict) -> Sampling:
         p.add("sampling.points", f"{what}; {method} sampling needs a positive integer number of points", m, "points")
     if not (_is_int(seed) and seed >= 0):
         p.add("sampling.seed", f"expected an integer >= 0, got {show(seed)}", m, "seed")
-    return Sampling(method, points if method != "grid" else None, seed if _is_int(seed) else 0)
+    limit = m.get("max_points")
+    if limit is not None and not (_is_int(limit) and limit > 0):
+        p.add("sampling.max_points", f"expected a positive integer (the sweep's size limit, default "
+              f"{DEFAULT_MAX_POINTS:,}), got {show(limit)}", m, "max_points")  # fmt: skip
+        limit = None
+    return Sampling(method, points if method != "grid" else None, seed if _is_int(seed) else 0, limit)
 
 
 class _ArchSpace:
@@ -808,7 +836,8 @@ def _axis_range(
 
 def _check_axis_on_space(p: Problems, axis: Axis, space: Any, where: str, raw: dict, key: str) -> None:
     """Every path exists and the presets' own validation accepts the axis's values (range ends for a range)."""
-    probes = axis.discrete if axis.discrete is not None else (axis.at(0.0), axis.at(1.0))
+    size = axis.size
+    probes = axis.discrete if size is not None and size <= _PROBED else (axis.at(0.0), axis.at(1.0))
     for path in axis.paths:
         bases = space.bases(path)
         known = bool(bases) and all(b is not MISSING for b in bases)
@@ -834,7 +863,7 @@ def _read_derived(p: Problems, data: dict, arch: ArchSpec | None, axes: list[Axi
         return []
     out: list[Derived] = []
     names = {a.name for a in axes}
-    first = None if arch is None else {a.name: (a.discrete or (a.at(0.0),))[0] for a in axes}
+    first = None if arch is None else {a.name: a.first for a in axes}
     first_paths = {} if first is None else {path: first[a.name] for a in axes for path in a.paths}
     for path, text in raw.items():
         where = join("derived", path)

@@ -1,0 +1,148 @@
+"""Sweeps under faults (issue 16): oversized sweeps and expressions, writes through `query`, read-only or failing
+stores, corrupted rows, stuck workers, interrupted and workerless Dask runs, two clients on one store.
+
+No test depends on timing luck: faults are injected at fixed moments (a worker that stops itself, a store made
+read-only before a given write, a bit flipped in a known value), and subprocesses run with generous timeouts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from attnscope.cli import main
+from einsum.errors import SpecError
+from mappers.sweep import read_sweep_file, sweep_points
+from mappers.sweep.points import sweep_size
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HEAD = """\
+name: faults
+arch: fusemax-cloud
+workload: {cascades: [fusemax], models: [BERT], seq_lens: [1K]}
+"""
+SMALL = (
+    HEAD
+    + """\
+axes:
+  pe_dim:
+    paths: [arrays.pe_2d.rows, arrays.pe_2d.cols, arrays.pe_1d.pes]
+    values: [32, 64, 128]
+  buffer_words:
+    paths: [levels.global_buffer.capacity_words]
+    min: 32768
+    max: 8388608
+    scale: log
+sampling: {method: lhs, points: POINTS, seed: 3}
+metrics: [latency_s, energy_j, area_mm2]
+"""
+)
+
+
+def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def small_spec(tmp_path: Path, points: int, extra: str = "") -> Path:
+    return write_spec(tmp_path, SMALL.replace("POINTS", str(points)) + extra, f"small-{points}.yaml")
+
+
+def cli(*argv: str, timeout: float = 120, check: int | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "attnscope.cli", *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if check is not None:
+        assert out.returncode == check, out.stderr
+    return out
+
+
+# ------------------------------------------------------------------------------------- 1. size and expression cost
+
+
+GRID_5E11 = (
+    HEAD
+    + """\
+axes:
+  clock_hz: {min: 5.0e8, max: 1.5e9, count: 500000}
+  buffer_words:
+    paths: [levels.global_buffer.capacity_words]
+    min: 32768
+    max: 8388608
+    count: 1000000
+"""
+)
+LHS_1E12 = HEAD + "axes: {clock_hz: {min: 5.0e8, max: 1.5e9}}\nsampling: {method: lhs, points: 1000000000000}\n"
+
+
+def test_size_limit_refuses_huge_grid_before_sampling(tmp_path, capsys):
+    spec = write_spec(tmp_path, GRID_5E11)
+    store = tmp_path / "s.sqlite"
+    start = time.perf_counter()
+    assert main(["sweep", str(spec), "--store", str(store), "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "500,000,000,000 points (grid: 500,000 x 1,000,000 axis values x 1 workload)" in err
+    assert "over the limit of 1,000,000 points" in err and "TiB of memory" in err and "--max-points" in err
+    assert "Traceback" not in err and not store.exists()
+    assert time.perf_counter() - start < 30  # nothing was sampled
+
+
+def test_size_limit_refuses_huge_lhs_by_count_and_by_memory(tmp_path, capsys):
+    spec = write_spec(tmp_path, LHS_1E12)
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", str(spec), "--store", str(store), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "1,000,000,000,000 points (lhs: 1,000,000,000,000 draws x 1 workload)" in err
+    assert "limit of 1,000,000 points" in err and "PiB of memory" in err
+    argv = ["sweep", str(spec), "--store", str(store), "--quiet", "--max-points", str(10**13)]
+    assert main(argv) == 2  # within the raised limit, but not within this machine's memory
+    err = capsys.readouterr().err
+    assert "PiB of memory to sample and hold them; this machine has" in err and not store.exists()
+
+
+def test_size_limit_flag_and_spec_key(tmp_path, capsys):
+    spec = small_spec(tmp_path, 12)
+    assert sweep_size(read_sweep_file(spec)).points == 12
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", str(spec), "--store", str(store), "--quiet", "--max-points", "10"]) == 2
+    assert "12 points (lhs: 12 draws x 1 workload), over the limit of 10 points" in capsys.readouterr().err
+    limited = write_spec(tmp_path, SMALL.replace("POINTS, seed: 3", "12, seed: 3, max_points: 10"), "limited.yaml")
+    with pytest.raises(SpecError, match="over the limit of 10 points"):
+        sweep_points(read_sweep_file(limited))
+    assert main(["sweep", str(limited), "--store", str(store), "--quiet", "--workers", "1", "--max-points", "12"]) == 0
+    bad = write_spec(tmp_path, SMALL.replace("POINTS, seed: 3", "12, max_points: -1"), "bad.yaml")
+    with pytest.raises(SpecError, match=r"sampling\.max_points: expected a positive integer"):
+        read_sweep_file(bad)
+
+
+def test_derived_power_tower_is_refused_not_computed(tmp_path):
+    expr = "10 ** 10 ** 10"
+    spec = write_spec(tmp_path, SMALL.replace("POINTS", "4") + f"derived:\n  levels.global_buffer.area_um2: {expr}\n")
+    out = cli("sweep", str(spec), "--store", str(tmp_path / "s.sqlite"), "--quiet", timeout=60)  # a hang times out
+    assert out.returncode == 2, out.stderr
+    assert f"derived.levels.global_buffer.area_um2: at the first point: expression {expr!r}" in out.stderr
+    assert "10 ** 10 ** 10 would be about 2**3.32e+10" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("expr", "fragment"),
+    [
+        ("2 ** 4000 // 3", "2 ** 4000 would be about 2**4e+03"),
+        ("2 ** 1023 * 2 ** 10", "2 ** 1023 * 2 ** 10 is about 10**311"),
+        ("round(buffer_words, 10 ** 9)", "round to at most 400 digits"),
+        ("(-8) ** 0.5 + buffer_words", "(-8) ** 0.5 is not a real number"),
+        ("-" * 1001 + "1", "characters long; at most 1000 are read"),
+    ],
+)
+def test_derived_expressions_have_bounded_cost(tmp_path, expr, fragment):
+    text = SMALL.replace("POINTS", "4") + f"derived:\n  levels.global_buffer.area_um2: '{expr}'\n"
+    with pytest.raises(SpecError) as err:
+        read_sweep_file(write_spec(tmp_path, text))
+    assert "derived.levels.global_buffer.area_um2: " in str(err.value) and fragment in str(err.value)
