@@ -98,6 +98,7 @@ class Store:
         self.path = path
         self.conn = conn
         self.readonly = readonly
+        self._guard: _ReadOnly | None = None
 
     @classmethod
     def open(cls, path: str | Path, readonly: bool = False) -> Store:
@@ -111,6 +112,9 @@ class Store:
         try:
             if readonly:
                 conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+                conn.execute("PRAGMA query_only = 1")
+                guard = _ReadOnly()
+                conn.set_authorizer(guard)
             else:
                 conn = sqlite3.connect(path, isolation_level=None, timeout=60)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -119,7 +123,9 @@ class Store:
                     cls._create(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
-        return cls(path, conn, readonly)
+        store = cls(path, conn, readonly)
+        store._guard = guard if readonly else None
+        return store
 
     @staticmethod
     def _check_database(path: Path) -> None:
@@ -226,11 +232,20 @@ class Store:
             self.conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple]]:
-        """Run one SQL statement; (column names, rows)."""
+        """Run one SQL statement; (column names, rows). A read-only store runs reads only (see _read_only)."""
+        if self._guard is not None:
+            self._guard.denied = False
         try:
             cursor = self.conn.execute(sql, params)
             rows = cursor.fetchall()
         except sqlite3.Error as exc:
+            if self._guard is not None and self._guard.denied:
+                word = (sql.split(maxsplit=1) or ["(empty)"])[0].upper()
+                raise StoreError(
+                    f"{self.path}: refused: the store is opened read-only and a query only reads it (SELECT, and "
+                    f"PRAGMA queries such as table_info); {word} statements are refused: they write to the store "
+                    "or create other files (ATTACH, VACUUM INTO)"
+                ) from None
             raise StoreError(f"{self.path}: query failed: {exc}") from None
         return [d[0] for d in cursor.description or ()], rows
 
@@ -242,6 +257,35 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_READ_PRAGMAS = {
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+    "quick_check", "integrity_check", "database_list", "compile_options", "function_list", "pragma_list",
+    "collation_list", "module_list",
+}  # fmt: skip
+_QUERY_PRAGMAS = {"user_version", "application_id", "schema_version", "page_count", "page_size", "freelist_count",
+                  "encoding", "journal_mode", "data_version"}  # fmt: skip
+"""Pragmas read without an argument (with one, they set)."""
+
+
+class _ReadOnly:
+    """SQLite authorizer of read-only stores: reads and reading pragmas pass; everything else (writes, ATTACH,
+    which VACUUM INTO does too, DETACH, temporary tables, transactions, setting pragmas) is denied and noted."""
+
+    def __init__(self) -> None:
+        self.denied = False
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+        if action in _READS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if name in _READ_PRAGMAS or (name in _QUERY_PRAGMAS and arg2 is None):
+                return sqlite3.SQLITE_OK
+        self.denied = True
+        return sqlite3.SQLITE_DENY
 
 
 class _transaction:

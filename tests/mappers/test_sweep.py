@@ -254,7 +254,7 @@ def test_query_is_read_only_and_exports(tmp_path, capsys):
     store = tmp_path / "s.sqlite"
     run_sweep(spec, store)
     assert main(["query", str(store), "DELETE FROM points"]) == 2
-    assert "attempt to write a readonly database" in capsys.readouterr().err
+    assert "the store is opened read-only" in capsys.readouterr().err
     assert count(store, "SELECT count(*) FROM points") == 6
     sql = "SELECT key, pe_dim, latency_s FROM points WHERE status = 'ok' ORDER BY key"
     assert main(["query", str(store), sql, "--csv", str(tmp_path / "out.csv")]) == 0

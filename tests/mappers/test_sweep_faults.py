@@ -7,6 +7,7 @@ read-only before a given write, a bit flipped in a known value), and subprocesse
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ import pytest
 
 from attnscope.cli import main
 from einsum.errors import SpecError
-from mappers.sweep import read_sweep_file, sweep_points
+from mappers.sweep import read_sweep_file, run_sweep, sweep_points
 from mappers.sweep.points import sweep_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,3 +147,31 @@ def test_derived_expressions_have_bounded_cost(tmp_path, expr, fragment):
     with pytest.raises(SpecError) as err:
         read_sweep_file(write_spec(tmp_path, text))
     assert "derived.levels.global_buffer.area_um2: " in str(err.value) and fragment in str(err.value)
+
+
+# ------------------------------------------------------------------------------------- 2. query is read-only
+
+
+def test_query_refuses_attach_vacuum_into_and_writes(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    run_sweep(read_sweep_file(small_spec(tmp_path, 3)), store)
+    digest = hashlib.sha256(store.read_bytes()).hexdigest()
+    files = lambda: sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm")))  # noqa: E731
+    before = files()
+    statements = {
+        f"VACUUM INTO '{tmp_path / 'copy.sqlite'}'": "VACUUM statements are refused",
+        f"ATTACH '{tmp_path / 'new.sqlite'}' AS x": "ATTACH statements are refused",
+        "DELETE FROM points": "DELETE statements are refused",
+        "CREATE TEMP TABLE t (x)": "CREATE statements are refused",
+        "PRAGMA user_version = 7": "PRAGMA statements are refused",
+        "UPDATE points SET latency_s = 0": "UPDATE statements are refused",
+    }
+    for sql, fragment in statements.items():
+        assert main(["query", str(store), sql]) == 2, sql
+        err = capsys.readouterr().err
+        assert "the store is opened read-only" in err and fragment in err, err
+    assert files() == before  # no file created (the store's own WAL index aside)
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == digest
+    assert main(["query", str(store), "PRAGMA table_info(points)", "--json"]) == 0
+    assert main(["query", str(store), "SELECT count(*) AS n FROM results", "--json"]) == 0
+    assert '"n": 3' in capsys.readouterr().out
