@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -37,7 +38,7 @@ from einsum.errors import AttnscopeError
 from mappers.sweep.metrics import resolve_metric
 from mappers.sweep.points import MODEL_VERSION, Point, canonical_json, sweep_points
 from mappers.sweep.spec import SweepSpec, spec_summary
-from mappers.sweep.store import Store, utc_now
+from mappers.sweep.store import Store, unwritable, utc_now
 from mappers.sweep.strategies import Strategy, get_strategy
 from mappers.sweep.targets import Target, resolve_in_worker
 from simulator.specs import ArchSpec, with_overrides
@@ -335,28 +336,31 @@ def run_sweep(
     unique = list({p.key: p for p in reversed(points)}.values())[::-1]
     columns = spec.metric_columns()
     metrics = tuple(columns)
-    with Store.open(store_path) as store:
-        store.ensure_columns({**dict.fromkeys(spec.columns, ""), **columns})
-        info = {
-            "spec_yaml": spec.text,
-            "spec_json": canonical_json(spec_summary(spec)),
-            "origin": spec.origin,
-            "arch_fingerprint": spec.fingerprint(),
-            "model_version": MODEL_VERSION,
-        }
-        store.record_sweep(spec.name, info, [p.key for p in points])
-        done = set() if force else store.finished((p.key for p in unique), include_errors=not retry_errors)
-        pending = [p for p in unique if p.key not in done]
-        context = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, metrics, spec.targets)
-        own = executor is None
-        executor = executor or Executor()
-        errors = 0
-        try:
-            if pending:
-                errors = _run(spec, store, pending, executor, context, metrics, progress, chunk_size)
-        finally:
-            if own:
-                executor.close()
+    try:
+        with Store.open(store_path) as store:
+            store.ensure_columns({**dict.fromkeys(spec.columns, ""), **columns})
+            info = {
+                "spec_yaml": spec.text,
+                "spec_json": canonical_json(spec_summary(spec)),
+                "origin": spec.origin,
+                "arch_fingerprint": spec.fingerprint(),
+                "model_version": MODEL_VERSION,
+            }
+            store.record_sweep(spec.name, info, [p.key for p in points])
+            done = set() if force else store.finished((p.key for p in unique), include_errors=not retry_errors)
+            pending = [p for p in unique if p.key not in done]
+            context = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, metrics, spec.targets)
+            own = executor is None
+            executor = executor or Executor()
+            errors = 0
+            try:
+                if pending:
+                    errors = _run(spec, store, pending, executor, context, metrics, progress, chunk_size)
+            finally:
+                if own:
+                    executor.close()
+    except sqlite3.Error as exc:  # the store failed outside a write (a read, the connection): same advice
+        raise unwritable(store_path, exc) from None
     return SweepSummary(
         sweep=spec.name,
         store=str(store_path),

@@ -23,6 +23,7 @@ a message and left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import sqlite3
@@ -120,7 +121,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 if not exists or conn.execute("PRAGMA application_id").fetchone()[0] == 0:
-                    cls._create(conn)
+                    cls._create(conn, path)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
         store = cls(path, conn, readonly)
@@ -162,8 +163,8 @@ class Store:
                              "refusing to write to it; export what is readable with `attnscope query`")  # fmt: skip
 
     @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
+    def _create(conn: sqlite3.Connection, path: Path) -> None:
+        with _transaction(conn, path):
             if conn.execute("PRAGMA application_id").fetchone()[0] == 0:  # not created meanwhile by another run
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
@@ -182,7 +183,7 @@ class Store:
         have = set(self.columns())
         missing = [(c, t) for c, t in columns.items() if c not in have]
         if missing:
-            with _transaction(self.conn):
+            with _transaction(self.conn, self.path):
                 for column, kind in missing:
                     self.conn.execute(f"ALTER TABLE points ADD COLUMN {quote_identifier(column)} {kind}".rstrip())
                 self.conn.execute("COMMIT")
@@ -190,7 +191,7 @@ class Store:
     def record_sweep(self, name: str, info: Mapping[str, Any], keys: Sequence[str]) -> None:
         """Record a sweep and its points in sample order (replacing what an earlier run of that name listed)."""
         now = utc_now()
-        with _transaction(self.conn):
+        with _transaction(self.conn, self.path):
             created = self.conn.execute("SELECT created_at FROM sweeps WHERE name = ?", (name,)).fetchone()
             self.conn.execute(
                 "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -222,7 +223,7 @@ class Store:
         """Insert or replace rows (column -> value) in one transaction: all of them are stored, or none."""
         if not rows:
             return
-        with _transaction(self.conn):
+        with _transaction(self.conn, self.path):
             for columns, group in _by_columns(rows).items():
                 sql = (
                     f"INSERT OR REPLACE INTO points ({', '.join(map(quote_identifier, columns))}) "
@@ -288,19 +289,36 @@ class _ReadOnly:
         return sqlite3.SQLITE_DENY
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... (the body commits); rolls back if the body raises."""
+def unwritable(path: str | Path, exc: BaseException) -> StoreError:
+    """The error of a store that refuses a write (read-only file or folder, full or failing disk, a lock held)."""
+    return StoreError(
+        f"{path}: cannot write to the store (SQLite: {exc}): is it read-only, on a full or failing disk, or locked "
+        "by another program? Nothing of this batch was written; the points stored before are kept: rerun to resume "
+        "once the store is writable"
+    )
 
-    def __init__(self, conn: sqlite3.Connection):
+
+class _transaction:
+    """BEGIN IMMEDIATE ... (the body commits); rolls back if the body raises. An SQLite error (the store became
+    read-only, its disk failed or filled up) becomes a StoreError that says so; the store keeps what it held."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str | Path):
         self.conn = conn
+        self.path = path
 
     def __enter__(self) -> None:
         if not self.conn.in_transaction:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise unwritable(self.path, exc) from None
 
-    def __exit__(self, kind: type | None, *rest: object) -> None:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         if kind is not None and self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+        if kind is not None and issubclass(kind, sqlite3.Error):
+            raise unwritable(self.path, exc) from None
 
 
 def _by_columns(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:

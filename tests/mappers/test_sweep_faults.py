@@ -8,6 +8,7 @@ read-only before a given write, a bit flipped in a known value), and subprocesse
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pytest
 
 from attnscope.cli import main
 from einsum.errors import SpecError
-from mappers.sweep import read_sweep_file, run_sweep, sweep_points
+from mappers.sweep import Store, read_sweep_file, run_sweep, sweep_points
 from mappers.sweep.points import sweep_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,3 +176,40 @@ def test_query_refuses_attach_vacuum_into_and_writes(tmp_path, capsys):
     assert main(["query", str(store), "PRAGMA table_info(points)", "--json"]) == 0
     assert main(["query", str(store), "SELECT count(*) AS n FROM results", "--json"]) == 0
     assert '"n": 3' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- 3. read-only or failing store
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("PRAGMA query_only = 1", "attempt to write a readonly database"),  # the store turned read-only
+        ("PRAGMA max_page_count = {pages}", "database or disk is full"),  # the disk filled up
+    ],
+)
+def test_store_failing_mid_run_stops_cleanly_and_resumes(tmp_path, monkeypatch, capsys, fault, says):
+    spec_path = small_spec(tmp_path, 12)
+    store = tmp_path / "s.sqlite"
+    original = Store.write
+    calls = []
+
+    def failing_write(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:  # the second batch meets the fault
+            pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+            self.conn.execute(fault.format(pages=pages))
+        return original(self, rows)
+
+    monkeypatch.setattr(Store, "write", failing_write)
+    argv = ["sweep", str(spec_path), "--store", str(store), "--workers", "1", "--chunk-size", "4", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{store}: cannot write to the store (SQLite: {says})" in err and "rerun to resume" in err, err
+    assert "Traceback" not in err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM points").fetchone()[0] == 4  # the first batch, whole
+    monkeypatch.setattr(Store, "write", original)
+    assert main(argv) == 0
+    assert "4 already stored, 8 computed" in capsys.readouterr().out
