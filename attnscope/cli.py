@@ -288,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     except AttnscopeError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a file-system fault anywhere (missing folder, read-only place, disk full): name it
+        where = exc.filename if exc.filename is not None else "a file"
+        return _fail(f"cannot use {where}: {exc.strerror or exc}; check the path and that it is writable")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,19 @@ class Span:
         """The offending source line with carets under this span."""
         lines = source.splitlines() or [""]
         text = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
-        width = max(1, self.end_col - self.col)
-        return f"    {text}\n    {' ' * self.col}{'^' * width}"
+        col, width = self.col, max(1, self.end_col - self.col)
+        if len(text) > CARET_WIDTH:  # a window of a long line around the span, its cuts marked
+            start = max(0, min(col - CARET_WIDTH // 4, len(text) - CARET_WIDTH))
+            text = (
+                ("..." if start else "") + text[start : start + CARET_WIDTH] + "..." * (start + CARET_WIDTH < len(text))
+            )
+            col = col - start + (3 if start else 0)
+            width = min(width, CARET_WIDTH - (col - (3 if start else 0)))
+        return f"    {text}\n    {' ' * col}{'^' * max(1, width)}"
+
+
+CARET_WIDTH = 160
+"""Characters of a source line an error shows around its span."""
 
 
 class LocatedError(AttnscopeError):

@@ -27,6 +27,7 @@ Functions: ``exp``, ``log``, ``sqrt``, ``sigmoid``, ``softplus``, ``relu`` (unar
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ _TOKEN_RE = re.compile(
       | (?P<number>\d+\.\d*(?:[eE][+-]?\d+)?|\d*\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+)
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op><=|>=|==|!=|[-+*/=<>\[\](),])""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # digits are 0-9 only: a full-width or other script's digit is named as unexpected
 )
 
 
@@ -90,7 +91,27 @@ def _describe(tok: Token) -> str:
 
 
 MAX_NESTING = 100
-"""Deepest nesting of parentheses and leading signs in one expression."""
+"""Deepest nesting of parentheses and leading signs in one expression (checked while parsing)."""
+MAX_DEPTH = 128
+"""Deepest expression tree of one Einsum (a chain ``a + b + c`` is a tree two deep): every analysis walks the
+tree recursively, so a bound keeps any input within Python's stack."""
+
+
+def _depth(root: object) -> int:
+    """Depth of an expression tree, walked without recursion (the tree may be deeper than Python's stack)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, BinOp | IdxBin | Compare):
+            stack += [(node.left, depth + 1), (node.right, depth + 1)]
+        elif isinstance(node, Neg):
+            stack.append((node.operand, depth + 1))
+        elif isinstance(node, Call):
+            stack += [(a, depth + 1) for a in node.args]
+        elif isinstance(node, Access):
+            stack += [(i, depth + 1) for i in node.indices]
+    return deepest
 
 
 class _LineParser:
@@ -342,6 +363,14 @@ class _LineParser:
             self.expect_op("]", "',' or ']' closing the reduced variables")
         expr = self.expr()
         span = self.span_from(start)
+        depth = _depth(expr)
+        if depth > MAX_DEPTH:
+            raise self.error(
+                f"the expression is {depth} levels deep (each operator of a chain, call or parenthesis is one); "
+                f"at most {MAX_DEPTH}: write it as several Einsums",
+                span.col,
+                span.end_col,
+            )
         return EinsumStmt(output, reduce_op, tuple(reduce_vars), expr, self.text[span.col : span.end_col].strip(), span)
 
     # -- value expressions ---------------------------------------------------------------------------------
@@ -377,6 +406,12 @@ class _LineParser:
     def atom(self) -> Expr:
         tok = self.tok
         if tok.kind == "number":
+            if not math.isfinite(float(tok.text)):
+                raise self.error(
+                    f"{tok.text} is not a finite number (the largest is about 1.8e308; write inf for infinity)",
+                    tok.col,
+                    tok.end_col,
+                )
             self.advance()
             return Number(float(tok.text), Span(self.lineno, tok.col, tok.end_col))
         if self.at_op("("):

@@ -164,6 +164,7 @@ def _mapping_applies(case: Case, target: Target) -> str | None:
 def _mapping_run(case: Case, target: ArchTarget, *, mapping: Mapping[str, Any] | None = None, **_: Any) -> Design:
     from simulator.cost import evaluate_cascade
     from simulator.mapping import mapping_from_dict
+    from simulator.yamlio import LineDict
 
     if not isinstance(mapping, Mapping):
         raise MapperError("mapper 'mapping' costs a mapping you give: pass one (--mapping m.yaml)")
@@ -188,7 +189,8 @@ def _mapping_run(case: Case, target: ArchTarget, *, mapping: Mapping[str, Any] |
             raise MapperError(f"{origin}: shape.{rank} = {size}, but the case has {rank} = {sizes[rank]}: the mapping "
                               "was made for another shape")  # fmt: skip
         sizes[rank] = size  # a partition's parts may be re-tiled by the mapping
-    data = {k: v for k, v in mapping.items() if k not in ("__origin__", "shape")}
+    data = LineDict((k, v) for k, v in mapping.items() if k not in ("__origin__", "shape"))
+    data.lines = getattr(mapping, "lines", {})  # the file's lines, for messages
     built = mapping_from_dict(data, origin)
     lowered = _lower_cached(case.cascade, tuple(sorted(case.cascade.rank_sizes(sizes).items())))
     cost = evaluate_cascade(lowered, target.spec, built)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from einsum.errors import SpecError
 from einsum.lower import LoweredCascade, lower
 from mappers.templates import divisors, loop_nest
 from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy
@@ -85,6 +86,11 @@ def fusemax_family(
     """
     width = arch.array("pe_2d").shape[-1]
     lowered = lowered or lower(get_cascade("fusemax").cascade, {**sizes, "M0": width})
+    if lowered.sizes["P"] % width:
+        raise SpecError(
+            f"the FuseMax {config} design tiles the queries by the 2-D array's width: P = {lowered.sizes['P']} "
+            f"must be a multiple of {width} on {arch.name}"
+        )
     p_tiles = lowered.sizes["P"] // width
     best = None
     for p1 in reversed(divisors(p_tiles)):

@@ -73,6 +73,14 @@ def read_yaml(path: str | Path, origin: str) -> Any:
     return read_yaml_text(path, origin)[0]
 
 
+def read_yaml_mapping(path: str | Path, origin: str, what: str) -> LineDict:
+    """A YAML file whose top level must be a mapping (``what`` says whose keys, for the message); lines kept."""
+    data = read_yaml(path, origin)
+    if not isinstance(data, LineDict):
+        raise SpecError(f"{origin}: expected a mapping of {what}, got {show(data)}")
+    return data
+
+
 def read_yaml_text(path: str | Path, origin: str) -> tuple[Any, str]:
     """Parse a YAML file; returns (data, the text as read)."""
     try:

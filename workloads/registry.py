@@ -93,6 +93,6 @@ def parse_size(value: str, where: str) -> int:
         scale, text = 1 << 10, text[:-1]
     elif text[-1:] == "M":
         scale, text = 1 << 20, text[:-1]
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ShapeError(f"{where}: size {value!r} must be a positive integer (optionally with K or M)")
     return int(text) * scale

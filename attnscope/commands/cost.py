@@ -26,7 +26,7 @@ def run(args) -> int:
     from attnscope.api import evaluate
     from attnscope.cli import print_json, table
     from simulator.targets import ArchTarget, load_target
-    from simulator.yamlio import read_yaml
+    from simulator.yamlio import read_yaml_mapping
     from workloads.registry import parse_shape
 
     target = load_target(args.arch)
@@ -37,8 +37,9 @@ def run(args) -> int:
                         f"--device {args.arch}` for a device)")  # fmt: skip
     shape = parse_shape(args.shape)
     if args.mapping:
-        design = evaluate(args.workload, target, shape=shape, mapper="mapping",
-                          mapping={**read_yaml(args.mapping, args.mapping), "__origin__": args.mapping})  # fmt: skip
+        mapping = read_yaml_mapping(args.mapping, args.mapping, "mapping keys (name, einsums, placement, phases...)")
+        mapping["__origin__"] = args.mapping
+        design = evaluate(args.workload, target, shape=shape, mapper="mapping", mapping=mapping)
     else:
         design = evaluate(args.workload, target, shape=shape, mapper=DESIGNS[args.design])
     cost, mapping = design.detail, design.mapping

@@ -151,7 +151,7 @@ def _map_cascade(args) -> int:
 
     from attnscope.api import evaluate
     from attnscope.cli import print_json
-    from simulator.yamlio import read_yaml
+    from simulator.yamlio import read_yaml_mapping
     from workloads.cases import parse_params
     from workloads.registry import parse_shape
 
@@ -159,7 +159,10 @@ def _map_cascade(args) -> int:
     if args.kernel:
         options["kernel"] = args.kernel
     if args.mapping:
-        options["mapping"] = {**read_yaml(args.mapping, args.mapping), "__origin__": args.mapping}
+        options["mapping"] = read_yaml_mapping(
+            args.mapping, args.mapping, "mapping keys (an array mapping or a device kernel)"
+        )
+        options["mapping"]["__origin__"] = args.mapping
     mapper = args.mapper or ("mapping" if args.mapping and args.arch else None)
     design = evaluate(args.workload, args.arch or args.device, shape=parse_shape(args.shape),
                       params=parse_params(args.param), mapper=mapper, dtype=args.dtype, **options)  # fmt: skip
