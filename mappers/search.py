@@ -57,7 +57,7 @@ from mappers.constraints import BypassConstraint, Constraints, SpatialConstraint
 from mappers.heuristic import anneal
 from mappers.space import MapSpace, array_axes
 from simulator.mapping import EinsumMapping
-from simulator.nest import MappingBatch, NestCosts, evaluate_nest
+from simulator.nest import MappingBatch, NestCosts, empty_costs, evaluate_nest
 from simulator.specs import ArchSpec
 
 __all__ = [
@@ -357,6 +357,7 @@ def search(
     }
     total, unit = (space.size if progress else None, "pt") if method == "exhaustive" else (budget, "eval")
     interrupted = truncated = False
+    buffer: NestCosts | None = None
     with _bar(total, unit, progress) as bar, contextlib.closing(stages[method]()) as producer:
         try:
             batch = next(producer, None)
@@ -366,9 +367,11 @@ def search(
                 costs = None
                 if n:
                     batch = _head(batch, n)
+                    if buffer is None or buffer.feasible.shape[0] < n:  # outputs allocated once, rows reused
+                        buffer = empty_costs(max(n, batch_size), space.num_levels, len(space.einsum.tensors))
                     costs = evaluate_nest(
                         space.problem, space.nest_arch, batch, cycles_per_point=space.cycles_per_point,
-                        parallel=parallel and n >= _PARALLEL_MIN, check=not evaluated,
+                        parallel=parallel and n >= _PARALLEL_MIN, check=not evaluated, out=buffer,
                     )  # fmt: skip  # the first batch is checked; the rest come from the same tables
                     evaluated += n
                     best.update(batch, costs)

@@ -248,6 +248,9 @@ def _cost_one(
     num_tensors = incidence.shape[0]
     num_axes = spatial.shape[1]
     s = spatial_level
+    reads[i] = 0.0  # the rows are accumulated below; output buffers are reused between batches
+    fills[i] = 0.0
+    updates[i] = 0.0
 
     # Spatial factors per rank, PEs in use, axis overflow.
     overflow = 0.0
@@ -627,6 +630,7 @@ def evaluate_nest(
     cycles_per_point: float = 1.0,
     parallel: bool = True,
     check: bool = True,
+    out: NestCosts | None = None,
 ) -> NestCosts:
     """Cost every mapping of ``batch`` for one Einsum on one architecture (model: module docstring).
 
@@ -635,6 +639,8 @@ def evaluate_nest(
     Raises :class:`einsum.errors.SpecError` listing every malformed input. ``check=False`` skips those
     checks, for callers whose inputs are well formed by construction (a search streaming the points of a
     :class:`mappers.space.MapSpace`, whose problem and architecture were checked once when it was built).
+    ``out``: costs of a batch at least this large, whose arrays are reused (the result is a view of their first
+    rows, overwritten by the next call), so a search streaming batches allocates its outputs once.
 
     >>> import numpy as np
     >>> gemm = NestProblem(np.array([4, 4, 4]), np.array([[1, 0, 1], [0, 1, 1], [1, 1, 0]], bool),
@@ -652,24 +658,10 @@ def evaluate_nest(
     if check:
         _validate(problem, arch, batch, cycles_per_point)
     n, num_levels, _ = batch.temporal.shape
-    num_tensors = problem.incidence.shape[0]
-    shape3 = (n, num_levels, num_tensors)
-    costs = NestCosts(
-        reads_words=np.zeros(shape3),
-        fills_words=np.zeros(shape3),
-        updates_words=np.zeros(shape3),
-        occupancy_words=np.zeros((n, num_levels)),
-        feasible=np.zeros(n, dtype=np.bool_),
-        overflow_ratio=np.zeros(n),
-        compute_cycles=np.zeros(n),
-        transfer_cycles=np.zeros((n, num_levels)),
-        latency_cycles=np.zeros(n),
-        utilization=np.zeros(n),
-        energy_pj=np.zeros(n),
-        padded_points=np.zeros(n),
-        pes_used=np.zeros(n),
-        useful_points=float(np.prod(problem.rank_sizes.astype(np.float64))),
-    )
+    useful = float(np.prod(problem.rank_sizes.astype(np.float64)))
+    fits = out is not None and out.reads_words.shape[0] >= n and out.reads_words.shape[1:] == (
+        num_levels, problem.incidence.shape[0])  # fmt: skip
+    costs = _view(out, n, useful) if fits else empty_costs(n, num_levels, problem.incidence.shape[0], useful)
     kernel = _cost_batch_parallel if parallel else _cost_batch_serial
     c = np.ascontiguousarray  # one compiled specialisation: C-contiguous arrays only (copies only if needed)
     kernel(
@@ -682,6 +674,33 @@ def evaluate_nest(
         costs.energy_pj, costs.padded_points, costs.pes_used,
     )  # fmt: skip
     return costs
+
+
+def empty_costs(n: int, num_levels: int, num_tensors: int, useful_points: float = 0.0) -> NestCosts:
+    """Uninitialised cost arrays for ``n`` mappings (the kernel writes every element), e.g. for ``out=``."""
+    shape3 = (n, num_levels, num_tensors)
+    return NestCosts(
+        reads_words=np.empty(shape3),
+        fills_words=np.empty(shape3),
+        updates_words=np.empty(shape3),
+        occupancy_words=np.empty((n, num_levels)),
+        feasible=np.empty(n, dtype=np.bool_),
+        overflow_ratio=np.empty(n),
+        compute_cycles=np.empty(n),
+        transfer_cycles=np.empty((n, num_levels)),
+        latency_cycles=np.empty(n),
+        utilization=np.empty(n),
+        energy_pj=np.empty(n),
+        padded_points=np.empty(n),
+        pes_used=np.empty(n),
+        useful_points=useful_points,
+    )
+
+
+def _view(costs: NestCosts, n: int, useful_points: float) -> NestCosts:
+    """The first ``n`` rows of every per-mapping array of ``costs``."""
+    rows = {f: getattr(costs, f)[:n] for f in NestCosts.__dataclass_fields__ if f != "useful_points"}
+    return NestCosts(**rows, useful_points=useful_points)
 
 
 # --------------------------------------------------------------------------------------------------------
