@@ -122,6 +122,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         + (f", {summary.rate:.0f} points/s" if summary.computed else "")
     )
     print(f"store: {summary.store}")
+    if summary.corrupt:
+        print(f"{summary.corrupt} stored point(s) failed their checksum (changed on disk since they were written) "
+              "and were recomputed")  # fmt: skip
     if summary.errors:
         sql = "SELECT key, error FROM points WHERE status = 'error'"
         print(f'see the failures: attnscope query {summary.store} "{sql}"')
@@ -140,6 +143,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         if args.plot:
             plot_front(store, front, args.plot, args.color, args.sweep, args.where, args.include_infeasible,
                        (args.logx or None, args.logy or None))  # fmt: skip
+    _warn_corrupt(args.store, front.corrupt, "left out of the front")
     if args.csv:
         export(front.columns, front.rows, args.csv)
     shown = [c for c in ("key", args.x, args.y, *extra) if c in front.columns]
@@ -178,12 +182,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
             sql = "SELECT name FROM sweeps ORDER BY name"
             names = [args.sweep] if args.sweep else [r[0] for r in store.query(sql)[1]]
             title = f"{', '.join(names)}: {', '.join(args.y)} vs {args.x}"
+    _warn_corrupt(args.store, lines.corrupt, "left out of the plot")
     counts = plot_lines(lines, args.out, (args.logx, args.logy), title)
     if args.json:
         print_json({"out": args.out, **counts})
         return 0
     print(f"plot: {args.out} ({counts['lines']} lines, {counts['points']} points, {counts['panels']} panel(s))")
     return 0
+
+
+def _warn_corrupt(store: str, keys: Any, what: str) -> None:
+    """Say on stderr which stored points fail their checksum (their values changed on disk)."""
+    if keys:
+        shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+        print(f"attnscope: warning: {store}: {len(keys)} stored point(s) fail their checksum (their values changed "
+              f"on disk since they were written; {what}): {shown}; rerun the sweep to recompute them",
+              file=sys.stderr)  # fmt: skip
 
 
 def _sense(column: str, maximize: bool) -> str:
@@ -212,6 +226,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise AttnscopeError("give either --csv or --parquet, not both")
     with Store.open(args.store, readonly=True) as store:
         columns, rows = store.query(args.sql)
+        corrupt = store.corrupt()
+    _warn_corrupt(args.store, corrupt, "their values may be among the rows")
     target = args.csv or args.parquet
     if target:
         kind = export(columns, rows, target)

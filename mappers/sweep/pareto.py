@@ -2,8 +2,9 @@
 
 Point a dominates b when a is no worse in every objective and better in at least one (objectives are
 minimised unless listed as maximised). Equal points do not dominate each other, so duplicates on the front
-are all kept. Rows with a missing objective are left out; so are failed points and, unless asked for,
-infeasible ones (``feasible = 0``; device-sweep points have no ``feasible`` and are kept).
+are all kept. Rows with a missing objective are left out; so are failed points, rows whose values fail their
+checksum (changed on disk: :class:`Front` lists them) and, unless asked for, infeasible ones (``feasible = 0``;
+device-sweep points have no ``feasible`` and are kept).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from einsum.errors import AttnscopeError
 from mappers.sweep.metrics import axis_label
-from mappers.sweep.store import Store, StoreError, quote_identifier
+from mappers.sweep.store import Store, StoreError, intact, quote_identifier
 
 
 def pareto_front(values: Any, maximize: Sequence[bool] = ()) -> np.ndarray:
@@ -61,6 +62,8 @@ class Front:
     maximize: tuple[bool, ...]
     infeasible: int = 0
     """Points left out because they do not fit the hardware (``feasible = 0``), when not included."""
+    corrupt: tuple[str, ...] = ()
+    """Keys of the points left out because their stored values fail their checksum (changed on disk)."""
 
     def column(self, name: str) -> list[Any]:
         i = self.columns.index(name)
@@ -68,8 +71,15 @@ class Front:
 
 
 def _candidates(
-    store: Store, needed: Sequence[str], sweep: str | None, where: str | None, include_infeasible: bool
+    store: Store,
+    needed: Sequence[str],
+    sweep: str | None,
+    where: str | None,
+    include_infeasible: bool,
+    corrupt: list[str] | None = None,
 ) -> tuple[list[str], list[tuple]]:
+    """The finished rows with every needed column; rows that fail their checksum are left out (their keys
+    appended to corrupt)."""
     have = store.columns()
     for name in needed:
         if name not in have:
@@ -89,7 +99,11 @@ def _candidates(
     if sweep and not rows and not store.query("SELECT 1 FROM sweeps WHERE name = ?", (sweep,))[1]:
         names = [r[0] for r in store.query("SELECT name FROM sweeps ORDER BY name")[1]]
         raise StoreError(f"{store.path}: no sweep {sweep!r}; sweeps: {', '.join(names) or 'none'}")
-    return columns, rows
+    good = [r for r in rows if intact(columns, r)]
+    if corrupt is not None and len(good) < len(rows):
+        at = columns.index("key")
+        corrupt.extend(dict.fromkeys(r[at] for r in rows if not intact(columns, r)))
+    return columns, good
 
 
 def _infeasible(store: Store, needed: Sequence[str], sweep: str | None, where: str | None) -> list[tuple]:
@@ -111,7 +125,8 @@ def store_front(
     extra: Sequence[str] = (),
 ) -> Front:
     """The non-dominated stored points over objectives (columns); extra columns must exist too."""
-    columns, rows = _candidates(store, [*objectives, *extra], sweep, where, include_infeasible)
+    corrupt: list[str] = []
+    columns, rows = _candidates(store, [*objectives, *extra], sweep, where, include_infeasible, corrupt)
     idx = [columns.index(o) for o in objectives]
     try:
         values = np.array([[float(r[i]) for i in idx] for r in rows], dtype=float).reshape(len(rows), len(idx))
@@ -121,7 +136,7 @@ def store_front(
     front = sorted((rows[i] for i in keep), key=lambda r: tuple(float(r[i]) for i in idx))
     left_out = 0 if include_infeasible else len(_infeasible(store, [*objectives, *extra], sweep, where))
     senses = tuple(maximize) + (False,) * (len(idx) - len(maximize))
-    return Front(columns, front, len(rows), tuple(objectives), senses, left_out)
+    return Front(columns, front, len(rows), tuple(objectives), senses, left_out, tuple(corrupt))
 
 
 LOG_SPAN = 20.0

@@ -34,6 +34,7 @@ class Lines:
     panel: str | None
     rows: list[dict[str, Any]]
     booleans: frozenset[str]  # columns that an axis of the stored sweeps filled with true/false
+    corrupt: tuple[str, ...] = ()  # keys of points left out: their stored values fail their checksum
 
     def groups(self) -> list[tuple]:
         """Distinct group keys, in sorted order."""
@@ -70,7 +71,8 @@ def read_lines(
     sweep: str | None = None,
     where: str | None = None,
 ) -> Lines:
-    """The finished points' x, y, group and panel values (each point once)."""
+    """The finished points' x, y, group and panel values (each point once; points whose stored values fail
+    their checksum are left out and listed in ``corrupt``)."""
     have = store.columns()
     needed = [x, *ys, *group, *([panel] if panel else [])]
     for name in needed:
@@ -90,13 +92,16 @@ def read_lines(
         names = [r[0] for r in store.query("SELECT name FROM sweeps ORDER BY name")[1]]
         raise StoreError(f"{store.path}: no sweep {sweep!r}; sweeps: {', '.join(names) or 'none'}")
     unique = {r[0]: dict(zip(columns, r, strict=True)) for r in rows}
+    corrupt = tuple(store.corrupt(unique))
+    for key in corrupt:
+        del unique[key]
     out = list(unique.values())
     for name in (x, *ys):
         texts = sorted({str(r[name]) for r in out if isinstance(r[name], str)})
         if texts:
             raise StoreError(f"{store.path}: column {name!r} holds names ({', '.join(texts[:4])}); plot a numeric "
                              "column, or use it as --group or --panel")  # fmt: skip
-    return Lines(x, tuple(ys), tuple(group), panel, out, frozenset(_boolean_axes(store, sweep)))
+    return Lines(x, tuple(ys), tuple(group), panel, out, frozenset(_boolean_axes(store, sweep)), corrupt)
 
 
 def _boolean_axes(store: Store, sweep: str | None) -> set[str]:

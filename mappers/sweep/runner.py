@@ -304,6 +304,7 @@ class SweepSummary:
     errors: int  # of those, how many failed
     seconds: float
     executor: str
+    corrupt: int = 0  # stored rows that failed their checksum (corrupted on disk), recomputed by this run
 
     @property
     def rate(self) -> float:
@@ -347,7 +348,8 @@ def run_sweep(
                 "model_version": MODEL_VERSION,
             }
             store.record_sweep(spec.name, info, [p.key for p in points])
-            done = set() if force else store.finished((p.key for p in unique), include_errors=not retry_errors)
+            corrupt: list[str] = []  # rows whose values fail their checksum: recomputed
+            done = set() if force else store.finished((p.key for p in unique), not retry_errors, corrupt)
             pending = [p for p in unique if p.key not in done]
             context = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, metrics, spec.targets)
             own = executor is None
@@ -371,6 +373,7 @@ def run_sweep(
         errors=errors,
         seconds=time.perf_counter() - start,
         executor=executor.description,
+        corrupt=len(corrupt),
     )
 
 

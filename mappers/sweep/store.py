@@ -5,8 +5,9 @@ Tables (``attnscope query STORE "SELECT ..."`` reads them):
 - ``points``: one row per point, keyed by the point's hash (:mod:`mappers.sweep.points`): ``status``
   (``ok`` or ``error``), ``error`` (the exception text), ``cascade``, ``model``, ``seq_len``, ``strategy``,
   ``model_version``, ``inputs_json`` (overrides, workload, sizes), ``seconds`` (evaluation time),
-  ``finished_at`` (UTC, ISO 8601), then one column per axis or derived value and one REAL column per metric
-  (added as sweeps need them; NULL where a sweep did not set them).
+  ``finished_at`` (UTC, ISO 8601), ``checksum`` (:func:`row_checksum` of the row's other values), then one
+  column per axis or derived value and one REAL column per metric (added as sweeps need them; NULL where a
+  sweep did not set them).
 - ``sweeps``: one row per sweep name: the spec's YAML text and summary, architecture fingerprint,
   model version, point count, created/updated times.
 - ``sweep_points``: (sweep, idx) -> key: which points a sweep consists of, in sample order.
@@ -15,6 +16,12 @@ Tables (``attnscope query STORE "SELECT ..."`` reads them):
 Rows are written with ``INSERT OR REPLACE`` in one transaction per batch of finished points, so a point is
 either wholly in the store or not at all, and never twice. With ``synchronous=NORMAL`` in WAL mode a
 committed batch survives the process being killed (a power cut may lose the last batches, never corrupt).
+
+Every row carries a checksum of its stored values (all but the timings), computed from the row as SQLite
+stored it, in the transaction that writes it. A bit flipped on disk inside a value passes SQLite's own
+``quick_check`` but not the checksum: resuming a sweep recomputes such a row, and ``pareto``/``plot`` leave it
+out and ``query`` warns about it (:meth:`Store.corrupt`). Rows written before checksums existed (NULL) are
+taken as they are.
 
 A file that is not an SQLite database, or an SQLite database that attnscope did not create (its
 ``application_id`` is not ours and it holds tables), or a store of another schema version, is refused with
@@ -25,9 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +57,10 @@ BASE_COLUMNS: Mapping[str, str] = {
     "inputs_json": "TEXT NOT NULL",
     "seconds": "REAL",
     "finished_at": "TEXT",
+    "checksum": "TEXT",
 }
+UNCHECKED = frozenset({"checksum", "seconds", "finished_at", "sweep", "idx"})
+"""Columns a row's checksum leaves out: itself, the timings (they differ between runs) and the results view's."""
 _SCHEMA = f"""
 CREATE TABLE points ({", ".join(f'"{k}" {v}' for k, v in BASE_COLUMNS.items())});
 CREATE TABLE sweeps (
@@ -122,6 +133,10 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 if not exists or conn.execute("PRAGMA application_id").fetchone()[0] == 0:
                     cls._create(conn, path)
+                if "checksum" not in [r[1] for r in conn.execute("PRAGMA table_info(points)")]:  # an older store
+                    with _transaction(conn, path):
+                        conn.execute("ALTER TABLE points ADD COLUMN checksum TEXT")
+                        conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
         store = cls(path, conn, readonly)
@@ -204,18 +219,37 @@ class Store:
             )
             self.conn.execute("COMMIT")
 
-    def finished(self, keys: Iterable[str], include_errors: bool = True) -> set[str]:
-        """The keys among keys that have a row (only ``ok`` rows unless include_errors)."""
+    def finished(self, keys: Iterable[str], include_errors: bool = True, corrupt: list[str] | None = None) -> set[str]:
+        """The keys among keys that have an intact row (only ``ok`` rows unless include_errors); the keys of rows
+        that fail their checksum are left out, and appended to corrupt if given."""
         where = "" if include_errors else " AND status = 'ok'"
         found: set[str] = set()
+        for key, intact in self._verified(keys, where):
+            if intact:
+                found.add(key)
+            elif corrupt is not None:
+                corrupt.append(key)
+        return found
+
+    def corrupt(self, keys: Iterable[str] | None = None) -> list[str]:
+        """The keys (among keys; default: every row) of rows whose values fail their checksum."""
+        return [key for key, intact in self._verified(keys) if not intact]
+
+    def _verified(self, keys: Iterable[str] | None, where: str = "") -> Iterator[tuple[str, bool]]:
+        """(key, intact) of the rows of keys (default: every row), in batches."""
+        if keys is None:
+            cursor = self.conn.execute("SELECT * FROM points")
+            columns = [d[0] for d in cursor.description]
+            at = columns.index("key")
+            yield from ((row[at], intact(columns, row)) for row in cursor)
+            return
         keys = list(keys)
         for start in range(0, len(keys), 900):
             chunk = keys[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            found.update(
-                r[0] for r in self.conn.execute(f"SELECT key FROM points WHERE key IN ({marks}){where}", chunk)
-            )
-        return found
+            cursor = self.conn.execute(f"SELECT * FROM points WHERE key IN ({marks}){where}", chunk)
+            columns = [d[0] for d in cursor.description]
+            yield from ((row[columns.index("key")], intact(columns, row)) for row in cursor)
 
     # -- rows ------------------------------------------------------------------------------------------------
 
@@ -230,7 +264,17 @@ class Store:
                     f"VALUES ({', '.join('?' * len(columns))})"
                 )
                 self.conn.executemany(sql, [tuple(r[c] for c in columns) for r in group])
+            self._seal([r["key"] for r in rows])
             self.conn.execute("COMMIT")
+
+    def _seal(self, keys: Sequence[str]) -> None:
+        """Set the checksum of the rows of keys from their values as stored (inside the writing transaction)."""
+        for start in range(0, len(keys), 900):
+            chunk = keys[start : start + 900]
+            cursor = self.conn.execute(f"SELECT * FROM points WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            columns = [d[0] for d in cursor.description]
+            sums = [(row_checksum(columns, row), row[columns.index("key")]) for row in cursor.fetchall()]
+            self.conn.executemany("UPDATE points SET checksum = ? WHERE key = ?", sums)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple]]:
         """Run one SQL statement; (column names, rows). A read-only store runs reads only (see _read_only)."""
@@ -287,6 +331,33 @@ class _ReadOnly:
                 return sqlite3.SQLITE_OK
         self.denied = True
         return sqlite3.SQLITE_DENY
+
+
+def row_checksum(columns: Sequence[str], row: Sequence[Any]) -> str:
+    """BLAKE2b (64 bits) of a row's values as SQLite returns them, by column name (NULLs and :data:`UNCHECKED`
+    columns left out, so columns added later, or the results view's, leave it unchanged)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, value in sorted(zip(columns, row, strict=True), key=lambda item: item[0]):
+        if value is None or name in UNCHECKED:
+            continue
+        if isinstance(value, float):
+            text = "r" + value.hex()
+        elif isinstance(value, int):
+            text = f"i{value}"
+        elif isinstance(value, bytes):
+            text = "b" + value.hex()
+        else:
+            text = f"t{value}"
+        h.update(f"{name}\x1f{text}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def intact(columns: Sequence[str], row: Sequence[Any]) -> bool:
+    """Whether a row (a SELECT * of points or results) matches its checksum (True if it has none)."""
+    if "checksum" not in columns:
+        return True
+    stored = row[columns.index("checksum")]
+    return stored is None or stored == row_checksum(columns, row)
 
 
 def unwritable(path: str | Path, exc: BaseException) -> StoreError:

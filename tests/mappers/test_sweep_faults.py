@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import struct
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,42 @@ def test_store_failing_mid_run_stops_cleanly_and_resumes(tmp_path, monkeypatch, 
     monkeypatch.setattr(Store, "write", original)
     assert main(argv) == 0
     assert "4 already stored, 8 computed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- 4. row checksums
+
+
+def test_bit_flip_in_a_stored_value_is_detected_reported_and_recomputed(tmp_path, capsys):
+    spec = read_sweep_file(small_spec(tmp_path, 6))
+    store = tmp_path / "s.sqlite"
+    run_sweep(spec, store)
+    conn = sqlite3.connect(store)
+    conn.execute("VACUUM")  # one copy of every value in the file (no stale ones in free space)
+    cursor = conn.execute("SELECT * FROM points WHERE status = 'ok' ORDER BY key")
+    names, rows = [d[0] for d in cursor.description], cursor.fetchall()
+    conn.close()
+    data = bytearray(store.read_bytes())
+    # SQLite keeps a REAL as a big-endian IEEE double; take a metric value that no other cell shares
+    key, column, value = next(
+        (r[0], c, v) for r in rows for c, v in zip(names, r, strict=True)
+        if c in ("latency_s", "energy_j", "area_mm2") and data.count(struct.pack(">d", v)) == 1
+    )  # fmt: skip
+    data[data.index(struct.pack(">d", value)) + 7] ^= 0x01  # its lowest mantissa bit
+    store.write_bytes(bytes(data))
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"  # SQLite does not notice
+        assert conn.execute(f"SELECT {column} FROM points WHERE key = ?", (key,)).fetchone()[0] != value
+    with Store.open(store, readonly=True) as s:
+        assert s.corrupt() == [key]
+    assert main(["query", str(store), "SELECT count(*) FROM points"]) == 0
+    err = capsys.readouterr().err
+    assert "1 stored point(s) fail their checksum" in err and key in err
+    assert main(["pareto", str(store), "--x", "area_mm2", "--y", "latency_s", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert key in captured.err and "left out of the front" in captured.err and key not in captured.out
+    again = run_sweep(spec, store)  # resume: the corrupted row is recomputed
+    assert (again.corrupt, again.computed, again.skipped) == (1, 1, 5)
+    with sqlite3.connect(store) as conn:
+        assert conn.execute(f"SELECT {column} FROM points WHERE key = ?", (key,)).fetchone()[0] == value
+    with Store.open(store, readonly=True) as s:
+        assert s.corrupt() == []
