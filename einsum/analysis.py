@@ -1,11 +1,20 @@
 """Analyses of a cascade: operation counts, tensor sizes and the number of passes over a rank.
 
-Counting convention (the one Timeloop and the FuseMax study use): every operator node of an Einsum's
-expression is applied once per point of the Einsum's iteration space (all its variables, reduced ones
-included, dense: masks do not remove points), and a reduction performs one accumulate per point into an
-output that starts at the operator's identity. So ``QK[m,p] = sum[e] Q[e,p]*K[e,m]`` counts M*P*E ``mul``
-and M*P*E ``add``. A bare copy counts nothing. :func:`effective_op_counts` counts the same way over only
-the points that masks (``where`` conditions, and 0/1 mask inputs at a given density) leave to compute.
+Counting convention. An operator node of an Einsum's expression is evaluated once per point of the variables
+its subtree depends on (through its accesses' indices and its ``where`` conditions), not once per point of
+the Einsum's whole iteration space: a loop-invariant subexpression is hoisted out of the loops over the
+variables it does not depend on, as a compiler (and a mapping) would, so the count does not depend on how
+the text is written. In ``Y[m,p] = A[m,p] * exp(B[p])`` the ``exp`` counts P (as it would in an Einsum of
+its own, ``EB[p] = exp(B[p])``), the ``mul`` M*P; a node of constants (``1/8``) counts once. A reduction
+performs one accumulate per point of the Einsum's iteration space (all its variables, reduced ones
+included, dense: masks do not remove points), into an output that starts at the operator's identity. So
+``QK[m,p] = sum[e] Q[e,p]*K[e,m]`` counts M*P*E ``mul`` and M*P*E ``add``, the convention Timeloop and the
+FuseMax study use (every node of their cascades depends on every variable). A bare copy counts nothing.
+:func:`effective_op_counts` counts the same way over only the points that masks (``where`` conditions, and
+0/1 mask inputs at a given density) leave to compute.
+
+The lowering (:mod:`einsum.lower`) keeps ops *per point* of the loop nest the cost model maps: there each
+node is evaluated at every point, unless a mapping hoists it.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from einsum.ast import Access, BinOp, Call, Neg, index_vars, walk
+from einsum.ast import Access, BinOp, Call, Compare, Neg, index_vars
 from einsum.cascade import Cascade, Einsum, var_offset
 from einsum.errors import ShapeError
 from einsum.regions import (  # noqa: F401  (re-exported: the mask geometry used to live here)
@@ -27,6 +36,7 @@ from einsum.regions import (  # noqa: F401  (re-exported: the mask geometry used
     all_of,
     any_of,
     count_points,
+    count_projected,
     count_tiles,
     may_hold,
     must_hold,
@@ -46,23 +56,52 @@ def iteration_points(e: Einsum, sizes: Mapping[str, int]) -> int:
 
 
 def einsum_ops(e: Einsum, sizes: Mapping[str, int]) -> dict[str, int]:
-    """Operation counts by kind for one Einsum (exact integers)."""
-    points = iteration_points(e, sizes)
+    """Operation counts by kind for one Einsum (exact integers): every operator node once per point of the
+    variables it depends on, the reduction once per point of the iteration space (see the module's
+    convention). With every size 1 these are the operations per point of the iteration space."""
     counts: dict[str, int] = {}
-    for node in walk(e.stmt.expr):
-        if isinstance(node, BinOp):
-            kind = OP_KINDS[node.op]
-        elif isinstance(node, Neg):
-            kind = "neg"
-        elif isinstance(node, Call):
-            kind = "select" if node.func == "where" else node.func
-        else:
-            continue
-        counts[kind] = counts.get(kind, 0) + points
-    if e.reduce_op is not None:
-        kind = REDUCE_KINDS[e.reduce_op]
-        counts[kind] = counts.get(kind, 0) + points
+    for kind, uses in operator_nodes(e):
+        counts[kind] = counts.get(kind, 0) + sum(n * math.prod(sizes[v.upper()] for v in dep) for dep, n in uses)
     return counts
+
+
+@functools.lru_cache(maxsize=4096)
+def operator_nodes(e: Einsum) -> tuple[tuple[str, tuple[tuple[tuple[str, ...], int], ...]], ...]:
+    """The operator nodes of an Einsum by kind (in the order their kinds first appear, the reduction last): per
+    kind, (the variables a node's subtree depends on, in ``iter_vars`` order; how many nodes of that kind depend
+    on exactly those). The reduction depends on every iteration variable.
+
+    >>> from einsum.cascade import Cascade
+    >>> c = Cascade.from_text("input A[M,P], B[P]\\nY[m,p] = A[m,p] * exp(B[p] / 8)")
+    >>> operator_nodes(c.einsums[0])
+    (('mul', ((('m', 'p'), 1),)), ('exp', ((('p',), 1),)), ('div', ((('p',), 1),)))
+    """
+    kinds: dict[str, dict[tuple[str, ...], int]] = {}
+
+    def visit(node) -> frozenset[str]:
+        if isinstance(node, Access):
+            return frozenset(v.name for idx in node.indices for v in index_vars(idx))
+        if isinstance(node, Compare):
+            return frozenset(v.name for side in (node.left, node.right) for v in index_vars(side))
+        if isinstance(node, BinOp):
+            kind, children = OP_KINDS[node.op], (node.left, node.right)
+        elif isinstance(node, Neg):
+            kind, children = "neg", (node.operand,)
+        elif isinstance(node, Call):
+            kind, children = ("select" if node.func == "where" else node.func), node.args
+        else:
+            return frozenset()
+        uses = kinds.setdefault(kind, {})  # the node before its children: the order of walk()
+        found = frozenset().union(*(visit(child) for child in children))
+        dep = tuple(v for v in e.iter_vars if v in found)
+        uses[dep] = uses.get(dep, 0) + 1
+        return found
+
+    visit(e.stmt.expr)
+    if e.reduce_op is not None:
+        uses = kinds.setdefault(REDUCE_KINDS[e.reduce_op], {})
+        uses[e.iter_vars] = uses.get(e.iter_vars, 0) + 1
+    return tuple((kind, tuple(uses.items())) for kind, uses in kinds.items())
 
 
 def op_counts(cascade: Cascade, sizes: Mapping[str, int]) -> dict[str, dict[str, int]]:
@@ -294,16 +333,52 @@ def effective_op_counts(
 ) -> dict[str, dict[str, float]]:
     """Operation counts by kind for every Einsum over its effective points (see :func:`effective_points`).
 
-    Every operator node of an Einsum counts once per effective point, as :func:`einsum_ops` counts it once
-    per dense point; without masks or densities the two agree exactly.
+    As :func:`einsum_ops` counts over the dense space: the reduction, and every operator node that depends on
+    all of the Einsum's variables, once per effective point; a node that depends on fewer (hoisted) once per
+    point of its variables at which some effective point needs it (:func:`einsum.regions.count_projected`:
+    exact for the masks of the registered cascades, an upper bound for an ``and`` of conditions that share a
+    dropped variable otherwise). Without masks or densities the two agree exactly.
     """
     full = cascade.rank_sizes(sizes)
     points = effective_points(cascade, full, density)
-    ones = dict.fromkeys(full, 1)
-    return {
-        e.name: {kind: per_point * points[e.name] for kind, per_point in einsum_ops(e, ones).items()}
+    hoisted = _hoisted_points(cascade, full, density or {})
+    out: dict[str, dict[str, float]] = {}
+    for e in cascade.einsums:
+        counts: dict[str, float] = {}
+        for kind, uses in operator_nodes(e):
+            for dep, n in uses:
+                at = points[e.name] if dep == e.iter_vars else hoisted[e.name, dep]
+                counts[kind] = counts[kind] + n * at if kind in counts else n * at
+        out[e.name] = counts
+    return out
+
+
+def _hoisted_points(
+    cascade: Cascade, full: Mapping[str, int], density: Mapping[str, float]
+) -> dict[tuple[str, tuple[str, ...]], float]:
+    """(Einsum, the variables of a hoisted node) -> points of those variables that the Einsum's effective
+    points need (the expectation over the mask inputs' worlds, as :func:`_effective_points`)."""
+    wanted = [
+        (e, dep)
         for e in cascade.einsums
-    }
+        for dep in dict.fromkeys(dep for _, uses in operator_nodes(e) for dep, _ in uses)
+        if dep != e.iter_vars
+    ]
+    if not wanted:
+        return {}
+    names = sorted(density)
+    result: dict[tuple[str, tuple[str, ...]], float] = {(e.name, dep): 0 for e, dep in wanted}
+    for world in itertools.product((False, True), repeat=len(names)):
+        weight = math.prod(density[n] if nonzero else 1.0 - density[n] for n, nonzero in zip(names, world, strict=True))
+        if weight == 0:
+            continue
+        zeros = {n for n, nonzero in zip(names, world, strict=True) if not nonzero}
+        counted = work_regions(cascade, full, zeros)
+        for e, dep in wanted:
+            keep = {v: full[v.upper()] for v in dep}
+            drop = {v: full[v.upper()] for v in e.iter_vars if v not in keep}
+            result[e.name, dep] += weight * count_projected(counted[e.name], keep, drop)
+    return result
 
 
 def effective_total_ops(

@@ -3,8 +3,12 @@
 Semantic rules checked here (each failure raises :class:`~einsum.errors.CascadeError` pointing at the text):
 
 - every tensor read is an input or written by exactly one Einsum; inputs are declared with their ranks;
-- every index of an access belongs to the tensor's rank at that position (``m`` -> M, ``m1+1`` -> M1,
-  ``m1*M0+m0`` -> M when ``partition M = M1 * M0`` is declared, ``M1`` -> the last step of iterative M1);
+- every index is affine in the variables (no product of two variables), and an index of an access uses
+  only variables of the tensor's rank at that position and of its partition parts (``m`` and ``m+1`` -> M;
+  ``m1*M0+m0``, ``m1*M0+M0-1`` (the last element of block m1) or ``m0`` -> M when ``partition M = M1 * M0``
+  is declared; any constant such as ``M1`` (the last step of iterative M1) or ``M0-1``). Whether its values
+  stay inside the rank is checked once sizes are bound (:meth:`Cascade.rank_sizes`): its range over the
+  variables' ranges must lie in 0..size-1 (0..size along an iterative rank);
 - variables that vanish from the output are reduced explicitly (``sum[e]``), and only those;
 - a tensor written at ``v+1`` is a recurrence over the *iterative rank* of ``v``: it needs an ``init`` at 0,
   and only such recurrences may close a cycle in the dataflow.
@@ -356,34 +360,39 @@ class Cascade:
             elif not (isinstance(idx, IdxVar) and idx.rank == ranks[pos]):
                 raise self._error(f"expected the variable {ranks[pos].lower()} of rank {ranks[pos]} here", idx.span)
 
-    def _dim_rank(self, idx: IndexExpr) -> str | None:
-        """The rank an index expression walks along (None for a plain integer)."""
-        variables = index_vars(idx)
-        if not variables:
-            sizes = [n for n in index_nodes(idx) if isinstance(n, IdxSize)]
-            return sizes[0].name if len(sizes) == 1 else None
-        ranks = {v.rank for v in variables}
-        if len(ranks) == 1:
-            return ranks.pop()
-        parents = {self.parent_of.get(r) for r in ranks}
-        parent = parents.pop() if len(parents) == 1 else None
-        if parent is None:
+    def _check_affine(self, idx: IndexExpr) -> None:
+        """Refuse an index that multiplies variables together: an index is affine in the variables."""
+        for mono in _poly(idx):
+            variables = [s for s in mono if s[0].islower()]
+            if len(variables) > 1:
+                raise self._error(
+                    f"index {format_index(idx)!r} multiplies variables {' and '.join(sorted(set(variables)))}; an "
+                    "index is affine: a sum of variables times integers and rank sizes (m1*M0+m0, M0-1, m+1)",
+                    idx.span,
+                )
+
+    def _walked_rank(self, idx: IndexExpr) -> str | None:
+        """The rank an index's variables walk: the one rank of them all, or the rank their partition parts
+        split (M for m1 and m0 of partition M = M1 * M0); None when the index has no variable."""
+        ranks = {v.rank for v in index_vars(idx)}
+        if len(ranks) <= 1:
+            return ranks.pop() if ranks else None
+        lines = [self._ancestors(r) for r in sorted(ranks)]
+        common = [r for r in lines[0] if all(r in line for line in lines[1:])]
+        if not common:
             raise self._error(
                 f"index {format_index(idx)!r} mixes variables of unrelated ranks {sorted(ranks)}; only the parts "
                 "of a declared partition combine (m1*M0+m0 for partition M = M1 * M0)",
                 idx.span,
             )
-        parts = self.partitions[parent]
-        expected = {tuple(sorted((part.lower(), *parts[i + 1 :]))): 1 for i, part in enumerate(parts)}
-        got = {m: c for m, c in _poly(idx).items() if m}
-        if got != expected:
-            want = "+".join("*".join((p.lower(), *parts[i + 1 :])) for i, p in enumerate(parts))
-            raise self._error(
-                f"index {format_index(idx)!r} does not follow partition {parent} = {' * '.join(parts)}; "
-                f"expected {want}",
-                idx.span,
-            )
-        return parent
+        return common[0]
+
+    def _ancestors(self, rank: str) -> list[str]:
+        """The rank, then the ranks it is (recursively) a part of, innermost first."""
+        line = [rank]
+        while line[-1] in self.parent_of:
+            line.append(self.parent_of[line[-1]])
+        return line
 
     def _check_access(self, acc: Access) -> None:
         tensor = self.tensors.get(acc.tensor)
@@ -407,14 +416,17 @@ class Cascade:
                         f"index is a rank's size ({'ranks are UPPER case, variables lower case'})",
                         node.span,
                     )
-            rank = self._dim_rank(idx)
-            if rank is not None and rank != tensor.ranks[pos]:
+            self._check_affine(idx)
+            # Any affine index of the variables of the rank and of its partition parts (m, m1*M0+m0,
+            # m1*M0+M0-1, M0-1): its range is checked against the rank's size once sizes are bound.
+            rank = self._walked_rank(idx)
+            if rank is not None and rank != tensor.ranks[pos] and rank not in self.children(tensor.ranks[pos]):
                 raise self._error(
                     f"{acc.tensor} has rank {tensor.ranks[pos]} at position {pos + 1}, but the index "
                     f"{format_index(idx)!r} walks rank {rank}",
                     idx.span,
                 )
-            if isinstance(idx, IdxSize) and pos != tensor.iterative_dim:
+            if isinstance(idx, IdxSize) and idx.name == tensor.ranks[pos] and pos != tensor.iterative_dim:
                 raise self._error(
                     f"index {idx.name} is the size of rank {idx.name}, one past its last element; only an "
                     f"iterative rank has that step (write the variable {idx.name.lower()} to iterate over "
@@ -436,6 +448,9 @@ class Cascade:
         conditions = tuple(n for n in walk(s.expr) if isinstance(n, Compare))
         for acc in reads:
             self._check_access(acc)
+        for c in conditions:
+            self._check_affine(c.left)
+            self._check_affine(c.right)
         rhs_vars: dict[str, IdxVar] = {}
         for idx in [i for a in reads for i in a.indices] + [x for c in conditions for x in (c.left, c.right)]:
             for v in index_vars(idx):
@@ -696,10 +711,15 @@ class Cascade:
                     span = spans[k] = bind_index(idx, sizes).bounds(sizes)
                 lo, hi = span
                 if lo < 0 or hi >= shape[pos]:
+                    rank = self.tensors[acc.tensor].ranks[pos]
+                    names = {v.rank for v in index_vars(idx)} | {
+                        n.name for n in index_nodes(idx) if isinstance(n, IdxSize)
+                    }
+                    bound = ", ".join(f"{r}={sizes[r]}" for r in sorted(names | {rank}))
                     raise ShapeError(
                         f"{self.name}: in `{e.text}`, index {format_index(idx)} of {acc.tensor} spans "
-                        f"{lo}..{hi} but {acc.tensor} has {shape[pos]} elements along "
-                        f"{self.tensors[acc.tensor].ranks[pos]}"
+                        f"{lo}..{hi} but {acc.tensor} has {shape[pos]} elements along {rank} (indices "
+                        f"0..{shape[pos] - 1}; {bound})"
                     )
 
     @cached_property

@@ -3,7 +3,13 @@
 For each Einsum: its iteration variables and their sizes, every tensor it touches with the variables that
 index it (``incidence``), and its operations per iteration point by kind. A ``mul`` whose products feed a
 ``sum`` reduction is reported as one ``mac`` (the multiply-accumulate a PE performs), so
-``QK[m,p] = sum[e] Q[e,p]*K[e,m]`` is one ``mac`` per point.
+``QK[m,p] = sum[e] Q[e,p]*K[e,m]`` is one ``mac`` per point. Every operator node counts at every point here
+(the loop nest as written): a loop-invariant subexpression (``exp(B[p])`` in ``Y[m,p] = A[m,p] * exp(B[p])``)
+that :func:`einsum.analysis.op_counts` counts once per point of its own variables is hoisted only if a
+mapping does so.
+
+Indices may be any affine expression the cascade accepts (``m1*M0+m0``, ``m1*M0+M0-1``): ``incidence`` marks
+the variables an index uses, so ``BK[b,h,m1*M0+M0-1]`` is indexed by b, h and m1 (one key per block).
 """
 
 from __future__ import annotations

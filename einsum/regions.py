@@ -47,6 +47,7 @@ __all__ = [
     "assign",
     "comparisons",
     "count_points",
+    "count_projected",
     "count_tiles",
     "evaluate",
     "may_hold",
@@ -260,6 +261,51 @@ def count_points(
         shifted = _subst(f, {v: Affine(((v, 1),), int(lo[v][i])) for v in variables})
         out[i] = _count(shifted, extent)
     return out.reshape(shape) if shape else int(out[0])
+
+
+def count_projected(f: Formula, keep: Mapping[str, int], drop: Mapping[str, int]) -> int:
+    """Points of the box ``0 <= v < keep[v]`` at which ``f`` holds for some values ``0 <= u < drop[u]`` of the
+    other variables: the points of ``keep``'s variables that a region touches (where a computation hoisted out
+    of the loops over ``drop`` is needed). Every variable of ``f`` is in ``keep`` or ``drop``.
+
+    Each comparison is projected exactly (a form's extremes over the dropped box are at its corners: ``m <= p``
+    holds for some m where ``0 <= p``), an ``or`` of projections is exact, and an ``and`` is taken to hold where
+    each of its terms can, as in :func:`may_hold`: exact when the terms of an ``and`` drop different variables,
+    or bound one form from two sides with unit steps (a window ``p - W < m <= p``); an upper bound otherwise.
+
+    >>> f = _and(_cmp({"m": 1, "p": -1}, 0, "<="), _cmp({"p": 1}, -2, ">="))  # m <= p and p >= 2
+    >>> count_projected(f, {"p": 8}, {"m": 8}), count_projected(f, {"m": 8}, {"p": 8}), _count(f, {"m": 8, "p": 8})
+    (6, 8, 33)
+    """
+    if not isinstance(f, bool):
+        missing = sorted(_fvars(f) - set(keep) - set(drop))
+        if missing:
+            raise ShapeError(f"count_projected: no size for {', '.join(missing)}, variables of the formula")
+        if _fvars(f) & set(drop):
+            f = _exists(_pruned(f), dict(drop))
+    return _count(f, dict(keep))
+
+
+def _exists(f: _Formula, drop: Mapping[str, int]) -> _Formula:
+    """A formula over the other variables that holds where ``f`` holds for some ``0 <= u < drop[u]`` (exact for
+    a comparison and an ``or``; an ``and`` of projections over-approximates, see :func:`count_projected`)."""
+    if isinstance(f, bool):
+        return f
+    if isinstance(f, _Cmp):
+        kept = {v: c for v, c in f.coeffs if v not in drop}
+        spans = [c * (drop[v] - 1) for v, c in f.coeffs if v in drop]
+        if not spans:
+            return f
+        lo, hi = f.const + sum(min(0, x) for x in spans), f.const + sum(max(0, x) for x in spans)
+        if f.op in ("<", "<="):
+            return _cmp(kept, lo, f.op)
+        if f.op in (">", ">="):
+            return _cmp(kept, hi, f.op)
+        if f.op == "==":
+            return _and(_cmp(kept, lo, "<="), _cmp(kept, hi, ">="))
+        return True if lo != hi else _cmp(kept, lo, "!=")
+    parts = [_exists(t, drop) for t in f.terms]
+    return _and(*parts) if isinstance(f, _And) else _or(*parts)
 
 
 @dataclass(frozen=True)
