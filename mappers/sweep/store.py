@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -336,28 +338,46 @@ class _ReadOnly:
 def row_checksum(columns: Sequence[str], row: Sequence[Any]) -> str:
     """BLAKE2b (64 bits) of a row's values as SQLite returns them, by column name (NULLs and :data:`UNCHECKED`
     columns left out, so columns added later, or the results view's, leave it unchanged)."""
-    h = hashlib.blake2b(digest_size=8)
-    for name, value in sorted(zip(columns, row, strict=True), key=lambda item: item[0]):
-        if value is None or name in UNCHECKED:
-            continue
-        if isinstance(value, float):
-            text = "r" + value.hex()
-        elif isinstance(value, int):
-            text = f"i{value}"
-        elif isinstance(value, bytes):
-            text = "b" + value.hex()
-        else:
-            text = f"t{value}"
-        h.update(f"{name}\x1f{text}\x1e".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
+    return _order(tuple(columns))(row)
 
 
 def intact(columns: Sequence[str], row: Sequence[Any]) -> bool:
     """Whether a row (a SELECT * of points or results) matches its checksum (True if it has none)."""
+    return _check(tuple(columns))(row)
+
+
+@functools.lru_cache(maxsize=64)
+def _order(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], str]:
+    """The checksum of rows with these columns (the checked columns sorted by name once): the names of the
+    non-NULL columns, their floats as IEEE doubles, the other values as ``name<US>type-letter repr``; BLAKE2b."""
+    at = [(i, name) for name, i in sorted((n, i) for i, n in enumerate(columns) if n not in UNCHECKED)]
+
+    def checksum(row: Sequence[Any]) -> str:
+        names, floats, others = [], [], []
+        for i, name in at:
+            value = row[i]
+            if value is None:
+                continue
+            names.append(name)
+            if type(value) is float:
+                floats.append(value)
+            else:
+                others.append(f"{name}\x1f{type(value).__name__[0]}{value!r}")
+        h = hashlib.blake2b(digest_size=8)
+        h.update("\x1e".join(names).encode("utf-8", "surrogatepass"))
+        h.update(struct.pack(f"<{len(floats)}d", *floats))
+        h.update("\x1e".join(others).encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
+
+    return checksum
+
+
+@functools.lru_cache(maxsize=64)
+def _check(columns: tuple[str, ...]) -> Callable[[Sequence[Any]], bool]:
     if "checksum" not in columns:
-        return True
-    stored = row[columns.index("checksum")]
-    return stored is None or stored == row_checksum(columns, row)
+        return lambda row: True
+    where, checksum = columns.index("checksum"), _order(columns)
+    return lambda row: row[where] is None or row[where] == checksum(row)
 
 
 def unwritable(path: str | Path, exc: BaseException) -> StoreError:
