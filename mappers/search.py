@@ -400,14 +400,15 @@ def search(
         seed=seed,
     )
     if memo is not None and found.complete:
-        _COMPLETE[memo] = found
+        _COMPLETE[memo] = dataclasses.replace(found, space=None)  # type: ignore[arg-type]  # the tables not kept
         while len(_COMPLETE) > _COMPLETE_KEPT:
             _COMPLETE.popitem(last=False)
     return found
 
 
 _COMPLETE: OrderedDict[tuple[bytes, str], MapResult] = OrderedDict()
-"""Complete exhaustive results by (space fingerprint, objective), least recently used first."""
+"""Complete exhaustive results by (space fingerprint, objective), least recently used first; kept without their
+space (a hit is given the space it was asked for), so the memo holds one mapping and its costs per entry."""
 _COMPLETE_KEPT = 1024
 
 
