@@ -37,6 +37,11 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--scheduler", metavar="ADDR", help="run on a Dask cluster, e.g. tcp://HOST:8786")
     p.add_argument("--chunk-size", type=at_least(1), help="points per task (default: chosen from points and workers)")
     p.add_argument(
+        "--task-timeout", type=float, metavar="SECONDS",
+        help="local pool: a chunk running longer is taken from its worker and run again (default: 300 s, or 20x "
+        "the slowest point so far times the chunk's points)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-points", type=at_least(1), metavar="N",
         help="refuse sweeps of more points (default: the spec's sampling.max_points, else 1,000,000)",
     )  # fmt: skip
@@ -104,7 +109,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         raise AttnscopeError(f"--chunk-size: expected a positive number, got {args.chunk_size}")
     check_size(spec, args.max_points)  # before any worker starts
-    with make_executor(args.workers, args.dask_local, args.scheduler) as executor:
+    with make_executor(args.workers, args.dask_local, args.scheduler, args.task_timeout) as executor:
         try:
             summary = run_sweep(
                 spec, args.store, force=args.force, retry_errors=args.retry_errors, executor=executor,

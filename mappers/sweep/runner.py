@@ -19,17 +19,18 @@ evaluation raises is recorded with its error and the sweep goes on. Each worker 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,39 +170,213 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="attnscope-parent-watch", daemon=True).start()
 
 
-class LocalPool(Executor):
-    """A pool of local worker processes (forkserver on Linux, so workers start from a clean, warm image)."""
+STOPPED_AFTER = 10.0
+"""Seconds a pool worker may stay stopped (SIGSTOP, state T) before its chunk is given to another worker."""
+MIN_TASK_TIMEOUT = 300.0
+"""The default per-chunk timeout: this many seconds, or 20x the slowest point seen so far times the chunk's
+points, whichever is longer (``--task-timeout`` sets a fixed one)."""
 
-    def __init__(self, workers: int):
+
+STARTUP_TIMEOUT = 120.0
+"""Seconds a worker may take to start on a chunk it was sent (a new worker imports its modules first)."""
+
+
+def _stopped(pid: int) -> bool:
+    """Whether a process is stopped (Linux /proc; elsewhere never)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    end = data.rfind(b")")
+    return data[end + 2 : end + 3] in (b"T", b"t")
+
+
+def _worker_main(conn: multiprocessing.connection.Connection) -> None:
+    """A pool worker: run (task id, fn, context, chunk) messages; answer (task id, None, None) on starting one,
+    then (task id, True, result) or (task id, False, error)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    _watch_parent()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        task, fn, context, chunk = message
+        conn.send((task, None, None))  # started: the chunk timeout counts from here
+        try:
+            reply = (task, True, fn(context, chunk))
+        except Exception as exc:  # evaluate_chunk records point errors itself; this is a bug or an unpicklable value
+            reply = (task, False, f"{type(exc).__name__}: {exc}")
+        conn.send(reply)
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing Process
+    conn: multiprocessing.connection.Connection
+    task: int | None = None  # the chunk it runs
+    acknowledged: bool = False  # the worker has unpickled the chunk and runs it
+    started: float = 0.0  # when the chunk was sent, then when the worker acknowledged it
+    stopped_since: float | None = None
+
+
+@dataclass
+class _Chunk:
+    tasks: list[Task]
+    tries: int = 0  # how many workers it was lost on (stuck or died)
+
+
+class LocalPool(Executor):
+    """A pool of local worker processes (forkserver on Linux, so workers start from a clean, warm image).
+
+    Each worker runs one chunk at a time. A chunk whose worker dies, stays stopped for ``stopped_after``
+    seconds, or runs past the chunk timeout is taken from it (the worker is killed and replaced) and run again
+    elsewhere, split into single points; a point lost that way twice is recorded as failed, with the reason
+    (``--retry-errors`` retries it). A chunk's result is used once, so no point is stored twice.
+
+    task_timeout: seconds a chunk may run; None: the longer of :data:`MIN_TASK_TIMEOUT` and 20x the slowest
+    point seen times the chunk's points.
+    """
+
+    def __init__(self, workers: int, task_timeout: float | None = None, stopped_after: float = STOPPED_AFTER):
         self.workers = workers
+        self.task_timeout = task_timeout
+        self.stopped_after = stopped_after
         self.description = f"local pool, {workers} workers"
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        ctx = multiprocessing.get_context(method)
+        self.ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            ctx.set_forkserver_preload(["mappers.sweep.runner"])
-        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_watch_parent)
+            self.ctx.set_forkserver_preload(["mappers.sweep.runner"])
+        self.pool: list[_Worker] = []
+        self.slowest = 0.0  # seconds per point, the slowest chunk so far
+        self.replaced = 0  # workers killed or lost and replaced
+
+    def _spawn(self) -> _Worker:
+        mine, theirs = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=_worker_main, args=(theirs,), daemon=True, name="attnscope-sweep-worker")
+        process.start()
+        theirs.close()
+        return _Worker(process, mine)
+
+    def _timeout(self, chunk: _Chunk) -> float:
+        if self.task_timeout is not None:
+            return self.task_timeout
+        return max(MIN_TASK_TIMEOUT, 20.0 * self.slowest * len(chunk.tasks))
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill a worker (stuck, stopped or dead) and start another in its place."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.join(5)
+        worker.conn.close()
+        self.pool[self.pool.index(worker)] = self._spawn()
+        self.replaced += 1
 
     def run(self, fn: ChunkFn, context: SweepContext, chunks: Iterator[list[Task]]) -> Iterator[list[Outcome]]:
-        pending: set[Future] = set()
-        try:
-            while True:
-                for chunk in _take(chunks, 2 * self.workers - len(pending)):
-                    pending.add(self.pool.submit(fn, context, chunk))
-                if not pending:
-                    return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        except BrokenProcessPool as exc:
-            raise AttnscopeError(
-                f"a worker process died ({exc}); the points finished so far are stored: rerun to resume"
-            ) from None
-        finally:
-            for future in pending:
-                future.cancel()
+        while len(self.pool) < self.workers:
+            self.pool.append(self._spawn())
+        running: dict[int, _Chunk] = {}
+        again: list[_Chunk] = []  # lost chunks, to run again first
+        ids = itertools.count()
+        exhausted = False
+        while True:
+            for worker in self.pool:  # hand out work
+                if worker.task is not None:
+                    continue
+                chunk = again.pop(0) if again else None
+                if chunk is None and not exhausted:
+                    tasks = next(chunks, None)
+                    exhausted = tasks is None
+                    chunk = _Chunk(tasks) if tasks is not None else None
+                if chunk is None:
+                    break
+                task = next(ids)
+                running[task] = chunk
+                worker.task, worker.started, worker.stopped_since = task, time.monotonic(), None
+                worker.acknowledged = False
+                worker.conn.send((task, fn, context, chunk.tasks))
+            busy = [w for w in self.pool if w.task is not None]
+            if not busy:
+                return
+            ready = multiprocessing.connection.wait(
+                [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=0.5
+            )
+            for worker in busy:
+                result = None
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    with contextlib.suppress(EOFError, OSError):
+                        while worker.task is not None and worker.conn.poll():
+                            task, ok, payload = worker.conn.recv()
+                            if ok is None:  # the worker has the chunk and starts on it
+                                worker.started, worker.acknowledged = time.monotonic(), True
+                                continue
+                            chunk = running.pop(task)
+                            worker.task = None
+                            if not ok:
+                                raise AttnscopeError(f"a sweep worker failed: {payload}")
+                            seconds = time.monotonic() - worker.started
+                            self.slowest = max(self.slowest, seconds / max(1, len(chunk.tasks)))
+                            result = payload
+                    if result is None and worker.task is not None and not worker.process.is_alive():
+                        code = worker.process.exitcode
+                        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+                        yield from self._lost(worker, running, again, f"its worker process died ({why})")
+                        continue
+                if result is not None:
+                    yield result
+                elif worker.task is not None:
+                    yield from self._check_stuck(worker, running, again)
+
+    def _check_stuck(self, worker: _Worker, running: dict[int, _Chunk], again: list[_Chunk]) -> Iterator[list[Outcome]]:
+        now = time.monotonic()
+        chunk = running[worker.task]
+        if _stopped(worker.process.pid):
+            worker.stopped_since = worker.stopped_since or now
+            if now - worker.stopped_since >= self.stopped_after:
+                yield from self._lost(worker, running, again, f"its worker process was stopped for "
+                                      f"{now - worker.stopped_since:.0f} s")  # fmt: skip
+                return
+        else:
+            worker.stopped_since = None
+        limit = self._timeout(chunk) if worker.acknowledged else max(self._timeout(chunk), STARTUP_TIMEOUT)
+        if now - worker.started > limit:
+            yield from self._lost(worker, running, again, f"it ran past the chunk timeout of {limit:.0f} s")
+
+    def _lost(
+        self, worker: _Worker, running: dict[int, _Chunk], again: list[_Chunk], why: str
+    ) -> Iterator[list[Outcome]]:
+        """Take a chunk from its worker (replaced); run it again as single points, or record a point lost twice."""
+        chunk = running.pop(worker.task)
+        worker.task = None
+        self._replace(worker)
+        if chunk.tries >= 1 and len(chunk.tasks) == 1:
+            reason = (f"WorkerLost: no result after {chunk.tries + 1} tries; the last time {why}; "
+                      "rerun with --retry-errors to try again")  # fmt: skip
+            yield [Outcome(t.key, None, reason, 0.0) for t in chunk.tasks]
+            return
+        again.extend(_Chunk([t], chunk.tries + 1) for t in chunk.tasks)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for worker in self.pool:
+            if worker.task is None:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.conn.send(None)
+            else:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    os.kill(worker.process.pid, signal.SIGKILL)
+        for worker in self.pool:
+            worker.process.join(5)
+            if worker.process.is_alive():
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    os.kill(worker.process.pid, signal.SIGKILL)
+                worker.process.join(5)
+            worker.conn.close()
+        self.pool = []
 
 
 class DaskPool(Executor):
@@ -274,8 +449,14 @@ def _take(chunks: Iterator[list[Task]], n: int) -> list[list[Task]]:
     return out
 
 
-def make_executor(workers: int | None = None, dask_local: int | None = None, scheduler: str | None = None) -> Executor:
-    """The executor the CLI flags ask for: Dask if dask_local or scheduler, else a pool of workers (1: in-process)."""
+def make_executor(
+    workers: int | None = None,
+    dask_local: int | None = None,
+    scheduler: str | None = None,
+    task_timeout: float | None = None,
+) -> Executor:
+    """The executor the CLI flags ask for: Dask if dask_local or scheduler, else a pool of workers (1: in-process);
+    task_timeout: seconds a chunk may run on the local pool (default: see :class:`LocalPool`)."""
     if dask_local is not None and scheduler is not None:
         raise AttnscopeError("give either --dask-local N or --scheduler ADDRESS, not both")
     if scheduler is not None or dask_local is not None:
@@ -285,7 +466,9 @@ def make_executor(workers: int | None = None, dask_local: int | None = None, sch
     workers = available_cores() if workers is None else workers
     if workers < 1:
         raise AttnscopeError(f"--workers: expected a positive number, got {workers}")
-    return Executor() if workers == 1 else LocalPool(workers)
+    if task_timeout is not None and not task_timeout > 0:
+        raise AttnscopeError(f"--task-timeout: expected a positive number of seconds, got {task_timeout}")
+    return Executor() if workers == 1 else LocalPool(workers, task_timeout)
 
 
 # ---------------------------------------------------------------------------------------------------- the sweep

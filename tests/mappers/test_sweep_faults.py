@@ -8,6 +8,8 @@ read-only before a given write, a bit flipped in a known value), and subprocesse
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -22,6 +24,7 @@ from attnscope.cli import main
 from einsum.errors import SpecError
 from mappers.sweep import Store, read_sweep_file, run_sweep, sweep_points
 from mappers.sweep.points import sweep_size
+from mappers.sweep.runner import LocalPool, Outcome, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -253,3 +256,61 @@ def test_bit_flip_in_a_stored_value_is_detected_reported_and_recomputed(tmp_path
         assert conn.execute(f"SELECT {column} FROM points WHERE key = ?", (key,)).fetchone()[0] == value
     with Store.open(store, readonly=True) as s:
         assert s.corrupt() == []
+
+
+# ------------------------------------------------------------------------------------- 5. stuck or lost pool workers
+
+
+def stop_once(folder: str, chunk: list[Task]) -> list[Outcome]:
+    """A chunk function whose worker stops itself (SIGSTOP) the first time it meets point p0."""
+    marker = Path(folder) / "stopped"
+    if any(t.key == "p0" for t in chunk) and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return [Outcome(t.key, (1.0,), None, 0.0) for t in chunk]
+
+
+def hang_once(folder: str, chunk: list[Task]) -> list[Outcome]:
+    """A chunk function that hangs the first time it meets point p4."""
+    marker = Path(folder) / "hung"
+    if any(t.key == "p4" for t in chunk) and not marker.exists():
+        marker.touch()
+        time.sleep(3600)
+    return [Outcome(t.key, (1.0,), None, 0.0) for t in chunk]
+
+
+def die_on_p5(folder: str, chunk: list[Task]) -> list[Outcome]:
+    """A chunk function whose worker dies whenever it meets point p5."""
+    if any(t.key == "p5" for t in chunk):
+        os._exit(3)
+    return [Outcome(t.key, (1.0,), None, 0.0) for t in chunk]
+
+
+def pool_outcomes(tmp_path: Path, fn, **options) -> tuple[list[Outcome], int]:
+    tasks = [Task(f"p{i}", (), "", ()) for i in range(12)]
+    chunks = iter([tasks[i : i + 3] for i in range(0, 12, 3)])
+    with LocalPool(2, **options) as pool:
+        outcomes = [o for out in pool.run(fn, str(tmp_path), chunks) for o in out]
+        return outcomes, pool.replaced
+
+
+def test_stopped_pool_worker_is_replaced_and_its_chunk_rerun(tmp_path):
+    outcomes, replaced = pool_outcomes(tmp_path, stop_once, stopped_after=0.5)
+    assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))  # every point, once
+    assert replaced == 1 and all(o.error is None for o in outcomes)
+
+
+def test_chunk_past_its_timeout_is_rerun_elsewhere(tmp_path):
+    outcomes, replaced = pool_outcomes(tmp_path, hang_once, task_timeout=2.0)
+    assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))
+    assert replaced == 1 and all(o.error is None for o in outcomes)
+
+
+def test_point_that_kills_its_worker_is_recorded_as_failed(tmp_path):
+    outcomes, replaced = pool_outcomes(tmp_path, die_on_p5)
+    assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))
+    failed = [o for o in outcomes if o.error is not None]
+    assert [o.key for o in failed] == ["p5"] and replaced == 2
+    assert (
+        "WorkerLost: no result after 2 tries; the last time its worker process died (exit status 3)" in failed[0].error
+    )
