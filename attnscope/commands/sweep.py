@@ -109,15 +109,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         raise AttnscopeError(f"--chunk-size: expected a positive number, got {args.chunk_size}")
     check_size(spec, args.max_points)  # before any worker starts
-    with make_executor(args.workers, args.dask_local, args.scheduler, args.task_timeout) as executor:
-        try:
+    try:
+        with make_executor(args.workers, args.dask_local, args.scheduler, args.task_timeout) as executor:
             summary = run_sweep(
                 spec, args.store, force=args.force, retry_errors=args.retry_errors, executor=executor,
                 progress=not args.quiet, chunk_size=args.chunk_size, max_points=args.max_points,
             )  # fmt: skip
-        except KeyboardInterrupt:
-            print(f"attnscope: interrupted; finished points are in {args.store}: rerun to resume", file=sys.stderr)
-            return 130
+    except KeyboardInterrupt:  # on any executor, while starting, running or closing it
+        print(f"attnscope: interrupted; finished points are in {args.store}: rerun to resume", file=sys.stderr)
+        return 130
     if args.json:
         print_json({**vars(summary), "rate_points_per_s": summary.rate})
         return 0

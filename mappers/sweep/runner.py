@@ -379,8 +379,32 @@ class LocalPool(Executor):
         self.pool = []
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Ignore SIGINT while starting worker processes: they inherit the ignoring (through exec too), so a
+    terminal's Ctrl-C reaches only this process, which stops them. SIGINT is also blocked meanwhile, so a
+    Ctrl-C in that window stays pending (Linux keeps a blocked signal even if ignored) and arrives after."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+WAIT_FOR_WORKERS = 30.0
+"""Seconds a sweep waits for a Dask scheduler that has no workers before giving up (exit 2)."""
+
+
 class DaskPool(Executor):
-    """Dask distributed: a LocalCluster of n worker processes, or an existing scheduler (tcp://host:8786)."""
+    """Dask distributed: a LocalCluster of n worker processes, or an existing scheduler (tcp://host:8786).
+
+    A scheduler without workers is waited for :data:`WAIT_FOR_WORKERS` seconds, then refused; a task that
+    fails or a scheduler that goes away stops the sweep with a message (the points finished are stored)."""
 
     def __init__(self, local_workers: int | None = None, scheduler: str | None = None):
         try:
@@ -393,50 +417,78 @@ class DaskPool(Executor):
         import logging
 
         self.cluster = None
+        self.client = None
         try:
             if scheduler is not None:
                 self.client = Client(scheduler, timeout="20s")
                 self.description = f"dask scheduler {scheduler}"
             else:
-                self.cluster = LocalCluster(
-                    n_workers=local_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )  # fmt: skip
+                with _sigint_blocked():  # the workers inherit the block: Ctrl-C is the coordinator's alone
+                    self.cluster = LocalCluster(
+                        n_workers=local_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )  # fmt: skip
                 self.client = Client(self.cluster)
                 self.description = f"dask LocalCluster, {local_workers} workers"
+            if not self.client.nthreads():
+                self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS)
+            threads = self.client.nthreads()
         except (OSError, TimeoutError) as exc:
-            raise AttnscopeError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {exc}") from None
-        threads = self.client.nthreads()
+            where, connected = scheduler or "(local)", self.client is not None
+            self.close()
+            if connected:  # the scheduler answered; wait_for_workers timed out
+                raise AttnscopeError(
+                    f"the Dask scheduler {where} has no workers (waited {WAIT_FOR_WORKERS:.0f} s); start some "
+                    f"(dask worker {where}) and rerun to resume"
+                ) from None
+            raise AttnscopeError(f"cannot reach the Dask scheduler {where}: {exc}; rerun to resume") from None
+        except BaseException:
+            self.close()
+            raise
         self.workers = max(1, sum(threads.values()))
 
     def run(self, fn: ChunkFn, context: SweepContext, chunks: Iterator[list[Task]]) -> Iterator[list[Outcome]]:
         from distributed import as_completed
 
-        shared = self.client.scatter(context, broadcast=True)
-        running = as_completed()
-        for chunk in _take(chunks, 2 * self.workers):
-            running.add(self.client.submit(fn, shared, chunk, pure=False))
+        submitted: set[Any] = set()  # ours to cancel (as_completed's own set changes under its thread)
         try:
+            shared = self.client.scatter(context, broadcast=True)
+            running = as_completed()
+
+            def submit(chunk: list[Task]) -> None:
+                future = self.client.submit(fn, shared, chunk, pure=False)
+                submitted.add(future)
+                running.add(future)
+
+            for chunk in _take(chunks, 2 * self.workers):
+                submit(chunk)
             for future in running:
-                try:
-                    result = future.result()
-                except Exception as exc:  # a worker lost; dask already retried the task elsewhere
-                    raise AttnscopeError(
-                        f"a Dask task failed ({type(exc).__name__}: {exc}); the points finished so far are stored: "
-                        "rerun to resume"
-                    ) from None
+                submitted.discard(future)
+                result = future.result()
                 future.release()
                 for chunk in _take(chunks, 1):
-                    running.add(self.client.submit(fn, shared, chunk, pure=False))
+                    submit(chunk)
                 yield result
+        except (AttnscopeError, GeneratorExit):
+            raise
+        except Exception as exc:  # a task failed on every worker dask tried, the scheduler went away...
+            raise AttnscopeError(
+                f"the Dask run failed ({type(exc).__name__}: {exc}); the points finished so far are stored: "
+                "rerun to resume"
+            ) from None
         finally:
-            for future in running.futures:
-                future.cancel()
+            for future in list(submitted):
+                with contextlib.suppress(Exception):
+                    future.cancel()
 
     def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        """Close the client and the local cluster; errors while closing (after Ctrl-C, a lost scheduler) are
+        not the user's: they are dropped."""
+        for thing in (self.client, self.cluster):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        self.client = self.cluster = None
 
 
 def _take(chunks: Iterator[list[Task]], n: int) -> list[list[Task]]:

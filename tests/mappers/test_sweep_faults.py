@@ -314,3 +314,56 @@ def test_point_that_kills_its_worker_is_recorded_as_failed(tmp_path):
     assert (
         "WorkerLost: no result after 2 tries; the last time its worker process died (exit status 3)" in failed[0].error
     )
+
+
+# ------------------------------------------------------------------------------------- 6. Ctrl-C and Dask faults
+
+
+@pytest.mark.parametrize("executor", [["--workers", "2"], ["--dask-local", "2"]])
+def test_ctrl_c_exits_130_with_rerun_to_resume_and_no_traceback(tmp_path, executor):
+    if executor[0] == "--dask-local":
+        pytest.importorskip("distributed")
+    spec, store = small_spec(tmp_path, 4000), tmp_path / "s.sqlite"  # far more than runs before the Ctrl-C
+    argv = [sys.executable, "-m", "attnscope.cli", "sweep", str(spec), "--store", str(store), "--quiet"]
+    proc = subprocess.Popen([*argv, "--chunk-size", "4", *executor], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None and not stored_rows(store):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished points are in" in err and "rerun to resume" in err
+    assert "Traceback" not in err and "Error" not in err, err
+    done = stored_rows(store)
+    assert 0 < done < 4000
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with Store.open(store, readonly=True) as s:
+        assert s.corrupt() == []
+
+
+def stored_rows(store: Path) -> int:
+    try:
+        with sqlite3.connect(store) as conn:
+            return conn.execute("SELECT count(*) FROM points").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_dask_scheduler_without_workers_exits_2(tmp_path, monkeypatch, capsys):
+    distributed = pytest.importorskip("distributed")
+    import mappers.sweep.runner as runner
+
+    monkeypatch.setattr(runner, "WAIT_FOR_WORKERS", 1.0)
+    spec, store = small_spec(tmp_path, 4), tmp_path / "s.sqlite"
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        argv = ["sweep", str(spec), "--store", str(store), "--quiet", "--scheduler", cluster.scheduler_address]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"the Dask scheduler {cluster.scheduler_address} has no workers (waited 1 s)" in err
+    assert "rerun to resume" in err and "Traceback" not in err
