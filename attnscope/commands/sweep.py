@@ -123,7 +123,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{summary.sweep}: {summary.unique} points ({summary.skipped} already stored, {summary.computed} computed, "
-        f"{summary.errors} failed) in {summary.seconds:.1f} s on {summary.executor}"
+        f"{summary.errors} failed{f', {summary.by_others} computed by another run' if summary.by_others else ''}) "
+        f"in {summary.seconds:.1f} s on {summary.executor}"
         + (f", {summary.rate:.0f} points/s" if summary.computed else "")
     )
     print(f"store: {summary.store}")

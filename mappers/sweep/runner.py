@@ -5,8 +5,9 @@ The flow, one line per stage::
     points  = sweep_points(spec)                     # sample the axes x workloads, hash every point
     store   = Store.open(path)                       # refuse foreign or corrupt files
     pending = points not yet in the store            # (all of them with force)
-    for outcomes in executor.run(evaluate_chunk, context, chunks(pending)):   # workers evaluate
-        store.write(rows(outcomes))                  # one transaction per finished chunk
+    for outcomes in executor.run(evaluate_chunk, context, claimed_chunks(pending)):   # workers evaluate
+        store.write(rows(outcomes))                  # one transaction per finished chunk (releases its claims)
+    wait for the points another run claimed         # finished by it, or taken over when it died
 
 A point of a device sweep carries its target (:mod:`mappers.sweep.targets`) by name; the context carries the
 targets as plain data, so workers evaluate the very preset content whose fingerprint is in the point's key.
@@ -30,7 +31,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from einsum.errors import AttnscopeError
 from mappers.sweep.metrics import resolve_metric
 from mappers.sweep.points import MODEL_VERSION, Point, canonical_json, sweep_points
 from mappers.sweep.spec import SweepSpec, spec_summary
-from mappers.sweep.store import Store, unwritable, utc_now
+from mappers.sweep.store import LEASE_SECONDS, Store, new_owner, unwritable, utc_now
 from mappers.sweep.strategies import Strategy, get_strategy
 from mappers.sweep.targets import Target, resolve_in_worker
 from simulator.specs import ArchSpec, with_overrides
@@ -540,6 +541,7 @@ class SweepSummary:
     seconds: float
     executor: str
     corrupt: int = 0  # stored rows that failed their checksum (corrupted on disk), recomputed by this run
+    by_others: int = 0  # pending points another run on the store computed meanwhile
 
     @property
     def rate(self) -> float:
@@ -566,7 +568,8 @@ def run_sweep(
     """Evaluate every point of spec not yet in the store (all of them with force); see the module docstring.
 
     max_points: the size limit (default: the spec's ``sampling.max_points``, else 1,000,000); a larger sweep is
-    refused before anything is sampled or stored."""
+    refused before anything is sampled or stored. Another run on the same store shares the work: points it has
+    claimed are left to it (and waited for), see :mod:`mappers.sweep.store`."""
     start = time.perf_counter()
     points = sweep_points(spec, max_points)
     unique = list({p.key: p for p in reversed(points)}.values())[::-1]
@@ -589,11 +592,12 @@ def run_sweep(
             context = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, metrics, spec.targets)
             own = executor is None
             executor = executor or Executor()
-            errors = 0
+            run = _Run(spec, store, executor, context, metrics, force, retry_errors)
             try:
                 if pending:
-                    errors = _run(spec, store, pending, executor, context, metrics, progress, chunk_size)
+                    run.all(pending, progress, chunk_size)
             finally:
+                run.end()
                 if own:
                     executor.close()
     except sqlite3.Error as exc:  # the store failed outside a write (a read, the connection): same advice
@@ -604,56 +608,110 @@ def run_sweep(
         points=len(points),
         unique=len(unique),
         skipped=len(unique) - len(pending),
-        computed=len(pending),
-        errors=errors,
+        computed=run.computed,
+        errors=run.errors,
         seconds=time.perf_counter() - start,
         executor=executor.description,
         corrupt=len(corrupt),
+        by_others=run.by_others,
     )
 
 
-def _run(
-    spec: SweepSpec,
-    store: Store,
-    pending: list[Point],
-    executor: Executor,
-    context: SweepContext,
-    metrics: Sequence[str],
-    progress: bool,
-    chunk_size: int | None,
-) -> int:
-    from tqdm import tqdm
-
-    by_key = {p.key: p for p in pending}
-    size = chunk_size or chunk_size_for(len(pending), executor.workers)
-    tasks = (
-        Task(p.key, p.overrides, p.workload.cascade, tuple(sorted(p.sizes.items())) if p.target is None else (),
-             p.params, p.target.name if p.target is not None else "", p.workload.model, p.workload.seq_len)
-        for p in pending
-    )  # fmt: skip
-    chunks = iter(_chunked(tasks, size))
-    errors = 0
-    with tqdm(total=len(pending), desc=spec.name, unit="pt", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True, smoothing=0.05) as bar:  # fmt: skip
-        for outcomes in executor.run(evaluate_chunk, context, chunks):
-            rows = [_row(by_key[o.key], o, spec, metrics) for o in outcomes]
-            store.write(rows)
-            errors += sum(o.error is not None for o in outcomes)
-            bar.update(len(outcomes))
-            if errors:
-                bar.set_postfix_str(f"{errors} failed", refresh=False)
-    return errors
+WAIT_POLL = 0.5
+"""Seconds between looks at the points another run holds, once this run has done all it could."""
 
 
-def _chunked(items: Iterable[Task], size: int) -> Iterator[list[Task]]:
-    chunk: list[Task] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+class _Run:
+    """One run's evaluation of the pending points, shared with any other run on the store through claims."""
+
+    def __init__(self, spec: SweepSpec, store: Store, executor: Executor, context: SweepContext,
+                 metrics: Sequence[str], force: bool, retry_errors: bool):  # fmt: skip
+        self.spec, self.store, self.executor, self.context, self.metrics = spec, store, executor, context, metrics
+        self.force, self.retry_errors = force, retry_errors
+        self.owner = new_owner()
+        self.computed = self.errors = self.by_others = 0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def all(self, pending: list[Point], progress: bool, chunk_size: int | None) -> None:
+        from tqdm import tqdm
+
+        by_key = {p.key: p for p in pending}
+        size = chunk_size or chunk_size_for(len(pending), self.executor.workers)
+        self._renewer = threading.Thread(target=self._renew, name="attnscope-sweep-lease", daemon=True)
+        self._renewer.start()
+        with tqdm(total=len(pending), desc=self.spec.name, unit="pt", disable=not progress, file=sys.stderr,
+                  dynamic_ncols=True, smoothing=0.05) as bar:  # fmt: skip
+            todo = pending
+            while todo:
+                held: list[str] = []
+                for outcomes in self.executor.run(evaluate_chunk, self.context, self._claimed(todo, size, held, bar)):
+                    self.store.write([_row(by_key[o.key], o, self.spec, self.metrics) for o in outcomes], self.owner)
+                    self.computed += len(outcomes)
+                    self.errors += sum(o.error is not None for o in outcomes)
+                    bar.update(len(outcomes))
+                    if self.errors:
+                        bar.set_postfix_str(f"{self.errors} failed", refresh=False)
+                todo = [by_key[k] for k in self._wait(held, bar)]
+
+    def _claimed(self, todo: list[Point], size: int, held: list[str], bar: Any) -> Iterator[list[Task]]:
+        """Chunks of the points this run claims; points finished or held by another run are left out (the held
+        ones are appended to held)."""
+        for start in range(0, len(todo), size):
+            batch = {p.key: p for p in todo[start : start + size]}
+            claimed, done, busy = self.store.claim(list(batch), self.owner, not self.force, not self.retry_errors)
+            held += busy
+            self.by_others += len(done)
+            bar.update(len(done))
+            if claimed:
+                yield [_task(batch[k]) for k in claimed]
+
+    def _wait(self, held: list[str], bar: Any) -> list[str]:
+        """Wait until the points another run holds are finished by it, or free to claim (their owner died, or
+        let them go); the free ones."""
+        while held:
+            done, free, held = self.store.held(held, self.owner)
+            self.by_others += len(done)
+            bar.update(len(done))
+            if free:
+                return free
+            if held:
+                bar.set_postfix_str(f"waiting for {len(held)} points another run computes", refresh=True)
+                time.sleep(WAIT_POLL)
+        return []
+
+    def _renew(self) -> None:
+        """Renew this run's claims every quarter lease, on a connection of its own, until the run ends."""
+        conn = None
+        try:
+            conn = sqlite3.connect(self.store.path, timeout=30, isolation_level=None)
+            while not self._stop.wait(LEASE_SECONDS / 4):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS,
+                                                                                    self.owner))  # fmt: skip
+        except sqlite3.Error:
+            return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def end(self) -> None:
+        """Stop renewing and release this run's claims (finished or not)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(5)
+        try:
+            self.store.release(self.owner)
+        except (AttnscopeError, sqlite3.Error):  # this connection cannot write: try a fresh one, else leave the
+            fresh = contextlib.closing(sqlite3.connect(self.store.path, timeout=5, isolation_level=None))
+            with contextlib.suppress(sqlite3.Error), fresh as conn:  # (or the claims lapse: process gone, lease out)
+                conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+
+
+def _task(p: Point) -> Task:
+    sizes = tuple(sorted(p.sizes.items())) if p.target is None else ()
+    target = p.target.name if p.target is not None else ""
+    return Task(p.key, p.overrides, p.workload.cascade, sizes, p.params, target, p.workload.model, p.workload.seq_len)
 
 
 def _row(point: Point, outcome: Outcome, spec: SweepSpec, metrics: Sequence[str]) -> dict[str, Any]:

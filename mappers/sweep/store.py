@@ -12,6 +12,11 @@ Tables (``attnscope query STORE "SELECT ..."`` reads them):
   model version, point count, created/updated times.
 - ``sweep_points``: (sweep, idx) -> key: which points a sweep consists of, in sample order.
 - ``results``: a view joining ``sweep_points`` to ``points`` (a point shared by two sweeps appears twice).
+- ``claims``: (key, owner, expires): the points a running sweep has taken to compute. Two sweeps on one store
+  share the work: each claims chunks of the points no live run holds, skips the others' claims, and at the end
+  waits for them (taking over a claim whose owner died: same host and its process gone, or its lease of
+  :data:`LEASE_SECONDS`, renewed while it runs, expired). A point is written once per run that computes it,
+  by key, so it is never stored twice.
 
 Rows are written with ``INSERT OR REPLACE`` in one transaction per batch of finished points, so a point is
 either wholly in the store or not at all, and never twice. With ``synchronous=NORMAL`` in WAL mode a
@@ -35,8 +40,11 @@ import csv
 import functools
 import hashlib
 import os
+import socket
 import sqlite3
 import struct
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +81,9 @@ CREATE TABLE sweep_points (sweep TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT N
 CREATE INDEX sweep_points_key ON sweep_points (key);
 CREATE VIEW results AS SELECT sp.sweep AS sweep, sp.idx AS idx, p.* FROM sweep_points sp JOIN points p USING (key);
 """
+_CLAIMS = "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)"
+LEASE_SECONDS = 60.0
+"""How long a claim holds without renewal (a running sweep renews its claims every quarter of this)."""
 
 
 def utc_now() -> str:
@@ -135,9 +146,13 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 if not exists or conn.execute("PRAGMA application_id").fetchone()[0] == 0:
                     cls._create(conn, path)
-                if "checksum" not in [r[1] for r in conn.execute("PRAGMA table_info(points)")]:  # an older store
+                have = [r[1] for r in conn.execute("PRAGMA table_info(points)")]
+                claims = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'claims'").fetchone()
+                if "checksum" not in have or not claims:  # a store of an earlier attnscope
                     with _transaction(conn, path):
-                        conn.execute("ALTER TABLE points ADD COLUMN checksum TEXT")
+                        if "checksum" not in have:
+                            conn.execute("ALTER TABLE points ADD COLUMN checksum TEXT")
+                        conn.execute(_CLAIMS)
                         conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
@@ -255,8 +270,65 @@ class Store:
 
     # -- rows ------------------------------------------------------------------------------------------------
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert or replace rows (column -> value) in one transaction: all of them are stored, or none."""
+    # -- claims (two runs on one store share the work) -------------------------------------------------------
+
+    def claim(
+        self, keys: Sequence[str], owner: str, skip_done: bool = True, include_errors: bool = True
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Claim, in one transaction, the keys that no live run holds (and, with skip_done, that have no intact
+        row, or no ``ok`` row unless include_errors); returns (claimed, done, held by another live run)."""
+        now = time.time()
+        marks = ",".join("?" * len(keys))
+        with _transaction(self.conn, self.path):
+            holders = dict(
+                ((k, (o, e)) for k, o, e in self.conn.execute(
+                    f"SELECT key, owner, expires FROM claims WHERE key IN ({marks})", keys))
+            )  # fmt: skip
+            done = self.finished(keys, include_errors) if skip_done else set()
+            claimed, held = [], []
+            for key in keys:
+                if key in done:
+                    continue
+                holder = holders.get(key)
+                if holder is not None and holder[0] != owner and claim_alive(*holder, now):
+                    held.append(key)
+                else:
+                    claimed.append(key)
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", ((k, owner, now + LEASE_SECONDS) for k in claimed)
+            )
+            self.conn.execute("COMMIT")
+        return claimed, [k for k in keys if k in done], held
+
+    def held(self, keys: Sequence[str], owner: str) -> tuple[list[str], list[str], list[str]]:
+        """Of keys another run held: (finished by it: its claim gone and an intact row there, free to claim,
+        still held by a live run)."""
+        now = time.time()
+        holders: dict[str, tuple[str, float]] = {}
+        for start in range(0, len(keys), 900):
+            chunk = list(keys[start : start + 900])
+            sql = f"SELECT key, owner, expires FROM claims WHERE key IN ({','.join('?' * len(chunk))})"
+            holders.update((k, (o, e)) for k, o, e in self.conn.execute(sql, chunk))
+        live = {k for k, (o, e) in holders.items() if o != owner and claim_alive(o, e, now)}
+        rows = self.finished([k for k in keys if k not in live])
+        return [k for k in keys if k in rows], [k for k in keys if k not in live and k not in rows], \
+            [k for k in keys if k in live]  # fmt: skip
+
+    def renew(self, owner: str) -> None:
+        """Extend the lease of owner's claims."""
+        with _transaction(self.conn, self.path):
+            self.conn.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, owner))
+            self.conn.execute("COMMIT")
+
+    def release(self, owner: str) -> None:
+        """Drop owner's claims (a run that ends, finished or interrupted)."""
+        with _transaction(self.conn, self.path):
+            self.conn.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+            self.conn.execute("COMMIT")
+
+    def write(self, rows: Sequence[Mapping[str, Any]], owner: str | None = None) -> None:
+        """Insert or replace rows (column -> value) in one transaction: all of them are stored, or none (with
+        owner: its claims on them are released in the same transaction)."""
         if not rows:
             return
         with _transaction(self.conn, self.path):
@@ -266,7 +338,10 @@ class Store:
                     f"VALUES ({', '.join('?' * len(columns))})"
                 )
                 self.conn.executemany(sql, [tuple(r[c] for c in columns) for r in group])
-            self._seal([r["key"] for r in rows])
+            keys = [r["key"] for r in rows]
+            self._seal(keys)
+            if owner is not None:
+                self.conn.executemany("DELETE FROM claims WHERE key = ? AND owner = ?", ((k, owner) for k in keys))
             self.conn.execute("COMMIT")
 
     def _seal(self, keys: Sequence[str]) -> None:
@@ -333,6 +408,31 @@ class _ReadOnly:
                 return sqlite3.SQLITE_OK
         self.denied = True
         return sqlite3.SQLITE_DENY
+
+
+_HOST = socket.gethostname()
+
+
+def new_owner() -> str:
+    """An id for one run's claims: host, process id and a random part."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def claim_alive(owner: str, expires: float, now: float | None = None) -> bool:
+    """Whether a claim still holds: its lease runs and, if its owner ran on this host, that process lives."""
+    if expires <= (time.time() if now is None else now):
+        return False
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != _HOST or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def row_checksum(columns: Sequence[str], row: Sequence[Any]) -> str:

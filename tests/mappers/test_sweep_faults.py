@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import sqlite3
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -198,12 +200,12 @@ def test_store_failing_mid_run_stops_cleanly_and_resumes(tmp_path, monkeypatch, 
     original = Store.write
     calls = []
 
-    def failing_write(self, rows):
+    def failing_write(self, rows, owner=None):
         calls.append(len(rows))
         if len(calls) == 2:  # the second batch meets the fault
             pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
             self.conn.execute(fault.format(pages=pages))
-        return original(self, rows)
+        return original(self, rows, owner)
 
     monkeypatch.setattr(Store, "write", failing_write)
     argv = ["sweep", str(spec_path), "--store", str(store), "--workers", "1", "--chunk-size", "4", "--quiet"]
@@ -367,3 +369,68 @@ def test_dask_scheduler_without_workers_exits_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert f"the Dask scheduler {cluster.scheduler_address} has no workers (waited 1 s)" in err
     assert "rerun to resume" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------- 7. two runs on one store
+
+
+def test_two_runs_on_one_store_share_the_points(tmp_path):
+    spec = read_sweep_file(small_spec(tmp_path, 24))
+    store = tmp_path / "s.sqlite"
+    run_sweep(spec, store, force=True, chunk_size=24)  # create the store (and warm the caches) first
+    with sqlite3.connect(store) as conn:
+        conn.execute("DELETE FROM points")
+    summaries = []
+    runs = [threading.Thread(target=lambda: summaries.append(run_sweep(spec, store, chunk_size=1))) for _ in "ab"]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(120)
+    assert len(summaries) == 2
+    assert sum(s.computed for s in summaries) == 24  # between them, each point once
+    for s in summaries:
+        assert s.skipped + s.computed + s.by_others == 24
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT key) FROM points").fetchone() == (24, 24)
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+
+
+def test_points_another_live_run_holds_are_left_to_it_and_waited_for(tmp_path):
+    spec = read_sweep_file(small_spec(tmp_path, 12))
+    reference, store = tmp_path / "reference.sqlite", tmp_path / "s.sqlite"
+    run_sweep(spec, reference)
+    keys = [p.key for p in sweep_points(spec)]
+    other = f"{socket.gethostname()}:{os.getpid()}:other"  # a live run: this process, another owner
+    with Store.open(store) as s:
+        assert s.claim(keys[:3], other)[0] == keys[:3]
+        s.conn.execute("UPDATE claims SET expires = ?", (time.time() + 3600,))  # no lapse while the test runs
+    summaries = []
+    mine = threading.Thread(target=lambda: summaries.append(run_sweep(spec, store, chunk_size=2)))
+    mine.start()
+    deadline = time.monotonic() + 120
+    while stored_rows(store) < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert stored_rows(store) == 9 and mine.is_alive()  # it did the rest and waits for the 3 held points
+    with sqlite3.connect(reference) as conn:  # the other run finishes them
+        cursor = conn.execute(f"SELECT * FROM points WHERE key IN ({','.join('?' * 3)})", keys[:3])
+        rows = [dict(zip([d[0] for d in cursor.description], r, strict=True)) for r in cursor]
+    with Store.open(store) as s:
+        s.write([{k: v for k, v in r.items() if k != "checksum"} for r in rows], other)
+    mine.join(60)
+    assert not mine.is_alive()
+    assert (summaries[0].computed, summaries[0].by_others) == (9, 3)
+
+
+def test_claims_of_dead_or_lapsed_runs_are_taken_over(tmp_path):
+    spec = read_sweep_file(small_spec(tmp_path, 12))
+    store = tmp_path / "s.sqlite"
+    keys = [p.key for p in sweep_points(spec)]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{int(gone.stdout)}:dead"  # its process has exited
+    with Store.open(store) as s:
+        s.claim(keys[:3], dead)
+        s.claim(keys[3:6], "elsewhere:1:lapsed")
+        s.conn.execute("UPDATE claims SET expires = 0 WHERE owner = 'elsewhere:1:lapsed'")  # its lease ran out
+    summary = run_sweep(spec, store)
+    assert (summary.computed, summary.by_others) == (12, 0)
