@@ -1,8 +1,8 @@
-"""Running a sweep: the coordinator hands chunks of points to workers and is the store's only writer.
+"""Running a sweep: the coordinator hands chunks of points to workers and is this run's only writer.
 
 The flow, one line per stage::
 
-    points  = sweep_points(spec)                     # sample the axes x workloads, hash every point
+    points  = sweep_points(spec)                     # size checked first; sample the axes x workloads, hash
     store   = Store.open(path)                       # refuse foreign or corrupt files
     pending = points not yet in the store            # (all of them with force)
     for outcomes in executor.run(evaluate_chunk, context, claimed_chunks(pending)):   # workers evaluate
@@ -16,6 +16,9 @@ Executors: in-process (one worker), a local process pool (default: all cores), o
 LocalCluster or a scheduler address). Workers only compute and send outcomes back; a point whose
 evaluation raises is recorded with its error and the sweep goes on. Each worker keeps its caches
 (lowered cascades per shape) across the chunks it runs, and pool workers exit when the coordinator dies.
+A pool worker that dies, stays stopped or overruns the chunk timeout is replaced and its chunk rerun
+(:class:`LocalPool`). Ctrl-C, a failing store or a failed Dask run stop the sweep with a message; the points
+stored so far are kept (rerun to resume).
 """
 
 from __future__ import annotations
