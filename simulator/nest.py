@@ -241,12 +241,8 @@ def _cost_one(
     energy_pj,
     padded_points,
     pes_used,
-    spatial_rank,
-    extent,
-    above,
 ):
-    """Fill the outputs of mapping ``i`` (the model is in the module docstring). ``spatial_rank`` (R),
-    ``extent`` (L+1, R) and ``above`` (L+1) are scratch rows of the caller's thread, allocated once per chunk."""
+    """Fill the outputs of mapping ``i`` (the model is in the module docstring)."""
     num_levels = temporal.shape[1]
     num_ranks = temporal.shape[2]
     num_tensors = incidence.shape[0]
@@ -259,7 +255,7 @@ def _cost_one(
     # Spatial factors per rank, PEs in use, axis overflow.
     overflow = 0.0
     all_pes = 1.0
-    spatial_rank[:] = 1.0
+    spatial_rank = np.ones(num_ranks)
     pes = 1.0
     for a in range(num_axes):
         used = 1.0
@@ -272,7 +268,7 @@ def _cost_one(
         overflow = max(overflow, used / float(array_axes[a]))
 
     # extent[l, r]: extent of rank r in one instance's tile at level l; row L is the compute (1 word).
-    extent[num_levels, :] = 1.0
+    extent = np.ones((num_levels + 1, num_ranks))
     for l in range(num_levels - 1, -1, -1):
         for r in range(num_ranks):
             e = extent[l + 1, r] * float(temporal[i, l, r])
@@ -281,7 +277,7 @@ def _cost_one(
             extent[l, r] = e
 
     # above[c]: product of all temporal bounds at levels < c (time steps elapsed per residency boundary).
-    above[0] = 1.0
+    above = np.ones(num_levels + 1)
     for l in range(num_levels):
         p = 1.0
         for r in range(num_ranks):
@@ -389,14 +385,12 @@ def _cost_batch_serial(
     latency_cycles, utilization, energy_pj, padded_points, pes_used,
 ):  # fmt: skip
     """All mappings on one thread (for callers that parallelise over processes)."""
-    num_levels, num_ranks = temporal.shape[1], temporal.shape[2]
-    spatial_rank, extent, above = np.ones(num_ranks), np.ones((num_levels + 1, num_ranks)), np.ones(num_levels + 1)
     for i in range(temporal.shape[0]):
         _cost_one(
             i, incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes,
             spatial_level, temporal, spatial, order, keep, cycles_per_point, useful_points,
             reads, fills, updates, occupancy, transfer_cycles, overflow_ratio, feasible, compute_cycles,
-            latency_cycles, utilization, energy_pj, padded_points, pes_used, spatial_rank, extent, above,
+            latency_cycles, utilization, energy_pj, padded_points, pes_used,
         )  # fmt: skip
 
 
@@ -405,21 +399,16 @@ def _cost_batch_parallel(
     incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes, spatial_level,
     temporal, spatial, order, keep, cycles_per_point, useful_points,
     reads, fills, updates, occupancy, transfer_cycles, overflow_ratio, feasible, compute_cycles,
-    latency_cycles, utilization, energy_pj, padded_points, pes_used, chunks,
+    latency_cycles, utilization, energy_pj, padded_points, pes_used,
 ):  # fmt: skip
-    """All mappings over Numba's thread pool in ``chunks`` chunks (each mapping writes only its own rows; each chunk has
-    its own scratch, so no allocation happens per mapping)."""
-    n, num_levels, num_ranks = temporal.shape
-    for c in numba.prange(chunks):
-        spatial_rank, extent = np.ones(num_ranks), np.ones((num_levels + 1, num_ranks))
-        above = np.ones(num_levels + 1)
-        for i in range(c * n // chunks, (c + 1) * n // chunks):
-            _cost_one(
-                i, incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes,
-                spatial_level, temporal, spatial, order, keep, cycles_per_point, useful_points,
-                reads, fills, updates, occupancy, transfer_cycles, overflow_ratio, feasible, compute_cycles,
-                latency_cycles, utilization, energy_pj, padded_points, pes_used, spatial_rank, extent, above,
-            )  # fmt: skip
+    """All mappings over Numba's thread pool (each mapping writes only its own rows)."""
+    for i in numba.prange(temporal.shape[0]):
+        _cost_one(
+            i, incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes,
+            spatial_level, temporal, spatial, order, keep, cycles_per_point, useful_points,
+            reads, fills, updates, occupancy, transfer_cycles, overflow_ratio, feasible, compute_cycles,
+            latency_cycles, utilization, energy_pj, padded_points, pes_used,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -673,16 +662,16 @@ def evaluate_nest(
     fits = out is not None and out.reads_words.shape[0] >= n and out.reads_words.shape[1:] == (
         num_levels, problem.incidence.shape[0])  # fmt: skip
     costs = _view(out, n, useful) if fits else empty_costs(n, num_levels, problem.incidence.shape[0], useful)
+    kernel = _cost_batch_parallel if parallel else _cost_batch_serial
     c = np.ascontiguousarray  # one compiled specialisation: C-contiguous arrays only (copies only if needed)
-    chunks = (min(n, 64 * numba.get_num_threads()),) if parallel else ()  # many chunks: the threads stay balanced
-    (_cost_batch_parallel if parallel else _cost_batch_serial)(
+    kernel(
         c(problem.incidence), c(problem.is_output), c(arch.capacity_words), c(arch.bandwidth_words_per_cycle),
         c(arch.read_energy_pj_per_word), c(arch.write_energy_pj_per_word), c(arch.array_axes),
         int(arch.spatial_level), c(batch.temporal), c(batch.spatial), c(batch.order), c(batch.keep),
         float(cycles_per_point), costs.useful_points,
         costs.reads_words, costs.fills_words, costs.updates_words, costs.occupancy_words, costs.transfer_cycles,
         costs.overflow_ratio, costs.feasible, costs.compute_cycles, costs.latency_cycles, costs.utilization,
-        costs.energy_pj, costs.padded_points, costs.pes_used, *chunks,
+        costs.energy_pj, costs.padded_points, costs.pes_used,
     )  # fmt: skip
     return costs
 
