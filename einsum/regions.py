@@ -764,32 +764,28 @@ def _atom(leaf: _Cmp) -> tuple[_Cmp, bool]:
     return _Cmp(leaf.coeffs, leaf.const, _NEGATED[leaf.op]), False
 
 
-def _and(*terms: _Formula) -> _Formula:
+def _connect(kind: type, absorbing: bool, terms: tuple[_Formula, ...]) -> _Formula:
+    """``terms`` joined by ``kind`` (:class:`_And`, absorbing False; or :class:`_Or`, absorbing True): nested
+    joins of the same kind flattened, duplicates and the identity dropped, a single term returned as it is."""
     flat: dict[_Formula, None] = {}
     for t in terms:
-        if t is False:
-            return False
-        if t is True:
+        if t is absorbing:
+            return absorbing
+        if t is (not absorbing):
             continue
-        for x in t.terms if isinstance(t, _And) else (t,):
+        for x in t.terms if isinstance(t, kind) else (t,):
             flat[x] = None
     if not flat:
-        return True
-    return next(iter(flat)) if len(flat) == 1 else _And(tuple(flat))
+        return not absorbing
+    return next(iter(flat)) if len(flat) == 1 else kind(tuple(flat))
+
+
+def _and(*terms: _Formula) -> _Formula:
+    return _connect(_And, False, terms)
 
 
 def _or(*terms: _Formula) -> _Formula:
-    flat: dict[_Formula, None] = {}
-    for t in terms:
-        if t is True:
-            return True
-        if t is False:
-            continue
-        for x in t.terms if isinstance(t, _Or) else (t,):
-            flat[x] = None
-    if not flat:
-        return False
-    return next(iter(flat)) if len(flat) == 1 else _Or(tuple(flat))
+    return _connect(_Or, True, terms)
 
 
 def _not(f: _Formula) -> _Formula:
