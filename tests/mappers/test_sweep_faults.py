@@ -15,7 +15,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from einsum.errors import SpecError
 from mappers.sweep import Store, read_sweep_file, run_sweep, sweep_points
 from mappers.sweep.points import sweep_size
 from mappers.sweep.runner import LocalPool, Outcome, Task
+from tests.mappers.test_sweep import write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,12 +51,6 @@ sampling: {method: lhs, points: POINTS, seed: 3}
 metrics: [latency_s, energy_j, area_mm2]
 """
 )
-
-
-def write_spec(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def small_spec(tmp_path: Path, points: int, extra: str = "") -> Path:
