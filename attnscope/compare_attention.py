@@ -99,6 +99,8 @@ class AttentionComparison:
     source: str  # where the target's figures come from
     seconds: float  # wall time of the study
     notes: tuple[str, ...] = field(default=())
+    native: str = ""
+    """The registered variant the model's own attention is (:attr:`workloads.models.ModelShape.attention_kind`)."""
 
 
 def attention_variants() -> tuple[str, ...]:
@@ -176,12 +178,12 @@ def compare_attention(
     and its declared defaults for the rest.
     """
     from simulator.targets import load_target
-    from workloads.cases import accepted, case_for_model, load_workload
+    from workloads.cases import accepted, case_for_shape, load_workload
 
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one target: a device (GPU/edge preset) or an arch (spatial array)")
     start = time.perf_counter()
-    shape = get_model(model.lower())
+    shape = get_model(model)
     chosen = _choose_variants(variants)
     if not seqs:
         raise ShapeError(f"give at least one sequence length, e.g. {DEFAULT_SEQS}")
@@ -197,11 +199,12 @@ def compare_attention(
     for name in chosen:
         w = load_workload(name)
         taken = {k: v for k, v in params.items() if accepted(w, k)}
+        if shape.window and name == "sliding-window":  # the model's own window, unless --window is given
+            taken.setdefault("window", shape.window)
         label = w.name if name in workloads.CASCADES else name
         for seq in seqs:
             try:
-                case = case_for_model(w, batch=batch, heads=shape.heads, kv_heads=shape.kv_heads,
-                                      head_dim=shape.head_dim, seq=seq, params=taken)  # fmt: skip
+                case = case_for_shape(w, shape, batch=batch, seq=seq, params=taken)
             except AttnscopeError as exc:
                 rows.append(ComparisonRow(label, seq, _passes(name), "-", None, None, None, None, "-", None,
                                           seq, seq, None, _params_text(taken), f"impossible: {exc}"))  # fmt: skip
@@ -217,6 +220,8 @@ def compare_attention(
     notes = [
         f"Model {shape.name}: {shape.heads} query heads, {shape.kv_heads} K/V heads, head dim {shape.head_dim} "
         f"({shape.source}); batch {batch}.",
+        _native_note(shape),
+        *(f"Model config: {n}" for n in shape.notes),
         "Prefill variants: P = M = seq (non-causal unless the cascade masks); decode variants (a cascade that "
         "declares its query count, `param P = 1`): that many queries against seq keys.",
     ]
@@ -235,7 +240,24 @@ def compare_attention(
         )
     return AttentionComparison(tgt.name, kind, shape.name, batch, shape.heads, shape.kv_heads, shape.head_dim,
                                tuple(seqs), chosen, tuple(rows), tgt.spec.source, time.perf_counter() - start,
-                               tuple(notes))  # fmt: skip
+                               tuple(notes), shape.attention_kind)  # fmt: skip
+
+
+def _native_note(shape: Any) -> str:
+    """Which variant the model's own attention is, with the sizes it takes from the model."""
+    kind = shape.attention_kind
+    if kind == "mla":
+        a = shape.mla
+        how = (f"multi-head latent attention: mla and mla-expanded run at its latent L = {a.kv_lora_rank}, rope "
+               f"ER = {a.qk_rope_head_dim}, q/k head E = {a.qk_nope_head_dim}, v head F = {a.v_head_dim}; the other "
+               f"variants at q/k head dim {shape.head_dim} (nope + rope) and v head dim {a.v_head_dim}")  # fmt: skip
+    elif kind == "sliding-window":
+        how = f"sliding-window attention, window {shape.window} (sliding-window runs at it unless --window is given)"
+    elif kind == "gqa":
+        how = f"grouped-query attention, {shape.heads // shape.kv_heads} query heads per K/V head"
+    else:
+        how = "multi-head attention (one K/V head per query head)"
+    return f"The model's own attention is `{kind}`: {how}."
 
 
 # --------------------------------------------------------------------------------------------------- output

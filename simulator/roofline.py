@@ -21,14 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from einsum.errors import AttnscopeError
+from einsum.errors import AttnscopeError, SpecError
 from einsum.lower import lower
 from simulator.device import DTYPE_BYTES, DeviceSpec, load_device
 from simulator.kernels.attention import KERNELS
 from simulator.kernels.elementwise import predict_elementwise
 from simulator.kernels.machine import KernelPrediction, machine
-from workloads.llm import LayerKernel, head_kernel, kv_cache_bytes, layer_cascade, layer_kernels, layer_sizes
-from workloads.models import get_model
+from workloads.llm import (
+    LayerKernel,
+    experts_touched,
+    head_kernel,
+    kv_cache_bytes,
+    layer_cascade,
+    layer_kernels,
+    layer_sizes,
+    mla_form,
+    tokens_per_step,
+)
+from workloads.models import ModelShape, get_model
 
 
 @dataclass(frozen=True)
@@ -179,16 +189,21 @@ class RooflineStudy:
     layers: int
     source: str
     notes: tuple[str, ...]
+    dense_rows: tuple[RooflineRow, ...] = ()
+    """A mixture-of-experts model's leading dense layers: the rows of one of them (``rows`` are a MoE layer's)."""
+    dense_layers: int = 0
+    """How many of ``layers`` are dense layers (DeepSeek's first_k_dense_replace)."""
 
     @property
     def layer_s(self) -> float:
-        """Predicted time of one layer."""
+        """Predicted time of one layer (a MoE layer, for a mixture-of-experts model)."""
         return sum(r.predicted_s for r in self.rows)
 
     @property
     def model_s(self) -> float:
         """Predicted time of the whole forward pass (all layers plus the LM head)."""
-        return self.layers * self.layer_s + (self.head.predicted_s if self.head else 0.0)
+        dense = self.dense_layers * sum(r.predicted_s for r in self.dense_rows)
+        return (self.layers - self.dense_layers) * self.layer_s + dense + (self.head.predicted_s if self.head else 0.0)
 
     @property
     def tokens_per_s(self) -> float:
@@ -212,7 +227,9 @@ class RooflineStudy:
             "tokens_per_s": self.tokens_per_s,
             "rows": [_row_dict(r) for r in (*self.rows, *([self.head] if self.head else []))],
             "notes": list(self.notes),
-        }
+            **({"dense_layers": self.dense_layers, "dense_layer_time_s": sum(r.predicted_s for r in self.dense_rows),
+                "dense_rows": [_row_dict(r) for r in self.dense_rows]} if self.dense_layers else {}),
+        }  # fmt: skip
 
 
 def _row_dict(r: RooflineRow) -> dict[str, Any]:
@@ -258,6 +275,7 @@ def model_rows(
     shape = get_model(model)
     kernels = layer_kernels(shape, phase, seq, batch)
     head = head_kernel(shape, batch)
+    dense_layers = shape.moe.dense_layers if shape.moe else 0
     notes = [
         "Layer norms, rotary embeddings and the 1/sqrt(d) scale are left out (small elementwise kernels).",
         "QKV and gate/up projections run as one fused GEMM each; attention is one fused kernel on GPUs.",
@@ -269,10 +287,26 @@ def model_rows(
 
         spec = load_device(device)
         dtype = dtype or default_dtype(spec)
-        rows = tuple(
-            attention(k) if attention and k.kind == "attention" else _device_row(spec, dtype, k, kernel)[0]
-            for k in kernels
-        )
+
+        def device_rows(ks: list[LayerKernel]) -> tuple[RooflineRow, ...]:
+            return tuple(attention(k) if attention and k.kind == "attention" else _device_row(spec, dtype, k, kernel)[0]
+                         for k in ks)  # fmt: skip
+
+        form = None
+        try:
+            rows = device_rows(kernels)
+        except SpecError as exc:  # absorbed MLA's latent-wide heads exceed the kernel model: run the expanded form
+            if not (shape.mla and phase == "decode" and attention is None):
+                raise
+            form = "expanded"
+            kernels = layer_kernels(shape, phase, seq, batch, mla=form)
+            rows = device_rows(kernels)
+            notes.append(
+                f"MLA decode runs in the expanded form (every cached latent up-projected to K and V each "
+                f"step, as Hugging Face's DeepseekV2 runs it): the absorbed form cannot run here ({exc})."
+            )
+        notes[2:2] = _model_notes(shape, form or mla_form(phase), tokens_per_step(phase, seq, batch))
+        dense_rows = device_rows(layer_kernels(shape, phase, seq, batch, dense=True, mla=form)) if dense_layers else ()
         head_row = _device_row(spec, dtype, head, None)[0] if head else None
         weights = shape.params() * DTYPE_BYTES[dtype]
         cache = kv_cache_bytes(shape, seq, batch, DTYPE_BYTES[dtype])
@@ -283,11 +317,13 @@ def model_rows(
             )
         notes.append(f"Kernel times are simulator.gpu predictions; efficiencies: {spec.efficiency.calibration.method}.")
         return RooflineStudy(spec.id, "device", shape.name, phase, seq, batch, dtype, rows, head_row,
-                             tuple(device_ceilings(spec, dtype)), shape.layers, spec.source, tuple(notes))  # fmt: skip
+                             tuple(device_ceilings(spec, dtype)), shape.layers, spec.source, tuple(notes),
+                             dense_rows, dense_layers)  # fmt: skip
     from simulator.specs import load_arch
 
     spec_a = load_arch(arch)
-    lowered = lower(layer_cascade(shape.name, phase), layer_sizes(shape, phase, seq, batch))
+    lowered = lower(layer_cascade(shape, phase), layer_sizes(shape, phase, seq, batch))
+    notes[2:2] = _model_notes(shape, "", 0)
     rows = tuple(attention(k) if attention and k.kind == "attention" else _arch_row(spec_a, k, lowered)
                  for k in kernels)  # fmt: skip
     head_row = _arch_row(spec_a, head, lowered) if head else None
@@ -297,6 +333,32 @@ def model_rows(
     )
     return RooflineStudy(spec_a.name, "arch", shape.name, phase, seq, batch, f"{spec_a.word_bytes}-byte words", rows,
                          head_row, tuple(arch_ceilings(spec_a)), shape.layers, spec_a.source, tuple(notes))  # fmt: skip
+
+
+def _model_notes(shape: ModelShape, form: str, tokens: int) -> list[str]:
+    """What the rows assume about the model's MLA (run in ``form``) and MoE (``tokens`` per step), and what its
+    config reader left out."""
+    out = []
+    if shape.mla:
+        a = shape.mla
+        out.append(
+            f"MLA (latent {a.kv_lora_rank}, rope {a.qk_rope_head_dim}, q/k head {a.qk_nope_head_dim}+"
+            f"{a.qk_rope_head_dim}, v head {a.v_head_dim}) in the {form} form: "
+            + ("K and V up-projected from the latent (kv_b_proj), then multi-head attention with V zero-padded to "
+               "the q/k head dim, as vLLM's MLA prefill runs FlashAttention." if form == "expanded" else
+               "the key up-projection folded into the query (q_absorb), attention over the cached latent and rope key "
+               "as one K/V head, the value up-projection after it (v_up), as FlashMLA decodes.")
+        )  # fmt: skip
+    if shape.moe:
+        m = shape.moe
+        out.append(
+            f"MoE: {m.active} of {m.experts} routed experts per token plus {m.shared_experts} shared, each "
+            f"{m.expert_ffn} wide; uniform routing assumed: {tokens} tokens touch "
+            f"{experts_touched(m.experts, m.active, tokens)} experts, whose weights the grouped GEMM reads"
+            + (f"; the first {m.dense_layers} layer(s) are dense (FFN {shape.ffn})." if m.dense_layers else ".")
+        )  # fmt: skip
+    out += [f"Model config: {n}" for n in shape.notes]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -347,6 +409,14 @@ def write_report(study: RooflineStudy, out_dir: str | Path, *, plot: bool = True
         "",
         "## Summary",
         "",
+        *(
+            [
+                f"- one dense layer (the first {study.dense_layers}): "
+                f"{sum(r.predicted_s for r in study.dense_rows) * 1e3:.4g} ms; the table's rows are a MoE layer's"
+            ]
+            if study.dense_layers
+            else []
+        ),
         f"- one layer: {total * 1e3:.4g} ms; {study.layers} layers"
         + (f" + LM head ({study.head.predicted_s * 1e6:.4g} us)" if study.head else "")
         + f": **{study.model_s * 1e3:.4g} ms** per forward pass",

@@ -29,7 +29,8 @@ from einsum.cascade import Cascade
 from einsum.errors import AttnscopeError, ShapeError
 from workloads.registry import CASCADES, CascadeEntry, get_cascade, parse_size
 
-__all__ = ["PARAMETERS", "Case", "accepted", "case_for_model", "load_workload", "make_case", "parse_params"]
+__all__ = ["PARAMETERS", "Case", "accepted", "case_for_model", "case_for_shape", "load_workload", "make_case",
+           "parse_params"]  # fmt: skip
 
 PARAMETERS: Mapping[str, str] = {
     "window": "W",
@@ -266,19 +267,44 @@ def case_for_model(
     seq: int,
     seq_q: int | None = None,
     params: Mapping[str, float] | None = None,
+    head_dim_v: int | None = None,
 ) -> Case:
     """A case at a model's attention shape and one sequence length (module docstring): prefill ``P = M = seq``
     (``seq_q``: another query count, e.g. 1 for a decode step of a prefill cascade); a cascade that declares
     its query count (decode) keeps it against ``M = seq`` keys. K/V heads bind to ``G`` where the cascade has
-    one; elsewhere the cascade's text fixes them."""
+    one; elsewhere the cascade's text fixes them. ``head_dim_v``: the value head dim F where it differs from the
+    query/key head dim E (MLA)."""
     w = load_workload(workload)
     ranks = set(w.cascade.ranks)
-    given = {"B": batch, "H": heads, "M": seq, "E": head_dim, "F": head_dim}
+    given = {"B": batch, "H": heads, "M": seq, "E": head_dim, "F": head_dim if head_dim_v is None else head_dim_v}
     if "P" not in w.cascade.params:
         given["P"] = seq if seq_q is None else seq_q
     if "G" in ranks:
         given["G"] = kv_heads
     return make_case(w, {k: v for k, v in given.items() if k in ranks}, params=params)
+
+
+def case_for_shape(
+    workload: str | Workload,
+    shape: Any,
+    *,
+    batch: int,
+    seq: int,
+    seq_q: int | None = None,
+    params: Mapping[str, float] | None = None,
+) -> Case:
+    """:func:`case_for_model` at a zoo model's attention shape (a :class:`workloads.models.ModelShape`): its
+    heads, K/V heads and head dims; for an MLA model, a cascade with latent and rope ranks (``L``, ``ER``: ``mla``,
+    ``mla-expanded``) takes the model's latent and rope sizes and its nope head dim as ``E`` (unless ``params``
+    set them), every other cascade its q/k head dim (nope + rope) as ``E`` and its value head dim as ``F``."""
+    w = load_workload(workload)
+    params = dict(params or {})
+    head_dim = shape.head_dim
+    if shape.mla is not None and {"L", "ER"} <= set(w.cascade.ranks):
+        head_dim = shape.mla.qk_nope_head_dim
+        params = {"latent": shape.mla.kv_lora_rank, "rope": shape.mla.qk_rope_head_dim, **params}
+    return case_for_model(w, batch=batch, heads=shape.heads, kv_heads=shape.kv_heads, head_dim=head_dim,
+                          head_dim_v=shape.v_head_dim, seq=seq, seq_q=seq_q, params=params)  # fmt: skip
 
 
 def parse_params(text: str) -> dict[str, float]:

@@ -40,7 +40,7 @@ def add_parser(sub, parser_class) -> None:
     target.add_argument("--device", help="a GPU / edge device id (see `attnscope devices`) or a device .yaml")
     target.add_argument("--arch", help="a spatial-array preset or an architecture .yaml")
     p.add_argument("--model", required=True, help="a zoo model: llama2-7b, llama3-8b, llama3-70b, mistral-7b, "
-                   "bert, trxl, t5, xlm (heads, K/V heads, head dim)")  # fmt: skip
+                   "bert, trxl, t5, xlm (heads, K/V heads, head dim), or a Hugging Face config.json")  # fmt: skip
     p.add_argument("--seq", default="1K,4K,16K,64K,256K,1M", help="comma-separated sequence lengths (K = 2^10)")
     p.add_argument(
         "--variants",
@@ -62,6 +62,7 @@ def run(args) -> int:
 
     from attnscope.cli import print_json, table
     from attnscope.compare_attention import compare_attention, parse_seqs, write_comparison
+    from workloads.hf_config import print_model_notes
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     params = {k: getattr(args, k) for k in ("window", "sinks", "splits", "block", "density")}
@@ -69,11 +70,12 @@ def run(args) -> int:
                               variants=variants, batch=args.batch, dtype=args.dtype,
                               params={k: v for k, v in params.items() if v is not None})  # fmt: skip
     paths = write_comparison(study, args.out, plot=not args.no_plot)
+    print_model_notes(args.model)
     if args.json:
         files = {k: str(v) for k, v in paths.items()}
         rows = [asdict(r) for r in study.rows]
         print_json({"target": study.target, "model": study.model, "seconds": study.seconds, "rows": rows,
-                    "files": files})  # fmt: skip
+                    "files": files, "native": study.native, "notes": list(study.notes)})  # fmt: skip
         return 0
     rows = [
         [r.variant, r.seq, r.passes, "-" if r.latency_s is None else f"{r.latency_s * 1e3:.4g}", r.bound,

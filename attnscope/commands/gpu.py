@@ -53,7 +53,8 @@ def add_parser(subparsers, parser_class) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", help="a device id or a device .yaml")
     target.add_argument("--arch", help="a spatial-array preset or an architecture .yaml")
-    p.add_argument("--model", required=True, help="llama2-7b, llama3-8b, llama3-70b, mistral-7b, bert, trxl, t5, xlm")
+    p.add_argument("--model", required=True, help="llama2-7b, llama3-8b, llama3-70b, mistral-7b, bert, trxl, t5, xlm, "
+                   "or a Hugging Face config.json (examples/models/)")  # fmt: skip
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
     p.add_argument("--seq", type=_size, default=2048, help="prompt length (prefill) or context length (decode)")
     p.add_argument("--batch", type=_size, default=1)
@@ -174,6 +175,9 @@ def cmd_roofline(args) -> int:
     study = model_rows(args.model, args.phase, args.seq, args.batch, device=args.device, arch=args.arch,
                        dtype=args.dtype, kernel=args.kernel, attention=attention, attention_note=note)  # fmt: skip
     paths = write_report(study, args.out, plot=not args.no_plot)
+    from workloads.hf_config import print_model_notes
+
+    print_model_notes(args.model)
     if args.json:
         print_json({**study.summary(), "files": {k: str(v) for k, v in paths.items()}})
         return 0

@@ -66,7 +66,7 @@ class Workload:
         if not self.cascade:
             return get_model(self.model).shape_fields()
         ranks = set(get_cascade(self.cascade).cascade.ranks)
-        return {k: v for k, v in get_model(self.model).sizes(self.seq_len).items() if k in ranks}
+        return {k: v for k, v in get_model(self.model).sizes(self.seq_len, ranks).items() if k in ranks}
 
 
 @dataclass(frozen=True)

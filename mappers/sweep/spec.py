@@ -64,7 +64,7 @@ from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
 from mappers.sweep.targets import Target, device_with_overrides, fingerprint, resolve_target, valid_targets
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch, with_overrides
 from simulator.yamlio import LineDict, Problems, join, line_of, read_yaml_text, show
-from workloads.models import MODEL_NAMES
+from workloads.models import MODEL_NAMES, get_model, is_config_path
 from workloads.registry import CASCADES, parse_size
 
 SAMPLING_METHODS = ("grid", "random", "lhs")
@@ -179,7 +179,7 @@ class WorkloadSpec:
     """The workloads every point is evaluated on (their cross product)."""
 
     cascades: tuple[str, ...]  # () for a device sweep (its strategy runs the models' layers)
-    models: tuple[str, ...]  # zoo models (workloads.models): ids or study labels
+    models: tuple[str, ...]  # zoo models (workloads.models): ids or study labels, or config.json paths (absolute)
     seq_lens: tuple[int, ...]
 
 
@@ -314,7 +314,7 @@ def sweep_from_dict(data: Any, origin: str = "<dict>", base_dir: Path | None = N
         except AttnscopeError as exc:
             p.add("overrides", _strip(str(exc), arch), data, "overrides")
             arch = None
-    workload = _read_workload(p, data, strategy, kind)
+    workload = _read_workload(p, data, strategy, kind, base_dir)
     sampling = _read_sampling(p, data)
     if kind == "device":
         targets = _read_targets(p, data, strategy, base_dir)
@@ -460,7 +460,7 @@ def _read_mapping(p: Problems, data: dict, has_devices: bool) -> tuple[Any, Mapp
     return strategy, MappingSpec(name, tuple(sorted(params.items()))), given
 
 
-def _read_workload(p: Problems, data: dict, strategy: Any, kind: str) -> WorkloadSpec:
+def _read_workload(p: Problems, data: dict, strategy: Any, kind: str, base_dir: Path) -> WorkloadSpec:
     device = kind == "device"
     if "workload" not in data:
         expected = "{models: [...], seq_lens: [...]}" if device else "{cascades: [...], models: [...], seq_lens: [...]}"
@@ -493,10 +493,19 @@ def _read_workload(p: Problems, data: dict, strategy: Any, kind: str) -> Workloa
                     p.add(where, f"expected a positive integer or a size like 4K, got {show(item)}", parent, idx)
                 values.append(length)
                 continue
+            if key == "models" and is_config_path(item):  # a Hugging Face config.json, read relative to the spec
+                full = str(Path(item) if Path(item).is_absolute() else (base_dir / item).resolve())
+                try:
+                    get_model(full)
+                except AttnscopeError as exc:
+                    p.add(where, str(exc).splitlines()[-1], parent, idx)
+                values.append(full)
+                continue
             if item not in allowed:
                 extra = f" by strategy {strategy.name}" if key == "cascades" and strategy is not None else ""
-                p.add(where, f"unknown or unsupported {key[:-1]} {show(item)}{extra}; allowed: {', '.join(allowed)}",
-                      parent, idx)  # fmt: skip
+                also = " (or a Hugging Face config.json path)" if key == "models" else ""
+                p.add(where, f"unknown or unsupported {key[:-1]} {show(item)}{extra}; allowed: {', '.join(allowed)}"
+                      f"{also}", parent, idx)  # fmt: skip
             values.append(item)
         for dup in dict.fromkeys(v for v in values if values.count(v) > 1):
             p.add(path, f"{dup!r} is listed twice", m, key)

@@ -314,21 +314,13 @@ def _cascade(target: Resolved, model: str, seq_len: int, params: Mapping[str, An
     """A cascade at one layer's attention shape of a zoo model, mapped onto the target (module docstring)."""
     from mappers.catalog import map_case
     from simulator.targets import load_target
-    from workloads.cases import case_for_model, parse_params
+    from workloads.cases import case_for_shape, parse_params
     from workloads.models import get_model
 
     shape = get_model(model)
     seq_q = 1 if params["phase"] == "decode" else None
-    case = case_for_model(
-        params["workload"],
-        batch=params["batch"],
-        heads=shape.heads,
-        kv_heads=shape.kv_heads,
-        head_dim=shape.head_dim,
-        seq=seq_len,
-        seq_q=seq_q,
-        params=parse_params(params["params"]),
-    )
+    case = case_for_shape(params["workload"], shape, batch=params["batch"], seq=seq_len, seq_q=seq_q,
+                          params=parse_params(params["params"]))  # fmt: skip
     if target.kind == "device":
         tgt = load_target(target.device, dtype=_dtype(target, params["dtype"]))
     else:
