@@ -24,6 +24,7 @@ from einsum.cascade import Cascade
 from einsum.errors import SpecError
 from simulator.device import DeviceSpec, load_device
 from simulator.kernels.attention import DECODE_KEYS, DECODE_QUERIES, KERNELS, predict_decode, predict_unfused
+from simulator.kernels.backward import DIRECTIONS, combine, predict_fused_bwd, predict_unfused_bwd
 from simulator.kernels.cpu import predict_cpu_flash
 from simulator.kernels.elementwise import predict_copy, predict_elementwise, predict_exp, predict_softmax
 from simulator.kernels.gemm import predict_gemm
@@ -33,7 +34,7 @@ from workloads.attention import causal
 from workloads.cases import Case, Workload, make_case
 from workloads.registry import get_cascade
 
-__all__ = ["KERNELS", "OPS", "KernelPrediction", "default_dtype", "predict"]
+__all__ = ["DIRECTIONS", "KERNELS", "OPS", "KernelPrediction", "default_dtype", "predict"]
 
 OPS: Mapping[str, tuple[str, ...]] = {
     "gemm": ("m", "n", "k", "batch"),
@@ -53,6 +54,7 @@ OPS: Mapping[str, tuple[str, ...]] = {
         "window",
         "variant",
         "params",
+        "direction",
     ),
 }
 """Ops and the shape keywords each takes."""
@@ -117,22 +119,18 @@ def predict(device: str | DeviceSpec, op: str, *, dtype: str = "bf16", **shape: 
 
 
 def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPrediction:
+    direction = shape.get("direction") or "fwd"
+    if direction not in DIRECTIONS:
+        raise SpecError(f"sdpa: unknown direction {direction!r}; allowed: {', '.join(DIRECTIONS)}")
+    if direction != "fwd":
+        return _sdpa_train(spec, dtype, shape, direction)
     if shape.get("variant") is not None:
         fixed = [k for k in ("causal", "window") if shape.get(k)]
         if fixed:
             raise SpecError(f"sdpa: variant {shape['variant']!r} sets its own mask; drop {', '.join(fixed)}")
         keys = ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim", "kernel", "params")
         return predict_variant(spec, shape["variant"], dtype=dtype, **{k: shape.get(k) for k in keys})
-    s = {
-        "batch": shape["batch"],
-        "heads": shape["heads"],
-        "kv_heads": shape.get("kv_heads") or shape["heads"],
-        "seq_q": shape["seq_q"],
-        "seq_kv": shape.get("seq_kv") or shape["seq_q"],
-        "head_dim": shape["head_dim"],
-        "causal": bool(shape.get("causal", False)),
-        "window": shape.get("window"),
-    }
+    s = _shape(shape)
     for key in ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim"):
         if not (isinstance(s[key], int) and s[key] >= 1):
             raise SpecError(f"sdpa: {key} must be a positive integer, got {s[key]!r}")
@@ -154,6 +152,35 @@ def _sdpa(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any]) -> KernelPredi
     if kernel == "decode":
         return predict_decode(m, s)
     return predict_unfused(m, kernel, s)
+
+
+def _sdpa_train(spec: DeviceSpec, dtype: str, shape: Mapping[str, Any], direction: str) -> KernelPrediction:
+    """The backward pass (or forward and backward) of a dense, causal or sliding-window sdpa shape."""
+    if shape.get("variant") is not None:
+        raise SpecError(f"sdpa: direction {direction} is modelled for the dense, causal and sliding-window sdpa "
+                        f"shapes (fa2, fa3, unfused, math); drop variant {shape['variant']!r}")  # fmt: skip
+    fwd = _sdpa(spec, dtype, {**shape, "direction": "fwd"})  # validates the shape and picks the kernel
+    kernel = shape.get("kernel") or _default_kernel(spec, _shape(shape))
+    if kernel not in ("fa2", "fa3", "unfused", "math"):
+        raise SpecError(f"sdpa: kernel {kernel} has no backward pass; direction {direction} runs fa2, fa3, unfused "
+                        "or math (a decode step or the CPU flash kernel is inference only)")  # fmt: skip
+    s = _shape(shape)
+    m = machine(spec, dtype, legacy_mma=kernel == "fa2")
+    bwd = predict_fused_bwd(m, kernel, s) if kernel in ("fa2", "fa3") else predict_unfused_bwd(m, kernel, s)
+    return bwd if direction == "bwd" else combine(replace(fwd, kernel=kernel), bwd)
+
+
+def _shape(shape: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "batch": shape["batch"],
+        "heads": shape["heads"],
+        "kv_heads": shape.get("kv_heads") or shape["heads"],
+        "seq_q": shape["seq_q"],
+        "seq_kv": shape.get("seq_kv") or shape["seq_q"],
+        "head_dim": shape["head_dim"],
+        "causal": bool(shape.get("causal", False)),
+        "window": shape.get("window"),
+    }
 
 
 def _default_kernel(spec: DeviceSpec, s: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from einsum.errors import AttnscopeError
-from simulator.gpu import KERNELS, OPS
+from simulator.gpu import DIRECTIONS, KERNELS, OPS
 from workloads.registry import parse_size
 
 _GEMM = ("m", "n", "k")
@@ -34,6 +34,11 @@ def add_parser(subparsers, parser_class) -> None:
     p.add_argument("--head-dim", type=_size, help="sdpa head dimension")
     p.add_argument("--causal", action="store_true", help="sdpa causal mask")
     p.add_argument("--window", type=_size, help="sdpa sliding-window span")
+    p.add_argument(
+        "--direction",
+        choices=list(DIRECTIONS),
+        help="sdpa: fwd (default), bwd (the backward pass) or fwd+bwd (a training step's attention)",
+    )
     p.add_argument(
         "--workload",
         help="sdpa: any attention cascade, a registered name or a .einsum file (its own "
@@ -85,6 +90,9 @@ def cmd_predict(args) -> int:
     spec = load_device(args.device)
     dtype = args.dtype or default_dtype(spec)
     if args.workload or args.param:
+        if args.direction not in (None, "fwd"):
+            raise AttnscopeError(f"--direction {args.direction} is modelled for the dense, causal and sliding-window "
+                                 "sdpa shapes; drop --workload")  # fmt: skip
         pred = _predict_workload(args, spec, dtype)
         if args.json:
             print_json(pred.to_dict())
