@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from einsum.ast import Access, BinOp, Call, Compare, Neg, index_vars
 from einsum.cascade import Cascade, Einsum, var_offset
 from einsum.errors import ShapeError
+from einsum.syntax import SELECT_FUNCS
 from einsum.regions import (  # noqa: F401  (re-exported: the mask geometry used to live here)
     Formula,
     TileCounts,
@@ -88,7 +89,7 @@ def operator_nodes(e: Einsum) -> tuple[tuple[str, tuple[tuple[tuple[str, ...], i
         elif isinstance(node, Neg):
             kind, children = "neg", (node.operand,)
         elif isinstance(node, Call):
-            kind, children = ("select" if node.func == "where" else node.func), node.args
+            kind, children = ("select" if node.func in ("where", *SELECT_FUNCS) else node.func), node.args
         else:
             return frozenset()
         uses = kinds.setdefault(kind, {})  # the node before its children: the order of walk()

@@ -54,6 +54,7 @@ FUNCTIONS = {
     "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),
     "softplus": lambda x: np.logaddexp(0.0, x),
     "relu": lambda x: np.maximum(x, 0.0),
+    "step": lambda x: np.where(np.greater(x, 0.0), 1.0, 0.0),  # 0 at NaN (inf - inf): see einsum.syntax
     "max": np.maximum,
     "min": np.minimum,
 }

@@ -22,7 +22,8 @@ Naming rule: ranks are UPPER case (``M``, ``M1``), their variables lower case (`
 ``m1`` ranges over rank ``M1``. An upper-case name inside an index is that rank's size, a constant.
 
 Functions: ``exp``, ``log``, ``sqrt``, ``sigmoid``, ``softplus``, ``relu`` (unary compute), ``max``, ``min``
-(binary map) and ``where(cond, a, b)``.
+(binary map) and ``where(cond, a, b)``; ``step(x)`` (1 where x > 0, else 0, NaN included: the derivative of
+``relu`` and of the max/min selections, which :mod:`einsum.backward` writes; counted as a ``select``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ from einsum.errors import EinsumSyntaxError, Span
 REDUCE_OPS = ("sum", "max", "min")
 UNARY_FUNCS = ("exp", "log", "sqrt", "sigmoid", "softplus", "relu")
 BINARY_FUNCS = ("max", "min")
-KEYWORDS = ("input", "output", "partition", "init", "param", "density", "where", "inf", *REDUCE_OPS, *UNARY_FUNCS)
+SELECT_FUNCS = ("step",)
+"""Unary functions that select rather than compute (a comparison with 0): counted as the ``select`` op kind."""
+KEYWORDS = (
+    "input", "output", "partition", "init", "param", "density", "where", "inf", *REDUCE_OPS, *UNARY_FUNCS,
+    *SELECT_FUNCS,
+)  # fmt: skip
 COMPARISONS = ("<=", ">=", "==", "!=", "<", ">")
 
 RANK_RE = re.compile(r"[A-Z][A-Z0-9_]*\Z")
@@ -452,7 +458,7 @@ class _LineParser:
     def call(self) -> Call:
         start = self.advance()
         func = start.text
-        known = (*UNARY_FUNCS, *BINARY_FUNCS, "where")
+        known = (*UNARY_FUNCS, *SELECT_FUNCS, *BINARY_FUNCS, "where")
         if func not in known:
             raise self.error(
                 f"unknown function {func!r}; known functions: {', '.join(sorted(set(known)))}",
@@ -470,7 +476,7 @@ class _LineParser:
             args.append(self.expr())
         close = self.tok
         self.expect_op(")", f"',' or ')' closing {func}(")
-        arity = 1 if func in UNARY_FUNCS else (2 if func in BINARY_FUNCS else 3)
+        arity = 1 if func in (*UNARY_FUNCS, *SELECT_FUNCS) else (2 if func in BINARY_FUNCS else 3)
         if len(args) != arity:
             raise self.error(
                 f"{func}() takes {arity} argument{'s' if arity > 1 else ''}, got {len(args)}",
