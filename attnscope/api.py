@@ -24,6 +24,7 @@ import numpy as np
 
 import workloads
 from einsum.analysis import key_ranks, op_counts, pass_analysis, tensor_sizes, total_ops
+from einsum.backward import derive
 from einsum.errors import ShapeError
 from einsum.interpreter import random_inputs, run
 from mappers.base import Design
@@ -82,16 +83,36 @@ def list_cascades(shape: Mapping[str, int] | None = None) -> list[dict]:
     return rows
 
 
-def describe_cascade(name_or_path: str, shape: Mapping[str, int] | None = None, rank: str | None = None) -> dict:
+def describe_cascade(
+    name_or_path: str,
+    shape: Mapping[str, int] | None = None,
+    rank: str | None = None,
+    direction: str = "fwd",
+    form: str = "autodiff",
+) -> dict:
     """Everything ``cascade show`` prints: the Einsums as text and the analyses at one shape.
 
     The pass analysis walks ``rank`` (default: the cascade's key rank, ``einsum.analysis.key_ranks``; a cascade
-    without one, a plain matmul, has no pass analysis and ``pass_note`` says why).
+    without one, a plain matmul, has no pass analysis and ``pass_note`` says why). ``direction="bwd"``
+    describes the backward cascade derived from it (``einsum.backward``: ``form`` ``autodiff``, reverse mode
+    over the Einsums, or ``flash``, FlashAttention-2's recomputation from the saved row statistics), its
+    passes walking the forward cascade's key rank.
     """
     loaded = load_cascade(name_or_path)
     c = loaded.cascade
     sizes = loaded.sizes(shape)
     note = ""
+    summary = loaded.summary
+    backward = None
+    if direction not in ("fwd", "bwd"):
+        raise ShapeError(f"direction {direction!r}: give fwd or bwd")
+    if direction == "bwd":
+        backward = derive(c, form)
+        if rank is None:  # the backward walks the forward's key rank
+            rank = key_ranks(c)[0] if c.recurrences or _has_key_rank(c) else None
+        c = backward.cascade
+        sizes = {r: v for r, v in sizes.items() if r in c.ranks}
+        summary = f"backward pass ({backward.form}) of {loaded.cascade.name}: {loaded.summary}"
     if rank is not None and rank not in c.ranks:
         raise ShapeError(f"{c.name}: no rank {rank!r} to walk; its ranks are {', '.join(c.ranks)}")
     if rank is None:
@@ -100,9 +121,18 @@ def describe_cascade(name_or_path: str, shape: Mapping[str, int] | None = None, 
         except ShapeError as exc:
             note = f"no pass analysis: {exc.args[0].split(': ', 1)[-1]}; give --rank R to walk one"
     analysis = pass_analysis(c, rank) if rank is not None else None
+    extra = {}
+    if backward is not None:
+        extra = {
+            "seeds": dict(backward.seeds),
+            "gradients": {x: {"tensor": n, "ranks": list(r)} for x, (n, r) in backward.gradients.items()},
+            "saved": dict(backward.saved),
+        }
     return {
         "name": c.name,
-        "summary": loaded.summary,
+        "direction": direction,
+        **extra,
+        "summary": summary,
         "source": loaded.source,
         "passes": analysis.passes if analysis else None,
         "pass_rank": rank if analysis else None,
@@ -119,6 +149,14 @@ def describe_cascade(name_or_path: str, shape: Mapping[str, int] | None = None, 
         "tensor_elements": tensor_sizes(c, sizes),
         "text": c.text(),
     }
+
+
+def _has_key_rank(c) -> bool:
+    try:
+        key_ranks(c)
+    except ShapeError:
+        return False
+    return True
 
 
 def run_cascade(

@@ -106,13 +106,16 @@ def cmd_cascades(args) -> int:
 
 
 def cmd_show(args) -> int:
-    info = api.describe_cascade(args.name, parse_shape(args.shape), args.rank)
+    info = api.describe_cascade(args.name, parse_shape(args.shape), args.rank, args.direction, args.form)
     if args.json:
         _print_json(info)
         return 0
     print(f"{info['name']}: {info['summary']}")
     print(f"source: {info['source']}")
     print(f"shape: {_shape_text(info['shape'])}\n")
+    if info.get("gradients"):  # --direction bwd
+        grads = ", ".join(f"{g['tensor']}[{','.join(g['ranks'])}] of {x}" for x, g in info["gradients"].items())
+        print(f"gradients: {grads}; seeds: {', '.join(f'{s} of {o}' for o, s in info['seeds'].items())}\n")
     print(info["text"].rstrip())
     if info["pass_note"]:
         print(f"\n{info['pass_note']}")
@@ -233,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="a registered cascade or a .einsum file")
     p.add_argument("--shape", default="", help="rank sizes, e.g. B=1,H=2,M=128,P=64,E=32,F=32")
     p.add_argument("--rank", help="rank the pass analysis walks (default: the cascade's key rank, e.g. M)")
+    p.add_argument(
+        "--direction",
+        choices=("fwd", "bwd"),
+        default="fwd",
+        help="fwd: the cascade; bwd: its backward cascade, derived (einsum.backward)",
+    )
+    p.add_argument(
+        "--form",
+        choices=("autodiff", "flash"),
+        default="autodiff",
+        help="with --direction bwd: reverse mode over the Einsums, or FlashAttention-2's recomputation",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
     p = csub.add_parser("run", help="execute with the numpy reference interpreter")

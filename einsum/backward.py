@@ -447,8 +447,18 @@ class _Share:
 
 
 class _Deriver:
-    def __init__(self, forward: Cascade, outputs: tuple[str, ...], wrt: tuple[str, ...]):
+    def __init__(
+        self, forward: Cascade, outputs: tuple[str, ...], wrt: tuple[str, ...], softmax: _Softmax | None = None
+    ):
         self.f = forward
+        self.softmax = softmax
+        self.recompute: set[str] = set()
+        self.recomputed: list[str] = []
+        if softmax is not None:
+            producer = forward.tensors[softmax.scores].producer
+            self.recompute = {producer, *nx.ancestors(forward.dag, producer)} - set(forward.inputs)
+            if any(n in forward.recurrences or forward.tensors[n].iterative_dim is not None for n in self.recompute):
+                self.recompute = set()  # scores from a recurrence: saved instead
         self.outputs = outputs
         self.wrt = wrt
         self.lines: list[str] = []
@@ -484,6 +494,13 @@ class _Deriver:
         t = self.f.tensors.get(tensor)
         if t is None:
             return  # a backward tensor emitted later in the text (a recurrence state)
+        if tensor in self.recompute:  # recomputed from its own Einsum (the scores of the flash form)
+            self.produced.add(tensor)
+            e = self.f.einsum_by_name[tensor]
+            for read in e.inputs:
+                self.use(read)
+            self.recomputed.append(e.text)
+            return
         if t.role == "input" or t.iterative_dim is None:
             self.declared[tensor] = t.ranks
             self.saved[tensor] = tensor
@@ -808,8 +825,12 @@ class _Deriver:
                 tuple((r,) for r in t.ranks))), "plain"))  # fmt: skip
         if not self.seeds:
             raise BackwardError(f"{f.name}: no output depends on the inputs {', '.join(self.wrt)}")
+        softmax = self.softmax
         for group, var in reversed(_groups(f)):
-            group = [e for e in group]
+            if softmax is not None and group[0].name in softmax.einsums:
+                if softmax.output in (e.name for e in group):
+                    self.flash(softmax, needs)
+                continue
             if var is None:
                 (e,) = group
                 if e.name not in needs:
@@ -832,11 +853,19 @@ class _Deriver:
 
     def build(self, gradients) -> Backward:
         f = self.f
-        head = [f"# The backward pass of {f.name}, derived by einsum.backward (reverse mode over its Einsums)."]
+        how = "reverse mode over its Einsums" if self.softmax is None else "FlashAttention-2 recomputation"
+        head = [f"# The backward pass of {f.name}, derived by einsum.backward ({how})."]
         head += [f"input {n}[{','.join(r)}]" for n, r in self.declared.items()]
         head += [f"partition {r} = {' * '.join(p)}" for r, p in f.partitions.items()]
         densities = [f"density {n} = {d!r}" for n, d in f.densities.items() if n in self.declared]
-        body = head + densities + self.inits + self.lines + [f"output {', '.join(n for n, _ in gradients.values())}"]
+        body = (
+            head
+            + densities
+            + self.inits
+            + self.recomputed
+            + self.lines
+            + [f"output {', '.join(n for n, _ in gradients.values())}"]
+        )
         text = "\n".join(body) + "\n"
         name = f"{f.name}-bwd"
         cascade = Cascade.from_text(text, name=name, doc=f"backward pass of {f.name}", origin=f"<{name}>")
@@ -844,7 +873,34 @@ class _Deriver:
         if params:
             text = "\n".join(head + params + body[len(head) :]) + "\n"
             cascade = Cascade.from_text(text, name=name, doc=f"backward pass of {f.name}", origin=f"<{name}>")
-        return Backward(f, cascade, tuple(self.seeds), dict(self.seeds), gradients, dict(self.saved))
+        form = "autodiff" if self.softmax is None else "flash"
+        return Backward(f, cascade, tuple(self.seeds), dict(self.seeds), gradients, dict(self.saved), form)
+
+    # -- FlashAttention-2's recomputation ---------------------------------------------------------------
+    def flash(self, sm: _Softmax, needs: set[str]) -> None:
+        """The shares of the scores and the values from the softmax's output adjoint dO (FlashAttention-2,
+        Dao 2023, Algorithm 2): D = rowsum(dO * O), P = exp(S - LSE) recomputed per tile, dV = P^T dO,
+        dP = dO V^T, dS = P * (dP - D)."""
+        kinds = self.finish(sm.output, plain=True)
+        if "plain" not in kinds:
+            return
+        g, _ = kinds["plain"]
+        out_t = self.f.tensors[sm.output]
+        o_idx = [_var(r.lower()) for r in out_t.ranks]
+        q_idx = [_var(v) for v in sm.query_vars]
+        s_idx = [_var(r.lower()) for r in self.f.tensors[sm.scores].ranks]
+        d = self.fresh(f"D{sm.output}")
+        self.emit(d, q_idx, _mul(_access(g, o_idx), _access(sm.output, o_idx)), list(sm.value_vars))
+        p = self.fresh("P")
+        self.emit(p, s_idx, _call("exp", _sub(_access(sm.scores, s_idx), _access(sm.lse, q_idx))))
+        if sm.values.tensor in needs:
+            self.add_share(sm.pv, sm.values, _mul(_access(p, s_idx), _access(g, o_idx)), set(sm.pv.iter_vars))
+        if sm.scores in needs:
+            dp = self.fresh("dP")
+            self.emit(dp, s_idx, _mul(_access(g, o_idx), sm.values), list(sm.value_vars))
+            share = _mul(_access(p, s_idx), _sub(_access(dp, s_idx), _access(d, q_idx)))
+            scores = self.f.einsum_by_name[sm.scores]
+            self.add_share(scores, _access(sm.scores, s_idx), share, set(scores.out_vars))
 
 
 def _init_text(value: float | None) -> str:
@@ -884,6 +940,193 @@ def _groups(cascade: Cascade) -> list[tuple[list[Einsum], str | None]]:
                 var = members[0].out_vars[t.iterative_dim]
         out.append((members, var))
     return out
+
+
+@dataclass(frozen=True)
+class _Softmax:
+    """A softmax attention inside a cascade: ``output[q, f] = sum_k softmax_k(scores[k, q]) values[k, f]``,
+    computed by the Einsums ``einsums``; ``lse`` names the log-sum-exp of the scores per query, which the
+    forward cascade (extended by :func:`flash_backward`) saves, ``pv`` the Einsum that reads the values."""
+
+    scores: str
+    output: str
+    values: Access
+    pv: Einsum
+    query_vars: tuple[str, ...]
+    value_vars: tuple[str, ...]
+    einsums: frozenset[str]
+    lse: str
+
+
+def _find_softmax(f: Cascade) -> tuple[_Softmax, str]:
+    """Recognise the softmax in ``f``; returns it and the Einsum text of its log-sum-exp (``LSE[q] = max +
+    log(denominator)``). Refused with a message when it is not one softmax attention."""
+
+    def refuse(why: str) -> BackwardError:
+        return BackwardError(f"{f.name}: no FlashAttention-2 form: {why}; its autodiff form is derived instead "
+                             "with --form autodiff")  # fmt: skip
+
+    maxed = {a.tensor for e in f.einsums if e.reduce_op == "max" for a in e.reads}
+    candidates = []
+    for e in f.einsums:
+        x = e.stmt.expr
+        if (
+            e.reduce_op is None
+            and isinstance(x, Call)
+            and x.func == "exp"
+            and isinstance(x.args[0], BinOp)
+            and x.args[0].op == "-"
+            and isinstance(x.args[0].left, Access)
+            and isinstance(x.args[0].right, Access)
+            and x.args[0].left.tensor in maxed
+        ):
+            candidates.append(e)
+    if len(candidates) != 1:
+        raise refuse(
+            f"{len(candidates)} Einsums of the form exp(S - max) over scores S that a max reduces (one wanted)"
+        )
+    e_exp = candidates[0]
+    scores, shift = e_exp.stmt.expr.args[0].left, e_exp.stmt.expr.args[0].right
+    s_t = f.tensors[scores.tensor]
+    if f.tensors[scores.tensor].role == "input" or [i for i in scores.indices] != [
+        _var(r.lower()) for r in s_t.ranks
+    ]:  # fmt: skip
+        raise refuse(f"the scores {scores.tensor} are not read with their own variables in `{e_exp.text}`")
+    after = nx.descendants(f.graph, s_t.producer)
+    # the Einsum reading the values: a sum of (softmax weights) * (an access independent of the scores)
+    pv = None
+    for e in f.einsums:
+        if e.name in after and e.reduce_op == "sum" and isinstance(e.stmt.expr, BinOp) and e.stmt.expr.op == "*":
+            left, right = e.stmt.expr.left, e.stmt.expr.right
+            if (
+                isinstance(left, Access)
+                and isinstance(right, Access)
+                and left.tensor in after | {scores.tensor}
+                and right.tensor not in after
+                and right.tensor != scores.tensor
+            ):
+                pv = (e, right)
+                break
+    if pv is None:
+        raise refuse("no Einsum sum[...] P * V with V independent of the scores")
+    pv_e, values = pv
+    value_vars = tuple(v for v in _vars(values) if v not in _vars(scores))
+    # the output: the first Einsum from the values' product on, outside any recurrence, free of the key
+    # variables the product reduces, that divides by a denominator per query (or reads a division)
+    keys = set(pv_e.reduce_vars)
+    out = den = None
+    reach = nx.descendants(f.graph, pv_e.name) | {pv_e.name}
+    for e in f.einsums:
+        if e.name not in reach or e.name in f.recurrences or f.tensors[e.name].iterative_dim is not None:
+            continue
+        if keys & set(e.out_vars) or not set(e.out_vars) >= set(value_vars):
+            continue
+        query = set(e.out_vars) - set(value_vars)
+        for src in (e, *(f.einsum_by_name[t] for t in e.inputs if t in f.einsum_by_name)):
+            x = src.stmt.expr
+            if isinstance(x, BinOp) and x.op == "/" and isinstance(x.right, Access) and _vars(x.right) <= query:
+                out, den = e, x.right
+                break
+        if out is not None:
+            break
+    if out is None:
+        raise refuse("no Einsum that divides the product with the values by a denominator per query")
+    query_vars = tuple(v for v in out.out_vars if v not in value_vars)
+    # the statistics: the max the exponent subtracts (its last step for a running max) and the denominator
+    sh_t = f.tensors[shift.tensor]
+    mx = shift
+    if sh_t.iterative_dim is not None:
+        mx = _access(shift.tensor, [IdxSize(sh_t.ranks[i], _SPAN) if i == sh_t.iterative_dim else idx
+                                    for i, idx in enumerate(shift.indices)])  # fmt: skip
+    lse = "LSE"
+    while lse in f.tensors:
+        lse += "_"
+    text = f"{lse}[{','.join(query_vars)}] = {format_expr(mx)} + log({format_expr(den)})"
+    between = (after | {s_t.producer}) & (set(nx.ancestors(f.graph, out.name)) | {out.name})
+    between.discard(s_t.producer)
+    for e in f.einsums:
+        if e.name not in between:
+            for t in e.inputs:
+                if t in between and t != out.name:
+                    raise refuse(f"{e.name} reads {t}, an intermediate of the softmax")
+    sm = _Softmax(scores.tensor, out.name, values, pv_e, query_vars, value_vars, frozenset(between), lse)
+    return sm, text
+
+
+def _with_statistics(f: Cascade, lse_text: str, lse: str) -> Cascade:
+    """``f`` that also writes (and returns) the log-sum-exp of its softmax, as FlashAttention-2's forward does."""
+    lines = [line for line in f.text().splitlines() if not line.strip().startswith("output")]
+    lines += [lse_text, f"output {', '.join((*f.outputs, lse))}"]
+    return Cascade.from_text("\n".join(lines) + "\n", name=f.name, doc=f.doc, origin=f"<{f.name} with {lse}>")
+
+
+def flash_backward(forward: Cascade, wrt: tuple[str, ...] | None = None, check: bool = True) -> Backward:
+    """The FlashAttention-2 form of the backward pass of a softmax attention cascade (Dao 2023, Algorithm 2).
+
+    The softmax is recognised in the forward Einsums: scores ``S`` that a ``max`` reduces and ``exp(S -
+    max)`` exponentiates, the Einsum ``sum[...] P * V`` that weights the values and the Einsum that divides
+    by the denominator. The forward cascade is extended to save the row statistics as FlashAttention-2's
+    forward kernel does, ``LSE[q] = max + log(denominator)`` (from its running max and denominator at their
+    last step), and :attr:`Backward.forward` is that extended cascade. The backward cascade reads Q, K, V
+    (any inputs), the output O, its gradient dO and LSE: ``D = rowsum(dO * O)``, ``P = exp(S - LSE)``
+    recomputed per tile (the scores recomputed from their own Einsums), ``dV = P^T dO``, ``dP = dO V^T``,
+    ``dS = P * (dP - D)``; everything before the scores (the products with Q and K, masks, projections) and
+    after the output is differentiated by the local rules (:func:`derive_backward`).
+
+    ``check``: confirm the recognition numerically before using it: at every rank of size 2 and random
+    inputs, ``sum_k exp(S - LSE) V`` must equal the output (a structure that only looks like softmax
+    attention, with a sink in the denominator say, is refused). A cascade with no such softmax, or two, is
+    refused with a message.
+    """
+    sm, text = _find_softmax(forward)
+    extended = _with_statistics(forward, text, sm.lse)
+    if check:
+        _check_softmax(extended, sm)
+    if wrt is None:
+        wrt = tuple(x for x in forward.inputs if x not in forward.densities)
+    # differentiate the original outputs; the statistics are saved, not differentiated
+    b = _Deriver(extended, tuple(forward.outputs), tuple(wrt), softmax=sm).run()
+    return b
+
+
+def _check_softmax(f: Cascade, sm: _Softmax) -> None:
+    from einsum.interpreter import random_inputs, run
+
+    s_vars = [r.lower() for r in f.tensors[sm.scores].ranks]
+    o_vars = [r.lower() for r in f.tensors[sm.output].ranks]
+    keys = [v for v in s_vars if v not in sm.query_vars]
+    check = (
+        f"CHECK_[{','.join(o_vars)}] = sum[{','.join(keys)}] exp({sm.scores}[{','.join(s_vars)}] - "
+        f"{sm.lse}[{','.join(sm.query_vars)}]) * {format_expr(sm.values)}"
+    )
+    lines = [x for x in f.text().splitlines() if not x.strip().startswith("output")]
+    lines += [check, f"output {', '.join((*f.outputs, 'CHECK_'))}"]
+    try:
+        c = Cascade.from_text("\n".join(lines) + "\n", name=f.name)
+        sizes = {r: 2 for r in c.ranks if r not in c.partitions}
+        x = random_inputs(c, c.rank_sizes(sizes), seed=0)
+        for name in c.densities:
+            x[name] = np.ones_like(x[name])
+        out = run(c, sizes, x, keep_intermediates=True)
+    except AttnscopeError as exc:
+        raise BackwardError(f"{f.name}: no FlashAttention-2 form: the softmax found does not check ({exc})") from None
+    if not np.allclose(out["CHECK_"], out[sm.output], rtol=1e-9, atol=1e-12, equal_nan=True):
+        raise BackwardError(
+            f"{f.name}: no FlashAttention-2 form: {sm.output} is not sum_k exp({sm.scores} - LSE) "
+            f"{format_expr(sm.values)} at random inputs (a sink or another term in the softmax?); its autodiff "
+            "form is derived instead with --form autodiff"
+        )
+
+
+FORMS = {"autodiff": lambda c: derive_backward(c), "flash": lambda c: flash_backward(c)}
+"""The forms of the backward pass :func:`derive` writes."""
+
+
+def derive(forward: Cascade, form: str = "autodiff") -> Backward:
+    """The backward cascade of ``forward`` in ``form`` (``autodiff`` or ``flash``)."""
+    if form not in FORMS:
+        raise BackwardError(f"unknown form {form!r} of the backward pass; known: {', '.join(FORMS)}")
+    return FORMS[form](forward)
 
 
 def derive_backward(
