@@ -52,6 +52,7 @@ from simulator.cost import (
     evaluate_cascade,
     phase_occupancy,
     shared_buffer,
+    spatial_tile_words,
 )
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
@@ -588,7 +589,8 @@ def fused_mapping(
     Placement: recurrence state and cross-tile sums live in the buffer, and so does a result computed
     outside the tile loop and read inside it (every tile reads it, like an input); any other intermediate
     stays in its producer's PE registers when all its readers run on the producer's array, else it goes
-    through the staging level (else the buffer). The buffer also holds the inputs' tiles and the output
+    through the staging level while its double-buffered spatial tile still fits there (smallest first), else
+    the buffer. The buffer also holds the inputs' tiles and the output
     accumulators. ``nests`` is an optional cache of loop nests shared between calls on one plan.
     """
     if isinstance(block, int):
@@ -605,15 +607,33 @@ def fused_mapping(
             continue
         arrays = {binding[c] for c in readers}
         placement[e.name] = "pe" if arrays <= {binding[e.name]} else (arch.staging_level or buffer)
-    keeps = set(lowered.inputs) | set(plan.state) | set(plan.accumulators)
-    keeps |= {t for t, at in placement.items() if at == buffer}
     cache = {} if nests is None else nests
-    chosen = {}
-    for e in lowered.einsums:
-        key = (e.name, binding[e.name], tuple(sorted(block.items())), frozenset(keeps & set(e.tensors)))
-        if key not in cache:
-            cache[key] = _fused_nest(plan, arch, e.name, binding[e.name], block, key[3])
-        chosen[e.name] = cache[key]
+
+    def nests_for(placement: Mapping[str, str]) -> dict[str, EinsumMapping]:
+        keeps = set(lowered.inputs) | set(plan.state) | set(plan.accumulators)
+        keeps |= {t for t, at in placement.items() if at == buffer}
+        chosen = {}
+        for e in lowered.einsums:
+            key = (e.name, binding[e.name], tuple(sorted(block.items())), frozenset(keeps & set(e.tensors)))
+            if key not in cache:
+                cache[key] = _fused_nest(plan, arch, e.name, binding[e.name], block, key[3])
+            chosen[e.name] = cache[key]
+        return chosen
+
+    chosen = nests_for(placement)
+    staged = [t for t, at in placement.items() if at == arch.staging_level]
+    if staged:
+        # The staging level holds a double buffer of each staged tensor's spatial tile; what does not fit goes
+        # through the buffer instead (smallest tiles staged first).
+        room = float(arch.level(arch.staging_level).capacity_words)
+        tiles = {t: 2 * spatial_tile_words(lowered.einsum(t), chosen[t], 0) for t in staged}
+        for t in sorted(staged, key=lambda t: (tiles[t], t)):
+            if tiles[t] <= room:
+                room -= tiles[t]
+            else:
+                placement[t] = buffer
+        if any(placement[t] == buffer for t in staged):
+            chosen = nests_for(placement)
     return CascadeMapping(name=f"fused-P1={math.prod(block.values())}", einsums=chosen, placement=placement,
                           phases=(phase,))  # fmt: skip
 

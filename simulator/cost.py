@@ -12,11 +12,31 @@ compute time steps. The cascade model then adds what crosses Einsum boundaries:
   arrays through the buffer, a double buffer of the producer's spatial tile. Above capacity a phase is
   infeasible, or, when the mapping spills, a fraction ``1 - capacity/occupancy`` of every buffered
   tensor's buffer accesses also goes to DRAM (and that share of a buffered DRAM tensor's own traffic is
-  served from there instead).
+  served from there instead): the *spill*, reported in bytes and by level (``spill_bytes_by_level``).
+* **Staging capacity.** A tensor placed in the staging level is handed from its producer's array to another
+  array one spatial tile at a time, double buffered: per phase the staging level holds twice the producer's
+  spatial tile of each such tensor; above its capacity the design is infeasible (staging never spills).
+* **Every other capacity.** Each Einsum's loop nest must fit every level it uses (and its spatial loops the
+  array's PEs); only the shared buffer's overflow is judged per phase as above. An infeasible design keeps
+  its numbers for inspection, but ``feasible`` is False and ``infeasible`` names each level at fault, what it
+  needs and what it holds.
 * **Compute time.** An Einsum's time steps x cycles per point; a point costs the sum of its ops' cycles,
   or on a pipelined array the busiest functional unit's actions.
-* **Schedule.** Phases add up; a phase takes max(its stages' compute, its DRAM bytes / bandwidth); a stage
-  takes the slowest array's sum of Einsum times.
+* **Bandwidth of every level.** Per phase, the words each level moves (reads out, fills and updates in, after
+  the placement rules) over its limits, per instance (a per-PE level's words are spread evenly over all its
+  instances, an optimistic assumption): ``bandwidth_bytes_per_s`` bounds reads + writes,
+  ``read_bandwidth_bytes_per_s`` the reads, ``write_bandwidth_bytes_per_s`` the fills and updates, and
+  ``ports`` the accesses of ``access_width_words`` words per cycle. DRAM's words per phase are its tensors'
+  (a tensor several phases touch splits them by accesses). A null limit is unbounded (the FuseMax study
+  models no on-chip bandwidth, so its presets leave them null).
+* **Systolic fill and drain.** An array with ``fill_drain_cycles`` (its pipeline depth: rows + columns - 2 for
+  a systolic 2-D array whose operands enter at one edge) pays them once per iteration of an Einsum's
+  DRAM-level loops (each tile the buffer receives starts a new wavefront that cannot overlap the previous
+  one's drain), added to that Einsum's compute time. Default 0: the study's assumption that consecutive tiles
+  stream back to back (fusemax-study.md §F.5).
+* **Schedule.** Phases add up; a phase takes max(its stages' compute, its DRAM time, every on-chip level's
+  time); a stage takes the slowest array's sum of Einsum times. So the latency is at least the compute bound
+  and every level's bandwidth bound.
 * **Energy** = actions x per-action energy: ops x functional-unit energies; words x per-word energy of
   each level (access energy / access width); all PE-register instances (one instance under the compat
   flag ``reg_file_energy_one_instance``).
@@ -73,6 +93,23 @@ class CascadeCost:
     memory_s: float
     compute_bound_s: float  # max over arrays of useful work / peak: the roofline compute bound
     notes: tuple[str, ...] = field(default=())
+    infeasible: tuple[str, ...] = field(default=())
+    """Why the design does not fit: per level at fault, what it needs and what it holds (empty when feasible)."""
+    spill_bytes_by_level: Mapping[str, float] = field(default_factory=dict)
+    """Bytes a spilling phase moves between DRAM and the level that overflowed, beyond the design's own traffic."""
+    level_s: Mapping[str, float] = field(default_factory=dict)
+    """Per on-chip level: seconds its bandwidth, ports and read/write limits need, summed over the phases (a
+    lower bound on the latency, like ``memory_s`` for DRAM); levels without limits are left out."""
+
+    @property
+    def spill_bytes(self) -> float:
+        """All spilled bytes (see ``spill_bytes_by_level``)."""
+        return float(sum(self.spill_bytes_by_level.values()))
+
+    @property
+    def bound_s(self) -> float:
+        """The largest lower bound on the latency: compute, DRAM or an on-chip level's bandwidth."""
+        return max(self.compute_bound_s, self.memory_s, *self.level_s.values())
 
 
 def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadeCost:
@@ -84,8 +121,9 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
 
     occupancy, spill = [], []
     capacity = float(arch.level(buffer).capacity_words) if buffer else math.inf
-    feasible = True
-    for phase in mapping.phases:
+    problems: list[str] = []
+    staging = arch.staging_level
+    for i, phase in enumerate(mapping.phases):
         occ = phase_occupancy(lowered, mapping, phase, buffer)
         occupancy.append(occ)
         ps = 0.0
@@ -93,10 +131,14 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
             if mapping.spill:
                 ps = 1.0 - capacity / occ
             else:
-                feasible = False
+                problems.append(_overflow(buffer, f"phase {i}", occ, capacity, arch.word_bytes))
         spill.append(ps)
         if ps:
             words.spill(phase, ps)
+        held = staging_occupancy(lowered, mapping, phase, staging)
+        if held > arch.level(staging).capacity_words if staging else False:
+            problems.append(_overflow(staging, f"phase {i} (hand-offs between arrays)", held,
+                                      arch.level(staging).capacity_words, arch.word_bytes))  # fmt: skip
 
     einsum_costs: dict[str, EinsumCost] = {}
     compute_cycles: dict[str, float] = {}
@@ -106,12 +148,15 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
         cpp = cycles_per_point(e, array, arch.compat.sum_op_cycles)
         nc = nest_costs[e.name]
         cycles = float(nc.compute_cycles[0]) * cpp
+        if array.fill_drain_cycles:
+            cycles += array.fill_drain_cycles * math.prod(b for _, b in em.temporal[0])
         busy = e.points * cpp / array.pe_count
         compute_cycles[e.name] = cycles
         einsum_costs[e.name] = EinsumCost(
             e.name, em.array, cycles, busy, cpp, e.ops(), {"compute": _compute_energy(e, array, arch)}
         )
-        feasible &= bool(nc.feasible[0]) or _only_buffer_overflow(nc, em, buffer, mapping.spill)
+        if not nc.feasible[0]:
+            problems += _nest_overflows(e, arch, em, nc, buffer)
 
     clock = arch.clock_hz
     dram_bw = arch.level(arch.levels[DRAM].name).bandwidth_bytes_per_s or math.inf
@@ -119,11 +164,18 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     array_busy: dict[str, float] = {a.name: 0.0 for a in arch.arrays}
     array_compute: dict[str, float] = {a.name: 0.0 for a in arch.arrays}
     memory_s = 0.0
+    level_s: dict[str, float] = {}
     for phase in mapping.phases:
         comp = _phase_compute_cycles(phase, compute_cycles, mapping, arch)
-        mem_s = words.phase_dram_words(phase) * arch.word_bytes / dram_bw
+        mem_s = max(words.phase_dram_words(phase) * arch.word_bytes / dram_bw, words.phase_level_s(phase, DRAM))
         memory_s += mem_s
-        latency_cycles += max(comp, mem_s * clock)
+        slowest = mem_s
+        for li in range(1, len(arch.levels)):
+            t = words.phase_level_s(phase, li)
+            if t:
+                level_s[arch.levels[li].name] = level_s.get(arch.levels[li].name, 0.0) + t
+                slowest = max(slowest, t)
+        latency_cycles += max(comp, slowest * clock)
         for name in phase.einsums:
             array_compute[mapping.array_of(name)] += compute_cycles[name] / clock
     for c in einsum_costs.values():
@@ -138,7 +190,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
         latency_s=latency_s,
         dram_bytes=words.total_dram_words() * arch.word_bytes,
         energy_pj=float(sum(energy.values())),
-        feasible=feasible,
+        feasible=not problems,
         utilization=util,
         einsum_utilization=einsum_util,
         einsums=einsum_costs,
@@ -150,7 +202,42 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
         memory_s=memory_s,
         compute_bound_s=max(array_busy.values()) / clock,
         notes=mapping.notes,
+        infeasible=tuple(dict.fromkeys(problems)),
+        spill_bytes_by_level={buffer: words.spilled_words() * arch.word_bytes} if any(spill) else {},
+        level_s=level_s,
     )
+
+
+def _overflow(level: str, where: str, need: float, have: float, word_bytes: int) -> str:
+    """One infeasibility, in words: the level, where, what it needs and holds, and by how much."""
+    return (f"{level}: {where} needs {need:,.0f} words ({need * word_bytes / 2**20:,.4g} MiB), it holds "
+            f"{have:,.0f} ({have * word_bytes / 2**20:,.4g} MiB): {need - have:,.0f} words over, "
+            f"{need / have:.3g}x")  # fmt: skip
+
+
+def _nest_overflows(
+    e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, nc: NestCosts, buffer: str | None
+) -> list[str]:
+    """The capacities an Einsum's loop nest exceeds (the shared buffer's overflow is judged per phase)."""
+    out = []
+    for li, name in enumerate(em.levels):
+        cap = arch.level(name).capacity_words
+        need = float(nc.occupancy_words[0, li])
+        if cap is not None and need > cap and name != buffer:
+            per = " per instance" if arch.level(name).instances > 1 else ""
+            out.append(_overflow(name, f"{e.name}'s tiles{per}", need, cap, arch.word_bytes))
+    pes = arch.array(em.array).pe_count
+    used = float(nc.pes_used[0])
+    if used > pes:
+        out.append(f"{em.array}: {e.name}'s spatial loops use {used:,.0f} PEs, the array has {pes:,}")
+    at_buffer = buffer in em.levels and nc.occupancy_words[0, em.levels.index(buffer)] > (
+        arch.level(buffer).capacity_words or math.inf
+    )
+    if not out and not at_buffer:
+        axes = [f for loops in em.spatial for _, f in loops]
+        out.append(f"{em.array}: {e.name}'s spatial loops {em.spatial} do not fit the array's axes "
+                   f"{arch.array(em.array).shape} (factors {axes})")  # fmt: skip
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -330,11 +417,6 @@ def _compute_energy(e: LoweredEinsum, array: ComputeArray, arch: ArchSpec) -> fl
     return float(sum(n * flat.op_energy_pj[a, flat.op_names.index(op)] for op, n in e.ops().items()))
 
 
-def _only_buffer_overflow(nc: NestCosts, em: EinsumMapping, buffer: str | None, spill: bool) -> bool:
-    """A nest infeasible only because the shared buffer overflows is judged at phase level."""
-    return spill and buffer is not None and buffer in em.levels
-
-
 def shared_buffer(arch: ArchSpec) -> str | None:
     """The on-chip buffer every array shares, which holds the tiles and state of a fused cascade and whose
     capacity decides spills: the first level below DRAM that is neither per PE nor replicated (None if none)."""
@@ -382,8 +464,20 @@ def phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Pha
         producer = mapping.einsums[lowered.producer[t]]
         if any(mapping.array_of(c) != producer.array for c in lowered.consumers.get(t, ())):
             e = lowered.einsum(lowered.producer[t])
-            handoff += 2 * _spatial_tile(e, producer, 0)
+            handoff += 2 * spatial_tile_words(e, producer, 0)
     return sum(classes.values()) + handoff
+
+
+def staging_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, staging: str | None) -> float:
+    """Words the staging level holds during a phase: a double buffer of the producer's spatial tile of every
+    tensor placed there that the phase's Einsums produce (see the module docstring)."""
+    if staging is None:
+        return 0.0
+    held = 0.0
+    for name in phase.einsums:
+        if mapping.placement.get(name) == staging:
+            held += 2 * spatial_tile_words(lowered.einsum(name), mapping.einsums[name], 0)
+    return held
 
 
 def _tile_words(e: LoweredEinsum, em: EinsumMapping, ti: int, level: int) -> float:
@@ -400,7 +494,7 @@ def _tile_words(e: LoweredEinsum, em: EinsumMapping, ti: int, level: int) -> flo
     return float(math.prod(min(extent[v], e.var_size(v)) for v, on in zip(e.vars, e.incidence[ti], strict=True) if on))
 
 
-def _spatial_tile(e: LoweredEinsum, em: EinsumMapping, ti: int) -> float:
+def spatial_tile_words(e: LoweredEinsum, em: EinsumMapping, ti: int) -> float:
     """Words of tensor ``ti`` the whole array produces or consumes in one time step."""
     factors = {v: 1 for v in e.vars}
     for loops in em.spatial:
@@ -432,12 +526,16 @@ class _Traffic:
         self.writes: dict[tuple[str, str], float] = {}
         self.by_einsum_dram: dict[str, float] = {}
         self.spilled: dict[str, float] = {}  # einsum -> extra DRAM words charged to its phase
+        self.by_einsum: dict[tuple[str, str], list[float]] = {}  # (einsum, level) -> [reads, writes]
+        self.spill_net = 0.0  # DRAM words the spills add beyond the traffic they replace
+        self._einsum = ""
         staging = arch.staging_level
         forwarded = {(t, consumer): level for t, consumer, level in mapping.forwarded}
         for e in lowered.einsums:
             em = mapping.einsums[e.name]
             nc = nest_costs[e.name]
             dram_words = 0.0
+            self._einsum = e.name
             for ti, t in enumerate(e.tensors):
                 home = mapping.placement.get(t, "dram")
                 # A tensor whose home is outside this nest (the PE registers, a staging level) moves only
@@ -472,6 +570,39 @@ class _Traffic:
     def _add(self, level: str, tensor: str, r: float, w: float) -> None:
         self.reads[level, tensor] = self.reads.get((level, tensor), 0.0) + r
         self.writes[level, tensor] = self.writes.get((level, tensor), 0.0) + w
+        rw = self.by_einsum.setdefault((self._einsum, level), [0.0, 0.0])
+        rw[0] += r
+        rw[1] += w
+
+    def phase_level_s(self, phase: Phase, index: int) -> float:
+        """Seconds level ``index`` needs in a phase under its limits (module docstring); DRAM's total bandwidth
+        is applied by the caller to :meth:`phase_dram_words`, so only its read/write and port limits here."""
+        level = self.arch.levels[index]
+        limits = (level.bandwidth_bytes_per_s if index != DRAM else None, level.read_bandwidth_bytes_per_s,
+                  level.write_bandwidth_bytes_per_s, level.ports)  # fmt: skip
+        if all(x is None for x in limits):
+            return 0.0
+        reads = writes = 0.0
+        for name in phase.einsums:
+            r, w = self.by_einsum.get((name, level.name), (0.0, 0.0))
+            reads, writes = reads + r, writes + w
+        per_instance = self.arch.word_bytes / level.instances  # bytes per word, spread over the instances
+        total, read_bw, write_bw, ports = limits
+        times = [0.0]
+        if total:
+            times.append((reads + writes) * per_instance / total)
+        if read_bw:
+            times.append(reads * per_instance / read_bw)
+        if write_bw:
+            times.append(writes * per_instance / write_bw)
+        if ports:
+            accesses = (reads + writes) / level.instances / level.access_width_words
+            times.append(accesses / ports / self.arch.clock_hz)
+        return max(times)
+
+    def spilled_words(self) -> float:
+        """DRAM words the spills added beyond the buffered DRAM tensors' own traffic they replace."""
+        return self.spill_net
 
     def _staging(self, e: LoweredEinsum, em: EinsumMapping, staging: str) -> None:
         """A tensor in the staging level: written once by its producer, read once by each consumer."""
@@ -491,13 +622,17 @@ class _Traffic:
         for t in sorted(buffered & touched):
             extra = ps * (self.reads.get((self.buffer, t), 0.0) + self.writes.get((self.buffer, t), 0.0))
             dram = self.arch.levels[DRAM].name
+            own = 0.0
             if (dram, t) in self.reads or (dram, t) in self.writes:
                 # a buffered DRAM tensor: that share of its own traffic is what the spill already moves
+                own = ps * (self.reads.get((dram, t), 0.0) + self.writes.get((dram, t), 0.0))
                 self.reads[dram, t] = self.reads.get((dram, t), 0.0) * (1 - ps)
                 self.writes[dram, t] = self.writes.get((dram, t), 0.0) * (1 - ps)
-            self._add(dram, t, extra, 0.0)
             first = phase.einsums[0]
+            self._einsum = first
+            self._add(dram, t, extra, 0.0)
             self.spilled[first] = self.spilled.get(first, 0.0) + extra
+            self.spill_net += extra - own
 
     def dram_by_tensor(self) -> dict[str, float]:
         dram = self.arch.levels[DRAM].name

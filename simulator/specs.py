@@ -8,7 +8,9 @@ kernels never see these objects: :attr:`ArchSpec.flat` lowers a spec to numpy ar
 
 Assumptions: capacities, bandwidths and areas are per instance; a read or write energy is per access of
 ``access_width_words`` words and is charged pro rata per word; an operator's cycles are the sum of its unit
-weights unless it gives ``cycles``; a null bandwidth is unbounded (the FuseMax study models none on chip).
+weights unless it gives ``cycles``; a null bandwidth is unbounded (the FuseMax study models none on chip); the
+optional ``read_bandwidth_bytes_per_s``, ``write_bandwidth_bytes_per_s`` and ``ports`` of a level and
+``fill_drain_cycles`` of an array are further limits the cascade cost model honours (:mod:`simulator.cost`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,6 @@ class Compat:
     """Exp-unit actions cost 0 pJ (+Cascade's misspelled `exponentiatial` energy key, §F.2)."""
     drop_staging_energy: bool = False
     """Staging-level accesses cost 0 pJ (the artifact charges reg_file_1d only on the FuseMax arch, §F.2)."""
-    count_all_buffer_reads: bool = False
-    """Count every on-chip buffer read, also the first read of a not-yet-written partial sum (§C.5, §F.8)."""
     exclude_adder_area: bool = False
     """Leave adders out of the area ("accounted for as part of the mac": collect_area, §C.5)."""
     arch_stall: bool = False
@@ -70,7 +70,7 @@ class Compat:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_ARTIFACT = {"reg_file_energy_one_instance": True, "count_all_buffer_reads": True, "exclude_adder_area": True}
+_ARTIFACT = {"reg_file_energy_one_instance": True, "exclude_adder_area": True}
 COMPAT_SETTINGS: Mapping[str, Compat] = MappingProxyType(
     {
         "corrected": Compat(),
@@ -100,6 +100,9 @@ class StorageLevel:
     read_energy_pj: float  # pJ per read access of access_width_words words
     write_energy_pj: float  # pJ per write access (fill or update) of access_width_words words
     area_um2: float  # um^2 per instance
+    read_bandwidth_bytes_per_s: float | None = None  # bytes/s read out per instance; None = only the total limits
+    write_bandwidth_bytes_per_s: float | None = None  # bytes/s written in (fills + updates); None = as above
+    ports: int | None = None  # accesses (of access_width_words) per cycle per instance; None = unlimited
 
     def to_dict(self) -> dict[str, Any]:
         """The level as YAML would spell it (instances left out where per_pe_of derives them)."""
@@ -112,7 +115,8 @@ class StorageLevel:
         else:
             out["per_pe_of"] = self.per_pe_of
         keys = ("access_width_words", "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2")
-        return out | {k: getattr(self, k) for k in keys}
+        out |= {k: getattr(self, k) for k in keys}
+        return out | {k: v for k in _LIMIT_KEYS if (v := getattr(self, k)) is not None}
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class ComputeArray:
     pipelined: bool  # True: a PE finishes one Einsum element per cycle whatever its ops; else cycles add up
     units: tuple[FunctionalUnit, ...]  # functional units in every PE
     ops: tuple[Operator, ...]  # operators the PEs support
+    fill_drain_cycles: int = 0  # pipeline fill + drain per tile (systolic: rows + cols - 2); 0 = tiles stream
 
     @property
     def pe_count(self) -> int:
@@ -179,7 +184,7 @@ class ComputeArray:
             "pipelined": self.pipelined,
             "units": {u.name: {"energy_pj": u.energy_pj, "area_um2": u.area_um2} for u in self.units},
             "ops": {o.name: o.to_dict() for o in self.ops},
-        }
+        } | ({"fill_drain_cycles": self.fill_drain_cycles} if self.fill_drain_cycles else {})
 
 
 @dataclass(frozen=True, eq=False)
@@ -346,6 +351,8 @@ def _ro(values: Any, dtype: Any = np.float64) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- validation
 
 _TOP_KEYS = ("name", "source", "clock_hz", "word_bytes", "levels", "arrays", "staging_level", "compat")
+_LIMIT_KEYS = ("read_bandwidth_bytes_per_s", "write_bandwidth_bytes_per_s", "ports")
+"""Optional per-level limits beside the total bandwidth (written out only where given)."""
 _LEVEL_KEYS = (
     "name",
     "parent",
@@ -357,8 +364,9 @@ _LEVEL_KEYS = (
     "read_energy_pj",
     "write_energy_pj",
     "area_um2",
+    *_LIMIT_KEYS,
 )
-_ARRAY_KEYS = ("kind", "rows", "cols", "pes", "instances", "fed_by", "pipelined", "units", "ops")
+_ARRAY_KEYS = ("kind", "rows", "cols", "pes", "instances", "fed_by", "pipelined", "units", "ops", "fill_drain_cycles")
 _UNIT_KEYS = ("energy_pj", "area_um2")
 _COMPAT_KEYS = ("base", *(f.name for f in fields(Compat)))
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -370,6 +378,10 @@ def _is_name(v: Any) -> bool:
 
 _IDENT: tuple[Callable[[Any], bool], str] = (_is_name, "a lower-case identifier like global_buffer")
 """The check of a level, array, unit or staging-level name (CHECKS has no such kind)."""
+_CYCLES: tuple[Callable[[Any], bool], str] = (
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**6,
+    "a whole number of cycles in [0, 1000000]",
+)
 
 
 def spec_from_dict(data: Any, origin: str = "<dict>") -> ArchSpec:
@@ -453,6 +465,13 @@ def _read_levels(p: Problems, top: dict[Any, Any], arrays: Mapping[str, ComputeA
                 read_energy_pj=p.value(m, path, "read_energy_pj", "nonnegative"),
                 write_energy_pj=p.value(m, path, "write_energy_pj", "nonnegative"),
                 area_um2=p.value(m, path, "area_um2", "nonnegative"),
+                read_bandwidth_bytes_per_s=p.value(
+                    m, path, "read_bandwidth_bytes_per_s", "bytes_per_s", default=None, null=True
+                ),
+                write_bandwidth_bytes_per_s=p.value(
+                    m, path, "write_bandwidth_bytes_per_s", "bytes_per_s", default=None, null=True
+                ),
+                ports=p.value(m, path, "ports", "count", default=None, null=True),
             )
         )
     return levels
@@ -492,6 +511,7 @@ def _read_arrays(p: Problems, top: dict[Any, Any]) -> list[ComputeArray]:
                 pipelined=p.value(m, path, "pipelined", "flag", default=False),
                 units=units,
                 ops=_read_ops(p, m, join(path, "ops"), {u.name for u in units}),
+                fill_drain_cycles=p.value(m, path, "fill_drain_cycles", _CYCLES, default=0),
             )
         )
     return arrays

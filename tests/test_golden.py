@@ -62,6 +62,20 @@ EXPLAINED: dict[tuple[str, str], str | tuple[str, float]] = {
     ("compare.json", "attnscope compare-attention --device * :: linear-attention-causal * :: *"): "issue 13: the chunk "
     "of chunked causal linear attention is the cascade's M0 (its mask reads m1*M0 on its own), no longer the "
     "kernel's key tile; with M0 equal to the old tile the numbers are identical",
+    # Issue 14: every on-chip limit honoured. The staging level now holds what is handed through it (a double
+    # buffer of the producer's spatial tile per tensor); fused designs that handed whole 2-D score tiles through
+    # the 8K-word staging registers were infeasible without saying so, and now hand those through the buffer.
+    ("compare.json", "attnscope compare-attention --arch * :: * :: energy_pj"): "issue 14: hand-offs that do not "
+    "fit the staging level go through the global buffer (its accesses cost energy; the footprint grows)",
+    ("compare.json", "attnscope compare-attention --arch * :: * :: footprint_bytes"): "issue 14: hand-offs that do "
+    "not fit the staging level are double-buffered in the global buffer",
+    ("compare.json", "attnscope compare-attention --arch * :: * :: kernel"): "issue 14: with the hand-offs in the "
+    "buffer a smaller query block fits (P1 in the description)",
+    ("compare.json", "attnscope compare-attention --arch flat-edge * :: * :: dram_bytes"): "issue 14: on flat-edge's "
+    "512 KiB buffer the hand-offs leave room for half the query block, so K/V are read twice as often",
+    ("compare.json", "attnscope compare-attention --arch flat-edge * :: * :: latency_s"): "issue 14: the smaller "
+    "query block on flat-edge (K/V re-read from DRAM) can make the design memory-bound",
+    ("compare.json", "attnscope compare-attention --arch flat-edge * :: * :: bound"): "issue 14: see latency_s",
 }
 
 # Cells that need the published FuseMax CSVs (shared/reference/fusemax); skipped where they are not found.

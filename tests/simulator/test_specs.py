@@ -209,7 +209,7 @@ def test_compat_settings_and_labels(fusemax):
     assert COMPAT_SETTINGS["corrected"] == Compat() and Compat().label == "corrected"
     artifact = with_overrides(fusemax, {"compat": "fusemax-artifact"}).compat
     assert artifact.label == "fusemax-artifact" and not artifact.arch_stall
-    assert artifact.reg_file_energy_one_instance and artifact.count_all_buffer_reads and not artifact.drop_exp_energy
+    assert artifact.reg_file_energy_one_instance and not artifact.drop_exp_energy
     mixed = with_overrides(fusemax, {"compat": {"base": "fusemax-artifact", "arch_stall": True}}).compat
     assert mixed == COMPAT_SETTINGS["fusemax-artifact-arch"]
     custom = with_overrides(fusemax, {"compat.drop_exp_energy": True}).compat
