@@ -321,8 +321,9 @@ def model_rows(
                              dense_rows, dense_layers)  # fmt: skip
     from simulator.specs import load_arch
 
+    cascade = layer_cascade(shape, phase)  # the model's layer first: an MLA or MoE model says it has none
     spec_a = load_arch(arch)
-    lowered = lower(layer_cascade(shape, phase), layer_sizes(shape, phase, seq, batch))
+    lowered = lower(cascade, layer_sizes(shape, phase, seq, batch))
     notes[2:2] = _model_notes(shape, "", 0)
     rows = tuple(attention(k) if attention and k.kind == "attention" else _arch_row(spec_a, k, lowered)
                  for k in kernels)  # fmt: skip

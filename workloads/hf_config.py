@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import SpecError
-from simulator.yamlio import Problems, read_yaml_text_data, show
+from simulator.yamlio import REQUIRED, Problems, read_yaml_text_data, show
 from workloads.models import MLAShape, ModelShape, MoEShape, RopeShape
 
 __all__ = ["FAMILIES", "Family", "model_from_config", "print_model_notes", "read_hf_config"]
@@ -74,9 +74,9 @@ class _Reader:
     out: dict[str, Any]
     notes: list[str]
 
-    def get(self, key: str, kind: str | tuple[Callable[[Any], bool], str], default: Any = None,
+    def get(self, key: str, kind: str | tuple[Callable[[Any], bool], str], default: Any = REQUIRED,
             null: bool = False) -> Any:  # fmt: skip
-        """``data[key]`` checked (:meth:`Problems.value`), marked as read."""
+        """``data[key]`` checked (:meth:`Problems.value`; required unless a default is given), marked as read."""
         self.used.add(key)
         return self.p.value(self.data, "", key, kind, default, null=null)
 
@@ -138,15 +138,10 @@ def _rope(r: _Reader) -> None:
 
 def _mla(r: _Reader) -> None:
     """DeepSeek-V2/V3 multi-head latent attention: the five MLA sizes; head_dim becomes nope + rope."""
-    latent = r.get("kv_lora_rank", "count", None, null=True)
+    latent = r.get("kv_lora_rank", "count")
     q_rank = r.get("q_lora_rank", "count", None, null=True)
     sizes = {k: r.get(k, "count") for k in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")}
-    if latent is None:  # a DeepSeek config without MLA: plain multi-head attention with these head dims
-        if "kv_lora_rank" in r.data:
-            r.p.add("kv_lora_rank", "null: a DeepSeek config without the latent is not supported; give the rank",
-                    r.data, "kv_lora_rank")  # fmt: skip
-        return
-    if None in sizes.values():
+    if latent is None or None in sizes.values():
         return
     r.out["mla"] = MLAShape(latent, q_rank, sizes["qk_nope_head_dim"], sizes["qk_rope_head_dim"], sizes["v_head_dim"])
     r.out["head_dim"] = sizes["qk_nope_head_dim"] + sizes["qk_rope_head_dim"]
@@ -266,7 +261,7 @@ def model_from_config(data: Any, origin: str, name: str) -> ModelShape:
     if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
         p.add("num_key_value_heads", f"{kv_heads} does not divide num_attention_heads={heads}; query heads are "
               "shared in equal groups by the K/V heads", data, "num_key_value_heads")  # fmt: skip
-    if head_dim is None and "head_dim" not in data and isinstance(d, int) and isinstance(heads, int):
+    if head_dim is None and isinstance(d, int) and isinstance(heads, int):  # absent or null: hidden / heads
         if d % heads and model_type not in ("deepseek_v2", "deepseek_v3"):  # MLA sets its own head dims
             p.add("hidden_size", f"{d} is not divisible by num_attention_heads={heads} and no head_dim is given",
                   data, "hidden_size")  # fmt: skip
