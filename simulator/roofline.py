@@ -273,6 +273,12 @@ def model_rows(
             f"{' or '.join(k for k in KERNELS if k != 'decode')}, or no kernel"
         )
     shape = get_model(model)
+    if attention is not None and shape.mla:
+        raise AttnscopeError(
+            f"{shape.name} has multi-head latent attention: its layer's attention kernel is the MLA form's (latent "
+            "heads, q_absorb / kv_b_proj around it), which a cascade given by --workload cannot replace yet; drop "
+            "--workload (compare-attention costs the mla cascades at this model's sizes)"
+        )
     kernels = layer_kernels(shape, phase, seq, batch)
     head = head_kernel(shape, batch)
     dense_layers = shape.moe.dense_layers if shape.moe else 0

@@ -243,7 +243,9 @@ def _llm(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) 
         study = model_rows(model, phase, seq_len, batch, arch=target.arch_ref)
         words = target.arch.levels[0].capacity_words
         elem, capacity = word, None if words is None else words * word
-    parts = [(r, study.layers) for r in study.rows] + ([(study.head, 1)] if study.head else [])
+    moe_layers = study.layers - study.dense_layers  # a MoE model's leading dense layers have rows of their own
+    parts = [(r, moe_layers) for r in study.rows] + [(r, study.dense_layers) for r in study.dense_rows]
+    parts += [(study.head, 1)] if study.head else []
     by_bound: dict[str, float] = {}
     for r, n in parts:
         by_bound[r.binding] = by_bound.get(r.binding, 0.0) + r.predicted_s * n

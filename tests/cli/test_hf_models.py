@@ -159,3 +159,27 @@ def test_sweep_specs_take_config_paths_relative_to_the_spec(tmp_path):
     spec_path.write_text(SPEC.format(model="models/broken.json"))
     with pytest.raises(SpecError, match=r"workload\.models\[0\]: .*broken\.json: vocab_size: missing"):
         read_sweep_file(spec_path)
+
+
+def test_an_llm_sweep_counts_a_moe_models_dense_layers(tmp_path):
+    shutil.copy(CONFIGS / "deepseek-v2-lite.json", tmp_path / "ds.json")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC.format(model="ds.json"))
+    run_sweep(read_sweep_file(spec_path), tmp_path / "s.sqlite")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        flops, latency = conn.execute("SELECT flops, latency_s FROM points").fetchone()
+    from simulator.roofline import model_rows
+
+    study = model_rows(str(tmp_path / "ds.json"), "decode", 2048, 1, device="h100-sxm")
+    layer = sum(r.flops for r in study.rows)
+    dense = sum(r.flops for r in study.dense_rows)
+    assert study.dense_layers == 1 and dense != layer
+    assert flops == pytest.approx(26 * layer + dense + study.head.flops) and latency == study.model_s
+
+
+def test_a_cascade_cannot_replace_mla_attention_in_roofline(capsys, tmp_path):
+    code, _, err = run(capsys, "roofline", "--device", "h100-sxm", "--model", CONFIGS / "deepseek-v2-lite.json",
+                       "--workload", "mla", "--out", tmp_path, "--no-plot")  # fmt: skip
+    assert code == 2 and "has multi-head latent attention" in err and "drop --workload" in err
