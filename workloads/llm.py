@@ -9,7 +9,10 @@ layer norms, rotary embeddings and the 1/sqrt(E) scale (folded into Q); they are
 
 :func:`layer_kernels` groups the Einsums into the kernels an inference engine launches (fused QKV GEMM,
 fused attention, output projection, residual adds, fused gate/up GEMM, activation, down projection) as plain
-data; what each costs is the simulator's business.
+data; what each costs is the simulator's business. A model read from a Hugging Face config may have multi-head
+latent attention (its projections and attention in the expanded or absorbed form, :data:`MLA_FORMS`) and a
+mixture-of-experts FFN (router, shared experts, routed experts under uniform routing): their kernels are here,
+while the layer as a cascade (:func:`layer_text`, for spatial-array targets) refuses them.
 
 >>> shape = get_model("llama3-8b")
 >>> shape.heads, shape.kv_heads, shape.head_dim

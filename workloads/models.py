@@ -8,6 +8,9 @@ the model's paper, for whole-model figures such as ``roofline``'s). :mod:`worklo
 encoder layer of any of them; :func:`layer_text` here builds the study's layer around a registered attention
 cascade: Q/K/V projections of the tokens, the attention cascade, the output projection Z and the two FFN
 matmuls, with no layer norm, activation or residual (K and V project the same tokens as Q: self-attention, M = P).
+:func:`get_model` also takes the path of a Hugging Face ``config.json`` (:mod:`workloads.hf_config`), whose
+shape may carry multi-head latent attention (:class:`MLAShape`), mixture-of-experts (:class:`MoEShape`) and rope
+(:class:`RopeShape`) fields; the zoo's entries have none.
 
 >>> m = get_model("llama3-8b")
 >>> m.heads, m.kv_heads, m.head_dim, get_model("BERT").batch
