@@ -81,8 +81,9 @@ def read_yaml_mapping(path: str | Path, origin: str, what: str) -> LineDict:
     return data
 
 
-def read_yaml_text(path: str | Path, origin: str) -> tuple[Any, str]:
-    """Parse a YAML file; returns (data, the text as read)."""
+def read_yaml_text(path: str | Path, origin: str, loader: type | None = None) -> tuple[Any, str]:
+    """Parse a YAML file; returns (data, the text as read). ``loader``: a subclass of this module's safe loader
+    (e.g. one that also reads a format's own tags), else this module's."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -91,12 +92,12 @@ def read_yaml_text(path: str | Path, origin: str) -> tuple[Any, str]:
         raise SpecError(
             f"{origin}: not a YAML text file (byte {exc.start} is not UTF-8); a spec is UTF-8 text"
         ) from None
-    return _parse(text, origin), text
+    return _parse(text, origin, loader), text
 
 
-def _parse(text: str, origin: str) -> Any:
+def _parse(text: str, origin: str, loader: type | None = None) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader
+        return yaml.load(text, Loader=loader or _Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         if mark is not None:
@@ -238,6 +239,6 @@ class Problems:
             raise SpecError(self.message())
 
 
-def read_yaml_text_data(text: str, origin: str = "<text>") -> Any:
+def read_yaml_text_data(text: str, origin: str = "<text>", loader: type | None = None) -> Any:
     """Parse YAML text with this module's loader (lines remembered); bad syntax raises SpecError."""
-    return _parse(text, origin)
+    return _parse(text, origin, loader)

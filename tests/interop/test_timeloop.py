@@ -1,0 +1,265 @@
+"""Timeloop/Accelergy import and export (attnscope.interop.timeloop and ``attnscope import/export timeloop``).
+
+The architectures under data/timeloop/ are copies of the public Timeloop/Accelergy exercises (SOURCE.md there).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import workloads
+from attnscope.cli import main
+from attnscope.interop.common import Converted, read_tagged
+from attnscope.interop.timeloop import (
+    export_arch,
+    export_mapping,
+    export_problem,
+    export_timeloop,
+    import_arch,
+    import_mapping,
+    import_problem,
+    import_timeloop,
+    representable,
+)
+from einsum.cascade import Cascade
+from simulator.specs import ARCHITECTURES, load_arch, spec_from_dict
+from workloads.models import get_model
+
+DATA = Path(__file__).parent / "data" / "timeloop"
+ARCHES = {
+    "eyeriss_like_v03": ["arch.yaml", "ART.yaml"],
+    "eyeriss_like_v04": ["arch.yaml", "ERT.yaml"],
+    "simple_weight_stationary_v03": ["arch.yaml"],
+    "simple_output_stationary_v03": ["arch.yaml"],
+}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def effective(spec) -> dict:
+    """Every figure a spec costs with (levels, arrays, clock, words, staging, compat), whatever YAML gave it."""
+    return {
+        "name": spec.name,
+        "clock_hz": spec.clock_hz,
+        "word_bytes": spec.word_bytes,
+        "staging_level": spec.staging_level,
+        "compat": spec.compat,
+        "levels": [{k: v for k, v in vars(lv).items() if k != "given"} for lv in spec.levels],
+        "arrays": [
+            {k: v for k, v in vars(a).items() if k not in ("units",)}
+            | {"units": [{k: v for k, v in vars(u).items() if k != "given"} for u in a.units]}
+            for a in spec.arrays
+        ],
+    }
+
+
+def assert_close(a, b, path=""):
+    """Equal, numbers to 1e-12 relative (the unit conversions Timeloop's fields need: words/cycle, s/cycle)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple) and not isinstance(a, str):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-12), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+# ----------------------------------------------------------------------------------------------- acceptance 1
+
+
+@pytest.mark.parametrize("name", sorted(ARCHES))
+def test_published_architectures_import_validate_and_cost(name, tmp_path, capsys):
+    files = [str(DATA / name / f) for f in ARCHES[name]]
+    out = tmp_path / name
+    code, text, err = run_cli(capsys, "import", "timeloop", *files, "--out", str(out), "--ops-from",
+                              "fusemax-cloud:pe_1d", "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(text)
+    assert result["unrepresented"], "every published example has fields attnscope cannot represent"
+    assert any("intmac" in item["why"] for item in result["unrepresented"])
+    arch = out / "arch.yaml"
+    code, text, err = run_cli(capsys, "arch", "show", str(arch))
+    assert code == 0, err
+    spec = load_arch(str(arch))
+    # GEMM: one Einsum's loop-nest search
+    code, text, err = run_cli(capsys, "map", "--workload", "gemm", "--shape", "T=512,K=768,N=768", "--arch",
+                              str(arch), "--method", "random", "--budget", "20000", "--quiet", "--json")  # fmt: skip
+    assert code == 0, err
+    gemm = json.loads(text)
+    assert gemm["latency_s"] > 0 and gemm["mapping"]["levels"][0]["level"] == spec.levels[0].name
+    # BERT-Base attention (12 heads of 64, 512 tokens): the whole cascade
+    bert = get_model("bert")
+    from attnscope.api import evaluate
+
+    d = evaluate("attention-1pass", str(arch), shape={"B": 1, "H": bert.heads, "M": 512, "E": bert.head_dim,
+                                                       "F": bert.head_dim})  # fmt: skip
+    assert d.latency_s > 0 and d.target == spec.name
+
+
+def test_v03_geometry_and_art_areas():
+    result = import_timeloop([DATA / "eyeriss_like_v03" / f for f in ARCHES["eyeriss_like_v03"]])
+    spec = spec_from_dict(result.files["arch.yaml"])
+    assert spec.array("mac").shape == (12, 14)  # PE[0..167] with meshX 14
+    glb = spec.level("shared_glb")
+    assert glb.capacity_words == 16384 * 64 // 16 and glb.access_width_words == 4 and glb.area_um2 == 1162549.0
+    assert glb.bandwidth_bytes_per_s == 16 * 2 * spec.clock_hz  # 16 words/cycle of 2 bytes
+    assert spec.level("dummy_buffer").instances == 14
+    assert [lv.name for lv in spec.path("mac")][-3:] == ["ifmap_spad", "weights_spad", "psum_spad"]
+    assert spec.level("psum_spad").per_pe_of == "mac"
+    keys = {k for k, _ in result.unrepresented}
+    assert "architecture.subtree[0].subtree[0].local[0].attributes.n_banks" in keys
+    assert any(k == "clock_hz" for k, _ in result.assumed)  # no global_cycle_seconds in v0.3
+
+
+def test_v04_parallel_spads_and_ert_energies():
+    result = import_timeloop([DATA / "eyeriss_like_v04" / f for f in ARCHES["eyeriss_like_v04"]])
+    spec = spec_from_dict(result.files["arch.yaml"])
+    assert spec.array("mac").shape == (12, 14)  # PE_column meshX 14 x PE meshY 12
+    assert spec.clock_hz == 1e9 and spec.word_bytes == 1
+    assert spec.level("shared_glb").read_energy_pj == 18.183829 and spec.level("dram").write_energy_pj == 512.0
+    assert spec.array("mac").unit("mac").energy_pj == 0.207692
+    keys = {k for k, _ in result.unrepresented}
+    assert "architecture.nodes[6]" in keys  # the !Parallel spads, chained
+    assert "architecture.nodes[6].nodes[2].attributes.datawidth" in keys  # 16-bit psums on an 8-bit spec
+
+
+def test_one_word_operand_registers_merge_listed():
+    result = import_timeloop([DATA / "simple_output_stationary_v03" / "arch.yaml"])
+    spec = spec_from_dict(result.files["arch.yaml"])
+    regs = spec.level("mac_registers")
+    assert regs.capacity_words == 3 and regs.per_pe_of == "mac" and spec.array("mac").fed_by == "mac_registers"
+    assert any("weight_reg" in k for k, _ in result.unrepresented)
+
+
+def test_combined_input_with_conv_problem_lists_what_it_drops():
+    result = import_timeloop([DATA / "three_level_spatial_v04" / "input.yaml"])
+    keys = [k for k, _ in result.unrepresented]
+    assert "problem.shape.data_spaces[1].projection[1]" in keys  # Inputs[C, R+P]: a sliding window
+    assert "problem" in keys and "mapping" in keys
+    assert set(result.files) == {"arch.yaml"}
+    spec = spec_from_dict(result.files["arch.yaml"])
+    assert spec.array("macc").shape == (16,) and spec.level("global_buffer").capacity_words == 32768 * 64 // 8
+
+
+# ----------------------------------------------------------------------------------------------- acceptance 2
+
+
+def test_export_fusemax_qk_bounds_and_capacities(tmp_path, capsys):
+    out = tmp_path / "qk"
+    code, text, err = run_cli(capsys, "export", "timeloop", "--workload", "fusemax", "--arch", "fusemax-cloud",
+                              "--shape", "M=4K", "--einsum", "QK", "--out", str(out), "--json")  # fmt: skip
+    assert code == 0, err
+    problem = read_tagged(out / "QK" / "problem.yaml")["problem"]
+    mapping = read_tagged(out / "QK" / "mapping.yaml")["mapping"]
+    arch = read_tagged(out / "QK" / "arch.yaml")["architecture"]
+    loaded = workloads.get_cascade("fusemax")
+    sizes = loaded.sizes({"M": 4096})
+    qk = loaded.cascade.einsums[0]
+    assert qk.name == "QK"
+    assert problem["shape"]["dimensions"] == [v.upper() for v in qk.iter_vars]
+    assert problem["instance"] == {v.upper(): sizes[v.upper()] for v in qk.iter_vars}
+    products = dict.fromkeys(problem["shape"]["dimensions"], 1)
+    for entry in mapping:
+        if entry["type"] in ("temporal", "spatial"):
+            for item in entry["factors"].split():
+                dim, factor = item.split("=")
+                products[dim] *= int(factor)
+    assert products == problem["instance"]  # the loop bounds multiply to the iteration space, per rank
+    spec = load_arch("fusemax-cloud")
+    found = {}
+
+    def walk(node):
+        for comp in node.get("local", []):
+            if "depth" in comp["attributes"]:
+                a = comp["attributes"]
+                found[comp["name"].split("[")[0]] = a["depth"] * a["width"] // a["datawidth"]
+        for child in node.get("subtree", []):
+            walk(child)
+
+    for node in arch["subtree"]:
+        walk(node)
+    path = spec.path("pe_2d")
+    assert found == {lv.name: lv.capacity_words for lv in path if lv.capacity_words is not None}
+    k = next(ds for ds in problem["shape"]["data_spaces"] if ds["name"] == "K")
+    assert k["projection"][3] == [["M1", "size_M0_in_M"], ["M0"]]  # K[b,h,e,m1*M0+m0]
+
+
+# ----------------------------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_preset_round_trips(name):
+    spec = load_arch(name)
+    arch, ert, art = export_arch(spec)
+    back, result = import_arch(arch["architecture"], "export", (ert, "ERT"), (art, "ART"))
+    assert not result.unrepresented and not result.assumed
+    assert_close(effective(spec_from_dict(back)), effective(spec))
+
+
+@pytest.mark.parametrize("name", sorted(workloads.CASCADES))
+def test_registered_einsums_round_trip(name):
+    """import(export(x)) == x for every registered single-Einsum workload, and for every Einsum of every
+    registered cascade that Timeloop can state (the others are named, with the reason, by the export)."""
+    entry = workloads.get_cascade(name)
+    cascade, sizes = entry.cascade, entry.sizes({})
+    stated = 0
+    for e in cascade.einsums:
+        if representable(e, cascade, sizes) is not None:
+            continue
+        text, back_sizes = import_problem(export_problem(e, cascade, sizes)["problem"], "export", Converted())
+        back = Cascade.from_text(text)
+        (b,) = back.einsums
+        assert b.text.replace(" ", "") == e.text.replace(" ", "")
+        assert {t: back.tensors[t].ranks for t in (b.name, *b.inputs)} == {
+            t: cascade.tensors[t].ranks for t in (e.name, *e.inputs)
+        }
+        assert back_sizes == {v.upper(): sizes[v.upper()] for v in e.iter_vars}
+        stated += 1
+    if len(cascade.einsums) == 1:
+        assert stated == 1, f"{name}: a single-Einsum workload Timeloop cannot state"
+
+
+def test_mapping_round_trips_through_timeloop(tmp_path):
+    result = export_timeloop("fusemax", "fusemax-cloud", {"M": 4096}, einsum_name="QK", budget=2000)
+    result.write(tmp_path)
+    back = import_timeloop([tmp_path / "QK" / f for f in ("arch.yaml", "problem.yaml", "mapping.yaml")]
+                           + [tmp_path / "ERT.yaml", tmp_path / "ART.yaml"])  # fmt: skip
+    nest = back.files["mapping.yaml"]["einsums"]["QK"]
+    exported = read_tagged(tmp_path / "QK" / "mapping.yaml")["mapping"]
+    for entry in exported:
+        if entry["type"] == "temporal":
+            want = {d.lower(): int(f) for d, f in (x.split("=") for x in entry["factors"].split()) if int(f) > 1}
+            have = {}
+            for v, b in nest["temporal"][entry["target"]]:
+                have[v] = have.get(v, 1) * b
+            assert have == want, entry["target"]
+    spec = spec_from_dict(back.files["arch.yaml"])
+    cascade = Cascade.from_text(back.files["workload.einsum"])
+    em_data = back.files["mapping.yaml"]
+    again = import_mapping(
+        export_mapping_from_dict(em_data, spec, cascade), "again", spec, cascade.einsums[0],
+        {v.upper(): s for v, s in zip(cascade.einsums[0].iter_vars, (cascade.rank_sizes({})[v.upper()]
+                                                                    for v in cascade.einsums[0].iter_vars))},
+        Converted(),
+    )  # fmt: skip
+    assert again["einsums"] == em_data["einsums"]
+
+
+def export_mapping_from_dict(data, spec, cascade):
+    from simulator.mapping import mapping_from_dict
+
+    em = mapping_from_dict(data).einsums["QK"]
+    return export_mapping(em, spec, cascade.einsums[0])
