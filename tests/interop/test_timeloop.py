@@ -159,7 +159,7 @@ def test_combined_input_with_conv_problem_lists_what_it_drops():
 
 def test_export_fusemax_qk_bounds_and_capacities(tmp_path, capsys):
     out = tmp_path / "qk"
-    code, text, err = run_cli(capsys, "export", "timeloop", "--workload", "fusemax", "--arch", "fusemax-cloud",
+    code, _, err = run_cli(capsys, "export", "timeloop", "--workload", "fusemax", "--arch", "fusemax-cloud",
                               "--shape", "M=4K", "--einsum", "QK", "--out", str(out), "--json")  # fmt: skip
     assert code == 0, err
     problem = read_tagged(out / "QK" / "problem.yaml")["problem"]
@@ -249,12 +249,10 @@ def test_mapping_round_trips_through_timeloop(tmp_path):
     spec = spec_from_dict(back.files["arch.yaml"])
     cascade = Cascade.from_text(back.files["workload.einsum"])
     em_data = back.files["mapping.yaml"]
-    again = import_mapping(
-        export_mapping_from_dict(em_data, spec, cascade), "again", spec, cascade.einsums[0],
-        {v.upper(): s for v, s in zip(cascade.einsums[0].iter_vars, (cascade.rank_sizes({})[v.upper()]
-                                                                    for v in cascade.einsums[0].iter_vars))},
-        Converted(),
-    )  # fmt: skip
+    (e,) = cascade.einsums
+    ranks = cascade.rank_sizes({})
+    sizes = {v.upper(): ranks[v.upper()] for v in e.iter_vars}
+    again = import_mapping(export_mapping_from_dict(em_data, spec, cascade), "again", spec, e, sizes, Converted())
     assert again["einsums"] == em_data["einsums"]
 
 
