@@ -41,11 +41,12 @@ KINDS: tuple[str, ...] = ("gpu", "edge", "cpu")
 TENSOR_INSTRUCTIONS: tuple[str, ...] = ("wgmma", "mma", "none")
 """Matrix instructions: Hopper warpgroup MMA, warp-level MMA (Ampere/Ada mma.sync, Apple simdgroup matrix), none."""
 
-EFFICIENCY_KEYS: tuple[str, ...] = ("gemm", "copy", "exp", "softmax", "broadcast")
-"""Efficiency entries: best GEMM / dense tensor peak, device copy / DRAM peak, exp / SFU peak, library row
-softmax / DRAM peak, and a broadcasting elementwise kernel (PyTorch's non-vectorized path, e.g. an additive mask
-added to the scores) / the copy. Each is a microbenchmark result divided by its reference figure; 1.0 means
-uncalibrated (the reference assumed)."""
+EFFICIENCY_KEYS: tuple[str, ...] = ("gemm", "gemm_fp8", "copy", "exp", "softmax", "broadcast")
+"""Efficiency entries: best GEMM / dense tensor peak (16-bit and wider dtypes), the same for FP8 GEMMs (their own
+kernels and scaling epilogues: calibrated apart; absent, it is ``gemm``'s value), device copy / DRAM peak, exp /
+SFU peak, library row softmax / DRAM peak, and a broadcasting elementwise kernel (PyTorch's non-vectorized path,
+e.g. an additive mask added to the scores) / the copy. Each is a microbenchmark result divided by its reference
+figure; 1.0 means uncalibrated (the reference assumed)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Efficiency:
     """Fractions of datasheet peaks reached by microbenchmarks (1.0 = uncalibrated: the peak is assumed)."""
 
     gemm: float  # best large GEMM TFLOP/s / dense tensor peak, for the dtype it was measured in
+    gemm_fp8: float  # the same for FP8 GEMMs / the FP8 dense peak (gemm's value where not calibrated apart)
     copy: float  # device-to-device copy bytes (read + write) per second / DRAM peak
     exp: float  # elementwise exp rate / (SFU exp per SM per clock x SMs x clock)
     softmax: float  # library row-softmax bytes (read + write) per second / DRAM peak
@@ -259,7 +261,8 @@ def _read_efficiency(p: Problems, data: dict[Any, Any]) -> Efficiency | None:
         p.add(path, "missing or not a mapping; expected {gemm, copy, exp, softmax, calibration}", data, path)
         return None
     p.mapping(raw, path, (*EFFICIENCY_KEYS, "calibration"))
-    values = {k: p.value(raw, path, k, "fraction", 1.0) for k in EFFICIENCY_KEYS}
+    values = {k: p.value(raw, path, k, "fraction", 1.0) for k in EFFICIENCY_KEYS if k != "gemm_fp8"}
+    values["gemm_fp8"] = p.value(raw, path, "gemm_fp8", "fraction", values["gemm"] or 1.0)
     cal = raw.get("calibration")
     if not isinstance(cal, dict):
         p.add(join(path, "calibration"), "missing; expected {data_file, date, method}", raw, "calibration")

@@ -232,8 +232,8 @@ def _grouped(window: bool) -> Workload:
 def calibrate_gemm(device: str | DeviceSpec, *, m: int, n: int, k: int, tflops: float, dtype: str = "bf16") -> float:
     """The GEMM efficiency at which the model reproduces a measured GEMM (TFLOP/s) at that shape.
 
-    This is how the presets' ``efficiency.gemm`` is derived from a GEMM microbenchmark (bisection on the
-    monotone model); it never looks at attention timings.
+    This is how the presets' ``efficiency.gemm`` (``efficiency.gemm_fp8`` for an fp8 GEMM) is derived from a
+    GEMM microbenchmark (bisection on the monotone model); it never looks at attention timings.
     """
     from simulator.device import with_efficiency
 
@@ -243,7 +243,7 @@ def calibrate_gemm(device: str | DeviceSpec, *, m: int, n: int, k: int, tflops: 
     lo, hi = 0.05, 1.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        trial = with_efficiency(spec, {"gemm": mid}, provenance)
+        trial = with_efficiency(spec, {"gemm_fp8" if dtype == "fp8" else "gemm": mid}, provenance)
         if predict(trial, "gemm", dtype=dtype, m=m, n=n, k=k).tflops < tflops:
             lo = mid
         else:

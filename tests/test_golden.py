@@ -25,6 +25,16 @@ REL = 1e-9
 #   ("compare.json", "attnscope compare-attention --arch fusemax-cloud * :: * :: kernel"): "mapping labels reworded",
 #   ("predict.json", "attnscope predict * --kernel fa2 * :: prediction :: time_s"): ("one FlashAttention model", 0.01),
 EXPLAINED: dict[tuple[str, str], str | tuple[str, float]] = {
+    # Issue 15 (GPU side) changes every GPU number; these come first so that they win over issue 13's bounds.
+    ("predict.json", "attnscope predict *"): "issue 15: every GPU kernel pays its fill and drain (the first wave's "
+    "loads, the last wave's stores at the calibrated bandwidth; reported as tiles.fill_drain_s), Hopper GEMMs may "
+    "run stream-K (tiles.stream_k), FP8 GEMMs have their own efficiency, and the presets' GEMM efficiencies were "
+    "re-derived from the same MAMF microbenchmarks through that model (A100/H200 copy and H200 softmax now cited, "
+    "not 1.0); the CPU preset's gemm was re-fitted to its committed microbenchmarks",
+    ("compare.json", "attnscope compare-attention --device *"): "issue 15: the GPU kernels' fill and drain, "
+    "stream-K GEMMs and the re-derived efficiencies (see predict.json)",
+    ("roofline.json", "attnscope roofline --device *"): "issue 15: the GPU kernels' fill and drain, stream-K "
+    "GEMMs and the re-derived efficiencies (see predict.json)",
     (
         "compare.json",
         "attnscope compare-attention * :: * :: kv_heads",

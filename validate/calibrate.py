@@ -129,7 +129,8 @@ def calibrate(
             continue
         fit = _fit_exp(spec, chosen) if key == "exp" else _fit(spec, key, chosen)
         fits.append(fit)
-        spec = with_efficiency(spec, {key: fit.value}, keep)
+        follows = key == "gemm" and spec.efficiency.gemm_fp8 == spec.efficiency.gemm  # no fp8 value of its own
+        spec = with_efficiency(spec, {key: fit.value, **({"gemm_fp8": fit.value} if follows else {})}, keep)
     first = usable[0]
     counts = ", ".join(
         f"{f.key}: {f.rows} {f.dtype} rows, MAPE {f.mape_after:.1f}%" for f in fits if f.key not in CACHE_KEYS
@@ -265,6 +266,8 @@ def efficiency_block(spec: DeviceSpec, fits: Sequence[Fit], old_block: Sequence[
             lines.append(f"  {key}: {getattr(eff, key):g}".ljust(36) + f"# {why}")
         elif old is not None:
             lines.append(old)
+        elif key == "gemm_fp8" and eff.gemm_fp8 == eff.gemm:
+            continue  # absent: FP8 GEMMs take gemm's value
         else:
             lines.append(f"  {key}: {getattr(eff, key):g}".ljust(36) + "# no calibration rows (kept)")
     lines.append("  calibration:")

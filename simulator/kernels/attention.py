@@ -47,7 +47,7 @@ import numpy as np
 from einsum.lower import lower
 from simulator.kernels.elementwise import predict_elementwise, predict_softmax
 from simulator.kernels.gemm import predict_gemm
-from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, finish, need
+from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, fill_drain_s, finish, need
 from simulator.kernels.schedule import makespan_cycles, waves
 
 KERNELS: tuple[str, ...] = ("fa2", "fa3", "unfused", "decode", "math", "cpu-flash")
@@ -275,15 +275,18 @@ def decode_kernel(
         per = math.ceil(math.ceil(keys / split) / t.bc)
         fixed = m.latency_s * m.clock_hz + (t.br * d * e + t.br * d * 4) / m.l2_share_bytes_per_clock
         n_ctas = groups * m_blocks * split
+        first = min(n_ctas, m.sms * t.per_sm)  # fill: Q and first K/V tiles; drain: fp32 partial outputs
         compute_s = makespan_cycles(np.full(n_ctas, per * tile + fixed), m.sms, t.per_sm) / m.clock_hz
+        fill_drain = fill_drain_s(m, first * (t.br * d * e + 2 * t.bc * d * e), first * t.br * d * 4)
+        compute_s += fill_drain
         partial = partial_bytes * split if split > 1 else 0.0
         dram = kv_bytes + qo_bytes + partial
         main = max(compute_s, dram / m.dram_bytes_per_s)
         combine = m.launch_s + m.latency_s + 2 * partial / m.dram_bytes_per_s if split > 1 else 0.0
         total = main + combine
         if best is None or total < best[0]:
-            best = (total, split, n_ctas, compute_s, dram, combine)
-    _, split, n_ctas, compute_s, dram, combine = best
+            best = (total, split, n_ctas, compute_s, dram, combine, fill_drain)
+    _, split, n_ctas, compute_s, dram, combine, fill_drain = best
     bound = "stream" if stream >= plain else max(
         {"tensor": parts["tensor"], "sfu": parts["sfu"], "fma": parts["fma"]}.items(), key=lambda kv: kv[1]
     )[0]  # fmt: skip
@@ -297,6 +300,8 @@ def decode_kernel(
         "ctas_per_sm": t.per_sm,
         "waves": round(waves(n_ctas, m.sms, t.per_sm), 3),
         "smem_bytes": t.smem_bytes,
+        "fill_drain_s": fill_drain,
+        "combine_s": combine,
     }
     return finish(m, op="sdpa", kernel="decode", flops=flops, hbm_bytes=dram, times=times, tiles=tiles,
                   compulsory_bytes=compulsory_bytes, exp_ops=exp_ops, launches=2 if split > 1 else 1)  # fmt: skip

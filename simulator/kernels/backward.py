@@ -49,7 +49,7 @@ import numpy as np
 from simulator.kernels.attention import check_fused, useful_pairs
 from simulator.kernels.elementwise import predict_elementwise, predict_rowwise
 from simulator.kernels.gemm import predict_gemm
-from simulator.kernels.machine import KernelPrediction, Machine, finish, need
+from simulator.kernels.machine import KernelPrediction, Machine, fill_drain_s, finish, need
 from simulator.kernels.schedule import makespan_cycles, waves
 
 DIRECTIONS: tuple[str, ...] = ("fwd", "bwd", "fwd+bwd")
@@ -206,7 +206,9 @@ def predict_fused_bwd(m: Machine, kernel: str, s: dict) -> KernelPrediction:
         epilogue = 2 * t.bc * d * e / m.l2_share_bytes_per_clock
         per_block = (visited - straddling) * plain + straddling * edge + (prologue + epilogue) / t.per_sm
         cta = np.sort(np.tile(per_block, b * h))[::-1]
-        compute_s = makespan_cycles(cta, m.sms, t.per_sm) / m.clock_hz
+        first = min(cta.size, m.sms * t.per_sm)  # fill: K/V blocks and first Q, dO tiles; drain: dK, dV out
+        fill_drain = fill_drain_s(m, first * (2 * t.bc * d * e + 2 * t.br * d * e), first * 2 * t.bc * d * e)
+        compute_s = makespan_cycles(cta, m.sms, t.per_sm) / m.clock_hz + fill_drain
         n_vis = float(visited.sum()) * b * h
         # DRAM: Q, dO, L, D and K, V read once per (head, K/V head) (re-reads hit L2), dK and dV written (per
         # query head: summed over a group afterwards), the dQ accumulator written back once
@@ -215,8 +217,8 @@ def predict_fused_bwd(m: Machine, kernel: str, s: dict) -> KernelPrediction:
         memory_s = dram / m.dram_bytes_per_s
         time = max(compute_s, memory_s)
         if best is None or time < best[0]:
-            best = (time, t, compute_s, memory_s, dram, parts, n_vis, visited.size)
-    time, t, compute_s, memory_s, dram, parts, n_vis, key_blocks = best
+            best = (time, t, compute_s, memory_s, dram, parts, n_vis, visited.size, fill_drain)
+    time, t, compute_s, memory_s, dram, parts, n_vis, key_blocks, fill_drain = best
     core = {k: v for k, v in parts.items() if k != "l2"}
     bound = "l2" if parts["l2"] >= max(core.values()) else max(core, key=core.__getitem__)
     pairs = useful_pairs(sq, skv, s["causal"], s["window"])
@@ -232,6 +234,7 @@ def predict_fused_bwd(m: Machine, kernel: str, s: dict) -> KernelPrediction:
         "smem_bytes": t.smem_bytes,
         "regs_per_thread": t.regs_per_thread,
         "query_tiles_visited": round(n_vis),
+        "fill_drain_s": fill_drain,
         "tile_cycles": {k: round(v, 1) for k, v in parts.items()},
     }
     main = finish(m, op="sdpa", kernel=f"{kernel}-bwd-main", flops=BWD_FLOP_RATIO * fwd_flops, hbm_bytes=dram,

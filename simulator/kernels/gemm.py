@@ -11,7 +11,15 @@ the SM's share of L2); co-resident CTAs hide each other's prologue and epilogue,
 is exposed. Tiles are padded to the tile shape and K to the MMA granularity: that padding and the
 waves of CTAs over the SMs (:mod:`simulator.kernels.schedule`) are the small-size effects. DRAM traffic: A and
 B once when their panels stay in L2, else re-read once per band of concurrently running tiles, plus C once.
-The kernel takes ``max(compute, DRAM traffic / calibrated bandwidth)`` plus one launch.
+The kernel takes ``max(compute, DRAM traffic / calibrated bandwidth)`` plus one launch. The compute path also pays
+the kernel's **fill and drain**: the first wave's first K slab arrives from DRAM before any tile computes, and the
+last wave's C tiles leave after the last one does (at the calibrated bandwidth; between them loads and stores
+overlap the math).
+
+**Stream-K** (wgmma devices: Hopper's persistent kernels, CUTLASS 3's stream-K tile scheduler; Osama et al.,
+"Stream-K: Work-centric Parallel Decomposition for Dense Matrix-Matrix Multiplication on the GPU", PPoPP 2023):
+where the tiles leave a partial last wave, the mapper also tries giving every CTA slot an equal share of all tiles'
+K steps; a tile split between two slots pays an fp32 partial tile written and read back through L2.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from simulator.kernels.machine import KernelPrediction, Machine, finish, need
+from simulator.kernels.machine import KernelPrediction, Machine, fill_drain_s, finish, need
 from simulator.kernels.schedule import waves
 
 TILES: tuple[tuple[int, int], ...] = (
@@ -72,20 +80,39 @@ def _mma_k(m: Machine) -> int:
     return MMA_K * 2 // m.elem_bytes if m.elem_bytes <= 2 else 8
 
 
-def _one(m: Machine, t: GemmTile, b: int, mm: int, n: int, k: int, split: int) -> tuple[float, dict, dict, float]:
+def _one(
+    m: Machine, t: GemmTile, b: int, mm: int, n: int, k: int, split: int, stream_k: bool = False
+) -> tuple[float, dict, dict, float]:
     tiles_m, tiles_n = math.ceil(mm / t.bm), math.ceil(n / t.bn)
     n_ctas = b * tiles_m * tiles_n * split
     k_pad = math.ceil(k / _mma_k(m)) * _mma_k(m)
     k_steps = math.ceil(k_pad / (t.bk * split))
     e = m.elem_bytes
+    slots = m.sms * t.per_sm
     step_bytes = (t.bm + t.bn) * t.bk * e
     step = max(2.0 * t.bm * t.bn * t.bk / m.tensor_rate, step_bytes / m.l2_share_bytes_per_clock)
     mainloop = k_steps * step
     prologue = m.latency_s * m.clock_hz + step_bytes / m.l2_share_bytes_per_clock
     epilogue = t.bm * t.bn * (e if split == 1 else 4) / m.l2_share_bytes_per_clock
     cta = mainloop + (prologue + epilogue) / t.per_sm
-    compute_s = math.ceil(n_ctas / (m.sms * t.per_sm)) * cta * t.per_sm / m.clock_hz
+    if stream_k:  # every slot takes an equal share of all tiles' K steps; a tile split between two slots pays one
+        # fp32 partial written and read back through L2 (the fix-up), and each slot up to two tile segments
+        per_slot = math.ceil(n_ctas * k_steps / slots)
+        fixup = 2 * t.bm * t.bn * 4 / m.l2_share_bytes_per_clock
+        cta = per_slot * step + 2 * (prologue + epilogue) / t.per_sm + fixup
+        compute_s = cta * t.per_sm / m.clock_hz
+    else:
+        compute_s = math.ceil(n_ctas / slots) * cta * t.per_sm / m.clock_hz
     a_bytes, b_bytes, c_bytes = b * mm * k * e, b * k * n * e, b * mm * n * e
+    # fill and drain: the first wave's first K slab comes from DRAM before any tile computes, and the last wave's
+    # C tiles go out after the last one does (both at the calibrated bandwidth; in between they overlap compute)
+    first = min(n_ctas, slots)
+    across = min(tiles_n, first)
+    fill_bytes = (min(b * tiles_m, math.ceil(first / across)) * t.bm + across * t.bn) * t.bk * e
+    last = n_ctas - (math.ceil(n_ctas / slots) - 1) * slots if not stream_k else first
+    drain_bytes = last / split * t.bm * t.bn * e
+    fill_drain = fill_drain_s(m, fill_bytes, drain_bytes)
+    compute_s += fill_drain
     concurrent = min(n_ctas, m.sms * t.per_sm)
     side = max(1.0, math.sqrt(concurrent))
     if a_bytes + b_bytes <= 0.5 * m.spec.l2_bytes:
@@ -107,6 +134,8 @@ def _one(m: Machine, t: GemmTile, b: int, mm: int, n: int, k: int, split: int) -
         "cta_n": t.bn,
         "cta_k": t.bk,
         "split_k": split,
+        "stream_k": stream_k,
+        "fill_drain_s": fill_drain,
         "stages": t.stages,
         "ctas": n_ctas,
         "ctas_per_sm": t.per_sm,
@@ -133,6 +162,11 @@ def predict_gemm(m: Machine, *, m_: int, n: int, k: int, batch: int = 1) -> Kern
                 break
             work, times, tiles, dram = _one(m, t, batch, m_, n, k, split)
             if best is None or work < best[0]:
+                best = (work, times, tiles, dram)
+        n_tiles = batch * math.ceil(m_ / bm) * math.ceil(n / bn)
+        if m.spec.tensor_instruction == "wgmma" and n_tiles > m.sms * t.per_sm and n_tiles % (m.sms * t.per_sm):
+            work, times, tiles, dram = _one(m, t, batch, m_, n, k, 1, stream_k=True)
+            if work < best[0]:
                 best = (work, times, tiles, dram)
     need(
         best is not None,

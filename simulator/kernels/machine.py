@@ -91,7 +91,8 @@ def machine(spec: DeviceSpec, dtype: str, *, legacy_mma: bool = False) -> Machin
     check_dtype(dtype)
     eff = spec.efficiency
     peak = spec.tensor_flops_per_sm_per_clock(dtype)
-    rate = peak * eff.gemm * (spec.mma_fraction if legacy_mma and spec.tensor_instruction == "wgmma" else 1.0)
+    gemm = eff.gemm_fp8 if dtype == "fp8" else eff.gemm
+    rate = peak * gemm * (spec.mma_fraction if legacy_mma and spec.tensor_instruction == "wgmma" else 1.0)
     return Machine(
         spec=spec,
         dtype=dtype,
@@ -171,6 +172,13 @@ def roofline_s(m: Machine, flops: float, hbm_bytes: float, exp_ops: float = 0.0,
         fma_ops / (m.fma_rate * clock_sms),
         hbm_bytes / m.stream_bytes_per_s(hbm_bytes, m.dram_peak_bytes_per_s),
     )
+
+
+def fill_drain_s(m: Machine, fill_bytes: float, drain_bytes: float) -> float:
+    """A kernel's fill and drain, s: what its first wave of CTAs loads before any of them computes (its first
+    tiles, ``fill_bytes``) and what its last wave stores after the last computes (``drain_bytes``), each through
+    DRAM at the calibrated bandwidth; in between, loads and stores overlap the compute."""
+    return (fill_bytes + drain_bytes) / m.dram_bytes_per_s
 
 
 def finish(

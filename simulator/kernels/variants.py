@@ -129,7 +129,7 @@ from simulator.kernels.attention import (
 )
 from simulator.kernels.elementwise import predict_elementwise, predict_rowwise
 from simulator.kernels.gemm import predict_gemm
-from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, finish, machine, need
+from simulator.kernels.machine import UNIT_OF_OP, KernelPrediction, Machine, fill_drain_s, finish, machine, need
 from simulator.kernels.schedule import makespan_cycles
 
 __all__ = ["kernel_for", "predict_case", "predict_variant"]
@@ -838,6 +838,13 @@ def _fused_one(m: Machine, flavour: str, t: FlashTile, sh: _Shape, blocked: bool
     if flavour == "fa3":
         cta_cycles = np.sort(cta_cycles)[::-1]
     compute_s = makespan_cycles(cta_cycles, m.sms, t.per_sm) / m.clock_hz
+    # fill and drain: the first wave's Q tiles and first K/V tiles (one per head in it), the last wave's outputs
+    first = min(int(cta_cycles.size), m.sms * t.per_sm)
+    row_blocks = -(-sh.sizes[sh.row] // t.br)
+    fill = sum(first * prog.q_tile_words[p] + -(-first // row_blocks) * prog.kv_tile_words[p] for p in range(len(pops)))
+    drain = first * max(prog.o_tile_words, default=0.0)
+    fill_drain = fill_drain_s(m, fill * e, drain * e)
+    compute_s += fill_drain
     share = heaviest[1]
     if flavour == "fa3" and "smem" in share:  # the exp of a tile sits between its two matmuls: T + S
         unit = "sfu" if share["sfu"] > share["tensor"] else "tensor"
@@ -845,7 +852,10 @@ def _fused_one(m: Machine, flavour: str, t: FlashTile, sh: _Shape, blocked: bool
     core = {k: v for k, v in share.items() if k != "l2"}
     bound = "l2" if share.get("l2", 0.0) >= max(core.values()) else max(core, key=core.__getitem__)
     times = {bound: compute_s + key["s"], "memory": memory_s}
-    tiles = flash_tiles(m, t, int(cta_cycles.size), round(visited_total), heaviest[1]) | {"key_side_s": key["s"]}
+    tiles = flash_tiles(m, t, int(cta_cycles.size), round(visited_total), heaviest[1]) | {
+        "key_side_s": key["s"],
+        "fill_drain_s": fill_drain,
+    }
     return {
         "time": max(times.values()),
         "times": times,

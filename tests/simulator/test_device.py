@@ -125,7 +125,7 @@ def test_validation_collects_every_problem():
 
 def test_a_problem_in_a_yaml_file_is_reported_with_its_line(tmp_path):
     file = write_device(load_device("h100-sxm"), tmp_path / "bad.yaml")
-    edits = {"sm_count: 132": "sm_count: 0", "  fp8: 1979.0": "  fp4: 1979.0", "  gemm: 0.852": "  gemm: 1.2"}
+    edits = {"sm_count: 132": "sm_count: 0", "  fp8: 1979.0": "  fp4: 1979.0", "  gemm: 0.8708": "  gemm: 1.2"}
     lines = [edits.get(line, line) for line in file.read_text().splitlines()]
     file.write_text("\n".join(lines) + "\n")
     sm, fp4, gemm = (lines.index(edited) + 1 for edited in edits.values())
@@ -155,7 +155,7 @@ def test_with_efficiency_and_write_round_trip(tmp_path):
     back = read_device_file(write_device(tuned, tmp_path / "tuned.yaml"))
     assert back == tuned
     assert load_device(tmp_path / "tuned.yaml") == tuned
-    with pytest.raises(SpecError, match="unknown efficiency 'attention'; allowed: gemm, copy, exp, softmax"):
+    with pytest.raises(SpecError, match="unknown efficiency 'attention'; allowed: gemm, gemm_fp8, copy, exp, softmax"):
         with_efficiency(spec, {"attention": 0.5}, provenance)
 
 
