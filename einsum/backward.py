@@ -112,6 +112,8 @@ def _add(a: Expr | None, b: Expr | None) -> Expr | None:
         return a
     if isinstance(b, Neg):
         return BinOp("-", a, b.operand, _SPAN)
+    if isinstance(a, Neg):
+        return BinOp("-", b, a.operand, _SPAN)
     return BinOp("+", a, b, _SPAN)
 
 
@@ -589,9 +591,12 @@ class _Deriver:
         share = _counted(share, iter_vars, out_vars)
         self.shares.setdefault(acc.tensor, []).append(_Share(tuple(layout), share, kind))
 
-    def finish(self, tensor: str, plain: bool = False) -> dict[str, tuple[str, tuple[tuple[str, ...], ...]]]:
+    def finish(
+        self, tensor: str, plain: bool = False, alias: bool = True
+    ) -> dict[str, tuple[str, tuple[tuple[str, ...], ...]]]:
         """Sum the pending shares of ``tensor`` into its adjoint (per kind for an iterative tensor); returns
-        kind -> (adjoint tensor, layout). ``plain``: the adjoint keeps the tensor's own ranks."""
+        kind -> (adjoint tensor, layout). ``plain``: the adjoint keeps the tensor's own ranks. ``alias``: a
+        single share that is another adjoint read in the same layout (``dPV`` = ``dRO``) is that tensor."""
         t = self.f.tensors[tensor]
         shares = self.shares.pop(tensor, [])
         done = {}
@@ -607,8 +612,14 @@ class _Deriver:
             )  # fmt: skip
             base = f"d{tensor}" if kind == "plain" else f"d{tensor}_{kind}"
             seed = self.seeds.get(tensor)
-            if len(group) == 1 and seed is not None and group[0].expr == _access(seed, _indices(layout)):
-                done[kind] = (seed, layout)  # the seed alone: the adjoint is the backward input
+            only = group[0].expr if len(group) == 1 and group[0].layout == layout else None
+            if (
+                alias
+                and isinstance(only, Access)
+                and only.tensor not in self.f.tensors
+                and list(only.indices) == _indices(layout)
+            ):
+                done[kind] = (only.tensor, layout)  # the adjoint is another one (or the seed), read as it is
                 continue
             name = self.fresh(base if seed is None else f"{base}_all")
             if len(group) == 1 and group[0].layout == layout:
@@ -616,7 +627,9 @@ class _Deriver:
             else:
                 total = None
                 for s in group:
-                    if s.layout == layout:
+                    if s.layout == layout and _vars(s.expr) <= {p.lower() for parts in layout for p in parts}:
+                        total = _add(total, s.expr)  # nothing to sum over: written in the total itself
+                    elif s.layout == layout:
                         part = self.fresh(f"{base}_part")
                         self.emit_share(part, s)
                         total = _add(total, _access(part, _indices(s.layout)))
@@ -844,7 +857,7 @@ class _Deriver:
                 self.recurrence(group, var, needs)
         gradients = {}
         for x in self.wrt:
-            kinds = self.finish(x)
+            kinds = self.finish(x, alias=False)  # a gradient is an output: written by an Einsum of its own
             if "plain" not in kinds:
                 raise BackwardError(f"{f.name}: no output depends on input {x}")
             name, layout = kinds["plain"]
