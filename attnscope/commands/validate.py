@@ -39,7 +39,14 @@ def add_parser(subparsers, parser_class) -> None:
     p.set_defaults(func=cmd_calibrate)
 
     p = subparsers.add_parser("validate", help="predicted vs measured: report.md and plots")
-    p.add_argument("--data", required=True, help="a measurement CSV (validate/data/...)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a measurement CSV (validate/data/...)")
+    source.add_argument(
+        "--published",
+        action="store_true",
+        help="the committed published figures (validate/data/published-*.csv): the two-table report, data used "
+        "to design or calibrate vs data used only to validate",
+    )
     p.add_argument("--device", help="device preset id or .yaml (default: from the file name or device name)")
     p.add_argument("--out", required=True, help="output folder for report.md and the figures")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -113,6 +120,8 @@ def cmd_calibrate(args) -> int:
 def cmd_validate(args) -> int:
     from validate.compare import write_report
 
+    if args.published:
+        return _validate_published(args)
     summary = write_report(args.data, args.out, args.device, figures=not args.no_figures)
     if args.json:
         print_json(summary)
@@ -121,4 +130,23 @@ def cmd_validate(args) -> int:
     rows = [[s["group"], s["n"], f"{s['mape_pct']:.1f}%", f"{s['max_error_pct']:.1f}%",
              f"{s['median_error_pct']:+.1f}%"] for s in summary["families"]]  # fmt: skip
     print(table(rows, ["family", "points", "MAPE", "max |error|", "median error"]))
+    return 0
+
+
+def _validate_published(args) -> int:
+    from validate.published import write_published_report
+
+    if args.device:
+        raise AttnscopeError("--published scores every preset its figures name; drop --device")
+    summary = write_published_report(args.out)
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"wrote {summary['report']}: {summary['figures']} published figures, {summary['in_sample']} in-sample "
+          f"(design or calibration), {summary['scored']} validation-only scored, {summary['not_scored']} listed "
+          "without a score\n")  # fmt: skip
+    rows = [[g["device"], g["kernel"], g["direction"], g["n"], f"{g['mean_abs_error_pct']:.1f}%",
+             f"{g['max_abs_error_pct']:.1f}%", f"{g['median_error_pct']:+.1f}%"]
+            for g in summary["groups"]]  # fmt: skip
+    print(table(rows, ["device", "kernel", "direction", "points", "mean |error|", "max |error|", "median error"]))
     return 0
