@@ -276,6 +276,11 @@ def _unrepresentable(e: Einsum, cascade: Cascade, sizes: Mapping[str, int]) -> s
 # ----------------------------------------------------------------------------------------------- architecture
 
 
+def _count(value: Any) -> int:
+    """A positive integer, else 1 (an ``attnscope_*`` extension value the spec check then names if it matters)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
 def _si(p: Problems, m: Mapping, key: str, field_: str, what: str, default: Any = None) -> Any:
     if field_ not in m:
         return default
@@ -316,8 +321,12 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                 p.add(join(nkey, "name"), f"expected a name, got {show(nm)}", n, "name")
                 continue
             extra = n.get("extra_attributes_for_component_model") or {}
-            ext = {k[len("attnscope_") :]: v for k, v in extra.items() if k.startswith("attnscope_")}
-            ext_top.update(ext.pop("spec", {}))
+            if not isinstance(extra, dict):
+                p.add(join(nkey, "extra_attributes_for_component_model"), f"expected a mapping, got {show(extra)}")
+                continue
+            ext = {k[len("attnscope_") :]: v for k, v in extra.items() if str(k).startswith("attnscope_")}
+            top = ext.pop("spec", {})
+            ext_top.update(top if isinstance(top, dict) else {})
             spatial = n.get("spatial") or []
             if not isinstance(spatial, list):
                 p.add(join(nkey, "spatial"), f"expected a list of {{name, fanout}}, got {show(spatial)}", n, "spatial")
@@ -343,7 +352,11 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                 result.drop(join(nkey, "enabled"), "imported as enabled (attnscope specs have no conditions)")
             if tag == "!Container":
                 continue
-            actions = {a.get("name"): a for a in n.get("actions") or [] if isinstance(a, dict)}
+            raw_actions = n.get("actions") or []
+            if not isinstance(raw_actions, list):
+                p.add(join(nkey, "actions"), f"expected a list of {{name, energy}}, got {show(raw_actions)}")
+                continue
+            actions = {a["name"]: a for a in raw_actions if isinstance(a, dict) and isinstance(a.get("name"), str)}
             area = _si(p, n, nkey, "area", "an area in m^2 >= 0", 0.0)
             leak = _si(p, n, nkey, "leak_power", "a power in W >= 0", 0.0)
             if leak:
@@ -354,16 +367,16 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                     if "size" not in n:
                         p.add(join(nkey, "size"), "missing; expected a size in bits")
                     continue
-                word_bits = ext_top.get("word_bytes", 2) * 8
+                word_bits = _count(ext_top.get("word_bytes", 2)) * 8
                 bpa = _si(p, n, nkey, "bits_per_action", "bits per action", None)
                 read, write = actions.get("read", {}), actions.get("write", {})
                 bpa = bpa or _si(p, read, f"{nkey}.actions.read", "bits_per_action", "bits per action", word_bits)
-                width = max(1, int(bpa // word_bits))
                 e_read = _si(p, read, f"{nkey}.actions.read", "energy", "an energy in J >= 0", 0.0)
                 e_write = _si(p, write, f"{nkey}.actions.write", "energy", "an energy in J >= 0", 0.0)
                 tput = _si(p, read, f"{nkey}.actions.read", "throughput", "actions/s >= 0", None)
-                if p.items:
+                if p.items or bpa is None:
                     continue
+                width = max(1, int(bpa // word_bits))
                 if math.isinf(size) and levels:
                     p.add(join(nkey, "size"), "inf: attnscope needs a finite capacity below the outermost level "
                           "(give the size, e.g. through the spec's Jinja variable)", n, "size")  # fmt: skip
@@ -390,6 +403,8 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                 compute = actions.get("compute", {})
                 energy = _si(p, compute, f"{nkey}.actions.compute", "energy", "an energy in J >= 0", 0.0)
                 tput = _si(p, compute, f"{nkey}.actions.compute", "throughput", "computes/s", None)
+                if p.items:
+                    continue
                 if tput and 1e6 <= tput <= 1e11:
                     clock["hz"] = clock["hz"] or tput
                 elif tput is not None:
@@ -399,7 +414,7 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                     p.add(nkey, "a !Compute needs a !Memory above it")
                     continue
                 aname = ext.get("array", _ident(nm))
-                inst = ext.get("instances", 1)
+                inst = _count(ext.get("instances", 1))
                 pes = math.prod(f for _, f in fan) // inst
                 named = dict(fan)
                 cols = named.get("cols", fan[-1][1] if fan else 1)
@@ -426,7 +441,7 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
     if not levels or not arrays:
         p.add("arch.nodes", "expected at least one !Memory and one !Compute")
         p.raise_if_any()
-    clock_hz = ext_top.get("clock_hz") or clock["hz"]
+    clock_hz = arithmetic(ext_top.get("clock_hz")) or clock["hz"]
     if clock_hz is None:
         clock_hz = 1e9
         result.assume("clock_hz", "1 GHz: no compute throughput in the architecture")

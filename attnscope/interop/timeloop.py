@@ -42,7 +42,7 @@ from einsum.ast import Access, BinOp
 from einsum.cascade import Cascade, Einsum, bind_index
 from einsum.errors import SpecError
 from simulator.specs import OPERATORS, ArchSpec, load_arch, spec_from_dict
-from simulator.yamlio import Problems, join, show
+from simulator.yamlio import Problems, join, read_yaml, show
 
 SECTIONS = ("architecture", "problem", "mapping", "ERT", "ART")
 _RANGE_RE = re.compile(r"^(.*?)\[(\d+)\.\.(\d+)\]$")
@@ -118,7 +118,7 @@ def read_sections(paths: Sequence[str | Path], jinja: bool = False) -> tuple[dic
 # ----------------------------------------------------------------------------------------------- architecture
 
 
-def _walk_v03(p: Problems, arch: Mapping, origin: str) -> list[_Comp]:
+def _walk_v03(p: Problems, arch: Mapping, result: Converted) -> list[_Comp]:
     comps: list[_Comp] = []
 
     def node(n: Any, key: str, inherited: dict, count: int, parent: str | None, prefix: str) -> None:
@@ -157,6 +157,9 @@ def _walk_v03(p: Problems, arch: Mapping, origin: str) -> list[_Comp]:
             if not isinstance(cown, dict):
                 p.add(join(ckey, "attributes"), f"expected a mapping, got {show(cown)}", cm, "attributes")
                 cown = {}
+            for k in cm:
+                if k in ("subclass", "required_actions") or (k == "enabled" and cm[k] is not True):
+                    result.drop(join(ckey, k), "no counterpart in an attnscope spec")
             cbase, c_inst = _split_range(cname)
             cattrs = {**attrs, **cown}
             comp = _Comp(cbase, ckey, cls, cattrs, cown, count * c_inst, _int_attr(cattrs, "meshX"), parent,
@@ -345,7 +348,7 @@ def import_arch(
     if "nodes" in arch:
         comps = _walk_v04(p, arch, result)
     elif "subtree" in arch:
-        comps = _walk_v03(p, arch, origin)
+        comps = _walk_v03(p, arch, result)
     else:
         p.add("architecture", f"expected `subtree:` (v0.3) or `nodes:` (v0.4), got keys {', '.join(map(str, arch))}",
               arch_data, None)  # fmt: skip
@@ -488,7 +491,13 @@ def import_arch(
         if bits != word_bits:
             result.drop(f"{lkey}.attributes.datawidth", f"{bits}-bit words; attnscope has one word size "
                         f"({word_bits} bits), so the capacity is counted in those")  # fmt: skip
-        if width is None or width <= 0:
+        if width is not None and not (math.isfinite(width) and width > 0):
+            p.add(f"{lkey}.attributes.width", f"expected the width in bits (a positive number), got {show(width)}")
+            continue
+        if depth is not None and not (depth > 0):  # nan or <= 0 (inf: unbounded, checked below)
+            p.add(f"{lkey}.attributes.depth", f"expected the depth in rows (a positive number), got {show(depth)}")
+            continue
+        if width is None:
             if i > 0:
                 p.add(f"{lkey}.attributes.width", f"expected the width in bits (a positive number), got "
                       f"{show(c.attrs.get('width'))}")  # fmt: skip
@@ -691,7 +700,12 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
             p.add("problem.shape.dimensions", f"{d!r}: attnscope ranks are upper case (A-Z, digits, _)", shape,
                   "dimensions")  # fmt: skip
     coefs: dict[str, int] = {}
-    for i, c in enumerate(shape.get("coefficients") or []):
+    raw_coefs = shape.get("coefficients") or []
+    if not isinstance(raw_coefs, list):
+        p.add("problem.shape.coefficients", f"expected a list of {{name, default}}, got {show(raw_coefs)}", shape,
+              "coefficients")  # fmt: skip
+        raw_coefs = []
+    for i, c in enumerate(raw_coefs):
         if not (isinstance(c, dict) and isinstance(c.get("name"), str)):
             p.add(f"problem.shape.coefficients[{i}]", f"expected {{name, default}}, got {show(c)}")
             continue
@@ -901,6 +915,10 @@ def import_mapping(
         loops = [(d.lower(), factors.get(d, 1)) for d in order if factors.get(d, 1) > 1]
         if kind == "spatial":
             split = m.get("split", len(perm) if perm else len(dims))
+            if not (isinstance(split, int) and not isinstance(split, bool) and split >= 0):
+                p.add(join(key, "split"), f"expected how many permutation dims go to X (an integer >= 0), got "
+                      f"{show(split)}", m, "split")  # fmt: skip
+                continue
             x_dims = set(perm[:split]) if perm else set(dims)
             for var, f in loops:
                 axis = len(axes) - 1 if var.upper() in x_dims or len(axes) == 1 else 0
@@ -1228,6 +1246,15 @@ def export_timeloop(
     arch_data, ert, art = export_arch(spec)
     result.files |= {"arch.yaml": arch_data, "ERT.yaml": ert, "ART.yaml": art}
     given = load_mapping(mapping) if mapping else None
+    if mapping:
+        shape_given = read_yaml(mapping, mapping).get("shape")  # the sizes it was made at (cost --save-mapping)
+        if isinstance(shape_given, dict) and all(isinstance(v, int) for v in shape_given.values()):
+            for rank, size in shape_given.items():
+                if cascade.parent_of.get(rank) is None and sizes.get(rank, size) != size:
+                    raise SpecError(f"{mapping}: shape.{rank} = {size}, but the workload has {rank} = {sizes[rank]}: "
+                                    "the mapping was made for another --shape")  # fmt: skip
+            parts = {r: v for r, v in shape_given.items() if cascade.parent_of.get(r) is not None}
+            sizes = cascade.rank_sizes({r: v for r, v in sizes.items() if r not in cascade.partitions} | parts)
     names = [e.name for e in cascade.einsums]
     if einsum_name is not None and einsum_name not in names:
         raise SpecError(f"--einsum {einsum_name!r} is not an Einsum of {cascade.name}; choose from {', '.join(names)}")
@@ -1249,6 +1276,12 @@ def export_timeloop(
             lowered = lowered or lower(cascade, sizes)
             space = MapSpace.build(lowered.einsum(e.name), spec)
             em = search(space, "latency", budget=budget, parallel=False).mapping
+        for v in e.iter_vars:
+            if em.factors(v) != sizes[v.upper()]:
+                raise SpecError(
+                    f"{mapping or 'the search'}: einsums.{e.name}: the bounds of {v} multiply to {em.factors(v)}, "
+                    f"the Einsum's {v.upper()} is {sizes[v.upper()]} (a mapping made for another --shape?)"
+                )
         result.files[f"{e.name}/mapping.yaml"] = export_mapping(em, spec, e)
         result.files[f"{e.name}/arch.yaml"] = export_arch(spec, em.array)[0]
     return result

@@ -233,3 +233,18 @@ def test_any_einsum_string_is_an_error_or_an_import(text):
         render_jinja(text, "fuzz.yaml")
     except AttnscopeError as exc:
         assert "fuzz.yaml" in str(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pick=st.integers(0, 10**6), value=JUNK)
+def test_any_corrupted_accelforge_architecture_is_an_error_or_an_import(pick, value):
+    from attnscope.interop.accelforge import import_arch as import_af_arch
+
+    data = read_tagged(DATA / "accelforge" / "simple.yaml",
+                       text=render_jinja((DATA / "accelforge" / "simple.yaml").read_text(), "af",
+                                         {"GlobalBufferSize": 2**20}))["arch"]  # fmt: skip
+    paths = list(_paths(data))
+    try:
+        import_af_arch(_replace(data, paths[pick % len(paths)], value), "fuzz.yaml", Converted())
+    except AttnscopeError as exc:
+        assert "fuzz.yaml" in str(exc)

@@ -261,3 +261,28 @@ def export_mapping_from_dict(data, spec, cascade):
 
     em = mapping_from_dict(data).einsums["QK"]
     return export_mapping(em, spec, cascade.einsums[0])
+
+
+def test_export_with_a_given_mapping(tmp_path, capsys):
+    mapping = tmp_path / "m.yaml"
+    code, _, err = run_cli(capsys, "cost", "--arch", "fusemax-cloud", "--workload", "fusemax", "--shape",
+                           "B=1,H=2,M=4K", "--design", "binding", "--save-mapping", str(mapping))  # fmt: skip
+    assert code == 0, err
+    code, text, err = run_cli(capsys, "export", "timeloop", "--workload", "fusemax", "--arch", "fusemax-cloud",
+                              "--shape", "B=1,H=2,M=4K", "--mapping", str(mapping), "--out", str(tmp_path / "x"),
+                              "--json")  # fmt: skip
+    assert code == 0, err
+    assert {item["key"] for item in json.loads(text)["unrepresented"]} >= {"fusemax.LM", "fusemax.RM", "fusemax.AV"}
+    given = read_tagged(mapping)["einsums"]["QK"]["temporal"]
+    exported = read_tagged(tmp_path / "x" / "QK" / "mapping.yaml")["mapping"]
+    for entry in exported:
+        if entry["type"] == "temporal":
+            want = {}
+            for v, b in given.get(entry["target"]) or []:
+                want[v.upper()] = want.get(v.upper(), 1) * b
+            have = {d: int(f) for d, f in (x.split("=") for x in entry["factors"].split()) if int(f) > 1}
+            assert have == want, entry["target"]
+    code, _, err = run_cli(capsys, "export", "timeloop", "--workload", "fusemax", "--arch", "fusemax-cloud",
+                           "--shape", "B=1,H=4,M=4K", "--mapping", str(mapping), "--out",
+                           str(tmp_path / "y"))  # fmt: skip
+    assert code == 2 and "shape.H = 2, but the workload has H = 4" in err
