@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,25 +105,31 @@ def arch_ceilings(arch: Any) -> list[Ceiling]:
 
 
 def _device_row(
-    spec: DeviceSpec, dtype: str, k: LayerKernel, kernel: str | None
+    spec: DeviceSpec, dtype: str, k: LayerKernel, kernel: str | None, train: bool = False
 ) -> tuple[RooflineRow, KernelPrediction]:
+    """A kernel's row; ``train``: its forward and backward kernels (a GEMM's input- and weight-gradient GEMMs,
+    attention's backward pass, an elementwise map's backward reading its upstream gradient too), as one row."""
     from simulator.gpu import predict
+    from simulator.kernels.backward import combine
 
     if k.kind == "gemm":
         p = predict(spec, "gemm", dtype=dtype, **k.shape)
+        if train:  # dX = dY W^T (m x k, reducing n), dW = X^T dY (k x n, reducing m)
+            m, n, kk, b = k.shape["m"], k.shape["n"], k.shape["k"], k.shape.get("batch", 1)
+            for grad in ({"m": m, "n": kk, "k": n}, {"m": kk, "n": n, "k": m}):
+                p = combine(p, predict(spec, "gemm", dtype=dtype, batch=b, **grad))
     elif k.kind == "attention":
         shape = dict(k.shape)
         if kernel:
             shape["kernel"] = kernel
-        p = predict(spec, "sdpa", dtype=dtype, **shape)
+        p = predict(spec, "sdpa", dtype=dtype, direction="fwd+bwd" if train else "fwd", **shape)
     else:
-        p = predict_elementwise(
-            machine(spec, dtype),
-            elements=k.shape["elements"],
-            reads=k.shape["reads"],
-            kernel=k.name,
-            sfu=k.shape["sfu"],
-        )
+        m = machine(spec, dtype)
+        p = predict_elementwise(m, elements=k.shape["elements"], reads=k.shape["reads"], kernel=k.name,
+                                sfu=k.shape["sfu"])  # fmt: skip
+        if train:
+            p = combine(p, predict_elementwise(m, elements=k.shape["elements"], reads=k.shape["reads"] + 1,
+                                               kernel=f"{k.name}-bwd", sfu=k.shape["sfu"]))  # fmt: skip
     row = RooflineRow(
         kernel=k.name,
         einsums=k.einsums,
@@ -207,8 +213,9 @@ class RooflineStudy:
 
     @property
     def tokens_per_s(self) -> float:
-        """Tokens per second of this phase: prompt tokens in prefill, generated tokens in decode."""
-        tokens = self.batch * (self.seq if self.phase == "prefill" else 1)
+        """Tokens per second of this phase: prompt tokens in prefill, generated tokens in decode, trained tokens
+        (forward and backward) in train."""
+        tokens = self.batch * (self.seq if self.phase in ("prefill", "train") else 1)
         return tokens / self.model_s
 
     def summary(self) -> dict[str, Any]:
@@ -263,8 +270,14 @@ def model_rows(
 
     ``attention``: the row of the layer's attention kernel, made by the caller (the front door maps an
     attention cascade of the user's onto the target and passes its design here); default: the dense
-    attention of the model (its causal mask and window) as this module costs it.
+    attention of the model (its causal mask and window) as this module costs it. ``phase`` ``train``: the
+    prefill layer's kernels each with their backward (a device only; attention by ``direction="fwd+bwd"``).
     """
+    train = phase == "train"
+    if train and (arch is not None or attention is not None):
+        raise AttnscopeError("--phase train is modelled on a device (--device) for the model's dense attention: "
+                             "drop --arch or --workload")  # fmt: skip
+    phase = "prefill" if train else phase
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one of a device (--device) or an architecture (--arch)")
     if kernel == "decode" and phase != "decode":
@@ -295,8 +308,8 @@ def model_rows(
         dtype = dtype or default_dtype(spec)
 
         def device_rows(ks: list[LayerKernel]) -> tuple[RooflineRow, ...]:
-            return tuple(attention(k) if attention and k.kind == "attention" else _device_row(spec, dtype, k, kernel)[0]
-                         for k in ks)  # fmt: skip
+            return tuple(attention(k) if attention and k.kind == "attention"
+                         else _device_row(spec, dtype, k, kernel, train)[0] for k in ks)  # fmt: skip
 
         form = None
         try:
@@ -313,7 +326,9 @@ def model_rows(
             )
         notes[2:2] = _model_notes(shape, form or mla_form(phase), tokens_per_step(phase, seq, batch))
         dense_rows = device_rows(layer_kernels(shape, phase, seq, batch, dense=True, mla=form)) if dense_layers else ()
-        head_row = _device_row(spec, dtype, head, None)[0] if head else None
+        if head and train:  # training computes the logits (and their gradient) of every token, not the last one's
+            head = replace(head, shape={**head.shape, "m": batch * seq})
+        head_row = _device_row(spec, dtype, head, None, train)[0] if head else None
         weights = shape.params() * DTYPE_BYTES[dtype]
         cache = kv_cache_bytes(shape, seq, batch, DTYPE_BYTES[dtype])
         if weights + cache > spec.dram_bytes:
@@ -322,6 +337,11 @@ def model_rows(
                 f"{spec.dram_bytes / 1e9:.0f} GB (dram_bytes): the model would need several devices or offloading."
             )
         notes.append(f"Kernel times are simulator.gpu predictions; efficiencies: {spec.efficiency.calibration.method}.")
+        if train:
+            notes.append("Train: each row is a kernel's forward plus its backward (GEMMs: the input- and weight-"
+                         "gradient GEMMs; attention: simulator.kernels.backward; elementwise maps: one more read); "
+                         "the optimizer step and gradient communication are left out.")  # fmt: skip
+            phase = "train"
         return RooflineStudy(spec.id, "device", shape.name, phase, seq, batch, dtype, rows, head_row,
                              tuple(device_ceilings(spec, dtype)), shape.layers, spec.source, tuple(notes),
                              dense_rows, dense_layers)  # fmt: skip
@@ -426,8 +446,9 @@ def write_report(study: RooflineStudy, out_dir: str | Path, *, plot: bool = True
         ),
         f"- one layer: {total * 1e3:.4g} ms; {study.layers} layers"
         + (f" + LM head ({study.head.predicted_s * 1e6:.4g} us)" if study.head else "")
-        + f": **{study.model_s * 1e3:.4g} ms** per forward pass",
-        f"- {'prompt' if study.phase == 'prefill' else 'generated'} tokens per second: **{study.tokens_per_s:,.0f}**",
+        + f": **{study.model_s * 1e3:.4g} ms** per {'training step' if study.phase == 'train' else 'forward pass'}",
+        f"- {({'prefill': 'prompt', 'train': 'trained'}).get(study.phase, 'generated')} tokens per second: "
+        f"**{study.tokens_per_s:,.0f}**",
         "",
         "## Assumptions",
         "",

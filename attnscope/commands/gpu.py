@@ -60,7 +60,12 @@ def add_parser(subparsers, parser_class) -> None:
     target.add_argument("--arch", help="a spatial-array preset or an architecture .yaml")
     p.add_argument("--model", required=True, help="llama2-7b, llama3-8b, llama3-70b, mistral-7b, bert, trxl, t5, xlm, "
                    "or a Hugging Face config.json (examples/models/)")  # fmt: skip
-    p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    p.add_argument(
+        "--phase",
+        choices=["prefill", "decode", "train"],
+        default="prefill",
+        help="prefill, decode, or train (a device: each kernel's forward plus backward, attention --direction fwd+bwd)",
+    )
     p.add_argument("--seq", type=_size, default=2048, help="prompt length (prefill) or context length (decode)")
     p.add_argument("--batch", type=_size, default=1)
     p.add_argument("--dtype", default=None, help="device dtype (default bf16, else fp16)")

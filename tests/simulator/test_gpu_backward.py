@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from einsum.errors import SpecError
+from einsum.errors import AttnscopeError, SpecError
 from simulator.device import load_device
 from simulator.gpu import predict
 from simulator.kernels.backward import BWD_FLOP_RATIO, bwd_candidates
@@ -116,3 +116,20 @@ def test_cli_takes_the_direction(capsys):
     assert main(["predict", "--device", "a100-sxm", "--op", "gemm", "--m", "8", "--n", "8", "--k", "8",
                  "--direction", "bwd"]) == 2  # fmt: skip
     assert "--direction does not apply to --op gemm" in capsys.readouterr().err
+
+
+def test_roofline_train_phase_costs_every_kernel_forward_and_backward(tmp_path):
+    from simulator.roofline import model_rows
+
+    prefill = model_rows("llama3-8b", "prefill", 2048, 1, device="h100-sxm")
+    train = model_rows("llama3-8b", "train", 2048, 1, device="h100-sxm")
+    assert train.phase == "train" and [r.kernel for r in train.rows] == [r.kernel for r in prefill.rows]
+    for fwd, both in zip(prefill.rows, train.rows, strict=True):
+        ratio = {"qkv_proj": 3.0, "o_proj": 3.0, "gate_up_proj": 3.0, "down_proj": 3.0, "attention": 3.5}
+        if fwd.kernel in ratio:  # two gradient GEMMs per GEMM; attention's backward is 2.5x its forward
+            assert both.flops == pytest.approx(ratio[fwd.kernel] * fwd.flops, rel=1e-9), fwd.kernel
+        assert both.predicted_s > 1.5 * fwd.predicted_s
+    assert train.head.flops == pytest.approx(3 * 2048 * prefill.head.flops, rel=1e-9)  # every token's logits
+    assert train.tokens_per_s < prefill.tokens_per_s / 2
+    with pytest.raises(AttnscopeError, match="--phase train is modelled on a device"):
+        model_rows("llama3-8b", "train", 2048, 1, arch="fusemax-cloud")
