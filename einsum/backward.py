@@ -859,7 +859,7 @@ class _Deriver:
         for x in self.wrt:
             kinds = self.finish(x, alias=False)  # a gradient is an output: written by an Einsum of its own
             if "plain" not in kinds:
-                raise BackwardError(f"{f.name}: no output depends on input {x}")
+                raise BackwardError(f"{f.name}: the gradient of input {x} is zero: no output depends on it")
             name, layout = kinds["plain"]
             gradients[x] = (name, tuple(p for parts in layout for p in parts))
         return self.build(gradients)

@@ -331,3 +331,38 @@ def test_cli_shows_the_backward_cascade_with_its_passes(capsys):
     assert "passes over M: 1" in text and "P[b,h,m1,m0,p] = exp(QK[b,h,m1,m0,p] - LSE[b,h,p])" in text
     assert main(["cascade", "show", "sigmoid-attention", "--direction", "bwd", "--form", "flash"]) == 2
     assert "no FlashAttention-2 form" in capsys.readouterr().err
+
+
+# -- the local rules on random expressions ------------------------------------------------------------------
+
+
+def _expressions(depth: int):
+    """Random value expressions over A[m,n] and B[n] (smooth almost everywhere; log and sqrt of positives,
+    exp and division of bounded values)."""
+    leaf = st.sampled_from(["A[m,n]", "B[n]", "0.5", "A[m,n]"])
+    if depth == 0:
+        return leaf
+    sub = _expressions(depth - 1)
+    return st.one_of(
+        leaf,
+        st.tuples(sub, st.sampled_from(["+", "-", "*"]), sub).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(sub, sub).map(lambda t: f"({t[0]} / (1.5 + sigmoid({t[1]})))"),
+        st.tuples(st.sampled_from(["sigmoid", "softplus", "relu", "-"]), sub).map(lambda t: f"{t[0]}({t[1]})"),
+        sub.map(lambda t: f"exp(sigmoid({t}) - 0.5)"),  # bounded: exp(exp(exp(x))) overflows
+        st.tuples(st.sampled_from(["log", "sqrt"]), sub).map(lambda t: f"{t[0]}(1 + softplus({t[1]}))"),
+        st.tuples(st.sampled_from(["max", "min"]), sub, sub).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
+        st.tuples(st.sampled_from(["m <= n", "m + 1 == n", "n > 0"]), sub, sub).map(
+            lambda t: f"where({t[0]}, {t[1]}, {t[2]})"
+        ),
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(body=_expressions(3), reduce=st.sampled_from(["", "sum[n] ", "max[n] ", "min[n] "]), seed=st.integers(0, 99))
+def test_local_rules_match_finite_differences_on_random_expressions(body, reduce, seed):
+    out = "Y[m]" if reduce else "Y[m,n]"
+    text = f"input A[M,N], B[N]\n{out} = {reduce}{body} + 0.25 * A[m,n] * B[n]"
+    cascade = Cascade.from_text(text)
+    b = derive_backward(cascade)
+    full, x, seeds = _setup(cascade, {"M": 2, "N": 3}, seed)
+    assert _elementwise_error(cascade, b, full, x, seeds) < TOLERANCE
