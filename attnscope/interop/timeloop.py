@@ -136,6 +136,10 @@ def _walk_v03(p: Problems, arch: Mapping, result: Converted) -> list[_Comp]:
             p.add(join(key, "attributes"), f"expected a mapping, got {show(own)}", m, "attributes")
             own = {}
         attrs.update(own)
+        for k in own:
+            if k not in _USED and not str(k).startswith(_EXT):
+                result.drop(f"{key}.attributes.{k}", "no counterpart in an attnscope spec (inherited by the node's "
+                            "components)")  # fmt: skip
         count *= n_inst
         full = f"{prefix}.{raw_name}" if prefix else raw_name
         local = m.get("local") or []
@@ -244,6 +248,10 @@ def _walk_v04(p: Problems, arch: Mapping, result: Converted) -> list[_Comp]:
                         state["mesh_x"] = (state["mesh_x"] or 1) * v
             if tag == "!Container":
                 state["attrs"] = {**state["attrs"], **own}
+                for k in own:
+                    if k not in _USED and not str(k).startswith(_EXT):
+                        result.drop(f"{nkey}.attributes.{k}", "no counterpart in an attnscope spec (inherited by the "
+                                    "components below)")  # fmt: skip
                 state["count"] *= fan * n_inst
                 state["prefix"] = f"{state['prefix']}.{name}" if state["prefix"] else name
                 continue
@@ -309,7 +317,7 @@ def _tables(data: Any, origin: str, kind: str, p: Problems) -> dict[str, Any]:
                 if value is None or value < 0:
                     p.add(join(akey, "energy"), f"expected an energy in pJ >= 0, got {show(energy)}", a, "energy")
                     continue
-                acts.setdefault(a["name"], float(value))
+                acts.setdefault(a["name"], (float(value), akey))
             out[t["name"]] = acts
     return out
 
@@ -385,9 +393,8 @@ def import_arch(
         p.add("architecture", "no compute component (class intmac, fpmac, mac, compute...): a spec needs an array")
     p.raise_if_any()
 
-    top_attrs = comps[0].attrs if comps else {}
     gcs = arithmetic(_first(comps, "global_cycle_seconds"))
-    ext = {k[len(_EXT) :]: v for c in comps for k, v in c.attrs.items() if k.startswith(_EXT)}
+    ext = {k[len(_EXT) :]: v for c in comps for k, v in c.attrs.items() if str(k).startswith(_EXT)}
     if gcs is None or gcs <= 0:
         clock_hz = 1e9
         result.assume("clock_hz", "1 GHz: no global_cycle_seconds in the architecture")
@@ -431,7 +438,7 @@ def import_arch(
         units: dict[str, Any] = {}
         if isinstance(units_ext, dict):
             for u, extra in units_ext.items():
-                e = (acts or {}).get(u)
+                e = (acts or {}).get(u, (None,))[0]
                 a = _lookup(art_t, c, f".{u}") if art_t else None
                 if e is None:
                     result.assume(f"arrays.{aname}.units.{u}.energy_pj", "0: no ERT action for it")
@@ -441,10 +448,11 @@ def import_arch(
         else:
             e = None
             if acts:
-                e = next((acts[k] for k in ("compute", "mac_random", "mac", "multiply_accumulate") if k in acts), None)
-                for k in acts:
-                    if k not in ("compute", "mac_random", "leak"):
-                        result.drop(f"ERT[{c.full_name}].{k}", "only one energy per MAC (compute/mac_random)")
+                used = next((k for k in ("compute", "mac_random", "mac", "multiply_accumulate") if k in acts), None)
+                e = acts[used][0] if used else None
+                for k, (energy, akey) in acts.items():
+                    if k != used and (k != "leak" or energy):
+                        result.drop(akey, f"{k}: one energy per MAC action in attnscope ({used or 'none'} is used)")
             a = _lookup(art_t, c) if art_t else None
             if e is None:
                 result.assume(f"arrays.{aname}.units.mac.energy_pj", "0: no ERT given for the MAC")
@@ -463,9 +471,9 @@ def import_arch(
         arrays[aname] = {**shape, "instances": inst, "fed_by": rn(c.parent), "pipelined": pipelined, "units": units,
                          "ops": ops}  # fmt: skip
         taken = {f"{_EXT}{k}" for k in ("kind", "pipelined", "units", "ops", "instances")}
-        arrays[aname] |= {k[len(_EXT) :]: v for k, v in c.own.items() if k.startswith(_EXT) and k not in taken}
+        arrays[aname] |= {k[len(_EXT) :]: v for k, v in c.own.items() if str(k).startswith(_EXT) and k not in taken}
         for k in c.own:
-            if k not in _USED and not k.startswith(_EXT):
+            if k not in _USED and not str(k).startswith(_EXT):
                 result.drop(f"{c.key}.attributes.{k}", "no counterpart in an attnscope compute array")
     p.raise_if_any()
 
@@ -522,11 +530,14 @@ def import_arch(
         if wbw is not None and bw is not None and wbw != bw:
             result.drop(f"{lkey}.attributes.write_bandwidth", f"{wbw:g} words/cycle; attnscope has one bandwidth "
                         f"per level (read_bandwidth, {bw:g})")  # fmt: skip
-        acts = _lookup(ert_t, c) if ert_t else None
-        read_e = (acts or {}).get("read")
-        write_e = (acts or {}).get("write", (acts or {}).get("update"))
-        if acts and "update" in acts and "write" in acts and acts["update"] != acts["write"]:
-            result.drop(f"ERT[{c.full_name}].update", "an update is charged as a write in attnscope")
+        acts = (_lookup(ert_t, c) if ert_t else None) or {}
+        read_e = acts.get("read", (None,))[0]
+        write_e = acts.get("write", acts.get("update", (None,)))[0]
+        for k, (energy, akey) in acts.items():
+            if k == "update" and "write" in acts and energy != acts["write"][0]:
+                result.drop(akey, "an update is charged as a write in attnscope")
+            elif k not in ("read", "write", "update") and (k != "leak" or energy):
+                result.drop(akey, f"{k}: attnscope charges reads and writes (and updates as writes) only")
         if read_e is None or write_e is None:
             result.assume(f"levels.{rn(c.name)}.read_energy_pj/write_energy_pj",
                           "0: no ERT read/write energy for this level")  # fmt: skip
@@ -549,17 +560,14 @@ def import_arch(
             "write_energy_pj": write_e or 0.0,
             "area_um2": area or 0.0,
         }
-        level |= {k[len(_EXT) :]: v for k, v in c.own.items() if k.startswith(_EXT)}
+        level |= {k[len(_EXT) :]: v for k, v in c.own.items() if str(k).startswith(_EXT)}
         levels.append(level)
         for k in c.own:
-            if k not in _USED and not k.startswith(_EXT):
+            if k not in _USED and not str(k).startswith(_EXT):
                 result.drop(f"{lkey}.attributes.{k}", "no counterpart in an attnscope storage level")
-    for k in top_attrs:
-        if k not in _USED and not k.startswith(_EXT) and comps and k not in comps[0].own:
-            result.drop(f"architecture (inherited attribute) {k}", "no counterpart in an attnscope spec")
     p.raise_if_any()
 
-    _merge_registers(levels, arrays, result)
+    _merge_registers(levels, arrays, result, {rn(c.name): c.key for c in storages})
     if ops_from:
         _borrow_ops(arrays, ops_from, result)
     spec = {
@@ -596,7 +604,9 @@ def _first(comps: Sequence[_Comp], key: str) -> Any:
     return None
 
 
-def _merge_registers(levels: list[dict[str, Any]], arrays: dict[str, dict[str, Any]], result: Converted) -> None:
+def _merge_registers(
+    levels: list[dict[str, Any]], arrays: dict[str, dict[str, Any]], result: Converted, keys: Mapping[str, str]
+) -> None:
     """Merge a PE's innermost one-word registers, one per operand in Timeloop (weight_reg, input_activation_reg,
     output_activation_reg), into one register level: attnscope's PE registers hold every operand of an Einsum.
     Capacities and areas add up, energies are their mean (listed)."""
@@ -619,7 +629,7 @@ def _merge_registers(levels: list[dict[str, Any]], arrays: dict[str, dict[str, A
         merged["area_um2"] = sum(lv["area_um2"] for lv in run)
         bws = [lv["bandwidth_bytes_per_s"] for lv in run if lv["bandwidth_bytes_per_s"] is not None]
         merged["bandwidth_bytes_per_s"] = min(bws) if bws else None
-        result.drop(f"levels {', '.join(lv['name'] for lv in run)}",
+        result.drop(", ".join(keys.get(lv["name"], lv["name"]) for lv in run),
                     f"one-word registers, one per operand, merged into {merged['name']} ({len(run)} words, mean "
                     "energies, summed area): attnscope's innermost PE level holds every operand")  # fmt: skip
         i = levels.index(run[0])

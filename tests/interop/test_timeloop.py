@@ -134,6 +134,7 @@ def test_v04_parallel_spads_and_ert_energies():
     keys = {k for k, _ in result.unrepresented}
     assert "architecture.nodes[6]" in keys  # the !Parallel spads, chained
     assert "architecture.nodes[6].nodes[2].attributes.datawidth" in keys  # 16-bit psums on an 8-bit spec
+    assert "ERT.tables[1].actions[2]" in keys  # shared_glb's leak energy
 
 
 def test_one_word_operand_registers_merge_listed():
@@ -141,7 +142,8 @@ def test_one_word_operand_registers_merge_listed():
     spec = spec_from_dict(result.files["arch.yaml"])
     regs = spec.level("mac_registers")
     assert regs.capacity_words == 3 and regs.per_pe_of == "mac" and spec.array("mac").fed_by == "mac_registers"
-    assert any("weight_reg" in k for k, _ in result.unrepresented)
+    merged = [k for k, why in result.unrepresented if "merged into mac_registers" in why]
+    assert merged == [", ".join(f"architecture.subtree[0].subtree[0].subtree[0].local[{i}]" for i in (2, 3, 4))]
 
 
 def test_combined_input_with_conv_problem_lists_what_it_drops():
