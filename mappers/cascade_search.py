@@ -1044,26 +1044,36 @@ def _skipping(cascade: Cascade, plan: FusedPlan, arch: ArchSpec, counts: Mapping
 
 
 def search_passes(
-    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] = (1, 2, 4), pairing: str = "flat"
+    lowered: LoweredCascade,
+    arch: ArchSpec,
+    row_blocks: Sequence[int] | None = None,
+    pairing: str = "searched",
+    policy: str = "model",
 ) -> dict:
     """Multi-pass fusion designs derived from the cascade and the architecture (:mod:`mappers.passes`).
 
-    Every point of the space is costed. Returns ``best`` (lowest latency, then energy),
+    The space is costed (query blocks searched unless ``row_blocks`` fixes them, which array runs each
+    Einsum searched). Returns ``best`` (feasible first, then lowest latency, then energy),
     ``best_within_flat_rule`` (the same among designs whose buffered tiles fit FLAT's sizing rule) and
-    ``flat_policy`` (FLAT's own choice, :func:`mappers.passes.flat_policy`), each None where no design fits
-    the rule. ``pairing="any"`` also searches each contraction's dataflow independently of the hand-offs.
+    ``flat_policy`` (FLAT's own choice, :func:`mappers.passes.flat_policy` under ``policy``), each None where
+    no design qualifies. ``pairing`` (:data:`mappers.passes.PAIRINGS`): ``searched`` adds the reduce dataflow
+    to FLAT's pairings, ``any`` searches each contraction's dataflow independently of the hand-offs. A
+    design's notes say whether it spills and where the softmax ran.
     """
     plan, designs = search_pass_designs(lowered, arch, row_blocks, pairing)
 
     def design(d) -> CascadeDesign:
         rule = "fits FLAT's sizing rule" if d.fits_rule else "spills past FLAT's sizing rule"
+        fit = "fits the buffer" if d.fits else "spills: its buffer occupancy exceeds the buffer"
+        where = d.choice.softmax_where(plan).removeprefix("; ") or "softmax on the 1-D array"
         return CascadeDesign(
-            d.mapping, d.cost, dict(d.choice.binding), d.choice.describe(plan), len(designs), len(designs), (rule,)
-        )
+            d.mapping, d.cost, dict(d.choice.binding), d.choice.describe(plan), len(designs), len(designs),
+            (rule, fit, where),
+        )  # fmt: skip
 
     fits = [d for d in designs if d.fits_rule]
     return {
         "best": design(designs[0]),
         "best_within_flat_rule": design(fits[0]) if fits else None,
-        "flat_policy": design(policy) if (policy := flat_policy(designs)) else None,
+        "flat_policy": design(chosen) if (chosen := flat_policy(designs, policy)) else None,
     }

@@ -7,15 +7,23 @@ back into the 2-D array. The choices per (workload, architecture):
 - **stationarity**: output-stationary (QK and AV accumulate in the PEs; the score block lives in the
   buffer) or weight-stationary (K and V stay in the PEs, the scores go through DRAM and the softmax
   streams one query row at a time);
-- **fusion granularity**: a whole head (P1 = P) or a block of P1 query rows, P1 in ``row_blocks`` x the
-  array width (FLAT's row granularity);
+- **fusion granularity**: a whole head (P1 = P) or a block of P1 query rows: every power-of-two block that
+  divides P down to an eighth of the array width (:func:`mappers.passes.block_sizes`), or ``row_blocks`` x
+  the array width when given (the FuseMax study's FLAT: 1, 2, 4);
 - **placement** of Q, K, V and AV: in the buffer ("on") or streamed from DRAM into the PEs ("off").
 
-FLAT's policy, as the search implements it: prefer the fused output-stationary dataflow at the coarsest
-granularity whose score block fits FLAT's sizing rule (the block and the buffered operand tiles within the
-buffer, not counting the double-buffered hand-off tiles between the arrays); if no block fits, fall back to
-weight-stationary. Among the placements, lowest latency, then lowest energy. The cost model then charges
-the real occupancy, hand-off tiles included, and spills the excess.
+Two policies choose among them (:func:`search_flat`):
+
+- ``model`` (the default): the lowest latency (then energy) among the choices whose buffer occupancy fits
+  the cost model's own accounting (score block, operand tiles and the double-buffered hand-off tiles
+  between the arrays): FLAT's dataflow with no self-inflicted spill. Only when none fits, the fastest that
+  spills. Per (stationarity, placement) the head, the largest block that fits and the next larger one are
+  costed (:func:`mappers.passes.pick_blocks`).
+- ``study``: the FuseMax study's FLAT: prefer the fused output-stationary dataflow at the coarsest
+  granularity whose score block fits FLAT's sizing rule (the block and the buffered operand tiles within the
+  buffer, not counting the hand-off tiles); if no block fits, fall back to weight-stationary. Among the
+  placements, lowest latency, then lowest energy. The cost model then charges the real occupancy, hand-offs
+  included, and spills the excess. Only the study's own mappings (``validate/fusemax``) use it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 
 from einsum.errors import SpecError
 from einsum.lower import LoweredCascade
+from mappers.passes import block_sizes, pick_blocks, share_pes
 from mappers.templates import loop_nest
 from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy
 from simulator.mapping import CascadeMapping, Phase
@@ -33,8 +42,7 @@ from simulator.specs import ArchSpec
 
 BUFFER = "global_buffer"
 SOFTMAX = ("GM", "SN", "SD", "A")
-ROW_BLOCKS = (1, 2, 4)
-"""FLAT's row-granularity block sizes, in multiples of the array width."""
+POLICIES = ("model", "study")
 
 PHASE = Phase(stages=({"pe_2d": ("QK", "AV"), "pe_1d": SOFTMAX},))
 
@@ -76,9 +84,9 @@ def flat_mapping(lowered: LoweredCascade, arch: ArchSpec, choice: FlatChoice) ->
             ("f", "p"), keeps,
         )  # fmt: skip
         for name in SOFTMAX:
-            nests[name] = loop_nest(
-                lowered.einsum(name), arch, "pe_1d", outer, [("p", tiles), ("m", s["M"])], ("p",), keeps
-            )
+            nest = loop_nest(lowered.einsum(name), arch, "pe_1d", outer, [("p", tiles), ("m", s["M"])], ("p",), keeps)
+            # a block narrower than the 1-D array spreads the keys over the PEs its queries leave
+            nests[name] = share_pes(nest, "m", arch.array("pe_1d").shape[-1] // choice.p1)
         forwarded = (("SN", "SD", "pe"),)
         in_place = (("SN", "QK"), ("A", "SN"))
     else:
@@ -123,9 +131,9 @@ def rowwise_softmax(lowered: LoweredCascade, arch: ArchSpec) -> dict:
     }
 
 
-def flat_choices(p: int, width: int, row_blocks: Sequence[int] = ROW_BLOCKS) -> list[FlatChoice]:
-    """Every point of FLAT's choice space, coarsest granularity first."""
-    blocks = sorted({p} | {k * width for k in row_blocks if k * width < p and p % (k * width) == 0}, reverse=True)
+def flat_choices(p: int, width: int, row_blocks: Sequence[int] | None = None) -> list[FlatChoice]:
+    """Every point of FLAT's choice space, coarsest granularity first (granularities: module docstring)."""
+    blocks = block_sizes(p, width, row_blocks)
     out = []
     for stationarity in ("output", "weight"):
         for p1 in blocks:
@@ -145,10 +153,53 @@ def fits_flat_rule(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
     return phase_occupancy(lowered, no_handoff, mapping.phases[0], BUFFER) <= capacity
 
 
+def fits_buffer(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> bool:
+    """The cost model's own accounting: the buffer occupancy, hand-off double buffers included, fits."""
+    return phase_occupancy(lowered, mapping, mapping.phases[0], BUFFER) <= arch.level(BUFFER).capacity_words
+
+
 def search_flat(
-    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS
+    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] | None = None, policy: str = "model"
 ) -> tuple[CascadeMapping, CascadeCost, Mapping[str, int]]:
-    """FLAT's choice for a 3-pass cascade at fixed sizes: (mapping, cost, search statistics)."""
+    """FLAT's choice for a 3-pass cascade at fixed sizes under a policy (module docstring): (mapping, cost,
+    search statistics)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if policy == "study":
+        return _study_policy(lowered, arch, row_blocks)
+    width = arch.array("pe_2d").shape[-1]
+    candidates = flat_choices(lowered.sizes["P"], width, row_blocks)
+    groups: dict[tuple, dict[int, FlatChoice]] = {}
+    for c in candidates:
+        groups.setdefault((c.stationarity, c.on_chip), {})[c.p1] = c
+    costed: list[tuple[CascadeCost, CascadeMapping, bool]] = []
+    for by_p1 in groups.values():
+        mappings: dict[int, CascadeMapping] = {}
+
+        def fits(p1: int, by_p1=by_p1, mappings=mappings) -> bool:
+            if p1 not in mappings:
+                mappings[p1] = flat_mapping(lowered, arch, by_p1[p1])
+            return fits_buffer(lowered, arch, mappings[p1])
+
+        for p1 in pick_blocks(sorted(by_p1, reverse=True), fits) if row_blocks is None else sorted(by_p1):
+            mapping = mappings.get(p1) or flat_mapping(lowered, arch, by_p1[p1])
+            costed.append((evaluate_cascade(lowered, arch, mapping), mapping, fits_buffer(lowered, arch, mapping)))
+    stats = {"candidates": len(candidates), "evaluated": len(costed)}
+    feasible = [c for c in costed if c[0].feasible]
+    pool = [c for c in feasible if c[2]] or feasible
+    if not pool:
+        raise SpecError(
+            f"no FLAT choice fits {arch.name} for {lowered.name} at {dict(lowered.sizes)}: "
+            + "; ".join(costed[0][0].infeasible)
+        )
+    cost, mapping, _ = min(pool, key=lambda c: (c[0].latency_s, c[0].energy_pj))
+    return mapping, cost, stats
+
+
+def _study_policy(
+    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] | None
+) -> tuple[CascadeMapping, CascadeCost, Mapping[str, int]]:
+    """The FuseMax study's FLAT policy (module docstring)."""
     width = arch.array("pe_2d").shape[-1]
     candidates = flat_choices(lowered.sizes["P"], width, row_blocks)
     evaluated = 0

@@ -14,8 +14,9 @@ consumers) and the architecture (array kinds and operators, storage levels).
   an Einsum's *pass* is that of its producers, plus one when it walks the pass variable and reads a value
   that needed a whole traversal of it (3-pass: QK GM = 1, SN SD = 2, A AV = 3);
 - *contractions*: Einsums whose operators include ``mac`` (a product summed over a variable two inputs
-  share). They run on a 2-D array that supports their operators, every other Einsum on a 1-D array that
-  supports its operators (each Einsum's candidates enumerated when an architecture has several);
+  share). They run on a 2-D array that supports their operators; every other Einsum (the softmax) on any
+  array, 1-D or 2-D, that supports its operators (each Einsum's candidates enumerated: the binding is
+  searched, and the mapping's notes say where the softmax ran);
 - a contraction's *weight*: its input not indexed by the query variable (``K``, ``V``).
 
 **Searched** (:func:`pass_choices`), each point a :class:`PassChoice`:
@@ -28,11 +29,19 @@ consumers) and the architecture (array kinds and operators, storage levels).
   columns, its other free variable over the rows, the contracted variables iterated while the sums stay in
   the PEs; P1 query rows in tiles of the column count) or weight-stationary (the weight's pass variable
   over the columns, tiled at the buffer, its other variable over the rows, P1 query rows streamed
-  through). With ``pairing="flat"`` (the default) the dataflow is tied to the hand-offs as FLAT ties it,
-  fused with output-stationary and spilled with weight-stationary; ``pairing="any"`` chooses it per
+  through), or *reduce* (output-stationary with the contracted pass variable over the rows and the partial
+  sums added across them, the queries over the columns, the output's other variables iterated: FuseMax's
+  SLNV, which keeps every row busy when the output's other variable is narrower than the rows). With
+  ``pairing="flat"`` (the default) the dataflow is tied to the hand-offs as FLAT ties it, fused with
+  output-stationary and spilled with weight-stationary; ``pairing="searched"`` (the multi-pass mapper's)
+  adds reduce to the fused hand-offs' choices, per contraction; ``pairing="any"`` chooses any of the three per
   contraction for both hand-offs;
-- the *granularity* P1: the whole query rank ("head") or ``row_blocks`` x the 2-D array's columns that
-  divide it (FLAT's row granularity);
+- the *granularity* P1: the whole query rank ("head") or a block of query rows that divides it. By default
+  every power-of-two block from an eighth of the 2-D array's columns up is a candidate, and per point of
+  the rest of the space the head, the largest block whose buffer occupancy (hand-offs included: the cost
+  model's own accounting) fits and the next larger one are costed (:func:`iter_pass_designs`); with
+  ``row_blocks`` given, exactly ``row_blocks`` x the columns (the FuseMax study's FLAT: 1, 2, 4) and every
+  one is costed;
 - which *primary tensors* (the cascade's inputs and outputs, all in DRAM) the buffer also holds.
 
 **Placement rules** (model assumptions, as FLAT applies them):
@@ -48,17 +57,23 @@ consumers) and the architecture (array kinds and operators, storage levels).
 - an element-wise Einsum (no reduced variable) whose output has the same variables as an intermediate it
   is the last reader of overwrites that intermediate in the buffer (SN over QK, A over SN);
 - one phase: the arrays overlap, each running its Einsums back to back; an overflowing buffer spills the
-  excess to DRAM (the cost model's spill rule).
+  excess to DRAM (the cost model's spill rule);
+- a non-contraction on a 2-D array spreads the pass variable (else its largest other variable) over the
+  rows and the query block over the columns, for either hand-off mode.
 
 For the 3-pass cascade, ``fused`` with every contraction output-stationary and ``spilled`` with every
 contraction weight-stationary are FLAT's two dataflows (:mod:`mappers.flat`), at the same cost;
-:func:`flat_policy` picks among them as FLAT does.
+:func:`flat_policy` picks among them: the fastest design of FLAT's dataflows whose buffer occupancy fits
+(no self-inflicted spill), else the fastest that spills. ``policy="study"`` is the FuseMax study's rule
+instead (fused output-stationary at the coarsest granularity that fits FLAT's sizing rule, which leaves
+out the hand-off double buffers the cost model charges); only the study's own mappings use it.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from einsum.errors import SpecError
@@ -72,6 +87,7 @@ __all__ = [
     "PassChoice",
     "PassDesign",
     "PassPlan",
+    "fits_buffer",
     "fits_sizing_rule",
     "flat_policy",
     "granularities",
@@ -82,14 +98,16 @@ __all__ = [
     "search_pass_designs",
 ]
 
-ROW_BLOCKS = (1, 2, 4)
-"""Row-granularity block sizes, in multiples of the 2-D array's columns (FLAT's)."""
+SMALLEST_BLOCK = 8
+"""The searched query blocks go down to the 2-D array's columns / this (a block narrower than the columns
+leaves columns idle; below an eighth it never pays on any preset)."""
 
 FUSIONS = ("fused", "spilled")
-DATAFLOWS = ("output", "weight")
-PAIRINGS = ("flat", "any")
+DATAFLOWS = ("output", "weight", "reduce")
+PAIRINGS = ("flat", "searched", "any")
 """``flat``: FLAT's pairing, fused hand-offs with output-stationary contractions and spilled ones with
-weight-stationary contractions; ``any``: every contraction's dataflow chosen independently for both."""
+weight-stationary contractions; ``searched``: FLAT's, plus reduce for the fused hand-offs, per contraction;
+``any``: every contraction's dataflow chosen independently for both."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,8 @@ class PassPlan:
     """The outermost storage level."""
     buffer: str
     """The shared on-chip buffer (outermost bounded level with one instance)."""
+    one_d: frozenset[str] = frozenset()
+    """The architecture's 1-D arrays."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +163,8 @@ class PassChoice:
         return all(d == want for _, d in self.dataflow)
 
     def describe(self, plan: PassPlan) -> str:
-        """The choice in words, e.g. ``FLAT: output-stationary, head, on chip: none``."""
+        """The choice in words, e.g. ``FLAT: output-stationary, head, on chip: none`` (plus ``; softmax on
+        pe_2d`` where any Einsum other than a contraction runs on a 2-D array)."""
         q = plan.var_sizes[plan.query_var]
         gran = "head" if self.p1 == q else f"row block P1={self.p1}"
         on = ",".join(sorted(self.on_chip)) or "none"
@@ -153,7 +174,17 @@ class PassChoice:
         else:
             flow = ", ".join(f"{c} {d}" for c, d in self.dataflow) + "-stationary"
         head = "FLAT" if self.is_flat() else f"{self.fusion} hand-offs"
-        return f"{head}: {flow}, {gran}, on chip: {on}"
+        return f"{head}: {flow}, {gran}, on chip: {on}{self.softmax_where(plan)}"
+
+    def softmax_where(self, plan: PassPlan) -> str:
+        """``; softmax on A`` (or ``on A: X, Y; B: Z``) where the non-contractions do not all run on 1-D arrays."""
+        where = {e: a for e, a in self.binding if e not in plan.contractions}
+        if all(a in plan.one_d for a in where.values()):
+            return ""
+        arrays = sorted(set(where.values()))
+        if len(arrays) == 1:
+            return f"; softmax on {arrays[0]}"
+        return "; softmax on " + "; ".join(f"{a}: {', '.join(e for e in where if where[e] == a)}" for a in arrays)
 
 
 def _reduced(e: LoweredEinsum) -> tuple[str, ...]:
@@ -223,14 +254,21 @@ def plan_passes(lowered: LoweredCascade, arch: ArchSpec) -> PassPlan:
 
     arrays = {}
     for e in einsums:
-        kind = "2d" if e.name in contractions else "1d"
-        able = tuple(a.name for a in arch.arrays if a.kind == kind and set(e.ops_per_point) <= _ops(a))
+        kinds = ("2d",) if e.name in contractions else ("1d", "2d")
+        able = tuple(
+            a.name for kind in kinds for a in arch.arrays if a.kind == kind and set(e.ops_per_point) <= _ops(a)
+        )
         if not able:
             supported = "; ".join(f"{a.name} ({a.kind}): {', '.join(o.name for o in a.ops)}" for a in arch.arrays)
-            role = "a contraction (mac) runs on a 2-D array" if kind == "2d" else "the other Einsums run on a 1-D array"
+            role = (
+                "a contraction (mac) runs on a 2-D array"
+                if kinds == ("2d",)
+                else "the other Einsums run on any array that supports their operators"
+            )
+            which = "2-D" if kinds == ("2d",) else ""
             raise SpecError(
                 f"{lowered.name}: {e.name} needs operators {', '.join(sorted(e.ops_per_point))}, which no "
-                f"{kind[0]}-D array of {arch.name} supports ({role}); the arrays support: {supported}"
+                f"{which + ' ' if which else ''}array of {arch.name} supports ({role}); the arrays support: {supported}"
             )
         arrays[e.name] = able
 
@@ -254,18 +292,34 @@ def plan_passes(lowered: LoweredCascade, arch: ArchSpec) -> PassPlan:
         primary=(*lowered.inputs, *lowered.outputs),
         dram=arch.levels[0].name,
         buffer=buffer,
+        one_d=frozenset(a.name for a in arch.arrays if a.kind == "1d"),
     )
 
 
-def granularities(plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS) -> list[int]:
-    """P1 candidates, coarsest first: the whole query rank, and row blocks that divide it."""
+def granularities(plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] | None = None) -> list[int]:
+    """P1 candidates, coarsest first: the whole query rank, and row blocks that divide it (``row_blocks`` x the
+    2-D columns; default: every power-of-two block down to the columns / :data:`SMALLEST_BLOCK`)."""
     q = plan.var_sizes[plan.query_var]
     cols = max(arch.array(a).shape[-1] for c in plan.contractions for a in plan.arrays[c])
-    return sorted({q} | {k * cols for k in row_blocks if k * cols < q and q % (k * cols) == 0}, reverse=True)
+    return block_sizes(q, cols, row_blocks)
+
+
+def block_sizes(q: int, cols: int, row_blocks: Sequence[int] | None = None) -> list[int]:
+    """Query-block sizes, coarsest first: ``q`` itself and the blocks below it that divide it (``row_blocks``
+    x ``cols`` when given, else powers of two from ``cols`` / :data:`SMALLEST_BLOCK`)."""
+    if row_blocks is not None:
+        return sorted({q} | {k * cols for k in row_blocks if k * cols < q and q % (k * cols) == 0}, reverse=True)
+    low = max(1, cols // SMALLEST_BLOCK)
+    out, b = {q}, 1
+    while b < q:
+        if b >= low and q % b == 0:
+            out.add(b)
+        b *= 2
+    return sorted(out, reverse=True)
 
 
 def pass_choices(
-    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS, pairing: str = "flat"
+    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] | None = None, pairing: str = "flat"
 ) -> list[PassChoice]:
     """Every point of the space: hand-offs x dataflow per contraction x P1 x on-chip tensors x binding.
 
@@ -274,7 +328,7 @@ def pass_choices(
     """
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing {pairing!r}: expected one of {', '.join(PAIRINGS)}")
-    if not row_blocks or any(not isinstance(k, int) or k < 1 for k in row_blocks):
+    if row_blocks is not None and (not row_blocks or any(not isinstance(k, int) or k < 1 for k in row_blocks)):
         raise ValueError(f"row_blocks {tuple(row_blocks)!r}: expected positive integers (multiples of the array width)")
     names = [e.name for e in plan.lowered.einsums]
     bindings = [tuple(zip(names, combo, strict=True)) for combo in itertools.product(*(plan.arrays[n] for n in names))]
@@ -283,8 +337,11 @@ def pass_choices(
         paired = DATAFLOWS[0] if fusion == "fused" else DATAFLOWS[1]
         if pairing == "flat":
             flows = [(paired if plan.weights[c] else DATAFLOWS[0],) for c in plan.contractions]
+        elif pairing == "searched":
+            fused = ("output", "reduce") if fusion == "fused" else (paired,)
+            flows = [fused if plan.weights[c] or fusion == "fused" else ("output",) for c in plan.contractions]
         else:
-            flows = [DATAFLOWS if plan.weights[c] else DATAFLOWS[:1] for c in plan.contractions]
+            flows = [DATAFLOWS if plan.weights[c] else ("output", "reduce") for c in plan.contractions]
         for flow in itertools.product(*flows):
             for p1 in granularities(plan, arch, row_blocks):
                 for bits in itertools.product((False, True), repeat=len(plan.primary)):
@@ -344,7 +401,9 @@ def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeM
             nest = _contraction_nest(plan, arch, e, array.name, block_outer, choice.p1, dataflow[e.name], keeps)
         else:
             keeps = choice.on_chip | buffered | staged
-            if fused:
+            if array.kind == "2d":
+                nest = _grid_nest(plan, arch, e, array.name, block_outer, choice.p1, keeps)
+            elif fused:
                 nest = _block_nest(plan, arch, e, array.name, block_outer, choice.p1, keeps)
             else:
                 nest = _row_nest(plan, arch, e, array.name, [*outer, (plan.query_var, q)], keeps)
@@ -390,6 +449,12 @@ def _contraction_nest(plan, arch, e, array, outer, p1, dataflow, keeps) -> Einsu
     """A contraction on a 2-D array, output- or weight-stationary (module docstring)."""
     rows, cols = arch.array(array).shape[0], arch.array(array).shape[-1]
     q = plan.query_var
+    if dataflow == "reduce":
+        contracted = plan.pass_var if plan.pass_var in _reduced(e) else max(_reduced(e), key=e.var_size)
+        n = e.var_size(contracted)
+        middle = [(q, max(1, p1 // cols)), (contracted, n // min(rows, n))]
+        middle += [(v, e.var_size(v)) for v in e.vars if v not in (*plan.batch_vars, q, contracted)]
+        return einsum_nest(plan, arch, e, array, outer, middle, (contracted, q), keeps)
     if dataflow == "output":
         others = [v for v in _tensor_vars(e, e.name) if v not in plan.batch_vars and v != q]
         row_var = max(others, key=e.var_size, default=None)
@@ -407,11 +472,46 @@ def _contraction_nest(plan, arch, e, array, outer, p1, dataflow, keeps) -> Einsu
 
 
 def _block_nest(plan, arch, e, array, outer, p1, keeps) -> EinsumMapping:
-    """A 1-D Einsum over blocks of P1 query rows, the queries spread over the PEs."""
+    """A 1-D Einsum over blocks of P1 query rows, the queries spread over the PEs (and, in a block narrower
+    than the PEs, the pass variable over the PEs the queries leave)."""
     cols = max(arch.array(a).shape[-1] for c in plan.contractions for a in plan.arrays[c])
     q = plan.query_var
     middle = [(q, max(1, p1 // cols))] + [(v, e.var_size(v)) for v in e.vars if v not in plan.batch_vars and v != q]
-    return einsum_nest(plan, arch, e, array, outer, middle, (q,), keeps)
+    nest = einsum_nest(plan, arch, e, array, outer, middle, (q,), keeps)
+    return share_pes(nest, plan.pass_var, arch.array(array).shape[-1] // p1)
+
+
+def share_pes(nest: EinsumMapping, var: str, k: int) -> EinsumMapping:
+    """The nest with ``var``'s buffer-level loop divided by the largest divisor of its bound up to ``k``, that
+    factor spread over the first array axis beside what it spreads already (PEs a narrow block leaves idle)."""
+    loops = list(nest.temporal[1])
+    at = next((i for i, (v, _) in enumerate(loops) if v == var), None)
+    if k <= 1 or at is None:
+        return nest
+    bound = loops[at][1]
+    f = max(d for d in range(1, min(k, bound) + 1) if bound % d == 0)
+    if f == 1:
+        return nest
+    loops[at] = (var, bound // f)
+    loops = [(v, n) for v, n in loops if n > 1]
+    spatial = list(nest.spatial)
+    spatial[0] = (*spatial[0], (var, f))
+    return replace(nest, temporal=(nest.temporal[0], tuple(loops), *nest.temporal[2:]), spatial=tuple(spatial))
+
+
+def _grid_nest(plan, arch, e, array, outer, p1, keeps) -> EinsumMapping:
+    """A non-contraction on a 2-D array over blocks of P1 query rows: the pass variable (else the largest other
+    one) over the rows, the queries over the columns."""
+    rows, cols = arch.array(array).shape[0], arch.array(array).shape[-1]
+    q = plan.query_var
+    rest = [v for v in e.vars if v not in plan.batch_vars and v != q]
+    row_var = plan.pass_var if plan.pass_var in rest else max(rest, key=e.var_size, default=None)
+    middle = [(q, max(1, p1 // cols))]
+    if row_var:
+        n = e.var_size(row_var)
+        middle.append((row_var, n // min(rows, n)))
+    middle += [(v, e.var_size(v)) for v in rest if v != row_var]
+    return einsum_nest(plan, arch, e, array, outer, middle, (row_var, q), keeps)
 
 
 def _row_nest(plan, arch, e, array, outer, keeps) -> EinsumMapping:
@@ -432,6 +532,26 @@ def fits_sizing_rule(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) ->
     return phase_occupancy(plan.lowered, no_handoff, mapping.phases[0], plan.buffer) <= capacity
 
 
+def fits_buffer(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> bool:
+    """The cost model's own test: the buffer occupancy, hand-off double buffers included, fits (no spill)."""
+    capacity = arch.level(plan.buffer).capacity_words
+    return all(phase_occupancy(plan.lowered, mapping, ph, plan.buffer) <= capacity for ph in mapping.phases)
+
+
+def pick_blocks(blocks: Sequence[int], fits: Callable[[int], bool]) -> list[int]:
+    """Of query blocks (coarsest first, occupancy falling with the block): the coarsest, the largest that fits
+    and the next larger one (found by bisection); the coarsest and the finest when none fits."""
+    if fits(blocks[0]):
+        return [blocks[0]]
+    if not fits(blocks[-1]):
+        return sorted({blocks[0], blocks[-1]}, reverse=True)
+    lo, hi = 0, len(blocks) - 1  # blocks[lo] does not fit, blocks[hi] fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(blocks[mid]) else (mid, hi)
+    return sorted({blocks[0], blocks[lo], blocks[hi]}, reverse=True)
+
+
 @dataclass(frozen=True)
 class PassDesign:
     """One costed point of the space."""
@@ -441,22 +561,72 @@ class PassDesign:
     cost: CascadeCost
     fits_rule: bool
     """Whether it fits FLAT's sizing rule (:func:`fits_sizing_rule`)."""
+    fits: bool = True
+    """Whether its buffer occupancy fits with the hand-offs the cost model charges (:func:`fits_buffer`)."""
 
 
 def iter_pass_designs(
-    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS, pairing: str = "flat"
+    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] | None = None, pairing: str = "flat"
 ) -> Iterator[PassDesign]:
-    """Every choice mapped and costed, in :func:`pass_choices` order."""
-    for choice in pass_choices(plan, arch, row_blocks, pairing):
-        mapping = pass_mapping(plan, arch, choice)
-        cost = evaluate_cascade(plan.lowered, arch, mapping)
-        yield PassDesign(choice, mapping, cost, fits_sizing_rule(plan, arch, mapping))
+    """The choices mapped and costed: with ``row_blocks`` every one, in :func:`pass_choices` order.
+
+    Without, per point of the rest of the space only the query blocks :func:`pick_blocks` picks, and a
+    branch and bound over (hand-offs, dataflows, binding): each is first costed with no primary tensor on
+    chip; its compute time at the coarsest query block (the fastest a block can compute: blocks narrower
+    than the columns idle PEs) is a lower bound on every variant's latency, and its other on-chip choices are
+    costed only while that bound does not exceed the best latency found (FLAT's own dataflows, softmax on
+    the 1-D arrays, are always costed in full: :func:`flat_policy` chooses among them).
+    """
+    choices = pass_choices(plan, arch, row_blocks, pairing)
+    if row_blocks is not None:
+        for choice in choices:
+            yield _costed(plan, arch, pass_mapping(plan, arch, choice), choice)
+        return
+    groups: dict[tuple, dict[frozenset[str], list[PassChoice]]] = {}
+    for c in choices:
+        groups.setdefault((c.fusion, c.dataflow, c.binding), {}).setdefault(c.on_chip, []).append(c)
+
+    def variant(group: list[PassChoice]) -> list[PassDesign]:
+        mappings: dict[int, CascadeMapping] = {}
+        by_p1 = {c.p1: c for c in group}
+
+        def fits(p1: int) -> bool:
+            if p1 not in mappings:
+                mappings[p1] = pass_mapping(plan, arch, by_p1[p1])
+            return fits_buffer(plan, arch, mappings[p1])
+
+        picked = pick_blocks([c.p1 for c in group], fits)
+        return [_costed(plan, arch, mappings[p1], by_p1[p1]) for p1 in picked]
+
+    first: list[tuple[float, tuple, list[PassDesign]]] = []
+    for key, by_on in groups.items():
+        designs = variant(by_on[frozenset()])
+        head = max(designs, key=lambda d: d.choice.p1)
+        first.append((max(head.cost.compute_s_by_array.values()), key, designs))
+    first.sort(key=lambda t: t[0])
+    best = math.inf
+    for bound, key, designs in first:
+        yield from designs
+        best = min([best, *(d.cost.latency_s for d in designs if d.cost.feasible)])
+        own = designs[0].choice.is_flat() and not designs[0].choice.softmax_where(plan)
+        if not own and bound > best * (1 + 1e-9):
+            continue
+        for on, group in groups[key].items():
+            if on:
+                more = variant(group)
+                best = min([best, *(d.cost.latency_s for d in more if d.cost.feasible)])
+                yield from more
+
+
+def _costed(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping, choice: PassChoice) -> PassDesign:
+    cost = evaluate_cascade(plan.lowered, arch, mapping)
+    return PassDesign(choice, mapping, cost, fits_sizing_rule(plan, arch, mapping), fits_buffer(plan, arch, mapping))
 
 
 def search_pass_designs(
-    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] = ROW_BLOCKS, pairing: str = "flat"
+    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] | None = None, pairing: str = "flat"
 ) -> tuple[PassPlan, list[PassDesign]]:
-    """The plan and every design (:func:`pass_choices`), feasible first, then by latency, then by energy."""
+    """The plan and the designs (:func:`iter_pass_designs`), feasible first, then by latency, then by energy."""
     plan = plan_passes(lowered, arch)
     designs = sorted(
         iter_pass_designs(plan, arch, row_blocks, pairing),
@@ -465,16 +635,32 @@ def search_pass_designs(
     return plan, designs
 
 
-def flat_policy(designs: Sequence[PassDesign]) -> PassDesign | None:
-    """FLAT's own choice among the designs: fused output-stationary at the coarsest P1 that fits FLAT's
-    sizing rule, else spilled weight-stationary at any P1; among tensor placements, lowest latency, then
-    energy. None when no design of FLAT's pairings fits the rule.
+POLICIES = ("model", "study")
+"""FLAT's choice among the designs: ``model`` the fastest that fits the cost model's buffer accounting,
+``study`` the FuseMax study's sizing rule (:func:`flat_policy`)."""
+
+
+def flat_policy(designs: Sequence[PassDesign], policy: str = "model") -> PassDesign | None:
+    """FLAT's own choice among the designs of FLAT's dataflows (fused output-stationary or spilled
+    weight-stationary, softmax on a 1-D array).
+
+    ``model``: the lowest latency (then energy) among feasible designs that do not spill (their buffer
+    occupancy, hand-offs included, fits), else among feasible ones; None when none is feasible.
+    ``study``: fused output-stationary at the coarsest P1 that fits FLAT's sizing rule, else spilled
+    weight-stationary at any P1; among tensor placements, lowest latency, then energy; None when no design of
+    FLAT's pairings fits the rule.
     """
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
 
     def best(group: list[PassDesign]) -> PassDesign | None:
         return min(group, key=lambda d: (d.cost.latency_s, d.cost.energy_pj), default=None)
 
-    fits = [d for d in designs if d.choice.is_flat() and d.fits_rule]
+    own = [d for d in designs if d.choice.is_flat() and "; softmax on" not in d.mapping.notes[0]]
+    if policy == "model":
+        feasible = [d for d in own if d.cost.feasible]
+        return best([d for d in feasible if d.fits]) or best(feasible)
+    fits = [d for d in own if d.fits_rule]
     fused = [d for d in fits if d.choice.fusion == "fused"]
     for p1 in sorted({d.choice.p1 for d in fused}, reverse=True):
         found = best([d for d in fused if d.choice.p1 == p1])

@@ -86,6 +86,15 @@ EXPLAINED: dict[tuple[str, str], str | tuple[str, float]] = {
     ("compare.json", "attnscope compare-attention --arch flat-edge * :: * :: latency_s"): "issue 14: the smaller "
     "query block on flat-edge (K/V re-read from DRAM) can make the design memory-bound",
     ("compare.json", "attnscope compare-attention --arch flat-edge * :: * :: bound"): "issue 14: see latency_s",
+    # Issue 14: the multi-pass search chooses which array runs each softmax Einsum (the 2-D array where its PEs
+    # support the operators), the contractions' dataflow (reduce: the contracted keys over the rows) and the
+    # query block (powers of two, judged by the cost model's own buffer accounting).
+    ("compare.json", "attnscope compare-attention --arch * :: attention-[23]pass* :: *"): "issue 14: multi-pass "
+    "designs may run the softmax on the 2-D array and search their query block and dataflow (2-pass at BERT 4K on "
+    "fusemax-cloud: 482.7 -> 28.65 ms at equal DRAM traffic)",
+    ("cost.json", "attnscope cost * --design flat *"): "issue 14: FLAT's row block is searched (powers of two) and "
+    "sized by the cost model's own buffer accounting, hand-offs included: no self-inflicted spill (the study's "
+    "rule stays in validate/fusemax)",
 }
 
 # Cells that need the published FuseMax CSVs (shared/reference/fusemax); skipped where they are not found.

@@ -11,7 +11,7 @@ import pytest
 from einsum.lower import lower
 from mappers.flat import search_flat
 from validate.fusemax.report import reference_dir
-from validate.fusemax.study import SEQ_LENS, attention_sizes, study_arch
+from validate.fusemax.study import FLAT_ROW_BLOCKS, SEQ_LENS, attention_sizes, study_arch
 from workloads import get_cascade
 
 REF = reference_dir()
@@ -26,7 +26,7 @@ def flat_rows():
 @pytest.mark.parametrize("row", flat_rows() if REF else [], ids=lambda r: f"{r['models']}-{r['seq_len']}")
 def test_search_finds_flats_choice(row):
     lowered = lower(get_cascade("attention-3pass").cascade, attention_sizes(row["models"], SEQ_LENS[row["seq_len"]]))
-    mapping, cost, _ = search_flat(lowered, study_arch("flat", True))
+    mapping, cost, _ = search_flat(lowered, study_arch("flat", True), row_blocks=FLAT_ROW_BLOCKS, policy="study")
     note = mapping.notes[0]
     assert note.startswith(f"FLAT: {row['QK_stationarity']}-stationary"), note
     if row["fusion_granularity"] == "head":

@@ -50,6 +50,9 @@ PRESETS: Mapping[str, tuple[str, str]] = {
     "binding": ("fusemax-cloud", "fusemax-artifact"),
 }
 END2END_PLATFORMS: Mapping[str, str] = {"flat": "flat-cloud", "proposal": "fusemax-cloud"}
+FLAT_ROW_BLOCKS = (1, 2, 4)
+"""FLAT's row granularities as the study ran them, in multiples of the array width, chosen by the study's
+sizing rule (mappers.flat, policy "study"); the general FLAT search chooses the block itself."""
 GEMM = Cascade.from_text("input A[T,K], B[K,N]\nC[t,n] = sum[k] A[t,k] * B[k,n]", name="gemm")
 
 
@@ -80,7 +83,7 @@ def attention_design(config: str, model: str, seq_len: int, as_published: bool) 
         return fusemax_family(config, arch, sizes)
     lowered = lower(get_cascade("attention-3pass").cascade, sizes)
     if config == "flat":
-        mapping, cost, _ = search_flat(lowered, arch)
+        mapping, cost, _ = search_flat(lowered, arch, row_blocks=FLAT_ROW_BLOCKS, policy="study")
         return Design(config, mapping, cost, lowered)
     return _unfused(lowered, arch)
 
