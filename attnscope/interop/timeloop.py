@@ -886,6 +886,8 @@ def import_mapping(
     dims = [v.upper() for v in einsum.iter_vars]
     tensors = [einsum.name, *einsum.inputs]
     array = max(spec.arrays, key=lambda a: a.pe_count)
+    if len(spec.arrays) > 1:
+        result.assume(f"{origin}: array", f"{array.name}, the largest: a Timeloop mapping does not name its array")
     path = [lv.name for lv in spec.path(array.name)]
     temporal: dict[str, list[tuple[str, int]]] = {lv: [] for lv in path}
     keep: dict[str, set[str]] = {lv: set(tensors) for lv in path}
