@@ -450,17 +450,17 @@ class _Share:
 
 class _Deriver:
     def __init__(
-        self, forward: Cascade, outputs: tuple[str, ...], wrt: tuple[str, ...], softmax: _Softmax | None = None
+        self, forward: Cascade, outputs: tuple[str, ...], wrt: tuple[str, ...], softmax: tuple[_Softmax, ...] = ()
     ):
         self.f = forward
         self.softmax = softmax
         self.recompute: set[str] = set()
         self.recomputed: list[str] = []
-        if softmax is not None:
-            producer = forward.tensors[softmax.scores].producer
-            self.recompute = {producer, *nx.ancestors(forward.dag, producer)} - set(forward.inputs)
-            if any(n in forward.recurrences or forward.tensors[n].iterative_dim is not None for n in self.recompute):
-                self.recompute = set()  # scores from a recurrence: saved instead
+        for sm in softmax:
+            producer = forward.tensors[sm.scores].producer
+            self.recompute |= {producer, *nx.ancestors(forward.dag, producer)} - set(forward.inputs)
+        if any(n in forward.recurrences or forward.tensors[n].iterative_dim is not None for n in self.recompute):
+            self.recompute = set()  # scores from a recurrence: saved instead
         self.outputs = outputs
         self.wrt = wrt
         self.lines: list[str] = []
@@ -838,11 +838,12 @@ class _Deriver:
                 tuple((r,) for r in t.ranks))), "plain"))  # fmt: skip
         if not self.seeds:
             raise BackwardError(f"{f.name}: no output depends on the inputs {', '.join(self.wrt)}")
-        softmax = self.softmax
+        softmax = {name: sm for sm in self.softmax for name in sm.einsums}
         for group, var in reversed(_groups(f)):
-            if softmax is not None and group[0].name in softmax.einsums:
-                if softmax.output in (e.name for e in group):
-                    self.flash(softmax, needs)
+            sm = softmax.get(group[0].name)
+            if sm is not None:
+                if sm.output in (e.name for e in group):
+                    self.flash(sm, needs)
                 continue
             if var is None:
                 (e,) = group
@@ -866,7 +867,7 @@ class _Deriver:
 
     def build(self, gradients) -> Backward:
         f = self.f
-        how = "reverse mode over its Einsums" if self.softmax is None else "FlashAttention-2 recomputation"
+        how = "FlashAttention-2 recomputation" if self.softmax else "reverse mode over its Einsums"
         head = [f"# The backward pass of {f.name}, derived by einsum.backward ({how})."]
         head += [f"input {n}[{','.join(r)}]" for n, r in self.declared.items()]
         head += [f"partition {r} = {' * '.join(p)}" for r, p in f.partitions.items()]
@@ -886,7 +887,7 @@ class _Deriver:
         if params:
             text = "\n".join(head + params + body[len(head) :]) + "\n"
             cascade = Cascade.from_text(text, name=name, doc=f"backward pass of {f.name}", origin=f"<{name}>")
-        form = "autodiff" if self.softmax is None else "flash"
+        form = "flash" if self.softmax else "autodiff"
         return Backward(f, cascade, tuple(self.seeds), dict(self.seeds), gradients, dict(self.saved), form)
 
     # -- FlashAttention-2's recomputation ---------------------------------------------------------------
@@ -971,13 +972,16 @@ class _Softmax:
     lse: str
 
 
-def _find_softmax(f: Cascade) -> tuple[_Softmax, str]:
-    """Recognise the softmax in ``f``; returns it and the Einsum text of its log-sum-exp (``LSE[q] = max +
-    log(denominator)``). Refused with a message when it is not one softmax attention."""
+def _refusal(f: Cascade, why: str) -> BackwardError:
+    return BackwardError(
+        f"{f.name}: no FlashAttention-2 form: {why}; its autodiff form is derived instead with --form autodiff"
+    )
 
-    def refuse(why: str) -> BackwardError:
-        return BackwardError(f"{f.name}: no FlashAttention-2 form: {why}; its autodiff form is derived instead "
-                             "with --form autodiff")  # fmt: skip
+
+def _find_softmaxes(f: Cascade) -> list[tuple[_Softmax, str]]:
+    """Recognise the softmaxes in ``f`` (each its own scores, values and output); returns each with the
+    Einsum text of its log-sum-exp (``LSE[q] = max + log(denominator)``). Refused with a message when one
+    ``exp(S - max)`` is not part of a softmax attention, or the softmaxes share intermediates."""
 
     maxed = {a.tensor for e in f.einsums if e.reduce_op == "max" for a in e.reads}
     candidates = []
@@ -994,11 +998,31 @@ def _find_softmax(f: Cascade) -> tuple[_Softmax, str]:
             and x.args[0].left.tensor in maxed
         ):
             candidates.append(e)
-    if len(candidates) != 1:
-        raise refuse(
-            f"{len(candidates)} Einsums of the form exp(S - max) over scores S that a max reduces (one wanted)"
-        )
-    e_exp = candidates[0]
+    if not candidates:
+        raise _refusal(f, "no Einsum of the form exp(S - max) over scores S that a max reduces")
+    found = []
+    for k, e_exp in enumerate(candidates):
+        lse = "LSE" if len(candidates) == 1 else f"LSE_{k + 1}"
+        while lse in f.tensors:
+            lse += "_"
+        found.append(_recognise(f, e_exp, lse))
+    inside = {name: sm for sm, _ in found for name in sm.einsums}
+    if len(inside) != sum(len(sm.einsums) for sm, _ in found):
+        raise _refusal(f, "two softmaxes share Einsums")
+    for e in f.einsums:
+        for t in e.inputs:
+            sm = inside.get(t)
+            if sm is not None and t != sm.output and inside.get(e.name) is not sm:
+                raise _refusal(f, f"{e.name} reads {t}, an intermediate of the softmax of {sm.scores}")
+    return found
+
+
+def _recognise(f: Cascade, e_exp: Einsum, lse: str) -> tuple[_Softmax, str]:
+    """The softmax whose exponentials ``e_exp`` writes (see :func:`_find_softmaxes`)."""
+
+    def refuse(why: str) -> BackwardError:
+        return _refusal(f, why)
+
     scores, shift = e_exp.stmt.expr.args[0].left, e_exp.stmt.expr.args[0].right
     s_t = f.tensors[scores.tensor]
     if f.tensors[scores.tensor].role == "input" or [i for i in scores.indices] != [
@@ -1051,26 +1075,19 @@ def _find_softmax(f: Cascade) -> tuple[_Softmax, str]:
     if sh_t.iterative_dim is not None:
         mx = _access(shift.tensor, [IdxSize(sh_t.ranks[i], _SPAN) if i == sh_t.iterative_dim else idx
                                     for i, idx in enumerate(shift.indices)])  # fmt: skip
-    lse = "LSE"
-    while lse in f.tensors:
-        lse += "_"
     text = f"{lse}[{','.join(query_vars)}] = {format_expr(mx)} + log({format_expr(den)})"
     between = (after | {s_t.producer}) & (set(nx.ancestors(f.graph, out.name)) | {out.name})
     between.discard(s_t.producer)
-    for e in f.einsums:
-        if e.name not in between:
-            for t in e.inputs:
-                if t in between and t != out.name:
-                    raise refuse(f"{e.name} reads {t}, an intermediate of the softmax")
     sm = _Softmax(scores.tensor, out.name, values, pv_e, query_vars, value_vars, frozenset(between), lse)
     return sm, text
 
 
-def _with_statistics(f: Cascade, lse_text: str, lse: str) -> Cascade:
-    """``f`` that also writes (and returns) the log-sum-exp of its softmax, as FlashAttention-2's forward does."""
+def _with_statistics(f: Cascade, found: list[tuple[_Softmax, str]]) -> Cascade:
+    """``f`` that also writes (and returns) the log-sum-exp of each softmax, as FlashAttention-2's forward does."""
     lines = [line for line in f.text().splitlines() if not line.strip().startswith("output")]
-    lines += [lse_text, f"output {', '.join((*f.outputs, lse))}"]
-    return Cascade.from_text("\n".join(lines) + "\n", name=f.name, doc=f.doc, origin=f"<{f.name} with {lse}>")
+    lines += [text for _, text in found]
+    lines.append(f"output {', '.join((*f.outputs, *(sm.lse for sm, _ in found)))}")
+    return Cascade.from_text("\n".join(lines) + "\n", name=f.name, doc=f.doc, origin=f"<{f.name} with LSE>")
 
 
 def flash_backward(forward: Cascade, wrt: tuple[str, ...] | None = None, check: bool = True) -> Backward:
@@ -1088,17 +1105,19 @@ def flash_backward(forward: Cascade, wrt: tuple[str, ...] | None = None, check: 
 
     ``check``: confirm the recognition numerically before using it: at every rank of size 2 and random
     inputs, ``sum_k exp(S - LSE) V`` must equal the output (a structure that only looks like softmax
-    attention, with a sink in the denominator say, is refused). A cascade with no such softmax, or two, is
-    refused with a message.
+    attention, with a sink in the denominator say, is refused). Several softmaxes with their own scores,
+    values and outputs (the two head kinds of ``duo-attention``) each save their statistics (``LSE_1``,
+    ``LSE_2``). A cascade with no such softmax is refused with a message.
     """
-    sm, text = _find_softmax(forward)
-    extended = _with_statistics(forward, text, sm.lse)
+    found = _find_softmaxes(forward)
+    extended = _with_statistics(forward, found)
     if check:
-        _check_softmax(extended, sm)
+        for sm, _ in found:
+            _check_softmax(extended, sm)
     if wrt is None:
         wrt = tuple(x for x in forward.inputs if x not in forward.densities)
     # differentiate the original outputs; the statistics are saved, not differentiated
-    b = _Deriver(extended, tuple(forward.outputs), tuple(wrt), softmax=sm).run()
+    b = _Deriver(extended, tuple(forward.outputs), tuple(wrt), softmax=tuple(sm for sm, _ in found)).run()
     return b
 
 
