@@ -191,7 +191,7 @@ BAD = [
     ("axes: {device: [a100-sxm], dram_bw: [1]}", "axes.dram_bw: a named axis needs paths: [dotted.path, ...] (or name "
      "the axis by a dotted path, a top-level field such as dram_bytes_per_s, or a parameter of strategy sdpa: kernel"),
     ("axes: {device: [a100-sxm], efficiency.gemx: [0.5]}", "axes.efficiency.gemx: path efficiency.gemx: a100-sxm: no "
-     "field 'efficiency.gemx': efficiency has no 'gemx'; its keys: gemm, copy"),
+     "field 'efficiency.gemx': efficiency has no 'gemx'; its keys: gemm, gemm_fp8, copy"),
     ("axes: {device: [a100-sxm], dram_bytes_per_s: [-1.0]}", "axes.dram_bytes_per_s: value -1.0 is refused: a100-sxm: "
      "dram_bytes_per_s: expected a number in [1e+06, 1e+16] B/s"),
     ("axes: {device: [a100-sxm], sm_count: [1.5]}", "axes.sm_count.values[0]: wrong type: the path holds an integer"),
