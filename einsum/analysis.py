@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from einsum.ast import Access, BinOp, Call, Compare, Neg, index_vars
 from einsum.cascade import Cascade, Einsum, var_offset
 from einsum.errors import ShapeError
-from einsum.syntax import SELECT_FUNCS
 from einsum.regions import (  # noqa: F401  (re-exported: the mask geometry used to live here)
     Formula,
     TileCounts,
@@ -44,6 +43,7 @@ from einsum.regions import (  # noqa: F401  (re-exported: the mask geometry used
     positions,
     work_regions,
 )
+from einsum.syntax import SELECT_FUNCS
 
 #: operator kind of each expression node
 OP_KINDS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
