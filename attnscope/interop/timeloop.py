@@ -44,7 +44,9 @@ from einsum.errors import SpecError
 from simulator.specs import OPERATORS, ArchSpec, load_arch, spec_from_dict
 from simulator.yamlio import Problems, join, read_yaml, show
 
-SECTIONS = ("architecture", "problem", "mapping", "ERT", "ART")
+SECTIONS = ("architecture", "problem", "mapping", "ERT", "ART", "attnscope")
+"""Top-level keys read; ``attnscope`` (``{dimensions: {letter: rank}}``, written by the export) restores the
+rank names that Timeloop's one-letter dimensions stand for."""
 _RANGE_RE = re.compile(r"^(.*?)\[(\d+)\.\.(\d+)\]$")
 _COMPUTE_RE = re.compile(r"mac|compute|multipl|adder|alu", re.I)
 _MAC_OPS = {"mac": {"mac": 1}, "mul": {"mac": 1}, "add": {"mac": 1}, "sub": {"mac": 1}}
@@ -690,8 +692,11 @@ def _projection_terms(p: Problems, entry: Any, key: str, coefs: Mapping[str, int
     return terms
 
 
-def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | None, dict[str, int]]:
-    """A Timeloop problem as ``.einsum`` text (None when it cannot be one; why is in ``result``) and its sizes."""
+def import_problem(
+    data: Any, origin: str, result: Converted, renames: Mapping[str, str] | None = None
+) -> tuple[str | None, dict[str, int]]:
+    """A Timeloop problem as ``.einsum`` text (None when it cannot be one; why is in ``result``) and its sizes;
+    ``renames`` (dimension -> rank) restores the ranks an export wrote as one-letter dimensions."""
     p = Problems(origin, "Timeloop problem")
     prob = p.mapping(data, "problem", None)
     p.raise_if_any()
@@ -705,10 +710,14 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
     if not (isinstance(dims, list) and dims and all(isinstance(d, str) for d in dims)):
         p.add("problem.shape.dimensions", f"expected a list of dimension names, got {show(dims)}", shape, "dimensions")
         p.raise_if_any()
+    orig = {d: (renames or {}).get(d, d) for d in dims}
     for d in dims:
-        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", d):
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", orig[d]):
             p.add("problem.shape.dimensions", f"{d!r}: attnscope ranks are upper case (A-Z, digits, _)", shape,
                   "dimensions")  # fmt: skip
+    if len(set(orig.values())) != len(dims):
+        p.add("problem.shape.dimensions", f"two dimensions name one rank: {orig}", shape, "dimensions")
+    ranks_all = list(orig.values())
     coefs: dict[str, int] = {}
     raw_coefs = shape.get("coefficients") or []
     if not isinstance(raw_coefs, list):
@@ -731,7 +740,7 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
             p.add(f"problem.instance.{d}", f"expected the size of dimension {d} (a positive integer), got "
                   f"{show(v) if d in instance else 'nothing'}", instance, d)  # fmt: skip
         else:
-            sizes[d] = v
+            sizes[orig[d]] = v
     for k, v in instance.items():
         if k not in dims and k not in coefs:
             if k == "densities":
@@ -769,6 +778,7 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
             terms = _projection_terms(p, entry, f"{key}.projection[{j}]", coefs, dims)
             if not terms:
                 continue
+            terms = [(orig[d], c, n) for d, c, n in terms]
             if len(terms) == 1 and terms[0][1] == 1:
                 ranks.append(terms[0][0])
                 indices.append(terms[0][0].lower())
@@ -776,7 +786,8 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
             if len(terms) == 2 and terms[1][1] == 1 and terms[0][1] == sizes.get(terms[1][0]):
                 outer, inner = terms[0][0], terms[1][0]
                 named = re.fullmatch(rf"size_{re.escape(inner)}_in_([A-Z][A-Z0-9_]*)", str(terms[0][2]))
-                parent = named.group(1) if named and named.group(1) not in dims else _partition_name(outer, inner, dims)
+                parent = (named.group(1) if named and named.group(1) not in ranks_all
+                          else _partition_name(outer, inner, ranks_all))  # fmt: skip
                 if parent in partitions and partitions[parent] != (outer, inner):
                     parent = f"{outer}_{inner}"
                 partitions[parent] = (outer, inner)
@@ -801,7 +812,7 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
         if any("*" in ix for ix in indices) and name == out[0]:
             result.drop(f"problem: {name}", "the output is written at a partitioned index")
             return None, sizes
-    reduced = [d.lower() for d in dims if d.lower() not in out[2]]
+    reduced = [r.lower() for r in ranks_all if r.lower() not in out[2]]
     declared = ", ".join(f"{n}[{','.join(r)}]" for n, r, _, _ in ins)
     body = " * ".join(f"{n}[{','.join(ix)}]" for n, _, ix, _ in ins) or "1"
     lines = [f"# imported from Timeloop problem {origin}" + (f" ({shape['name']})" if "name" in shape else "")]
@@ -809,7 +820,7 @@ def import_problem(data: Any, origin: str, result: Converted) -> tuple[str | Non
         lines.append(f"input {declared}")
     for parent, (outer, inner) in partitions.items():
         lines.append(f"partition {parent} = {outer} * {inner}")
-    lines += [f"param {d} = {sizes[d]}" for d in dims]
+    lines += [f"param {r} = {sizes[r]}" for r in ranks_all]
     reduce = f"sum[{','.join(reduced)}] " if reduced else ""
     lines.append(f"{out[0]}[{','.join(out[2])}] = {reduce}{body}")
     text = "\n".join(lines) + "\n"
@@ -875,15 +886,25 @@ def _permutation(p: Problems, perm: Any, key: str, dims: Sequence[str], m: Any) 
 
 
 def import_mapping(
-    data: Any, origin: str, spec: ArchSpec, einsum: Einsum, sizes: Mapping[str, int], result: Converted
+    data: Any,
+    origin: str,
+    spec: ArchSpec,
+    einsum: Einsum,
+    sizes: Mapping[str, int],
+    result: Converted,
+    renames: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Timeloop mapping of one Einsum as attnscope mapping data (simulator.mapping's layout)."""
+    """A Timeloop mapping of one Einsum as attnscope mapping data (simulator.mapping's layout); ``renames``
+    (dimension -> rank) as for :func:`import_problem`."""
     p = Problems(origin, "Timeloop mapping")
     entries = data.get("mapping") if isinstance(data, dict) and "mapping" in data else data
     if not isinstance(entries, list):
         p.add("mapping", f"expected a list of {{target, type, factors, permutation}}, got {show(entries)}")
         p.raise_if_any()
-    dims = [v.upper() for v in einsum.iter_vars]
+    ranks = [v.upper() for v in einsum.iter_vars]
+    letter = {r: d for d, r in (renames or {}).items()}
+    dims = [letter.get(r, r) for r in ranks]  # as the file names them
+    rank_of = dict(zip(dims, ranks, strict=True))
     tensors = [einsum.name, *einsum.inputs]
     array = max(spec.arrays, key=lambda a: a.pe_count)
     if len(spec.arrays) > 1:
@@ -924,7 +945,7 @@ def import_mapping(
         factors = _factors(p, m.get("factors"), join(key, "factors"), dims, m)
         perm = _permutation(p, m.get("permutation"), join(key, "permutation"), dims, m)
         order = [d for d in reversed(perm)] + [d for d in dims if d not in perm]  # outermost first
-        loops = [(d.lower(), factors.get(d, 1)) for d in order if factors.get(d, 1) > 1]
+        loops = [(rank_of[d].lower(), factors.get(d, 1)) for d in order if factors.get(d, 1) > 1]
         if kind == "spatial":
             split = m.get("split", len(perm) if perm else len(dims))
             if not (isinstance(split, int) and not isinstance(split, bool) and split >= 0):
@@ -933,7 +954,7 @@ def import_mapping(
                 continue
             x_dims = set(perm[:split]) if perm else set(dims)
             for var, f in loops:
-                axis = len(axes) - 1 if var.upper() in x_dims or len(axes) == 1 else 0
+                axis = len(axes) - 1 if letter.get(var.upper(), var.upper()) in x_dims or len(axes) == 1 else 0
                 axes[axis].append((var, f))
             if target not in known:
                 result.drop(join(key, "target"), f"{target}: not an attnscope level; its spatial factors spread over "
@@ -948,10 +969,10 @@ def import_mapping(
             continue
         temporal[target] += loops
     p.raise_if_any()
-    for d in dims:
-        total = math.prod(f for loops in (*temporal.values(), *axes) for v, f in loops if v == d.lower())
-        if total != sizes[d]:
-            p.add("mapping", f"the factors of {d} multiply to {total}, the problem's {d} is {sizes[d]}")
+    for d, r in rank_of.items():
+        total = math.prod(f for loops in (*temporal.values(), *axes) for v, f in loops if v == r.lower())
+        if total != sizes[r]:
+            p.add("mapping", f"the factors of {d} multiply to {total}, the problem's {d} is {sizes[r]}")
     p.raise_if_any()
     return {
         "name": f"timeloop mapping {origin}",
@@ -972,6 +993,21 @@ def import_mapping(
 # ----------------------------------------------------------------------------------------------- import, whole
 
 
+def _renames(section: tuple[Any, str] | None) -> dict[str, str]:
+    """The ``attnscope: {dimensions: {letter: rank}}`` section an export writes next to a problem."""
+    if section is None:
+        return {}
+    data, origin = section
+    dims = data.get("dimensions") if isinstance(data, dict) else None
+    ok = isinstance(dims, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", v) for k, v in dims.items()
+    )
+    if not ok:
+        raise SpecError(f"{origin}: attnscope.dimensions: expected {{DIMENSION: RANK}} (upper-case names), got "
+                        f"{show(dims)}")  # fmt: skip
+    return dict(dims)
+
+
 def import_timeloop(paths: Sequence[str | Path], name: str | None = None, ops_from: str | None = None) -> Converted:
     """Timeloop/Accelergy files -> attnscope files ``arch.yaml``, ``workload.einsum``, ``mapping.yaml``."""
     sections, result = read_sections(paths)
@@ -981,8 +1017,9 @@ def import_timeloop(paths: Sequence[str | Path], name: str | None = None, ops_fr
     spec_data, _ = import_arch(arch_data, arch_origin, sections.get("ERT"), sections.get("ART"),
                                name or default_name(arch_origin), ops_from, result)  # fmt: skip
     result.files["arch.yaml"] = spec_data
+    renames = _renames(sections.get("attnscope"))
     if "problem" in sections:
-        text, sizes = import_problem(*sections["problem"], result)
+        text, sizes = import_problem(*sections["problem"], result, renames)
         if text is None:
             result.drop("problem", "no workload written: an index above is not representable")
             if "mapping" in sections:
@@ -993,8 +1030,7 @@ def import_timeloop(paths: Sequence[str | Path], name: str | None = None, ops_fr
             cascade = Cascade.from_text(text, origin=sections["problem"][1])
             spec = spec_from_dict(spec_data, arch_origin)
             result.files["mapping.yaml"] = import_mapping(
-                sections["mapping"][0], sections["mapping"][1], spec, cascade.einsums[0],
-                {d: s for d, s in sizes.items()}, result,
+                sections["mapping"][0], sections["mapping"][1], spec, cascade.einsums[0], sizes, result, renames
             )  # fmt: skip
     elif "mapping" in sections:
         result.drop("mapping", "no mapping written: a mapping needs the problem it maps (give the problem file)")
@@ -1025,6 +1061,8 @@ def export_arch(spec: ArchSpec, only_array: str | None = None) -> tuple[dict, di
         if lv.bandwidth_bytes_per_s is not None:
             bw = lv.bandwidth_bytes_per_s / spec.word_bytes / spec.clock_hz
             attrs["read_bandwidth"] = attrs["write_bandwidth"] = bw
+        if lv.per_pe_of is not None:  # Timeloop reads a PE level's mesh from its own attributes
+            attrs["meshX"] = spec.array(lv.per_pe_of).shape[-1]
         name = lv.name if lv.per_pe_of is not None or lv.instances == 1 else f"{lv.name}[0..{lv.instances - 1}]"
         cls = "DRAM" if lv.capacity_words is None else ("regfile" if lv.per_pe_of else "SRAM")
         full = f"{prefix}.{name}"
@@ -1147,9 +1185,30 @@ def representable(einsum: Einsum, cascade: Cascade, sizes: Mapping[str, int]) ->
     return None
 
 
+def dimension_letters(einsum: Einsum) -> dict[str, str]:
+    """A one-letter Timeloop dimension per rank of the Einsum (Timeloop reads factors and permutations letter by
+    letter): the rank itself when it is one free letter, else its first letter if free, else the first free
+    letter. Raises SpecError beyond 26 ranks."""
+    ranks = [v.upper() for v in einsum.iter_vars]
+    out: dict[str, str] = {}
+    taken = {r for r in ranks if len(r) == 1}
+    for r in ranks:
+        if len(r) == 1:
+            out[r] = r
+            continue
+        free = [c for c in (r[0], *"ABCDEFGHIJKLMNOPQRSTUVWXYZ") if c not in taken]
+        if not free:
+            raise SpecError(f"{einsum.name}: more than 26 ranks; Timeloop names each dimension with one letter")
+        out[r] = free[0]
+        taken.add(free[0])
+    return out
+
+
 def export_problem(einsum: Einsum, cascade: Cascade, sizes: Mapping[str, int]) -> dict[str, Any]:
-    """One Einsum as a Timeloop v0.4 problem (call :func:`representable` first)."""
-    dims = [v.upper() for v in einsum.iter_vars]
+    """One Einsum as a Timeloop v0.4 problem with one-letter dimensions (:func:`dimension_letters`; call
+    :func:`representable` first)."""
+    letter = dimension_letters(einsum)
+    dims = [letter[v.upper()] for v in einsum.iter_vars]
     coefs: dict[str, int] = {}
     spaces = []
 
@@ -1159,13 +1218,13 @@ def export_problem(einsum: Einsum, cascade: Cascade, sizes: Mapping[str, int]) -
         for r, idx in zip(ranks, acc.indices, strict=True):
             aff = bind_index(idx, sizes)
             if len(aff.coeffs) == 1:
-                out.append([[aff.coeffs[0][0].upper()]])
+                out.append([[letter[aff.coeffs[0][0].upper()]]])
                 continue
             outer, inner = cascade.partitions[r]
             c = dict(aff.coeffs)
             coef_name = f"size_{inner}_in_{r}"  # names the partitioned rank for the way back
             coefs[coef_name] = sizes[inner]
-            out.append([[outer, coef_name], [inner]])
+            out.append([[letter[outer], coef_name], [letter[inner]]])
             assert c[outer.lower()] == sizes[inner] and c[inner.lower()] == 1
         return out
 
@@ -1185,7 +1244,8 @@ def export_problem(einsum: Einsum, cascade: Cascade, sizes: Mapping[str, int]) -
             continue
         seen.add(acc.tensor)
         spaces.append({"name": acc.tensor, "projection": projection(acc), "read_write": False})
-    spaces.append({"name": einsum.name, "projection": [[[v.upper()]] for v in einsum.out_vars], "read_write": True})
+    spaces.append({"name": einsum.name, "projection": [[[letter[v.upper()]]] for v in einsum.out_vars],
+                   "read_write": True})  # fmt: skip
     return {
         "problem": {
             "version": 0.4,
@@ -1195,14 +1255,16 @@ def export_problem(einsum: Einsum, cascade: Cascade, sizes: Mapping[str, int]) -
                 "coefficients": [{"name": k, "default": v} for k, v in coefs.items()],
                 "data_spaces": spaces,
             },
-            "instance": {d: int(sizes[d]) for d in dims},
+            "instance": {letter[r]: int(sizes[r]) for r in letter},
         }
     }
 
 
 def export_mapping(em: Any, spec: ArchSpec, einsum: Einsum) -> dict[str, Any]:
-    """An attnscope loop nest (:class:`simulator.mapping.EinsumMapping`) as a Timeloop mapping."""
-    dims = [v.upper() for v in einsum.iter_vars]
+    """An attnscope loop nest (:class:`simulator.mapping.EinsumMapping`) as a Timeloop mapping, in the form
+    Timeloop writes (``factors: A4 B1``, ``permutation: BA`` innermost first, ``type: datatype``)."""
+    letter = {v: d for v, d in zip(einsum.iter_vars, dimension_letters(einsum).values(), strict=True)}
+    dims = list(letter.values())
     tensors = [einsum.name, *einsum.inputs]
     entries = []
     array = spec.array(em.array)
@@ -1211,13 +1273,13 @@ def export_mapping(em: Any, spec: ArchSpec, einsum: Einsum) -> dict[str, Any]:
     for lv_name, loops, keep in zip(em.levels, em.temporal, em.keep, strict=True):
         factors = dict.fromkeys(dims, 1)
         for v, b in loops:
-            factors[v.upper()] *= b
-        order = [v.upper() for v, _ in loops]
+            factors[letter[v]] *= b
+        order = list(dict.fromkeys(letter[v] for v, _ in loops))
         perm = list(reversed(order)) + [d for d in dims if d not in order]  # innermost first
-        entries.append({"target": lv_name, "type": "temporal",
-                        "factors": " ".join(f"{d}={factors[d]}" for d in dims), "permutation": perm})  # fmt: skip
+        text = " ".join(f"{d}{factors[d]}" for d in dims)
+        entries.append({"target": lv_name, "type": "temporal", "factors": text, "permutation": "".join(perm)})
         if lv_name != em.levels[0]:
-            entries.append({"target": lv_name, "type": "bypass", "keep": sorted(keep),
+            entries.append({"target": lv_name, "type": "datatype", "keep": sorted(keep),
                             "bypass": sorted(set(tensors) - set(keep))})  # fmt: skip
         if lv_name not in per_pe:
             spatial_target = lv_name
@@ -1225,12 +1287,12 @@ def export_mapping(em: Any, spec: ArchSpec, einsum: Einsum) -> dict[str, Any]:
     y_axis = em.spatial[0] if len(em.spatial) > 1 else ()
     sp = dict.fromkeys(dims, 1)
     for v, f in (*x_axis, *y_axis):
-        sp[v.upper()] *= f
-    x_dims = [v.upper() for v, _ in x_axis]
-    y_dims = [v.upper() for v, _ in y_axis if v.upper() not in x_dims]
+        sp[letter[v]] *= f
+    x_dims = list(dict.fromkeys(letter[v] for v, _ in x_axis))
+    y_dims = [d for d in dict.fromkeys(letter[v] for v, _ in y_axis) if d not in x_dims]
     perm = x_dims + y_dims + [d for d in dims if d not in x_dims and d not in y_dims]
-    entries.append({"target": spatial_target, "type": "spatial", "factors": " ".join(f"{d}={sp[d]}" for d in dims),
-                    "permutation": perm, "split": len(x_dims)})  # fmt: skip
+    entries.append({"target": spatial_target, "type": "spatial", "factors": " ".join(f"{d}{sp[d]}" for d in dims),
+                    "permutation": "".join(perm), "split": len(x_dims)})  # fmt: skip
     return {"mapping": entries}
 
 
@@ -1279,6 +1341,12 @@ def export_timeloop(
             result.drop(f"{cascade.name}.{e.name}", f"not exported: {why}")
             continue
         result.files[f"{e.name}/problem.yaml"] = export_problem(e, cascade, sizes)
+        renamed = {d: r for r, d in dimension_letters(e).items() if d != r}
+        if renamed:
+            result.files[f"{e.name}/names.yaml"] = {"attnscope": {"dimensions": renamed}}
+            result.drop(f"{cascade.name}.{e.name}: ranks {', '.join(renamed.values())}",
+                        f"written as Timeloop dimensions {', '.join(renamed)} (one letter each); "
+                        f"{e.name}/names.yaml names them for the way back")  # fmt: skip
         if given is not None:
             if e.name not in given.einsums:
                 result.drop(f"{mapping}: einsums.{e.name}", "the mapping file has no loop nest for it: none written")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import workloads
 from attnscope.cli import main
 from attnscope.interop.common import Converted, read_tagged
 from attnscope.interop.timeloop import (
+    dimension_letters,
     export_arch,
     export_mapping,
     export_problem,
@@ -36,6 +38,11 @@ ARCHES = {
     "simple_weight_stationary_v03": ["arch.yaml"],
     "simple_output_stationary_v03": ["arch.yaml"],
 }
+
+
+def factors_of(text: str) -> dict[str, int]:
+    """Timeloop factors ``A4 B1`` (or ``A=4,B=1``) as {dimension: factor}."""
+    return {m[0]: int(m[1]) for m in re.findall(r"([A-Z])=?(\d+)", text)}
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -167,18 +174,23 @@ def test_export_fusemax_qk_bounds_and_capacities(tmp_path, capsys):
     problem = read_tagged(out / "QK" / "problem.yaml")["problem"]
     mapping = read_tagged(out / "QK" / "mapping.yaml")["mapping"]
     arch = read_tagged(out / "QK" / "arch.yaml")["architecture"]
+    rank_of = read_tagged(out / "QK" / "names.yaml")["attnscope"]["dimensions"]  # one-letter dims -> ranks
+    assert rank_of == {"M": "M1", "A": "M0"}
     loaded = workloads.get_cascade("fusemax")
     sizes = loaded.sizes({"M": 4096})
     qk = loaded.cascade.einsums[0]
     assert qk.name == "QK"
-    assert problem["shape"]["dimensions"] == [v.upper() for v in qk.iter_vars]
-    assert problem["instance"] == {v.upper(): sizes[v.upper()] for v in qk.iter_vars}
-    products = dict.fromkeys(problem["shape"]["dimensions"], 1)
+    dims = problem["shape"]["dimensions"]
+    assert all(len(d) == 1 for d in dims)  # Timeloop reads factors and permutations letter by letter
+    assert [rank_of.get(d, d) for d in dims] == [v.upper() for v in qk.iter_vars]
+    assert {rank_of.get(d, d): n for d, n in problem["instance"].items()} == {v.upper(): sizes[v.upper()]
+                                                                             for v in qk.iter_vars}  # fmt: skip
+    products = dict.fromkeys(dims, 1)
     for entry in mapping:
         if entry["type"] in ("temporal", "spatial"):
-            for item in entry["factors"].split():
-                dim, factor = item.split("=")
-                products[dim] *= int(factor)
+            assert sorted(entry.get("permutation", "")) == sorted(dims) or entry["type"] == "spatial"
+            for dim, factor in factors_of(entry["factors"]).items():
+                products[dim] *= factor
     assert products == problem["instance"]  # the loop bounds multiply to the iteration space, per rank
     spec = load_arch("fusemax-cloud")
     found = {}
@@ -196,7 +208,7 @@ def test_export_fusemax_qk_bounds_and_capacities(tmp_path, capsys):
     path = spec.path("pe_2d")
     assert found == {lv.name: lv.capacity_words for lv in path if lv.capacity_words is not None}
     k = next(ds for ds in problem["shape"]["data_spaces"] if ds["name"] == "K")
-    assert k["projection"][3] == [["M1", "size_M0_in_M"], ["M0"]]  # K[b,h,e,m1*M0+m0]
+    assert k["projection"][3] == [["M", "size_M0_in_M"], ["A"]]  # K[b,h,e,m1*M0+m0]
 
 
 # ----------------------------------------------------------------------------------------------- round trips
@@ -221,7 +233,8 @@ def test_registered_einsums_round_trip(name):
     for e in cascade.einsums:
         if representable(e, cascade, sizes) is not None:
             continue
-        text, back_sizes = import_problem(export_problem(e, cascade, sizes)["problem"], "export", Converted())
+        renames = {d: r for r, d in dimension_letters(e).items()}
+        text, back_sizes = import_problem(export_problem(e, cascade, sizes)["problem"], "export", Converted(), renames)
         back = Cascade.from_text(text)
         (b,) = back.einsums
         assert b.text.replace(" ", "") == e.text.replace(" ", "")
@@ -237,13 +250,14 @@ def test_registered_einsums_round_trip(name):
 def test_mapping_round_trips_through_timeloop(tmp_path):
     result = export_timeloop("fusemax", "fusemax-cloud", {"M": 4096}, einsum_name="QK", budget=2000)
     result.write(tmp_path)
-    back = import_timeloop([tmp_path / "QK" / f for f in ("arch.yaml", "problem.yaml", "mapping.yaml")]
+    back = import_timeloop([tmp_path / "QK" / f for f in ("arch.yaml", "problem.yaml", "mapping.yaml", "names.yaml")]
                            + [tmp_path / "ERT.yaml", tmp_path / "ART.yaml"])  # fmt: skip
     nest = back.files["mapping.yaml"]["einsums"]["QK"]
     exported = read_tagged(tmp_path / "QK" / "mapping.yaml")["mapping"]
+    rank_of = {"M": "M1", "A": "M0"}
     for entry in exported:
         if entry["type"] == "temporal":
-            want = {d.lower(): int(f) for d, f in (x.split("=") for x in entry["factors"].split()) if int(f) > 1}
+            want = {rank_of.get(d, d).lower(): f for d, f in factors_of(entry["factors"]).items() if f > 1}
             have = {}
             for v, b in nest["temporal"][entry["target"]]:
                 have[v] = have.get(v, 1) * b
@@ -254,7 +268,9 @@ def test_mapping_round_trips_through_timeloop(tmp_path):
     (e,) = cascade.einsums
     ranks = cascade.rank_sizes({})
     sizes = {v.upper(): ranks[v.upper()] for v in e.iter_vars}
-    again = import_mapping(export_mapping_from_dict(em_data, spec, cascade), "again", spec, e, sizes, Converted())
+    again = import_mapping(
+        export_mapping_from_dict(em_data, spec, cascade), "again", spec, e, sizes, Converted(), rank_of
+    )
     assert again["einsums"] == em_data["einsums"]
 
 
@@ -277,12 +293,13 @@ def test_export_with_a_given_mapping(tmp_path, capsys):
     assert {item["key"] for item in json.loads(text)["unrepresented"]} >= {"fusemax.LM", "fusemax.RM", "fusemax.AV"}
     given = read_tagged(mapping)["einsums"]["QK"]["temporal"]
     exported = read_tagged(tmp_path / "x" / "QK" / "mapping.yaml")["mapping"]
+    rank_of = read_tagged(tmp_path / "x" / "QK" / "names.yaml")["attnscope"]["dimensions"]
     for entry in exported:
         if entry["type"] == "temporal":
             want = {}
             for v, b in given.get(entry["target"]) or []:
                 want[v.upper()] = want.get(v.upper(), 1) * b
-            have = {d: int(f) for d, f in (x.split("=") for x in entry["factors"].split()) if int(f) > 1}
+            have = {rank_of.get(d, d): f for d, f in factors_of(entry["factors"]).items() if f > 1}
             assert have == want, entry["target"]
     code, _, err = run_cli(capsys, "export", "timeloop", "--workload", "fusemax", "--arch", "fusemax-cloud",
                            "--shape", "B=1,H=4,M=4K", "--mapping", str(mapping), "--out",
