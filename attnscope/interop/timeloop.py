@@ -1270,7 +1270,10 @@ def export_mapping(em: Any, spec: ArchSpec, einsum: Einsum) -> dict[str, Any]:
     array = spec.array(em.array)
     per_pe = [lv.name for lv in spec.path(array.name) if lv.per_pe_of == array.name]
     spatial_target = None
-    for lv_name, loops, keep in zip(em.levels, em.temporal, em.keep, strict=True):
+    nest = {lv: (loops, keep) for lv, loops, keep in zip(em.levels, em.temporal, em.keep, strict=True)}
+    path = [lv.name for lv in spec.path(array.name)]
+    for lv_name in path:  # Timeloop needs every level of the architecture: one the nest skips has no loops, no data
+        loops, keep = nest.get(lv_name, ((), frozenset()))
         factors = dict.fromkeys(dims, 1)
         for v, b in loops:
             factors[letter[v]] *= b
@@ -1278,7 +1281,7 @@ def export_mapping(em: Any, spec: ArchSpec, einsum: Einsum) -> dict[str, Any]:
         perm = list(reversed(order)) + [d for d in dims if d not in order]  # innermost first
         text = " ".join(f"{d}{factors[d]}" for d in dims)
         entries.append({"target": lv_name, "type": "temporal", "factors": text, "permutation": "".join(perm)})
-        if lv_name != em.levels[0]:
+        if lv_name != path[0]:
             entries.append({"target": lv_name, "type": "datatype", "keep": sorted(keep),
                             "bypass": sorted(set(tensors) - set(keep))})  # fmt: skip
         if lv_name not in per_pe:
