@@ -574,8 +574,14 @@ class _Deriver:
             if parts and _same(idx, _expansion(parts)) and t.iterative_dim is None:
                 layout.append(parts)
                 continue
-            # any other affine index: scatter the share back with where(idx == r, share, 0)
+            # any other affine index: scatter the share back with where(idx == r, share, 0); a reversal
+            # (M-1-m, its own inverse) re-indexes the share instead
             var = rank.lower()
+            others = [i for k, i in enumerate(acc.indices) if k != pos]
+            if var in iter_vars and _is_reversal(idx, var) and all(var not in _vars_of(i) for i in others):
+                share = _subst(share, {var: idx})
+                layout.append((rank,))
+                continue
             if var in iter_vars:
                 raise BackwardError(
                     f"{e.name}: cannot scatter the share of {acc.tensor} read at {format_index(idx)} in `{e.text}`: "
@@ -674,7 +680,6 @@ class _Deriver:
                adjoint: tuple[str, tuple[tuple[str, ...], ...]] | None = None) -> None:  # fmt: skip
         """Give the reads of ``e`` their shares of its output's adjoint (``only``: the reads to serve)."""
         name, layout = adjoint or self.adjoint[e.name]
-        t = self.f.tensors[e.name]
         mapping: dict[str, IndexExpr] = {}
         for var, parts in zip(e.out_vars, layout, strict=True):
             if len(parts) > 1:
@@ -693,7 +698,6 @@ class _Deriver:
             e.out_vars.index(v)]}  # fmt: skip
         body = _body_adjoint(e, expr, adj, saved_out)
         root = saved_out if e.reduce_op is None else None
-        del t
         for acc, share in _shares(e, expr, body, root):
             if acc.tensor in needs and (only is None or only(acc.tensor)):
                 self.add_share(e, acc, share, iter_vars)
@@ -915,6 +919,15 @@ class _Deriver:
             share = _mul(_access(p, s_idx), _sub(_access(dp, s_idx), _access(d, q_idx)))
             scores = self.f.einsum_by_name[sm.scores]
             self.add_share(scores, _access(sm.scores, s_idx), share, set(scores.out_vars))
+
+
+def _vars_of(idx: IndexExpr) -> set[str]:
+    return {v.name for v in index_vars(idx)}
+
+
+def _is_reversal(idx: IndexExpr, var: str) -> bool:
+    """Whether ``idx`` is ``V-1-v``: the variable ``v`` of rank ``V`` read backwards (its own inverse)."""
+    return _poly(idx) == {(var.upper(),): 1, (var,): -1, (): -1}
 
 
 def _init_text(value: float | None) -> str:

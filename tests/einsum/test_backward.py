@@ -367,3 +367,31 @@ def test_local_rules_match_finite_differences_on_random_expressions(body, reduce
     b = derive_backward(cascade)
     full, x, seeds = _setup(cascade, {"M": 2, "N": 3}, seed)
     assert _elementwise_error(cascade, b, full, x, seeds) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("text", "sizes", "expected"),
+    [  # a reversed read, a partial read (the last key of each block), a tensor read plainly and through its
+        # partition (the gradient in the parts), a recurrence read at v, v+1 and its last step from outside
+        ("input A[M]\nY[m] = A[M-1-m] * A[m]", {"M": 4}, "dY[M-m-1]"),
+        ("input A[M]\npartition M = M1 * M0\nY[m1] = A[m1*M0+M0-1] * 2", {"M": 6, "M0": 3}, "m1*M0+M0-1 == m"),
+        (
+            "input A[M], B[M]\npartition M = M1 * M0\nX[m] = exp(A[m])\nY[m1,m0] = X[m1*M0+m0] * B[m1*M0+m0]\n"
+            "Z[m] = X[m] * B[m]\noutput Y, Z",
+            {"M": 6, "M0": 3},
+            "dA[m1,m0]",
+        ),
+        (
+            "input A[M], B[M]\npartition M = M1 * M0\ninit T[0,m0] = 1\nT[m1+1,m0] = T[m1,m0] * A[m1*M0+m0] + "
+            "B[m1*M0+m0]\nY[m0] = T[M1,m0]\nW[m1,m0] = T[m1,m0] * T[m1+1,m0]\noutput Y, W",
+            {"M": 6, "M0": 2},
+            "dT_shift[m1+1,m0]",
+        ),
+    ],
+)
+def test_reads_are_scattered_back_by_their_index(text, sizes, expected):
+    cascade = Cascade.from_text(text)
+    b = derive_backward(cascade)
+    assert expected in b.cascade.text()
+    full, x, seeds = _setup(cascade, sizes, seed=4)
+    assert _elementwise_error(cascade, b, full, x, seeds) < TOLERANCE
