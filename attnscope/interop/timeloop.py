@@ -227,8 +227,8 @@ def _walk_v04(p: Problems, arch: Mapping, result: Converted) -> list[_Comp]:
                 own = {}
             base, n_inst = _split_range(name)
             for k in n:
-                if k not in ("name", "attributes", "class", "subclass", "spatial", "constraints", "required_actions",
-                             "enabled"):  # fmt: skip
+                plain = k in ("name", "attributes", "class", "spatial", "constraints") or (k, n[k]) == ("enabled", True)
+                if not plain:
                     result.drop(join(nkey, k), "no counterpart in an attnscope spec")
             if "constraints" in n:
                 result.drop(join(nkey, "constraints"), "mapping constraints are not part of an attnscope spec "
@@ -278,17 +278,29 @@ def _int_attr(attrs: Mapping[str, Any], key: str) -> int | None:
     return int(v) if v is not None and float(v).is_integer() and v > 0 else None
 
 
-def _tables(data: Any, origin: str, kind: str, p: Problems) -> dict[str, Any]:
+class _Table(dict):
+    """An ERT or ART by component name, remembering each entry's dotted key and which entries were used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys_of: dict[str, str] = {}
+        self.used: set[str] = set()
+
+    def unused(self) -> list[str]:
+        return [self.keys_of[name] for name in self if name not in self.used]
+
+
+def _tables(data: Any, origin: str, kind: str, p: Problems) -> _Table:
     """An ERT or ART: component name -> its actions (ERT) or area (ART)."""
+    out = _Table()
     m = p.mapping(data, kind, None)
     if m is None:
-        return {}
+        return out
     tables = m.get("tables")
     if not isinstance(tables, list):
         p.add(join(kind, "tables"), f"expected a list of {{name, {'actions' if kind == 'ERT' else 'area'}}}, got "
               f"{show(tables)}", m, "tables")  # fmt: skip
-        return {}
-    out = {}
+        return out
     for i, t in enumerate(tables):
         tkey = f"{kind}.tables[{i}]"
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
@@ -300,6 +312,7 @@ def _tables(data: Any, origin: str, kind: str, p: Problems) -> dict[str, Any]:
                 p.add(join(tkey, "area"), f"expected an area in um^2 >= 0, got {show(t.get('area'))}", t, "area")
                 continue
             out[t["name"]] = float(area)
+            out.keys_of[t["name"]] = tkey
         else:
             actions = t.get("actions")
             if not isinstance(actions, list):
@@ -321,6 +334,7 @@ def _tables(data: Any, origin: str, kind: str, p: Problems) -> dict[str, Any]:
                     continue
                 acts.setdefault(a["name"], (float(value), akey))
             out[t["name"]] = acts
+            out.keys_of[t["name"]] = tkey
     return out
 
 
@@ -328,11 +342,17 @@ def _lookup(table: Mapping[str, Any], comp: _Comp, suffix: str = "") -> Any:
     """The table entry of a component: by its full name, else by its last name segments (ranges stripped), if
     exactly one entry has them."""
     if comp.full_name + suffix in table:
-        return table[comp.full_name + suffix]
-    key = comp.name + suffix
-    n = key.count(".") + 1
-    hits = [v for k, v in table.items() if ".".join(_strip_ranges(k).split(".")[-n:]) == key]
-    return hits[0] if len(hits) == 1 else None
+        hit = comp.full_name + suffix
+    else:
+        key = comp.name + suffix
+        n = key.count(".") + 1
+        hits = [k for k in table if ".".join(_strip_ranges(k).split(".")[-n:]) == key]
+        if len(hits) != 1:
+            return None
+        hit = hits[0]
+    if isinstance(table, _Table):
+        table.used.add(hit)
+    return table[hit]
 
 
 def _strip_ranges(name: str) -> str:
@@ -569,6 +589,9 @@ def import_arch(
                 result.drop(f"{lkey}.attributes.{k}", "no counterpart in an attnscope storage level")
     p.raise_if_any()
 
+    for table in (ert_t, art_t):
+        for key in table.unused() if isinstance(table, _Table) else ():
+            result.drop(key, "no component of the architecture has this name")
     _merge_registers(levels, arrays, result, {rn(c.name): c.key for c in storages})
     if ops_from:
         _borrow_ops(arrays, ops_from, result)
