@@ -192,6 +192,8 @@ def predict_fused_bwd(m: Machine, kernel: str, s: dict) -> KernelPrediction:
     """The FlashAttention-2/-3 backward (module docstring) of an sdpa shape: preprocess, main, postprocess."""
     b, h, hk, sq, skv, d = s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"]
     check_fused(m, kernel, d)
+    need(m.dtype in ("fp16", "bf16"), f"{kernel} backward: dtype {m.dtype} not supported; it runs fp16, bf16 "
+         "(FlashAttention-3's FP8 path is forward only)")  # fmt: skip
     e = m.elem_bytes
     tiles = bwd_candidates(m, kernel, d)
     need(bool(tiles), f"{kernel} backward: head_dim {d} does not fit {m.spec.id}'s shared memory "

@@ -96,12 +96,14 @@ def test_backward_tiles_fit_the_sm():
         ({"direction": "sideways"}, "unknown direction 'sideways'; allowed: fwd, bwd, fwd+bwd"),
         ({"variant": "gqa"}, "drop variant 'gqa'"),
         ({"kernel": "unfused", "seq_q": 65536, "batch": 16}, "(dram_bytes)"),
+        ({"kernel": "fa3", "dtype": "fp8"}, "fa3 backward: dtype fp8 not supported"),
     ],
 )
 def test_backward_shapes_that_cannot_run_say_why(kwargs, fragment):
     base = {"batch": 1, "heads": 8, "seq_q": 1024, "head_dim": 128, "direction": "bwd"}
+    dtype = kwargs.pop("dtype", "bf16")
     with pytest.raises(SpecError) as err:
-        predict("h100-sxm", "sdpa", **(base | kwargs))
+        predict("h100-sxm", "sdpa", dtype=dtype, **(base | kwargs))
     assert fragment in str(err.value)
 
 
@@ -133,3 +135,13 @@ def test_roofline_train_phase_costs_every_kernel_forward_and_backward(tmp_path):
     assert train.tokens_per_s < prefill.tokens_per_s / 2
     with pytest.raises(AttnscopeError, match="--phase train is modelled on a device"):
         model_rows("llama3-8b", "train", 2048, 1, arch="fusemax-cloud")
+
+
+def test_a_sliding_window_backward_visits_only_the_band():
+    shape = {"batch": 1, "heads": 16, "seq_q": 16384, "head_dim": 128, "kernel": "fa3", "causal": True}
+    causal = predict("h100-sxm", "sdpa", direction="bwd", **shape)
+    window = predict("h100-sxm", "sdpa", direction="bwd", window=1024, **shape)
+    c, w = causal.parts[1].tiles, window.parts[1].tiles
+    per_key_block = w["query_tiles_visited"] / (16 * 16384 / w["block_n"])
+    assert per_key_block <= (1024 + w["block_n"]) / w["block_m"] + 1
+    assert window.time_s < 0.25 * causal.time_s and c["query_tiles_visited"] > 6 * w["query_tiles_visited"]
