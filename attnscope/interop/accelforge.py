@@ -122,7 +122,15 @@ def import_workload(data: Any, origin: str, result: Converted) -> tuple[str, dic
         lhs, _, rhs = text.partition("=")
         lhs = lhs.rstrip("+")
         out = _parse_access(lhs, key, p)
-        ins = [_parse_access(part, key, p) for part in rhs.split("*")]
+        found = list(re.finditer(r"[A-Za-z_]\w*\s*\[[^\]]*\]", rhs))
+        rest = re.sub(r"[A-Za-z_]\w*\s*\[[^\]]*\]", "", rhs)
+        if not found or rest.replace("*", "").strip():
+            p.add(key, f"expected a product of tensor accesses like A[m, k] * B[k, n], got {rhs.strip()!r}")
+            continue
+        if len(re.findall(r"\*", rest)) != len(found) - 1:
+            p.add(key, f"expected one * between tensor accesses, got {rhs.strip()!r}")
+            continue
+        ins = [_parse_access(m.group(0), key, p) for m in found]
         if out is None or None in ins:
             continue
         parsed.append((key, out, ins))
@@ -238,7 +246,7 @@ def export_workload(cascade: Cascade, sizes: Mapping[str, int], word_bytes: int,
         einsums.append(f"{e.name}[{', '.join(e.out_vars)}] = {' * '.join(ins)}")
     used = {r for t in cascade.tensors.values() for r in t.ranks}
     used |= {part for r in used for part in cascade.partitions.get(r, ())}
-    rank_sizes = {r: int(sizes[r]) for r in sizes if r in used and r not in cascade.partitions}
+    rank_sizes = {r: int(sizes[r]) for r in sizes if r in used}  # a partitioned rank too: AccelForge bounds it
     return {"workload": {"rank_sizes": rank_sizes, "bits_per_value": {"All": 8 * word_bytes}, "einsums": einsums}}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import workloads
 from attnscope.cli import main
 from attnscope.interop.accelforge import export_accelforge, export_arch, import_accelforge
 from attnscope.interop.common import dump_yaml, read_tagged, render_jinja
@@ -92,3 +93,27 @@ def test_export_lists_einsums_accelforge_cannot_state():
     dropped = dict(result.unrepresented)
     assert "max reduction" in dropped["fusemax.LM"] and "offset" in dropped["fusemax.RM"]
     assert len(einsums) + len(dropped) == 12
+
+
+@pytest.mark.parametrize("name", sorted(workloads.CASCADES))
+def test_registered_cascades_round_trip_through_accelforge(name, tmp_path):
+    """Every Einsum AccelForge can state comes back as the same Einsum over the same ranks; the others are named."""
+    entry = workloads.get_cascade(name)
+    cascade, sizes = entry.cascade, entry.sizes({})
+    result = export_accelforge(name, None)
+    dropped = {key.split(".", 1)[1] for key, _ in result.unrepresented if key.startswith(f"{name}.")}
+    exported = result.files["workload.yaml"]["workload"]["einsums"]
+    assert len(exported) + len(dropped) == len(cascade.einsums)
+    if not exported:
+        return
+    path = tmp_path / "w.yaml"
+    path.write_text(dump_yaml(result.files["workload.yaml"]))
+    back = Cascade.from_text(import_accelforge([path]).files["workload.einsum"])
+    assert back.rank_sizes({}) == {r: s for r, s in sizes.items() if r in back.rank_sizes({})}
+    for e in cascade.einsums:
+        if e.name in dropped:
+            continue
+        b = next(x for x in back.einsums if x.name == e.name)
+        assert b.text.replace(" ", "") == e.text.replace(" ", "")
+        for t in (e.name, *e.inputs):
+            assert back.tensors[t].ranks == cascade.tensors[t].ranks
