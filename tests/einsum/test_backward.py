@@ -395,3 +395,19 @@ def test_reads_are_scattered_back_by_their_index(text, sizes, expected):
     assert expected in b.cascade.text()
     full, x, seeds = _setup(cascade, sizes, seed=4)
     assert _elementwise_error(cascade, b, full, x, seeds) < TOLERANCE
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cascade_show_bwd_reports_passes_for_every_cascade(case):
+    from attnscope import api
+
+    shape = {"M": 64, "M0": 16, "P": 64} if case.endswith(".einsum") else {"M": 256}
+    shape |= {"B": 1, "H": 2, "E": 8, "F": 8} if case.endswith(".einsum") else {}
+    if "neighborhood" in case:
+        shape = {"B": 1, "H": 1, "M": 64, "P": 64, "MX": 8, "PX": 8, "E": 8, "F": 8}
+    info = api.describe_cascade(case, shape, direction="bwd")
+    forward = api.describe_cascade(case, shape)
+    assert info["pass_rank"] == forward["pass_rank"] and info["passes"] >= 1
+    assert info["name"].endswith("-bwd") and set(info["gradients"]) <= set(forward["inputs"])
+    if case in FLASH:
+        assert api.describe_cascade(case, shape, direction="bwd", form="flash")["passes"] == 1
