@@ -440,8 +440,9 @@ class Backward:
 
 @dataclass
 class _Share:
-    """A pending share of a tensor's adjoint: ``expr`` over the variables of ``indices`` (the share's layout
-    at each position of the tensor: a tuple of ranks), summed over the others."""
+    """A pending share of a tensor's adjoint: ``expr``, summed over its variables that ``layout`` (per position
+    of the tensor, the ranks whose variables index the share there: the rank, its parts, or none for a
+    recurrence's last step) does not name."""
 
     layout: tuple[tuple[str, ...], ...]
     expr: Expr
@@ -449,6 +450,11 @@ class _Share:
 
 
 class _Deriver:
+    """One derivation: walks the forward Einsums in reverse dataflow order, collecting each tensor's shares
+    (:meth:`add_share`), summing them into its adjoint when its producer is reached (:meth:`finish`) and
+    giving that producer's reads their shares (:meth:`einsum`, :meth:`recurrence`, :meth:`flash`); the
+    emitted lines become the backward cascade (:meth:`build`)."""
+
     def __init__(
         self, forward: Cascade, outputs: tuple[str, ...], wrt: tuple[str, ...], softmax: tuple[_Softmax, ...] = ()
     ):
