@@ -77,6 +77,7 @@ from einsum.ast import (
 )
 from einsum.cascade import Cascade, Einsum, _poly, var_offset
 from einsum.errors import AttnscopeError, Span
+from einsum.interpreter import random_inputs, run
 
 _SPAN = Span(0, 0, 0)
 
@@ -1141,8 +1142,6 @@ def flash_backward(forward: Cascade, wrt: tuple[str, ...] | None = None, check: 
 
 
 def _check_softmax(f: Cascade, sm: _Softmax) -> None:
-    from einsum.interpreter import random_inputs, run
-
     s_vars = [r.lower() for r in f.tensors[sm.scores].ranks]
     o_vars = [r.lower() for r in f.tensors[sm.output].ranks]
     keys = [v for v in s_vars if v not in sm.query_vars]
