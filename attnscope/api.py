@@ -164,20 +164,43 @@ def run_cascade(
     shape: Mapping[str, int] | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
+    direction: str = "fwd",
+    form: str = "autodiff",
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
     """Execute a cascade with the reference interpreter.
 
     Inputs not given are drawn from ``seed`` (standard normal). Returns (inputs used, outputs, sizes).
+    ``direction="bwd"`` runs the forward pass and then its derived backward cascade (``einsum.backward``,
+    ``form`` as for :func:`describe_cascade`): the inputs are the forward inputs and the gradients of the
+    outputs (``dAV``; drawn like the others when not given), the outputs the gradients of the inputs
+    (``dQ``, ...) in their inputs' shapes.
     """
     loaded = load_cascade(name_or_path)
     sizes = loaded.sizes(shape)
     given = dict(inputs or {})
-    unknown = sorted(set(given) - set(loaded.cascade.inputs))
+    backward = derive(loaded.cascade, form) if direction == "bwd" else None
+    seeds = {} if backward is None else {name: o for o, name in backward.seeds.items()}
+    unknown = sorted(set(given) - set(loaded.cascade.inputs) - set(seeds))
     if unknown:
         raise ShapeError(
             f"{loaded.cascade.name}: unknown input array(s) {', '.join(unknown)}; "
-            f"its inputs are {', '.join(loaded.cascade.inputs)}"
+            f"its inputs are {', '.join((*loaded.cascade.inputs, *seeds))}"
         )
     drawn = random_inputs(loaded.cascade, sizes, seed)
     used = {n: given.get(n, drawn[n]) for n in loaded.cascade.inputs}
-    return used, run(loaded.cascade, sizes, used), sizes
+    if backward is None:
+        return used, run(loaded.cascade, sizes, used), sizes
+    values = {**used, **run(backward.forward, sizes, used, keep_intermediates=True)}
+    rng = np.random.default_rng(seed + 1)
+    for name, output in seeds.items():
+        drawn_seed = rng.standard_normal(values[output].shape)
+        used[name] = np.asarray(given.get(name, drawn_seed))
+        if used[name].shape != values[output].shape:
+            raise ShapeError(
+                f"{loaded.cascade.name}: {name} has shape {used[name].shape}; the gradient of {output} has "
+                f"{values[output].shape}"
+            )
+    arrays = backward.inputs(values, {output: used[name] for name, output in seeds.items()})
+    out = run(backward.cascade, {r: v for r, v in sizes.items() if r in backward.cascade.ranks}, arrays)
+    grads = backward.as_input_shapes(out, sizes)
+    return used, {backward.gradients[x][0]: g for x, g in grads.items()}, sizes

@@ -145,7 +145,9 @@ def cmd_run(args) -> int:
                 given = {k: data[k] for k in data.files}
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             return _fail(f"cannot read inputs {args.inputs}: {exc}; give an .npz written by numpy.savez")
-    used, outputs, sizes = api.run_cascade(args.name, parse_shape(args.shape), given, args.seed)
+    used, outputs, sizes = api.run_cascade(
+        args.name, parse_shape(args.shape), given, args.seed, args.direction, args.form
+    )
     arrays = {**used, **outputs} if args.save_inputs else outputs
     try:
         np.savez(out, **arrays)
@@ -257,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", required=True, help="output .npz file (arrays named by tensor; .npz is added if missing)")
     p.add_argument("--save-inputs", action="store_true", help="also store the inputs used in --out")
+    p.add_argument(
+        "--direction",
+        choices=("fwd", "bwd"),
+        default="fwd",
+        help="bwd: the forward pass, then its derived backward cascade (outputs dQ, dK, ...; seeds dAV, ...)",
+    )
+    p.add_argument("--form", choices=("autodiff", "flash"), default="autodiff", help="the backward's form")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
