@@ -254,7 +254,7 @@ def number(p: Problems, m: Mapping[str, Any], path: str, key: str, what: str, *,
 
 def ident(name: str) -> str:
     """A foreign name as an attnscope identifier: snake_case, lower case (``GlobalBuffer`` -> ``global_buffer``)."""
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)  # PEInputBuffer -> PE_Input_Buffer
     return re.sub(r"[^a-z0-9_]", "_", snake.lower())
 
 

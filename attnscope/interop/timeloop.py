@@ -279,12 +279,14 @@ def _int_attr(attrs: Mapping[str, Any], key: str) -> int | None:
 
 
 class _Table(dict):
-    """An ERT or ART by component name, remembering each entry's dotted key and which entries were used."""
+    """An ERT or ART by component name, remembering each entry's dotted key, which entries were used, and the
+    ERT entries of an action passed over (v0.3 lists one per argument set)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.keys_of: dict[str, str] = {}
         self.used: set[str] = set()
+        self.dropped: list[tuple[str, str]] = []
 
     def unused(self) -> list[str]:
         return [self.keys_of[name] for name in self if name not in self.used]
@@ -332,10 +334,28 @@ def _tables(data: Any, origin: str, kind: str, p: Problems) -> _Table:
                 if value is None or value < 0:
                     p.add(join(akey, "energy"), f"expected an energy in pJ >= 0, got {show(energy)}", a, "energy")
                     continue
-                acts.setdefault(a["name"], (float(value), akey))
-            out[t["name"]] = acts
+                acts.setdefault(a["name"], []).append((float(value), akey, a.get("arguments")))
+            out[t["name"]] = {name: _one_entry(entries, out.dropped) for name, entries in acts.items()}
             out.keys_of[t["name"]] = tkey
     return out
+
+
+def _one_entry(entries: list[tuple[float, str, Any]], dropped: list[tuple[str, str]]) -> tuple[float, str]:
+    """One energy for an action an ERT lists per argument set (v0.3: address_delta, data_delta): the random access,
+    every argument 1, else the entry without arguments, else the first; the others are listed."""
+
+    def rank(entry: tuple[float, str, Any]) -> int:
+        args = entry[2]
+        if isinstance(args, dict) and args and all(v == 1 for v in args.values()):
+            return 0
+        return 1 if not args else 2
+
+    best = min(entries, key=rank)
+    for entry in entries:
+        if entry is not best:
+            dropped.append((entry[1], f"arguments {entry[2]}: attnscope charges one energy per access (the entry "
+                                      f"{best[1]} is used)"))  # fmt: skip
+    return best[0], best[1]
 
 
 def _lookup(table: Mapping[str, Any], comp: _Comp, suffix: str = "") -> Any:
@@ -519,7 +539,8 @@ def import_arch(
         width = arithmetic(c.attrs.get("width", c.attrs.get("memory_width")))
         bits = _int_attr(c.attrs, "datawidth") or _int_attr(c.attrs, "word-bits") or word_bits
         if bits != word_bits:
-            result.drop(f"{lkey}.attributes.datawidth", f"{bits}-bit words; attnscope has one word size "
+            bits_key = "datawidth" if _int_attr(c.attrs, "datawidth") else "word-bits"
+            result.drop(f"{lkey}.attributes.{bits_key}", f"{bits}-bit words; attnscope has one word size "
                         f"({word_bits} bits), so the capacity is counted in those")  # fmt: skip
         if width is not None and not (math.isfinite(width) and width > 0):
             p.add(f"{lkey}.attributes.width", f"expected the width in bits (a positive number), got {show(width)}")
@@ -527,12 +548,11 @@ def import_arch(
         if depth is not None and not (depth > 0):  # nan or <= 0 (inf: unbounded, checked below)
             p.add(f"{lkey}.attributes.depth", f"expected the depth in rows (a positive number), got {show(depth)}")
             continue
-        if width is None:
+        if width is None:  # Timeloop's default: one block of words
+            width = bits * (_int_attr(c.attrs, "block-size") or _int_attr(c.attrs, "block_size") or 1)
             if i > 0:
-                p.add(f"{lkey}.attributes.width", f"expected the width in bits (a positive number), got "
-                      f"{show(c.attrs.get('width'))}")  # fmt: skip
-                continue
-            width = word_bits * (_int_attr(c.attrs, "block-size") or 1)
+                result.assume(f"levels.{rn(c.name)}: width", f"{width:g} bits, Timeloop's default (block-size x "
+                              "word bits): the component gives no width")  # fmt: skip
         if depth is None or math.isinf(depth):
             if i > 0:
                 p.add(f"{lkey}.attributes.depth", f"expected the depth in rows (a positive number), got "
@@ -553,12 +573,13 @@ def import_arch(
             result.drop(f"{lkey}.attributes.write_bandwidth", f"{wbw:g} words/cycle; attnscope has one bandwidth "
                         f"per level (read_bandwidth, {bw:g})")  # fmt: skip
         acts = (_lookup(ert_t, c) if ert_t else None) or {}
-        read_e = acts.get("read", (None,))[0]
-        write_e = acts.get("write", acts.get("update", (None,)))[0]
+        access = acts.get("access", (None,))  # a register's one action (Accelergy's reg_storage)
+        read_e = acts.get("read", access)[0]
+        write_e = acts.get("write", acts.get("update", access))[0]
         for k, (energy, akey) in acts.items():
             if k == "update" and "write" in acts and energy != acts["write"][0]:
                 result.drop(akey, "an update is charged as a write in attnscope")
-            elif k not in ("read", "write", "update") and (k != "leak" or energy):
+            elif k not in ("read", "write", "update", "access") and (k != "leak" or energy):
                 result.drop(akey, f"{k}: attnscope charges reads and writes (and updates as writes) only")
         if read_e is None or write_e is None:
             result.assume(f"levels.{rn(c.name)}.read_energy_pj/write_energy_pj",
@@ -592,7 +613,19 @@ def import_arch(
     for table in (ert_t, art_t):
         for key in table.unused() if isinstance(table, _Table) else ():
             result.drop(key, "no component of the architecture has this name")
-    _merge_registers(levels, arrays, result, {rn(c.name): c.key for c in storages})
+    for key, why in getattr(ert_t, "dropped", ()):
+        result.drop(key, why)
+    keys = {rn(c.name): c.key for c in storages}
+    _merge_registers(levels, arrays, result, keys)
+    native = {rn(c.name) for c in computes if f"{_EXT}ops" not in c.own}  # not written by attnscope's export
+    for aname, a in arrays.items():
+        inner = next(lv for lv in levels if lv["name"] == a["fed_by"])
+        if aname in native and inner["capacity_words"] is not None and inner["capacity_words"] < 3:
+            words = inner["capacity_words"]
+            result.drop(keys.get(inner["name"], inner["name"]),
+                        f"{words} word(s) feeding {aname}, whose MAC reads its other operands from the levels above: "
+                        "attnscope's loop-nest search keeps every operand of an Einsum in the innermost PE level (3 "
+                        "words for a MAC), so `attnscope map --einsum` finds no nest for it")  # fmt: skip
     if ops_from:
         _borrow_ops(arrays, ops_from, result)
     spec = {

@@ -37,6 +37,7 @@ ARCHES = {
     "eyeriss_like_v04": ["arch.yaml", "ERT.yaml"],
     "simple_weight_stationary_v03": ["arch.yaml"],
     "simple_output_stationary_v03": ["arch.yaml"],
+    "simba_like_v03": ["arch.yaml", "ERT.yaml"],
 }
 
 
@@ -87,7 +88,7 @@ def assert_close(a, b, path=""):
 # ----------------------------------------------------------------------------------------------- acceptance 1
 
 
-@pytest.mark.parametrize("name", sorted(ARCHES))
+@pytest.mark.parametrize("name", sorted(set(ARCHES) - {"simba_like_v03"}))  # simba: see the test below
 def test_published_architectures_import_validate_and_cost(name, tmp_path, capsys):
     files = [str(DATA / name / f) for f in ARCHES[name]]
     out = tmp_path / name
@@ -96,7 +97,7 @@ def test_published_architectures_import_validate_and_cost(name, tmp_path, capsys
     assert code == 0, err
     result = json.loads(text)
     assert result["unrepresented"], "every published example has fields attnscope cannot represent"
-    assert any("intmac" in item["why"] for item in result["unrepresented"])
+    assert any("a multiply-accumulate unit" in item["why"] for item in result["unrepresented"])
     arch = out / "arch.yaml"
     code, text, err = run_cli(capsys, "arch", "show", str(arch))
     assert code == 0, err
@@ -142,6 +143,25 @@ def test_v04_parallel_spads_and_ert_energies():
     assert "architecture.nodes[6]" in keys  # the !Parallel spads, chained
     assert "architecture.nodes[6].nodes[2].attributes.datawidth" in keys  # 16-bit psums on an 8-bit spec
     assert "ERT.tables[1].actions[2]" in keys  # shared_glb's leak energy
+
+
+def test_v03_ert_per_argument_set_and_vector_macs():
+    result = import_timeloop([DATA / "simba_like_v03" / f for f in ARCHES["simba_like_v03"]])
+    spec = spec_from_dict(result.files["arch.yaml"])
+    assert spec.array("lmac").shape == (16, 16)  # PE[0..15] x LMAC[0..15], meshX 16
+    assert spec.level("pe_input_buffer").instances == 16 and spec.level("pe_weight_buffer").instances == 64
+    assert spec.level("pe_weight_regs").per_pe_of == "lmac"
+    # the random access (address_delta = data_delta = 1) of the per-argument entries; a register's one action
+    assert spec.level("pe_input_buffer").read_energy_pj == 0.237
+    assert spec.level("pe_weight_regs").write_energy_pj == 0.009
+    assert spec.array("lmac").unit("mac").energy_pj == 0.561
+    assert spec.level("pe_accu_buffer").capacity_words == 128 * 24 // 8  # 24-bit words counted in 8-bit ones
+    dropped = dict(result.unrepresented)
+    assert "address_delta" in dropped["ERT.tables[1].actions[0]"] and "idle" in dropped["ERT.tables[0].actions[2]"]
+    assert any(k == "levels.pe_weight_buffer: width" for k, _ in result.assumed)  # Timeloop's default width
+    # its MACs read inputs and partial sums from the shared buffers above a 1-word weight register: attnscope's
+    # innermost PE level must hold every operand, so the import says no loop nest fits
+    assert "3 words for a MAC" in dropped["architecture.subtree[0].subtree[0].subtree[0].local[3]"]
 
 
 def test_one_word_operand_registers_merge_listed():
