@@ -197,7 +197,7 @@ def render_jinja(text: str, origin: str, variables: Mapping[str, Any] | None = N
             d = _DEFAULT_RE.fullmatch(expr)
             if d and d.group(1) == name and name in values:
                 line = line[: m.start()] + line[m.end() :]
-                out.append(line if line.strip() else "")
+                out.append(line if line.strip() else "\n" * line.endswith("\n"))
                 continue
             value = _jinja_value(d.group(2) if d else expr, values)
             if value is None:
@@ -207,7 +207,7 @@ def render_jinja(text: str, origin: str, variables: Mapping[str, Any] | None = N
                 )
             values[name] = value
             line = line[: m.start()] + line[m.end() :]
-            out.append(line if line.strip() else "")
+            out.append(line if line.strip() else "\n" * line.endswith("\n"))
             continue
         if "{%" in line:
             raise SpecError(

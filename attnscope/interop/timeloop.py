@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnscope.interop.common import Converted, Tagged, arithmetic, default_name, read_tagged, tag_of, valid_name
+from attnscope.interop.common import Converted, arithmetic, default_name, read_tagged, tag_of, valid_name
 from attnscope.interop.common import ident as _ident
 from einsum.ast import Access, BinOp
 from einsum.cascade import Cascade, Einsum, bind_index
@@ -1426,5 +1426,5 @@ def export_timeloop(
     return result
 
 
-__all__ = ["Tagged", "export_arch", "export_mapping", "export_problem", "export_timeloop", "import_arch",
+__all__ = ["export_arch", "export_mapping", "export_problem", "export_timeloop", "import_arch",
            "import_mapping", "import_problem", "import_timeloop", "representable"]  # fmt: skip
