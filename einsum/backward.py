@@ -1127,10 +1127,21 @@ def flash_backward(forward: Cascade, wrt: tuple[str, ...] | None = None, check: 
     inputs, ``sum_k exp(S - LSE) V`` must equal the output (a structure that only looks like softmax
     attention, with a sink in the denominator say, is refused). Several softmaxes with their own scores,
     values and outputs (the two head kinds of ``duo-attention``) each save their statistics (``LSE_1``,
-    ``LSE_2``). A cascade with no such softmax is refused with a message.
+    ``LSE_2``). A softmax normalised inside a larger expression (``AV = RO1/RL1 - LAM * RO2/RL2`` of
+    differential attention) is first given an Einsum of its own (:func:`_outline_normalisations`). A
+    cascade with no such softmax is refused with a message.
     """
-    found = _find_softmaxes(forward)
-    extended = _with_statistics(forward, found)
+    try:
+        found, base = _find_softmaxes(forward), forward
+    except BackwardError as first:
+        base = _outline_normalisations(forward)
+        if base is None:
+            raise
+        try:
+            found = _find_softmaxes(base)
+        except BackwardError:
+            raise first from None
+    extended = _with_statistics(base, found)
     if check:
         for sm, _ in found:
             _check_softmax(extended, sm)
@@ -1139,6 +1150,45 @@ def flash_backward(forward: Cascade, wrt: tuple[str, ...] | None = None, check: 
     # differentiate the original outputs; the statistics are saved, not differentiated
     b = _Deriver(extended, tuple(forward.outputs), tuple(wrt), softmax=tuple(sm for sm, _ in found)).run()
     return b
+
+
+def _outline_normalisations(f: Cascade) -> Cascade | None:
+    """``f`` with each division of two reads inside a larger map (``RO1[..M1..] / RL1[..M1..]`` in ``AV =
+    RO1/RL1 - LAM * RO2/RL2``, a product ``(X * A) / D`` read as ``X * (A / D)``) written by an Einsum of
+    its own, so that a softmax's normalised output is a tensor; None when there is none."""
+    lines = f.text().splitlines()
+    changed = False
+    for e in f.einsums:
+        if e.reduce_op is not None or e.name in f.recurrences or f.tensors[e.name].iterative_dim is not None:
+            continue
+        found: list[str] = []
+
+        def outline(node: Expr, top: bool, e: Einsum = e, found: list[str] = found) -> Expr:
+            if isinstance(node, BinOp):
+                left, right = node.left, node.right
+                if node.op == "/" and isinstance(left, BinOp) and left.op == "*" and isinstance(left.right, Access):
+                    node = BinOp("*", left.left, BinOp("/", left.right, right, _SPAN), _SPAN)
+                    return outline(node, top)
+                if node.op == "/" and isinstance(left, Access) and isinstance(right, Access) and not top:
+                    name = f"{e.name}_N{len(found) + 1}"
+                    while name in f.tensors:
+                        name += "_"
+                    out = [v for v in e.out_vars if v in _vars(node)]
+                    found.append(f"{name}[{','.join(out)}] = {format_expr(node)}")
+                    return _access(name, [_var(v) for v in out])
+                return BinOp(node.op, outline(node.left, False), outline(node.right, False), _SPAN)
+            if isinstance(node, Neg):
+                return Neg(outline(node.operand, False), _SPAN)
+            return node
+
+        expr = outline(e.stmt.expr, True)
+        if found:
+            changed = True
+            line = e.stmt.span.line - 1
+            lines[line : line + 1] = [*found, f"{format_expr(e.stmt.output)} = {format_expr(expr)}"]
+    if not changed:
+        return None
+    return Cascade.from_text("\n".join(lines) + "\n", name=f.name, doc=f.doc, origin=f"<{f.name}, outlined>")
 
 
 def _check_softmax(f: Cascade, sm: _Softmax) -> None:

@@ -34,10 +34,12 @@ FLASH = {
     "attention-1pass", "attention-1pass-causal", "attention-2pass", "attention-2pass-causal", "attention-3pass",
     "attention-3pass-causal", "fusemax", "fusemax-causal", "gqa", "mqa", "mla", "mla-expanded", "decode",
     "sliding-window", "streaming-llm", "block-sparse", "moba", "s2-attention", "duo-attention",
+    "examples/cascades/differential-attention.einsum", "examples/cascades/neighborhood-attention-2d.einsum",
 }  # fmt: skip
 """Registered cascades whose softmaxes the FlashAttention-2 form recognises (each normalised by its own
-denominator; duo-attention has two). The others are refused with a message: no softmax (linear, sigmoid,
-softplus), or per-split softmaxes combined afterwards (decode-splitk)."""
+denominator; duo-attention has two, differential attention two inside one expression). The others are
+refused with a message: no softmax (linear, sigmoid, softplus, gated linear), per-split softmaxes combined
+afterwards (decode-splitk), or a sink in the denominator (mqa-learned-sink)."""
 TOLERANCE = 1e-6
 
 
@@ -238,7 +240,7 @@ def test_gradients_match_torch_autograd(case, kind, options, form):
 # -- the FlashAttention-2 form -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", sorted(workloads.CASCADES))
+@pytest.mark.parametrize("case", CASES)
 def test_flash_form_where_recognised_equals_autodiff_and_takes_one_pass(case):
     cascade = _cascade(case)
     if case not in FLASH:
