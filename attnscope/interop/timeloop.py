@@ -1403,9 +1403,9 @@ def export_timeloop(
         renamed = {d: r for r, d in dimension_letters(e).items() if d != r}
         if renamed:
             result.files[f"{e.name}/names.yaml"] = {"attnscope": {"dimensions": renamed}}
-            result.drop(f"{cascade.name}.{e.name}: ranks {', '.join(renamed.values())}",
-                        f"written as Timeloop dimensions {', '.join(renamed)} (one letter each); "
-                        f"{e.name}/names.yaml names them for the way back")  # fmt: skip
+            result.assume(f"{e.name}/problem.yaml: dimensions {', '.join(renamed)}",
+                          f"ranks {', '.join(renamed.values())} (Timeloop names a dimension with one letter); "
+                          f"{e.name}/names.yaml names them for the way back")  # fmt: skip
         if given is not None:
             if e.name not in given.einsums:
                 result.drop(f"{mapping}: einsums.{e.name}", "the mapping file has no loop nest for it: none written")
