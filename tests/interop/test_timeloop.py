@@ -325,3 +325,30 @@ def test_export_with_a_given_mapping(tmp_path, capsys):
                            "--shape", "B=1,H=4,M=4K", "--mapping", str(mapping), "--out",
                            str(tmp_path / "y"))  # fmt: skip
     assert code == 2 and "shape.H = 2, but the workload has H = 4" in err
+
+
+def test_exported_einsum_costs_the_same_after_the_way_back(tmp_path, capsys):
+    """Export QK with attnscope's searched mapping, import the Timeloop files, cost the imported mapping on the
+    imported architecture and on the preset: the same latency and energy as the search reported."""
+    from einsum.lower import lower
+    from mappers.search import search
+    from mappers.space import MapSpace
+
+    out, back = tmp_path / "qk", tmp_path / "back"
+    export_timeloop("fusemax", "fusemax-cloud", {"M": 4096}, einsum_name="QK", budget=2000).write(out)
+    files = [*(out / "QK").glob("*.yaml"), out / "ERT.yaml", out / "ART.yaml"]
+    code, _, err = run_cli(capsys, "import", "timeloop", *map(str, files), "--out", str(back))
+    assert code == 0, err
+    costs = []
+    for arch in (str(back / "arch.yaml"), "fusemax-cloud"):
+        code, text, err = run_cli(capsys, "cost", "--arch", arch, "--workload", str(back / "workload.einsum"),
+                                  "--mapping", str(back / "mapping.yaml"), "--json")  # fmt: skip
+        assert code == 0, err
+        costs.append(json.loads(text))
+    entry = workloads.get_cascade("fusemax")
+    e = lower(entry.cascade, entry.sizes({"M": 4096})).einsum("QK")
+    best = search(MapSpace.build(e, load_arch("fusemax-cloud")), "latency", budget=2000, parallel=False)
+    for c in costs:
+        assert c["feasible"]
+        assert math.isclose(c["latency_s"], best.latency_s, rel_tol=1e-9)
+        assert math.isclose(c["energy_pj"], best.energy_pj, rel_tol=1e-9)
