@@ -38,7 +38,8 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
     p.add_argument("--chunk-size", type=at_least(1), help="points per task (default: chosen from points and workers)")
     p.add_argument(
         "--task-timeout", type=float, metavar="SECONDS",
-        help="local pool: a chunk running longer is taken from its worker and run again (default: 300 s, or 20x "
+        help="a chunk running longer is taken from its worker (restarted) and run again, on the local pool and "
+        "on Dask (default: 300 s, or 20x "
         "the slowest point so far times the chunk's points)",
     )  # fmt: skip
     p.add_argument(
@@ -163,7 +164,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         return 0
     print(f"Pareto front: {len(front.rows)} of {front.candidates} points ({_sense(args.x, maximize[0])}, "
           f"{_sense(args.y, maximize[1])})")  # fmt: skip
-    if front.infeasible:
+    if not args.include_infeasible:
         print(f"{front.infeasible} infeasible point(s) left out (they do not fit the hardware; "
               "--include-infeasible keeps them)")  # fmt: skip
     print()

@@ -235,16 +235,41 @@ class _Chunk:
     tries: int = 0  # how many workers it was lost on (stuck or died)
 
 
-class LocalPool(Executor):
+class _Retrying(Executor):
+    """What both pools share: the chunk timeout, and what becomes of a chunk taken from its worker.
+
+    task_timeout: seconds a chunk may run; None: the longer of :data:`MIN_TASK_TIMEOUT` and 20x the slowest
+    point seen times the chunk's points. A lost chunk runs again split into single points; a point lost twice is
+    recorded as failed, with the reason (``--retry-errors`` retries it)."""
+
+    task_timeout: float | None = None
+    slowest: float = 0.0  # seconds per point, the slowest chunk so far
+    replaced: int = 0  # workers killed or lost and replaced
+
+    def _timeout(self, chunk: _Chunk) -> float:
+        if self.task_timeout is not None:
+            return self.task_timeout
+        return max(MIN_TASK_TIMEOUT, 20.0 * self.slowest * len(chunk.tasks))
+
+    def _finished(self, chunk: _Chunk, seconds: float) -> None:
+        self.slowest = max(self.slowest, seconds / max(1, len(chunk.tasks)))
+
+    @staticmethod
+    def _rerun(chunk: _Chunk, why: str) -> tuple[list[Outcome] | None, list[_Chunk]]:
+        """(outcomes to record, chunks to run again) for a chunk lost because ``why``."""
+        if chunk.tries >= 1 and len(chunk.tasks) == 1:
+            reason = (f"WorkerLost: no result after {chunk.tries + 1} tries; the last time {why}; "
+                      "rerun with --retry-errors to try again")  # fmt: skip
+            return [Outcome(t.key, None, reason, 0.0) for t in chunk.tasks], []
+        return None, [_Chunk([t], chunk.tries + 1) for t in chunk.tasks]
+
+
+class LocalPool(_Retrying):
     """A pool of local worker processes (forkserver on Linux, so workers start from a clean, warm image).
 
     Each worker runs one chunk at a time. A chunk whose worker dies, stays stopped for ``stopped_after``
     seconds, or runs past the chunk timeout is taken from it (the worker is killed and replaced) and run again
-    elsewhere, split into single points; a point lost that way twice is recorded as failed, with the reason
-    (``--retry-errors`` retries it). A chunk's result is used once, so no point is stored twice.
-
-    task_timeout: seconds a chunk may run; None: the longer of :data:`MIN_TASK_TIMEOUT` and 20x the slowest
-    point seen times the chunk's points.
+    elsewhere (:class:`_Retrying`). A chunk's result is used once, so no point is stored twice.
     """
 
     def __init__(self, workers: int, task_timeout: float | None = None, stopped_after: float = STOPPED_AFTER):
@@ -257,8 +282,6 @@ class LocalPool(Executor):
         if method == "forkserver":
             self.ctx.set_forkserver_preload(["mappers.sweep.runner"])
         self.pool: list[_Worker] = []
-        self.slowest = 0.0  # seconds per point, the slowest chunk so far
-        self.replaced = 0  # workers killed or lost and replaced
 
     def _spawn(self) -> _Worker:
         mine, theirs = self.ctx.Pipe(duplex=True)
@@ -266,11 +289,6 @@ class LocalPool(Executor):
         process.start()
         theirs.close()
         return _Worker(process, mine)
-
-    def _timeout(self, chunk: _Chunk) -> float:
-        if self.task_timeout is not None:
-            return self.task_timeout
-        return max(MIN_TASK_TIMEOUT, 20.0 * self.slowest * len(chunk.tasks))
 
     def _replace(self, worker: _Worker) -> None:
         """Kill a worker (stuck, stopped or dead) and start another in its place."""
@@ -323,8 +341,7 @@ class LocalPool(Executor):
                             worker.task = None
                             if not ok:
                                 raise AttnscopeError(f"a sweep worker failed: {payload}")
-                            seconds = time.monotonic() - worker.started
-                            self.slowest = max(self.slowest, seconds / max(1, len(chunk.tasks)))
+                            self._finished(chunk, time.monotonic() - worker.started)
                             result = payload
                     if result is None and worker.task is not None and not worker.process.is_alive():
                         code = worker.process.exitcode
@@ -358,12 +375,10 @@ class LocalPool(Executor):
         chunk = running.pop(worker.task)
         worker.task = None
         self._replace(worker)
-        if chunk.tries >= 1 and len(chunk.tasks) == 1:
-            reason = (f"WorkerLost: no result after {chunk.tries + 1} tries; the last time {why}; "
-                      "rerun with --retry-errors to try again")  # fmt: skip
-            yield [Outcome(t.key, None, reason, 0.0) for t in chunk.tasks]
-            return
-        again.extend(_Chunk([t], chunk.tries + 1) for t in chunk.tasks)
+        failed, rerun = self._rerun(chunk, why)
+        again.extend(rerun)
+        if failed:
+            yield failed
 
     def close(self) -> None:
         for worker in self.pool:
@@ -402,15 +417,26 @@ def _sigint_blocked() -> Iterator[None]:
 
 WAIT_FOR_WORKERS = 30.0
 """Seconds a sweep waits for a Dask scheduler that has no workers before giving up (exit 2)."""
+POLL_S = 0.5
+"""Seconds between the Dask coordinator's looks at running chunks (for the chunk timeout)."""
 
 
-class DaskPool(Executor):
+def _context(context: SweepContext) -> SweepContext:
+    return context
+
+
+class DaskPool(_Retrying):
     """Dask distributed: a LocalCluster of n worker processes, or an existing scheduler (tcp://host:8786).
 
     A scheduler without workers is waited for :data:`WAIT_FOR_WORKERS` seconds, then refused; a task that
-    fails or a scheduler that goes away stops the sweep with a message (the points finished are stored)."""
+    fails or a scheduler that goes away stops the sweep with a message (the points finished are stored). A
+    chunk running past its timeout (a stopped or hung worker) is cancelled, its worker restarted, and the chunk
+    run again (:class:`_Retrying`); a chunk's result is used once. The timeout counts from when the scheduler
+    reports the chunk running, so chunks queued behind it are not charged for the wait."""
 
-    def __init__(self, local_workers: int | None = None, scheduler: str | None = None):
+    def __init__(self, local_workers: int | None = None, scheduler: str | None = None,
+                 task_timeout: float | None = None):  # fmt: skip
+        self.task_timeout = task_timeout
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -452,27 +478,50 @@ class DaskPool(Executor):
         self.workers = max(1, sum(threads.values()))
 
     def run(self, fn: ChunkFn, context: SweepContext, chunks: Iterator[list[Task]]) -> Iterator[list[Outcome]]:
-        from distributed import as_completed
+        from distributed import wait
 
-        submitted: set[Any] = set()  # ours to cancel (as_completed's own set changes under its thread)
+        live: dict[Any, _Chunk] = {}  # futures not yet answered -> their chunk
+        started: dict[str, tuple[float, str]] = {}  # key -> (when first seen running, on which worker)
+        again: list[_Chunk] = []
+        exhausted = False
         try:
-            shared = self.client.scatter(context, broadcast=True)
-            running = as_completed()
+            # The context as a task's result, not scattered data: if every worker holding it is lost, the
+            # scheduler computes it again instead of failing the tasks that need it.
+            shared = self.client.submit(_context, context, pure=False)
 
-            def submit(chunk: list[Task]) -> None:
-                future = self.client.submit(fn, shared, chunk, pure=False)
-                submitted.add(future)
-                running.add(future)
+            def top_up() -> None:
+                nonlocal exhausted
+                while len(live) < 2 * self.workers:
+                    chunk = again.pop(0) if again else None
+                    if chunk is None and not exhausted:
+                        tasks = next(chunks, None)
+                        exhausted = tasks is None
+                        chunk = _Chunk(tasks) if tasks is not None else None
+                    if chunk is None:
+                        return
+                    live[self.client.submit(fn, shared, chunk.tasks, pure=False)] = chunk
 
-            for chunk in _take(chunks, 2 * self.workers):
-                submit(chunk)
-            for future in running:
-                submitted.discard(future)
-                result = future.result()
-                future.release()
-                for chunk in _take(chunks, 1):
-                    submit(chunk)
-                yield result
+            top_up()
+            while live:
+                with contextlib.suppress(TimeoutError):  # distributed's wait raises when nothing finished
+                    wait(list(live), timeout=POLL_S, return_when="FIRST_COMPLETED")
+                finished = [future for future in live if future.done()]
+                now = time.monotonic()
+                for future in finished:
+                    chunk = live.pop(future)
+                    result = future.result()
+                    future.release()
+                    began = started.pop(future.key, None)
+                    if began is not None:
+                        self._finished(chunk, now - began[0])
+                    yield result
+                lost = self._stuck(live, started, now)
+                for future, why in lost:
+                    failed, rerun = self._rerun(live.pop(future), why)
+                    again.extend(rerun)
+                    if failed:
+                        yield failed
+                top_up()
         except (AttnscopeError, GeneratorExit):
             raise
         except Exception as exc:  # a task failed on every worker dask tried, the scheduler went away...
@@ -481,9 +530,34 @@ class DaskPool(Executor):
                 "rerun to resume"
             ) from None
         finally:
-            for future in list(submitted):
+            for future in list(live):
                 with contextlib.suppress(Exception):
                     future.cancel()
+
+    def _stuck(
+        self, live: dict[Any, _Chunk], started: dict[str, tuple[float, str]], now: float
+    ) -> list[tuple[Any, str]]:
+        """The futures running past their chunk timeout, cancelled, their workers restarted (where a nanny can)."""
+        processing = self.client.processing()  # {worker address: [keys running or queued there]}
+        where = {key: address for address, keys in processing.items() for key in keys}
+        lost, stuck_workers = [], set()
+        for future, chunk in live.items():
+            if future.key not in where:
+                continue
+            since, address = started.setdefault(future.key, (now, where[future.key]))
+            limit = self._timeout(chunk)
+            if now - since > limit:
+                lost.append((future, f"it ran past the chunk timeout of {limit:.0f} s on {address}"))
+                stuck_workers.add(address)
+        for future, _ in lost:
+            started.pop(future.key, None)
+            with contextlib.suppress(Exception):
+                future.cancel()
+        if stuck_workers:
+            with contextlib.suppress(Exception):  # a worker without a nanny cannot be restarted: the scheduler
+                self.client.restart_workers(sorted(stuck_workers), timeout=60)  # drops it when it stops answering
+            self.replaced += len(stuck_workers)
+        return lost
 
     def close(self) -> None:
         """Close the client and the local cluster; errors while closing (after Ctrl-C, a lost scheduler) are
@@ -512,18 +586,18 @@ def make_executor(
     task_timeout: float | None = None,
 ) -> Executor:
     """The executor the CLI flags ask for: Dask if dask_local or scheduler, else a pool of workers (1: in-process);
-    task_timeout: seconds a chunk may run on the local pool (default: see :class:`LocalPool`)."""
+    task_timeout: seconds a chunk may run (default: see :class:`_Retrying`)."""
     if dask_local is not None and scheduler is not None:
         raise AttnscopeError("give either --dask-local N or --scheduler ADDRESS, not both")
+    if task_timeout is not None and not task_timeout > 0:  # NaN included
+        raise AttnscopeError(f"--task-timeout: expected a positive number of seconds, got {task_timeout}")
     if scheduler is not None or dask_local is not None:
         if dask_local is not None and dask_local < 1:
             raise AttnscopeError(f"--dask-local: expected a positive number of workers, got {dask_local}")
-        return DaskPool(local_workers=dask_local, scheduler=scheduler)
+        return DaskPool(local_workers=dask_local, scheduler=scheduler, task_timeout=task_timeout)
     workers = available_cores() if workers is None else workers
     if workers < 1:
         raise AttnscopeError(f"--workers: expected a positive number, got {workers}")
-    if task_timeout is not None and not task_timeout > 0:
-        raise AttnscopeError(f"--task-timeout: expected a positive number of seconds, got {task_timeout}")
     return Executor() if workers == 1 else LocalPool(workers, task_timeout)
 
 

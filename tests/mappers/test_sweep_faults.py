@@ -351,6 +351,39 @@ def stored_rows(store: Path) -> int:
         return 0
 
 
+def die_once_on_p3(folder: str, chunk: list[Task]) -> list[Outcome]:
+    """A chunk function whose worker dies the first time it meets point p3."""
+    marker = Path(folder) / "died"
+    if any(t.key == "p3" for t in chunk) and not marker.exists():
+        marker.touch()
+        os._exit(3)
+    return [Outcome(t.key, (1.0,), None, 0.0) for t in chunk]
+
+
+def dask_outcomes(tmp_path: Path, fn, workers: int, **options) -> tuple[list[Outcome], int]:
+    pytest.importorskip("distributed")
+    from mappers.sweep.runner import DaskPool
+
+    tasks = [Task(f"p{i}", (), "", ()) for i in range(12)]
+    chunks = iter([tasks[i : i + 3] for i in range(0, 12, 3)])
+    with DaskPool(local_workers=workers, **options) as pool:
+        outcomes = [o for out in pool.run(fn, str(tmp_path), chunks) for o in out]
+        return outcomes, pool.replaced
+
+
+def test_dask_per_task_timeout_reruns_a_stopped_workers_chunk(tmp_path):
+    outcomes, replaced = dask_outcomes(tmp_path, stop_once, 2, task_timeout=3.0)
+    assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))  # every point, once
+    assert replaced == 1 and all(o.error is None for o in outcomes)
+
+
+def test_dask_resubmits_lost_tasks_when_every_worker_restarts(tmp_path):
+    # the only worker dies holding the sweep's context: it is computed again, not lost with the worker
+    outcomes, _ = dask_outcomes(tmp_path, die_once_on_p3, 1)
+    assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))
+    assert all(o.error is None for o in outcomes) and (tmp_path / "died").exists()
+
+
 def test_dask_scheduler_without_workers_exits_2(tmp_path, monkeypatch, capsys):
     distributed = pytest.importorskip("distributed")
     import mappers.sweep.runner as runner
