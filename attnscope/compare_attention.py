@@ -51,10 +51,12 @@ DEFAULT_SEQS = "1K,4K,16K,64K,256K,1M"
 
 COLUMNS = (
     "variant", "seq", "passes", "kernel", "latency_s", "energy_pj", "dram_bytes", "footprint_bytes", "bound",
-    "tflops", "seq_q", "seq_kv", "kv_heads", "params", "status",
+    "tflops", "seq_q", "seq_kv", "kv_heads", "params", "status", "spilled_bytes",
 )  # fmt: skip
-"""CSV columns, in order. ``status`` is ``ok``, ``infeasible: ...`` (a design over the buffer) or why there are
-no numbers."""
+"""CSV columns, in order. ``status`` is ``ok``, ``infeasible: ...`` (a design that does not fit: which level, by
+how much; its row has no latency, energy or traffic) or why there are no numbers. ``spilled_bytes``: on arrays,
+the bytes an overflowing buffer moves to and from DRAM beyond the design's own traffic (0: it fits); the
+footprint of a spilling design is the buffer's capacity."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ComparisonRow:
     kv_heads: int | None
     params: str  # the variant's parameters, "k=v;..."
     status: str
+    spilled_bytes: float | None = None  # spatial arrays only: spilled to DRAM (module docstring of COLUMNS)
 
     @property
     def ok(self) -> bool:
@@ -151,12 +154,24 @@ def _row(case: Any, target: Any, name: str, seq: int) -> ComparisonRow:
 
     d = evaluate_case(case, target)
     device = d.target_kind == "device"
-    status = "ok" if d.feasible else "infeasible: the design overflows the buffer"
+    params = _params_text(case.params)
+    if not d.feasible:  # infeasible is an answer, not a number
+        why = "; ".join(getattr(d.detail, "infeasible", None) or ()) or "the design does not fit the hardware"
+        return ComparisonRow(name, seq, _passes(name), d.description, None, None, None, None, "-", None,
+                             case.seq_q, case.seq_kv, case.kv_heads, params, f"infeasible: {why}")  # fmt: skip
+    footprint = (d.onchip_bytes or None) if device else d.onchip_bytes
+    spilled = None
+    if not device:
+        from simulator.cost import shared_buffer
+
+        spilled = float(sum(d.detail.spill_bytes_by_level.values()))
+        buffer = shared_buffer(target.spec)
+        if spilled and buffer:  # the buffer holds its capacity; the rest is the spill
+            footprint = min(footprint, target.spec.level(buffer).capacity_words * target.spec.word_bytes)
     return ComparisonRow(name, seq, _passes(name), d.description, d.latency_s,
-                         None if d.energy_j is None else d.energy_j * 1e12, d.dram_bytes,
-                         (d.onchip_bytes or None) if device else d.onchip_bytes, d.bound,
+                         None if d.energy_j is None else d.energy_j * 1e12, d.dram_bytes, footprint, d.bound,
                          d.detail.tflops if device else None, case.seq_q, case.seq_kv, case.kv_heads,
-                         _params_text(case.params), status)  # fmt: skip
+                         params, "ok", spilled)  # fmt: skip
 
 
 def compare_attention(
@@ -331,8 +346,12 @@ def _report(study: AttentionComparison, plot: bool) -> str:
         "## On-chip footprint",
         "",
         *_pivot(study, lambda r: _fmt(r.footprint_bytes, 1e6),
-                "MB; " + ("shared memory held by resident CTAs" if device else "largest global-buffer occupancy")),
+                "MB; " + ("shared memory held by resident CTAs" if device else "largest global-buffer occupancy, "
+                          "at most its capacity")),
     ]  # fmt: skip
+    if any(r.spilled_bytes for r in study.rows):
+        what = "GB an overflowing global buffer moves to and from DRAM beyond the design's own traffic"
+        lines += ["## Spilled to DRAM", "", *_pivot(study, lambda r: _fmt(r.spilled_bytes, 1e9), what)]
     if device:
         lines += ["## Attained throughput", "", *_pivot(study, lambda r: _fmt(r.tflops), "TFLOP/s")]
     missing = [r for r in study.rows if r.status != "ok"]

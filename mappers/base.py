@@ -84,6 +84,8 @@ class Design:
             "feasible": self.feasible,
             "onchip_bytes": self.onchip_bytes,
             "spill_bytes": self.spill_bytes,
+            "spilled_bytes_by_level": dict(getattr(self.detail, "spill_bytes_by_level", None) or {}),
+            "infeasible": list(getattr(self.detail, "infeasible", None) or ()),
             "description": self.description,
             "notes": list(self.notes),
             "mapping": _plain(self.mapping),

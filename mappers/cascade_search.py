@@ -17,7 +17,9 @@ or just before or after it, for blocks of queries. Searched:
   its result in that tile. Binding and schedule are searched together by branch and bound on a tile's compute
   cycles (a stage lasts as long as its busiest array), which the schedule alone decides (:func:`schedules`);
 * the **query block** P1: the largest whose buffer state fits, as in the study (with a block mask or a static
-  mask that skips tiles, smaller ones too: they skip more tiles).
+  mask that skips tiles, smaller ones too: they skip more tiles);
+* the **key tile** (the study's ``M0``) where the cascade leaves it free (:func:`tile_choices`): one and two
+  times each 2-D array's rows, and the size the shape gives.
 
 Which variables loop where, what the array axes spread and where intermediates live are rules derived from
 the cascade, stated in :func:`search_fused` and :func:`fused_mapping`. The best binding is costed in full,
@@ -57,7 +59,15 @@ from simulator.cost import (
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
 
-__all__ = ["CascadeDesign", "FusedPlan", "FusedSearchError", "search_fused", "search_passes"]
+__all__ = [
+    "CascadeDesign",
+    "FusedPlan",
+    "FusedSearchError",
+    "search_fused",
+    "search_fused_at",
+    "search_passes",
+    "tile_choices",
+]
 
 
 @dataclass(frozen=True)
@@ -638,6 +648,29 @@ def fused_mapping(
                           phases=(phase,))  # fmt: skip
 
 
+def tile_choices(
+    cascade: Cascade, sizes: Mapping[str, int], arch: ArchSpec, density: Mapping[str, float] | None = None
+) -> tuple[int, ...]:
+    """The key-tile sizes :func:`search_fused` tries: where the key rank is split in two (``M = M1 x M0``), its
+    inner part is not a declared ``param`` and no mask (a ``where`` or an input mask's density) depends on the
+    tiling, the largest divisor of the keys up to one and up to two times each 2-D array's rows (and the size
+    the shape gives, the registry's default); else none (the tile stays as given)."""
+    try:
+        key_rank, _ = key_ranks(cascade)
+    except ShapeError:
+        return ()
+    parts = cascade.partitions.get(key_rank, ())
+    masked = bool(density) or bool(cascade.densities) or any("where(" in e.text for e in cascade.einsums)
+    if len(parts) != 2 or parts[-1] in cascade.params or masked or key_rank not in sizes:
+        return ()
+    keys = sizes[key_rank]
+    rows = [a.shape[0] for a in arch.arrays if a.kind == "2d"] or [_tile_rows(arch)]
+    out = {_largest_divisor(keys, k * r) for r in rows for k in (1, 2)}
+    if parts[-1] in sizes:
+        out.add(sizes[parts[-1]])
+    return tuple(sorted(out))
+
+
 def search_fused(
     cascade: Cascade,
     sizes: Mapping[str, int],
@@ -645,9 +678,47 @@ def search_fused(
     candidates: int = 16,
     density: Mapping[str, float] | None = None,
     plan: FusedPlan | None = None,
+    tiles: Sequence[int] | None = None,
 ) -> tuple[CascadeDesign, list[CascadeDesign]]:
-    """The lowest-latency fused design of a one-pass cascade, and the others costed (``plan``: the cascade's
-    :func:`plan_fused` at these sizes on this architecture, when the caller has it already).
+    """The lowest-latency fused design of a one-pass cascade over the key-tile sizes ``tiles`` (default
+    :func:`tile_choices`: the tile is searched where it is free, the study's ``M0 = 256`` is one candidate), and
+    the others costed, best first (``plan``: the cascade's :func:`plan_fused` at these sizes on this
+    architecture, when the caller has it already). Each tile is searched by :func:`search_fused_at`; the best
+    design's notes say which tile won."""
+    options = tile_choices(cascade, sizes, arch, density) if tiles is None else tuple(tiles)
+    if len(options) <= 1 and (not options or sizes.get(_inner_part(cascade), options[0]) == options[0]):
+        return search_fused_at(cascade, sizes, arch, candidates, density, plan)
+    inner = _inner_part(cascade)
+    key_rank = cascade.parent_of[inner]
+    results = []
+    for size in options:
+        resized = {k: v for k, v in sizes.items() if k not in cascade.partitions[key_rank]} | {inner: size}
+        reuse = plan if plan is not None and plan.lowered.sizes.get(inner) == size else None
+        results.append(search_fused_at(cascade, resized, arch, candidates, density, reuse))
+    designs = sorted((d for _, ds in results for d in ds), key=_rank)
+    best = designs[0]
+    note = f"key tile {inner} = {best.lowered.sizes[inner]} searched among {', '.join(map(str, options))}"
+    best = replace(best, notes=(*best.notes, note))
+    return best, [best, *designs[1:]]
+
+
+def _inner_part(cascade: Cascade) -> str:
+    """The innermost part of the key rank's partition."""
+    key_rank, _ = key_ranks(cascade)
+    return cascade.partitions[key_rank][-1]
+
+
+def search_fused_at(
+    cascade: Cascade,
+    sizes: Mapping[str, int],
+    arch: ArchSpec,
+    candidates: int = 16,
+    density: Mapping[str, float] | None = None,
+    plan: FusedPlan | None = None,
+) -> tuple[CascadeDesign, list[CascadeDesign]]:
+    """The lowest-latency fused design of a one-pass cascade at the given sizes (key tile included), and the
+    others costed (``plan``: the cascade's :func:`plan_fused` at these sizes on this architecture, when the
+    caller has it already).
 
     The rules (assumptions of the model, stated once here):
 
@@ -659,7 +730,8 @@ def search_fused(
       keys of one tile, spread over a 2-D array's rows (``m0``, then ``n`` of ``M = M1 * N * M0``). An
       Einsum that iterates the key rank unsplit (``FK[b,h,e,m]``) runs on the same tiles. When no part of
       the partition is given, the innermost one fills the rows (the study's ``M0 = 256``); given parts are
-      the algorithm's (a mask's block size) and kept. A cascade that needs more than one pass over the tile
+      kept here, and :func:`search_fused` searches the tile over :func:`tile_choices` where it is free (not
+      a declared parameter, no mask reads it). A cascade that needs more than one pass over the tile
       rank (:func:`einsum.analysis.pass_analysis`) is refused: :func:`search_passes` costs those. Einsums
       that do not iterate the tile loop run before it (``QL = Q . WK``) or after it (the division, a
       split-K combine over ``s``).

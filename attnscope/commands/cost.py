@@ -59,14 +59,24 @@ def run(args) -> int:
         "energy_breakdown_pj": dict(cost.energy_breakdown_pj),
         "buffer_occupancy_words": list(cost.buffer_occupancy_words),
         "spill_fraction": list(cost.spill_fraction),
+        "infeasible": list(cost.infeasible),
+        "spill_bytes_by_level": dict(cost.spill_bytes_by_level),
+        "level_s": dict(cost.level_s),
     }
     if args.json:
         print_json(result)
         return 0
-    print(f"{result['mapping']} on {arch.name}: {'feasible' if cost.feasible else 'INFEASIBLE (buffer overflow)'}")
+    print(f"{result['mapping']} on {arch.name}: {'feasible' if cost.feasible else 'INFEASIBLE: it does not fit'}")
+    for why in cost.infeasible:
+        print(f"  does not fit: {why}")
+    for level, spilled in cost.spill_bytes_by_level.items():
+        print(f"  spill: {spilled:.6g} B between {level} and DRAM beyond the design's own traffic "
+              f"(up to {max(cost.spill_fraction):.3g} of its accesses)")  # fmt: skip
     for note in result["notes"]:
         print(f"  {note}")
-    print(f"latency {cost.latency_s:.6g} s (memory {cost.memory_s:.6g} s), DRAM {cost.dram_bytes:.6g} B, "
+    levels = "".join(f", {lv} {s:.6g} s" for lv, s in cost.level_s.items())
+    shown = "latency" if cost.feasible else "latency (not a result: the design does not fit)"
+    print(f"{shown} {cost.latency_s:.6g} s (memory {cost.memory_s:.6g} s{levels}), DRAM {cost.dram_bytes:.6g} B, "
           f"energy {cost.energy_pj:.6g} pJ")  # fmt: skip
     print("utilization: " + ", ".join(f"{a} {u:.3f}" for a, u in cost.utilization.items()))
     rows = [[n, c.array, f"{c.compute_cycles:.6g}", f"{c.cycles_per_point:g}", f"{cost.einsum_utilization[n]:.4f}"]

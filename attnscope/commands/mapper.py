@@ -184,8 +184,13 @@ def format_design(d) -> str:
         f"{d.workload} ({shape}) on {d.target} [{d.target_kind}], mapper {d.mapper}",
         f"  {d.description}",
         f"latency {d.latency_s:.6g} s, bound by {d.bound}; utilization {d.utilization:.1%}"
-        + ("" if d.feasible else "; INFEASIBLE: the mapping overflows the buffer, the numbers are not a result"),
+        + ("" if d.feasible else "; INFEASIBLE: the mapping does not fit, the numbers are not a result"),
+        *(f"  does not fit: {why}" for why in getattr(d.detail, "infeasible", None) or ()),
         f"DRAM {d.dram_bytes:.6g} B (beyond compulsory {d.spill_bytes:.6g} B); on chip {d.onchip_bytes:.6g} B",
+        *(
+            f"spill: {b:.6g} B between {lv} and DRAM (its occupancy exceeds it)"
+            for lv, b in (getattr(d.detail, "spill_bytes_by_level", None) or {}).items()
+        ),
         f"energy {energy}" + ("" if d.area_mm2 is None else f"; area {d.area_mm2:.6g} mm^2"),
     ]
     lines += [f"note: {n}" for n in d.notes]

@@ -59,7 +59,8 @@ for _m in (
     Metric("area_mm2", "area", "mm²", "chip area (storage + PEs)", lambda a, c: a.area_um2() * 1e-6),
     Metric("memory_s", "DRAM transfer time", "s", "DRAM bytes / bandwidth, over phases", lambda a, c: c.memory_s),
     Metric("compute_bound_s", "compute bound", "s", "busiest array's work at peak", lambda a, c: c.compute_bound_s),
-    Metric("feasible", "feasible", "", "1 if every phase fits its buffers, else 0", lambda a, c: float(c.feasible)),
+    Metric("feasible", "feasible", "", "1 if the design fits every capacity (a buffer it may spill counts as "
+           "fitting), else 0", lambda a, c: float(c.feasible)),
     Metric(
         "buffer_occupancy_words", "peak buffer occupancy", "words", "largest phase occupancy of the buffer",
         lambda a, c: max(c.buffer_occupancy_words, default=0.0),
@@ -82,6 +83,8 @@ for _m in (
     Metric("onchip_bytes", "on-chip footprint", "B", "largest buffer occupancy or resident shared memory", None),
     Metric("spill_bytes", "traffic beyond compulsory", "B", "DRAM bytes beyond reading inputs and writing "
            "outputs once", None),
+    Metric("spilled_bytes", "spilled", "B", "bytes an overflowing buffer moves to and from DRAM beyond the "
+           "design's own traffic (0: it fits)", lambda a, c: c.spill_bytes),
     Metric("mapper", "mapper", "", "the mapper that produced the design", None, "TEXT"),
 ):  # fmt: skip
     register_metric(_m)

@@ -6,11 +6,13 @@ of its roofline with the key tile searched, (6) FLAT without self-inflicted spil
 
 import pytest
 
-from attnscope.api import evaluate
+from attnscope.api import evaluate, evaluate_case
 from einsum.lower import lower
 from mappers.flat import search_flat
 from simulator.specs import load_arch, with_overrides
+from simulator.targets import load_target
 from workloads import get_cascade
+from workloads.cases import case_for_model
 
 GIB = 2**30
 
@@ -78,3 +80,23 @@ def test_acceptance_6_flat_at_6_mib_and_100_gib_s_is_within_10_percent_of_its_be
     assert best == pytest.approx(3.87, rel=0.01)  # P1 = 128: DRAM-bound (K and V re-read 128 times)
     assert cost.latency_s == pytest.approx(best, rel=0.10)  # was 15.4 s (weight-stationary, scores via DRAM)
     assert cost.feasible and not cost.spill_bytes
+
+
+def test_acceptance_5_a_512x512_array_is_within_10_percent_of_its_roofline():
+    arch = with_overrides(
+        load_arch("fusemax-cloud"), {"arrays.pe_2d.rows": 512, "arrays.pe_2d.cols": 512, "arrays.pe_1d.pes": 512}
+    )
+    case = case_for_model("fusemax", batch=64, heads=12, kv_heads=12, head_dim=64, seq=16384)
+    assert case.sizes["M0"] == 256  # the registry's default tile (the study's), as compare-attention makes it
+    d = evaluate_case(case, load_target(arch))
+    n = 64 * 12 * 16384 * 16384
+    # Roofline by hand: every score costs the 2-D array E + F MACs (QK, SLNV), 7 cycles of exp (6 MACs + the
+    # subtraction), a max and an add (LM, SLD) = 137 PE-cycles, on 512 x 512 PEs at 940 MHz; DRAM moves Q, K, V
+    # and AV once (6.4 GB at 400 GiB/s = 15 ms) and does not bind.
+    roofline = n * (64 + 64 + 7 + 1 + 1) / (512 * 512) / arch.clock_hz
+    assert roofline == pytest.approx(0.1146, rel=1e-3)
+    assert d.latency_s >= d.detail.compute_bound_s * (1 - 1e-9)
+    assert d.latency_s <= 1.10 * roofline  # was 230.9 ms with M0 pinned to 256 (half the rows idle)
+    assert d.mapping["shape"]["M0"] >= 512  # the key tile fills the 512 rows (or twice that: fewer tile steps)
+    assert any(note.startswith(f"key tile M0 = {d.mapping['shape']['M0']} searched among 256, 512, 1024")
+               for note in d.notes)  # fmt: skip

@@ -183,3 +183,29 @@ def test_acceptance_8_latency_bounds_capacities_and_infeasibility_over_random_ar
         _check(d.lowered, arch, d.mapping, d.cost)
     if any(d.cost.feasible for d in others):
         assert best.cost.feasible, "the search ranks a feasible design first"
+
+
+def test_acceptance_8_infeasible_rows_carry_no_latency_and_spill_is_shown(tmp_path):
+    import yaml
+
+    from attnscope.compare_attention import compare_attention
+
+    tiny = with_overrides(
+        load_arch("fusemax-cloud"), {"name": "tiny-buffer", "levels.global_buffer.capacity_words": 256}
+    )
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny.to_dict(), sort_keys=False))
+    study = compare_attention(arch=str(path), model="bert", seqs=[1024], variants=["fusemax"], batch=1)
+    (row,) = study.rows
+    assert row.status.startswith("infeasible: global_buffer: ") and "words over" in row.status
+    assert row.latency_s is None and row.energy_pj is None and row.dram_bytes is None and not row.ok
+    small = with_overrides(
+        load_arch("flat-cloud"), {"name": "small-buffer", "levels.global_buffer.capacity_words": 2**12}
+    )
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small.to_dict(), sort_keys=False))
+    study = compare_attention(arch=str(path), model="bert", seqs=[16384], variants=["attention-3pass"], batch=1)
+    (row,) = study.rows
+    # 8 KiB holds not even one row of 16K scores: every design spills, and the row says so
+    assert row.status == "ok" and row.spilled_bytes and row.spilled_bytes > 0
+    assert row.footprint_bytes <= 2**12 * 2  # the buffer holds its capacity; the excess is the spill
