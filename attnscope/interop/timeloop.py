@@ -982,6 +982,8 @@ def import_mapping(
         if not isinstance(target, str):
             p.add(join(key, "target"), f"expected a storage level name, got {show(target)}", m, "target")
             continue
+        if target not in known and _ident(target) in known:  # Timeloop's name of an imported level
+            target = _ident(target)
         if kind in ("bypass", "datatype"):
             if target not in path:
                 result.drop(join(key, "target"), f"{target}: not a level on {array.name}'s path ({', '.join(path)})")

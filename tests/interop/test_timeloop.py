@@ -352,3 +352,43 @@ def test_exported_einsum_costs_the_same_after_the_way_back(tmp_path, capsys):
         assert c["feasible"]
         assert math.isclose(c["latency_s"], best.latency_s, rel_tol=1e-9)
         assert math.isclose(c["energy_pj"], best.energy_pj, rel_tol=1e-9)
+
+
+GEMM_PROBLEM = """problem:
+  version: 0.4
+  shape:
+    name: gemm
+    dimensions: [M, N, K]
+    data_spaces:
+    - {name: A, projection: [[[M]], [[K]]]}
+    - {name: B, projection: [[[K]], [[N]]]}
+    - {name: Z, projection: [[[M]], [[N]]], read_write: true}
+  instance: {M: 32, N: 8, K: 4}
+"""
+GEMM_MAPPING = """mapping:
+- {target: MainMemory, type: temporal, factors: 'M=2,N=1,K=1', permutation: NKM}
+- {target: MainMemory, type: spatial, factors: 'M=16,N=1,K=1', permutation: MNK, split: 1}
+- {target: GlobalBuffer, type: temporal, factors: 'M=1,N=8,K=1', permutation: MKN}
+- {target: GlobalBuffer, type: datatype, keep: [A, Z], bypass: [B]}
+- {target: RegisterFile, type: temporal, factors: M1 N1 K4, permutation: KMN}
+"""
+
+
+def test_a_hand_written_mapping_on_a_published_v04_architecture(tmp_path, capsys):
+    """Timeloop's string forms (M=2,N=1 and M1 N1; permutations innermost first) and a spatial directive on the
+    level above the PE fan-out, onto the three-level spatial exercise; then costed."""
+    (tmp_path / "problem.yaml").write_text(GEMM_PROBLEM)
+    (tmp_path / "mapping.yaml").write_text(GEMM_MAPPING)
+    files = [DATA / "three_level_spatial_v04" / "arch.yaml", tmp_path / "problem.yaml", tmp_path / "mapping.yaml"]
+    result = import_timeloop(files)
+    nest = result.files["mapping.yaml"]["einsums"]["Z"]
+    assert nest["levels"] == ["main_memory", "global_buffer", "register_file"]
+    assert nest["temporal"] == {"main_memory": [["m", 2]], "global_buffer": [["n", 8]], "register_file": [["k", 4]]}
+    assert nest["spatial"] == [[["m", 16]]] and nest["keep"]["global_buffer"] == ["A", "Z"]
+    result.write(tmp_path / "out")
+    code, text, err = run_cli(capsys, "cost", "--arch", str(tmp_path / "out" / "arch.yaml"), "--workload",
+                              str(tmp_path / "out" / "workload.einsum"), "--mapping",
+                              str(tmp_path / "out" / "mapping.yaml"), "--json")  # fmt: skip
+    assert code == 0, err
+    cost = json.loads(text)
+    assert cost["feasible"] and cost["utilization"]["macc"] > 0
