@@ -103,7 +103,7 @@ class AttentionComparison:
     seconds: float  # wall time of the study
     notes: tuple[str, ...] = field(default=())
     native: str = ""
-    """The registered variant the model's own attention is (:attr:`workloads.models.ModelShape.attention_kind`)."""
+    """The registered variant the model's own attention is (:attr:`workloads.model_shape.ModelShape.attention_kind`)."""
 
 
 def attention_variants() -> tuple[str, ...]:

@@ -162,9 +162,9 @@ def _mapping_applies(case: Case, target: Target) -> str | None:
 
 
 def _mapping_run(case: Case, target: ArchTarget, *, mapping: Mapping[str, Any] | None = None, **_: Any) -> Design:
+    from einsum.yamlio import LineDict
     from simulator.cost import evaluate_cascade
     from simulator.mapping import mapping_from_dict
-    from simulator.yamlio import LineDict
 
     if not isinstance(mapping, Mapping):
         raise MapperError("mapper 'mapping' costs a mapping you give: pass one (--mapping m.yaml)")

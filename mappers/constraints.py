@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.yamlio import Problems, finite, read_yaml, show
+from einsum.yamlio import Problems, finite, read_yaml, show
 
 __all__ = [
     "BypassConstraint",

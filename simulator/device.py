@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from einsum.errors import RegistryError, SpecError
-from simulator.yamlio import REQUIRED, Problems, join, read_yaml, show
+from einsum.yamlio import REQUIRED, Problems, join, read_yaml, show
 
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "fp8")
 """Data types a kernel may use; ``tf32`` is fp32 storage with TF32 tensor-core math."""
@@ -190,12 +190,12 @@ _FIELD_KIND = {
     "mma_fraction": "fraction",
     "warm_cache_bytes": "nonnegative",
 }
-"""Each scalar field -> its kind in :data:`simulator.yamlio.CHECKS`."""
+"""Each scalar field -> its kind in :data:`einsum.yamlio.CHECKS`."""
 
 
 def device_from_dict(data: Any, origin: str = "<dict>") -> DeviceSpec:
     """Validate plain data (as read from YAML) and build the spec; every problem is reported at once, each
-    naming its file line where the data came from :func:`~simulator.yamlio.read_yaml`."""
+    naming its file line where the data came from :func:`~einsum.yamlio.read_yaml`."""
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: expected a mapping of device keys ({', '.join(_TOP)}), got {show(data)}")
     p = Problems(origin, "device spec")

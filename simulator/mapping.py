@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import SpecError
-from simulator.yamlio import Problems, read_yaml
+from einsum.yamlio import Problems, read_yaml
 
 Loops = tuple[tuple[str, int], ...]
 
@@ -141,7 +141,7 @@ def mapping_from_dict(data: object, origin: str = "<mapping>") -> CascadeMapping
     """Validate and build a mapping; every problem is reported with ``origin``, its line (data read from YAML)
     and its dotted key.
 
-    >>> from simulator.yamlio import read_yaml_text_data
+    >>> from einsum.yamlio import read_yaml_text_data
     >>> mapping_from_dict(read_yaml_text_data("einsums:\\n  QK: {levels: [dram], tempral: {}}\\n"), "m.yaml")
     Traceback (most recent call last):
       ...

@@ -38,7 +38,8 @@ from workloads.llm import (
     mla_form,
     tokens_per_step,
 )
-from workloads.models import ModelShape, get_model
+from workloads.model_shape import ModelShape
+from workloads.models import get_model
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from einsum.errors import RegistryError, SpecError
-from simulator.yamlio import REQUIRED, Problems, join, read_yaml, show
+from einsum.yamlio import REQUIRED, Problems, join, read_yaml, show
 
 OPERATORS: tuple[str, ...] = (
     *("mac", "mul", "add", "sub", "neg", "div", "max", "min", "select"),
@@ -386,7 +386,7 @@ _CYCLES: tuple[Callable[[Any], bool], str] = (
 
 def spec_from_dict(data: Any, origin: str = "<dict>") -> ArchSpec:
     """Validate plain data (as loaded from YAML) and build the spec; every problem goes into one SpecError,
-    each naming its file line where the data came from :func:`~simulator.yamlio.read_yaml`.
+    each naming its file line where the data came from :func:`~einsum.yamlio.read_yaml`.
 
     >>> spec = spec_from_dict(load_arch("flat-edge").to_dict())
     >>> spec.array("pe_2d").shape

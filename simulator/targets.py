@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import SpecError
+from einsum.yamlio import read_yaml
 from simulator.device import DEVICES, DeviceSpec, load_device, read_device_file
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch
-from simulator.yamlio import read_yaml
 
 __all__ = ["ArchTarget", "DeviceTarget", "Target", "load_target", "valid_targets"]
 

@@ -293,7 +293,7 @@ def case_for_shape(
     seq_q: int | None = None,
     params: Mapping[str, float] | None = None,
 ) -> Case:
-    """:func:`case_for_model` at a zoo model's attention shape (a :class:`workloads.models.ModelShape`): its
+    """:func:`case_for_model` at a zoo model's attention shape (a :class:`workloads.model_shape.ModelShape`): its
     heads, K/V heads and head dims; for an MLA model, a cascade with latent and rope ranks (``L``, ``ER``: ``mla``,
     ``mla-expanded``) takes the model's latent and rope sizes and its nope head dim as ``E`` (unless ``params``
     set them), every other cascade its q/k head dim (nope + rope) as ``E`` and its value head dim as ``F``."""

@@ -9,7 +9,7 @@ decoder, and adds its own readers (sliding window, multi-head latent attention, 
 Every key of the file is accounted for: read into the shape, known to have no effect on the cost (token ids,
 dropouts, norm epsilons, dtypes...), known but not modelled (listed in the shape's ``notes`` with what is
 assumed instead), or unknown (listed in ``notes``). A missing or invalid required key is an error naming the
-file, the line and the key (:class:`simulator.yamlio.Problems`); every problem of a file is reported at once.
+file, the line and the key (:class:`einsum.yamlio.Problems`); every problem of a file is reported at once.
 
 >>> shape = read_hf_config("examples/models/mistral-7b-v0.1.json")
 >>> shape.heads, shape.kv_heads, shape.head_dim, shape.window, shape.attention_kind
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import SpecError
-from simulator.yamlio import REQUIRED, Problems, read_yaml_text_data, show
-from workloads.models import MLAShape, ModelShape, MoEShape, RopeShape
+from einsum.yamlio import REQUIRED, Problems, read_yaml_text_data, show
+from workloads.model_shape import MLAShape, ModelShape, MoEShape, RopeShape
 
-__all__ = ["FAMILIES", "Family", "model_from_config", "print_model_notes", "read_hf_config"]
+__all__ = ["FAMILIES", "Family", "model_from_config", "read_hf_config"]
 
 INERT = frozenset({
     "_name_or_path", "architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version",
@@ -380,14 +380,3 @@ def _parse(path: Path, origin: str) -> Any:
     except (SpecError, RecursionError):
         return data
     return lined if lined == data else data
-
-
-def print_model_notes(model: str, stream: Any = None) -> None:
-    """A command's stderr note of what a config model's reader left out (nothing for a zoo id)."""
-    import sys
-
-    from workloads.models import get_model, is_config_path
-
-    if is_config_path(model):
-        for note in get_model(model).notes:
-            print(f"note: {model}: {note}", file=stream or sys.stderr)

@@ -30,7 +30,8 @@ from typing import Any
 
 from einsum.cascade import Cascade
 from einsum.errors import ShapeError
-from workloads.models import ModelShape, get_model
+from workloads.model_shape import ModelShape
+from workloads.models import get_model
 
 PHASES = ("prefill", "decode")
 

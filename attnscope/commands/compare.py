@@ -62,7 +62,7 @@ def run(args) -> int:
 
     from attnscope.cli import print_json, table
     from attnscope.compare_attention import compare_attention, parse_seqs, write_comparison
-    from workloads.hf_config import print_model_notes
+    from workloads.models import print_model_notes
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     params = {k: getattr(args, k) for k in ("window", "sinks", "splits", "block", "density")}

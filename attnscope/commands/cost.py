@@ -25,8 +25,8 @@ def run(args) -> int:
 
     from attnscope.api import evaluate
     from attnscope.cli import print_json, table
+    from einsum.yamlio import read_yaml_mapping
     from simulator.targets import ArchTarget, load_target
-    from simulator.yamlio import read_yaml_mapping
     from workloads.registry import parse_shape
 
     target = load_target(args.arch)

@@ -188,7 +188,7 @@ def cmd_roofline(args) -> int:
     study = model_rows(args.model, args.phase, args.seq, args.batch, device=args.device, arch=args.arch,
                        dtype=args.dtype, kernel=args.kernel, attention=attention, attention_note=note)  # fmt: skip
     paths = write_report(study, args.out, plot=not args.no_plot)
-    from workloads.hf_config import print_model_notes
+    from workloads.models import print_model_notes
 
     print_model_notes(args.model)
     if args.json:

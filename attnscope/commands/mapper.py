@@ -151,7 +151,7 @@ def _map_cascade(args) -> int:
 
     from attnscope.api import evaluate
     from attnscope.cli import print_json
-    from simulator.yamlio import read_yaml_mapping
+    from einsum.yamlio import read_yaml_mapping
     from workloads.cases import parse_params
     from workloads.registry import parse_shape
 

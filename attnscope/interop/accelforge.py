@@ -44,8 +44,8 @@ from attnscope.interop.common import (
 from einsum.ast import Access, BinOp, format_index
 from einsum.cascade import Cascade, Einsum, bind_index
 from einsum.errors import SpecError
+from einsum.yamlio import Problems, join, show
 from simulator.specs import ArchSpec, spec_from_dict
-from simulator.yamlio import Problems, join, show
 
 _ACCESS_RE = re.compile(r"\s*([A-Za-z_]\w*)\s*\[([^\]]*)\]\s*")
 _EINSUM_KEYS = ("einsum", "is_copy_operation", "renames", "n_instances", "iteration_space_shape", "rank_sizes")

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from einsum.errors import SpecError
+from einsum.yamlio import LineDict, Problems, read_yaml_text_data, show
 from simulator import yamlio
-from simulator.yamlio import LineDict, Problems, read_yaml_text_data, show
 
 
 @dataclass

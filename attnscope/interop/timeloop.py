@@ -41,8 +41,8 @@ from attnscope.interop.common import ident as _ident
 from einsum.ast import Access, BinOp
 from einsum.cascade import Cascade, Einsum, bind_index
 from einsum.errors import SpecError
+from einsum.yamlio import Problems, join, read_yaml, show
 from simulator.specs import OPERATORS, ArchSpec, load_arch, spec_from_dict
-from simulator.yamlio import Problems, join, read_yaml, show
 
 SECTIONS = ("architecture", "problem", "mapping", "ERT", "ART", "attnscope")
 """Top-level keys read; ``attnscope`` (``{dimensions: {letter: rank}}``, written by the export) restores the

@@ -57,13 +57,13 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import AttnscopeError, SpecError
+from einsum.yamlio import LineDict, Problems, join, line_of, read_yaml_text, show
 from mappers.sweep.expressions import MISSING, Expression, ExpressionError, base_value
 from mappers.sweep.metrics import METRICS, metric_names, resolve_metric, stored_metrics
 from mappers.sweep.store import BASE_COLUMNS
 from mappers.sweep.strategies import STRATEGIES, Strategy, get_strategy
 from mappers.sweep.targets import Target, device_with_overrides, fingerprint, resolve_target, valid_targets
 from simulator.specs import ARCHITECTURES, ArchSpec, load_arch, with_overrides
-from simulator.yamlio import LineDict, Problems, join, line_of, read_yaml_text, show
 from workloads.models import MODEL_NAMES, get_model, is_config_path
 from workloads.registry import CASCADES, parse_size
 

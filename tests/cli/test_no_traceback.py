@@ -17,12 +17,12 @@ from einsum.analysis import op_counts
 from einsum.cascade import Cascade
 from einsum.errors import AttnscopeError
 from einsum.interpreter import random_inputs, run
+from einsum.yamlio import read_yaml_text_data
 from mappers.constraints import constraints_from_dict
 from mappers.sweep.spec import sweep_from_dict
 from simulator.device import DEVICES, device_from_dict
 from simulator.mapping import mapping_from_dict
 from simulator.specs import load_arch, spec_from_dict
-from simulator.yamlio import read_yaml_text_data
 from validate.harness.sweep import sweep_from_dict as plan_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from einsum.errors import AttnscopeError, SpecError
 from workloads.hf_config import FAMILIES, model_from_config, read_hf_config
 from workloads.llm import experts_touched, kv_cache_bytes, layer_kernels
-from workloads.models import MODELS, MLAShape, MoEShape, get_model, is_config_path
+from workloads.model_shape import MLAShape, MoEShape
+from workloads.models import MODELS, get_model, is_config_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "examples" / "models"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import RegistryError, SpecError
-from simulator.yamlio import Problems, read_yaml, show
+from einsum.yamlio import Problems, read_yaml, show
 from validate.harness.ops import CALIBRATION_OPS, DTYPES, OPS, ROLES, OpDecl
 from validate.harness.schema import CONTENDED
 
@@ -153,7 +153,7 @@ def sweep_from_dict(data: Any, origin: str = "<dict>") -> Sweep:
     """Validate plain data (as loaded from YAML) and expand it; every problem goes into one SpecError, each
     named by its dotted key and, for data read from a file, its line.
 
-    >>> from simulator.yamlio import read_yaml_text_data
+    >>> from einsum.yamlio import read_yaml_text_data
     >>> sweep_from_dict(read_yaml_text_data("name: s\\ncases:\\n  - {op: matmul, grid: {m: 0, n: [1], k: [1]}}\\n"),
     ...                 "s.yaml")
     Traceback (most recent call last):

@@ -1,7 +1,8 @@
 """Reading YAML specs, the one loader of every spec kind (architecture, device, mapping, constraints, sweep,
 measurement plan): safe, refuses duplicate keys, reads 1e9 as a float (YAML 1.2), remembers the line of every key
 and item (:func:`line_of`), and names the file, line and column of a syntax problem; and the one collector of
-what is wrong in a spec (:class:`Problems`), which every spec reader fills and raises."""
+what is wrong in a spec (:class:`Problems`), which every spec reader fills and raises. It sits in einsum/, the
+bottom layer, because every layer reads specs (workloads reads Hugging Face configs, simulator the hardware)."""
 
 from __future__ import annotations
 
