@@ -235,6 +235,22 @@ class _Chunk:
     tries: int = 0  # how many workers it was lost on (stuck or died)
 
 
+class _Feed:
+    """The chunks to hand out: lost ones first (:attr:`again`), then new ones from the iterator."""
+
+    def __init__(self, chunks: Iterator[list[Task]]):
+        self.chunks = chunks
+        self.again: list[_Chunk] = []
+        self.exhausted = False
+
+    def next(self) -> _Chunk | None:
+        if self.again:
+            return self.again.pop(0)
+        tasks = None if self.exhausted else next(self.chunks, None)
+        self.exhausted = tasks is None
+        return None if tasks is None else _Chunk(tasks)
+
+
 class _Retrying(Executor):
     """What both pools share: the chunk timeout, and what becomes of a chunk taken from its worker.
 
@@ -303,18 +319,13 @@ class LocalPool(_Retrying):
         while len(self.pool) < self.workers:
             self.pool.append(self._spawn())
         running: dict[int, _Chunk] = {}
-        again: list[_Chunk] = []  # lost chunks, to run again first
+        feed = _Feed(chunks)
         ids = itertools.count()
-        exhausted = False
         while True:
             for worker in self.pool:  # hand out work
                 if worker.task is not None:
                     continue
-                chunk = again.pop(0) if again else None
-                if chunk is None and not exhausted:
-                    tasks = next(chunks, None)
-                    exhausted = tasks is None
-                    chunk = _Chunk(tasks) if tasks is not None else None
+                chunk = feed.next()
                 if chunk is None:
                     break
                 task = next(ids)
@@ -346,12 +357,12 @@ class LocalPool(_Retrying):
                     if result is None and worker.task is not None and not worker.process.is_alive():
                         code = worker.process.exitcode
                         why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-                        yield from self._lost(worker, running, again, f"its worker process died ({why})")
+                        yield from self._lost(worker, running, feed.again, f"its worker process died ({why})")
                         continue
                 if result is not None:
                     yield result
                 elif worker.task is not None:
-                    yield from self._check_stuck(worker, running, again)
+                    yield from self._check_stuck(worker, running, feed.again)
 
     def _check_stuck(self, worker: _Worker, running: dict[int, _Chunk], again: list[_Chunk]) -> Iterator[list[Outcome]]:
         now = time.monotonic()
@@ -482,21 +493,15 @@ class DaskPool(_Retrying):
 
         live: dict[Any, _Chunk] = {}  # futures not yet answered -> their chunk
         started: dict[str, tuple[float, str]] = {}  # key -> (when first seen running, on which worker)
-        again: list[_Chunk] = []
-        exhausted = False
+        feed = _Feed(chunks)
         try:
             # The context as a task's result, not scattered data: if every worker holding it is lost, the
             # scheduler computes it again instead of failing the tasks that need it.
             shared = self.client.submit(_context, context, pure=False)
 
             def top_up() -> None:
-                nonlocal exhausted
                 while len(live) < 2 * self.workers:
-                    chunk = again.pop(0) if again else None
-                    if chunk is None and not exhausted:
-                        tasks = next(chunks, None)
-                        exhausted = tasks is None
-                        chunk = _Chunk(tasks) if tasks is not None else None
+                    chunk = feed.next()
                     if chunk is None:
                         return
                     live[self.client.submit(fn, shared, chunk.tasks, pure=False)] = chunk
@@ -518,7 +523,7 @@ class DaskPool(_Retrying):
                 lost = self._stuck(live, started, now)
                 for future, why in lost:
                     failed, rerun = self._rerun(live.pop(future), why)
-                    again.extend(rerun)
+                    feed.again.extend(rerun)
                     if failed:
                         yield failed
                 top_up()
