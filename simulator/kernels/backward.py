@@ -64,98 +64,208 @@ FMA_PER_PAIR = 3
 
 
 @dataclass(frozen=True)
-class BwdTile:
-    """One backward mapping: ``Bc`` keys per CTA, ``Br`` query rows per step, warps, CTAs per SM."""
+class BwdConfig:
+    """One FlashAttention backward configuration, as the library's launch template instantiates it (the kernel
+    traits, not a choice of this model). ``atom_*``: warps (fa2) or MMA warpgroups (fa3) laid along the query
+    rows of ``S``/``dP`` (``AtomLayoutMSdP``), along the keys of ``dK``/``dV`` (``AtomLayoutNdKV``) and along the
+    query rows of ``dQ`` (``AtomLayoutMdQ``), the rest along the other output dimension."""
 
-    br: int
-    bc: int
+    br: int  # kBlockM: query rows per step
+    bc: int  # kBlockN: keys per CTA (its dK, dV accumulators)
+    mma_warps: int  # warps that run the matrix multiplies (fa2: all; fa3: 4 per MMA warpgroup)
+    atom_sdp: int
+    atom_dkv: int
+    atom_dq: int
+    q_stages: int = 2  # Q buffers in shared memory (fa2: No_double_buffer -> 1); fa3: Q always 2
+    do_stages: int = 1  # fa3 Stages_dO (fa2 keeps one dO tile)
+    ds_stages: int = 1  # fa3 Stages_dS
+    v_in_regs: bool = False  # Is_V_in_regs / V_in_regs: V read from registers in dP = dO V^T
+    dkv_rs: bool = False  # fa3 Mma_dKV_is_RS: dV, dK take P^T, dS^T from registers
+
+
+def _fa2(br, bc, msdp, ndkv, mdq, v_in_regs, double=True):
+    return BwdConfig(br, bc, 8, msdp, ndkv, mdq, q_stages=2 if double else 1, v_in_regs=v_in_regs)
+
+
+FA2_BWD_CONFIGS: dict[int, tuple[tuple[int, BwdConfig], ...]] = {
+    32: ((0, _fa2(128, 128, 4, 4, 4, True)),),
+    64: ((144 * 1024, _fa2(128, 128, 4, 4, 4, False)), (0, _fa2(64, 128, 2, 4, 4, True))),
+    96: ((0, _fa2(64, 128, 2, 4, 4, True)),),
+    128: ((144 * 1024, _fa2(64, 128, 2, 4, 2, False)), (0, _fa2(64, 64, 4, 2, 2, True))),
+    160: ((116 * 1024, _fa2(64, 64, 4, 4, 4, False)), (0, _fa2(64, 64, 4, 4, 4, False, double=False))),
+    192: ((136 * 1024, _fa2(64, 64, 4, 2, 2, False)), (0, _fa2(64, 64, 4, 2, 2, True, double=False))),
+    256: (
+        (176 * 1024, _fa2(64, 64, 4, 2, 2, False)),
+        (144 * 1024, _fa2(64, 64, 4, 2, 2, False, double=False)),
+        (0, _fa2(64, 32, 4, 1, 2, True, double=False)),
+    ),
+}
+"""FlashAttention-2's backward kernel traits per (rounded-up) head dim, each behind the largest shared memory
+per block it asks for (the library switches on ``cudaDevAttrMaxSharedMemoryPerBlockOptin``): Dao-AILab/flash-
+attention ``csrc/flash_attn/src/flash_bwd_launch_template.h`` at commit 073afd5931d6672ff4899429f83a881ff8182fe2,
+``run_mha_bwd_hdim{32..256}``, no dropout: ``Flash_bwd_kernel_traits<d, kBlockM, kBlockN, kNWarps,
+AtomLayoutMSdP, AtomLayoutNdKV, AtomLayoutMdQ, Is_V_in_regs, No_double_buffer>``. Every one has 8 warps."""
+
+FA3_BWD_CONFIGS: dict[tuple[int, bool], BwdConfig] = {
+    (64, False): BwdConfig(128, 128, 8, 1, 2, 2, do_stages=2, ds_stages=2, dkv_rs=True),
+    (64, True): BwdConfig(128, 128, 8, 1, 2, 2, do_stages=2, ds_stages=2, dkv_rs=True),
+    (96, False): BwdConfig(64, 128, 8, 1, 2, 1, do_stages=2, ds_stages=2, v_in_regs=True, dkv_rs=True),
+    (96, True): BwdConfig(64, 128, 8, 1, 2, 1, do_stages=2, ds_stages=2, v_in_regs=True, dkv_rs=True),
+    (128, False): BwdConfig(80, 128, 8, 1, 2, 1, do_stages=2, ds_stages=2, dkv_rs=True),
+    (128, True): BwdConfig(64, 128, 8, 1, 2, 1, do_stages=2, ds_stages=2, dkv_rs=True),
+    (192, False): BwdConfig(64, 96, 12, 1, 1, 1),
+    (192, True): BwdConfig(64, 96, 12, 1, 1, 1),
+    (256, False): BwdConfig(64, 80, 8, 1, 1, 1),
+    (256, True): BwdConfig(64, 80, 8, 1, 1, 1),
+}
+"""FlashAttention-3's Hopper backward per (rounded-up head dim, causal or windowed): Dao-AILab/flash-attention
+``hopper/flash_bwd_launch_template.h`` at commit 000786d22a0769a389c7c14828a9cfeb268066bd, ``run_mha_bwd_hdim*``
+for ``Arch >= 90`` without softcap: ``kBlockM, kBlockN, Stages_dO, Stages_dS, SdP_swapAB, dKV_swapAB,
+dQ_swapAB, NumMmaWarpGroups, AtomLayoutMSdP, AtomLayoutNdKV, AtomLayoutMdQ, V_in_regs`` (head dim 192 with
+its own value dim: the 3-warpgroup branch). ``dkv_rs`` is ``Mma_dKV_is_RS = AtomLayoutMSdP == 1 &&
+AtomLayoutNdKV == NumMmaWarpGroups && SdP_swapAB && !dKV_swapAB`` (``hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp``).
+One producer warpgroup besides the MMA ones."""
+
+FA3_BWD_REGS = {2: (24, 240), 3: (32, 160)}
+"""Registers per thread (producer, MMA warpgroups) after ``setmaxnreg``, by MMA warpgroups:
+``LoadRegisterRequirement`` / ``MmaRegisterRequirement`` of ``hopper/flash_bwd_kernel_sm90.h`` (Dao-AILab/flash-
+attention, commit b3c68b169824a58df339e4fcb0ad5e5a3e4d4327)."""
+
+
+@dataclass(frozen=True)
+class BwdTile:
+    """One backward mapping: the cited configuration, with its shared memory, registers and CTAs per SM."""
+
+    config: BwdConfig
     warps: int
     per_sm: int
     smem_bytes: int
     regs_per_thread: int
 
     @property
+    def br(self) -> int:
+        return self.config.br
+
+    @property
+    def bc(self) -> int:
+        return self.config.bc
+
+    @property
     def warpgroups(self) -> int:
-        """Consumer warpgroups (fa3: one of the CTA's warpgroups is the producer)."""
-        return max(1, self.warps // 4 - 1)
+        """MMA (consumer) warpgroups (fa3: one more warpgroup is the producer)."""
+        return max(1, self.config.mma_warps // 4)
 
 
-def bwd_candidates(m: Machine, kernel: str, d: int) -> list[BwdTile]:
-    """Every backward tile that fits the SM's shared memory and register file at head dim ``d``.
+def _round_head_dim(kernel: str, d: int) -> int:
+    dims = sorted(FA2_BWD_CONFIGS) if kernel == "fa2" else sorted({k for k, _ in FA3_BWD_CONFIGS})
+    need(d <= dims[-1], f"{kernel} backward: head_dim {d} exceeds the largest the kernel is built for "
+         f"({dims[-1]}); head dims it runs: up to {', '.join(map(str, dims))}")  # fmt: skip
+    return next(x for x in dims if x >= d)
 
-    Registers (fp32 words per thread): the dK and dV accumulators (``2 Bc d``) and the ``S`` and ``dP`` tiles
-    (``2 Br Bc``) over the CTA's (consumer) threads, plus 32 for addresses and indices. Shared memory: the K
-    and V blocks, the Q and dO tiles (double-buffered, or single where that does not fit, as FlashAttention-2
-    does at head dim 256), and the ``Br x Bc`` dS tile that the dQ multiply reads transposed. fa3: 1-3 consumer
-    warpgroups and one producer warpgroup."""
+
+def bwd_tile(m: Machine, kernel: str, d: int, causal: bool) -> BwdTile:
+    """The backward tile FlashAttention runs at head dim ``d`` on this device (:data:`FA2_BWD_CONFIGS`,
+    :data:`FA3_BWD_CONFIGS`), its shared memory and register use and the CTAs per SM they leave.
+
+    fa2: shared memory as the kernel traits size it: Q (``q_stages`` buffers) and dO, then K, V, P and dS, or,
+    with V in registers, the larger of K + V and K + P + dS (V's buffer reused); registers per thread: the dK
+    and dV accumulators (``2 Bc d`` fp32) and the S and dP tiles (``2 Br Bc``) over the CTA's threads, plus V
+    (``Bc d`` elements) when it stays in registers, plus 32 for addresses; CTAs per SM from both budgets.
+    fa3: one CTA per SM when its warpgroups' ``setmaxnreg`` registers (:data:`FA3_BWD_REGS`) fit the register
+    file; shared memory is TMA-staged and the library's choice fits by construction on Hopper, so the estimate
+    (Q x 2, dO, K, V, dS and P stages, the fp32 dQ tile) is reported, not enforced."""
     spec, e = m.spec, m.elem_bytes
-    regs_total = spec.regs_bytes_per_sm / 4
-    out = []
-    shapes = (
-        [(br, bc, w, st) for br in (64, 128) for bc in (64, 128) for w in (4, 8) for st in (2, 1)]
-        if kernel == "fa2"
-        else [(br, bc, 4 * wgs + 4, 2) for br in (64, 128) for bc in (64, 128) for wgs in (1, 2, 3)]
-    )
-    for br, bc, warps, stages in shapes:
-        compute_warps = warps if kernel == "fa2" else warps - 4  # fa3: one producer warpgroup
-        regs = (2 * bc * d + 2 * br * bc) / (compute_warps * 32) + 32
-        smem = (2 * bc * d + stages * 2 * br * d + br * bc) * e + stages * 2 * br * 4
-        if regs > 255 or smem > spec.smem_bytes_per_sm:
-            continue
-        if kernel == "fa2":
-            per_sm = min(
-                int(spec.smem_bytes_per_sm // smem),
-                int(regs_total // (warps * 32 * max(regs, 128))),
-                spec.max_warps_per_sm // warps,
-            )
-        else:  # the producer warpgroup gives its registers to the consumers (setmaxnreg: 24 per thread)
-            per_sm = int(regs_total - 128 * 24 >= compute_warps * 32 * regs)
-        if per_sm >= 1:
-            out.append(BwdTile(br, bc, warps, per_sm, smem, math.ceil(regs)))
-    return out
-
-
-def _operand_bytes(kernel: str, t: BwdTile, d: int, e: int) -> float:
-    """Shared-memory bytes one tile's five matrix multiplies read, plus ``P`` and ``dS`` written there.
-
-    The products, as FlashAttention-2's backward runs them: ``S = Q K^T`` and ``dP = dO V^T`` (``Br x Bc``,
-    operands from shared memory), ``P`` and ``dS`` written to shared memory, then ``dV = P^T dO``,
-    ``dK = dS^T Q`` (``Bc x d``, ``P^T`` and ``dS^T`` read transposed) and ``dQ = dS K`` (``Br x d``). fa2
-    (warp-level mma): the warps tile each product's output as a ``wm x wn`` grid (the layout that reads the
-    least, as FlashAttention-2 picks one per product); each warp reads its rows of A and its columns of B, so A
-    is read ``wn`` times and B ``wm`` times. fa3 (wgmma, 64 rows per warpgroup instruction): the consumer
-    warpgroups split the rows in 64-row slices (or the columns, where that reads less), and each reads the
-    other operand whole."""
-    br, bc = t.br, t.bc
-    products = ((br, bc, d), (br, bc, d), (bc, d, br), (bc, d, br), (br, d, bc))  # (M, N, K): S, dP, dV, dK, dQ
+    dd = _round_head_dim(kernel, d)
     if kernel == "fa2":
-        grids = [(wm, t.warps // wm) for wm in (1, 2, 4, 8, 16) if t.warps % wm == 0 and wm <= t.warps]
-    else:
-        grids = [(t.warpgroups, 1), (1, t.warpgroups)]
-    total = 2.0 * br * bc  # P and dS written
-    for rows, cols, depth in products:
-        total += min(wn * rows * depth + wm * cols * depth for wm, wn in grids)
-    return total * e
+        cfg = next((c for floor, c in FA2_BWD_CONFIGS[dd] if spec.smem_bytes_per_sm >= floor), None)
+        assert cfg is not None  # every table ends with a floor of 0
+        br, bc = cfg.br, cfg.bc
+        kv_side = max(2 * bc * dd, bc * dd + 2 * br * bc) if cfg.v_in_regs else 2 * bc * dd + 2 * br * bc
+        smem = ((cfg.q_stages + 1) * br * dd + kv_side) * e
+        threads = cfg.mma_warps * 32
+        regs = (2 * bc * dd + 2 * br * bc) / threads + 32 + (bc * dd * e / 4 / threads if cfg.v_in_regs else 0)
+        need(smem <= spec.smem_bytes_per_sm, f"fa2 backward: head_dim {d} needs {smem} bytes of shared memory "
+             f"(kBlockM {br} x kBlockN {bc}); {spec.id} has {spec.smem_bytes_per_sm:.0f} "
+             "(smem_bytes_per_sm)")  # fmt: skip
+        per_sm = min(
+            int(spec.smem_bytes_per_sm // smem),
+            int(spec.regs_bytes_per_sm / 4 // (threads * max(regs, 128))),
+            spec.max_warps_per_sm // cfg.mma_warps,
+        )
+        return BwdTile(cfg, cfg.mma_warps, max(per_sm, 1), smem, math.ceil(min(regs, 255)))
+    cfg = FA3_BWD_CONFIGS[(dd, causal)]
+    br, bc, wgs = cfg.br, cfg.bc, cfg.mma_warps // 4
+    load, mma = FA3_BWD_REGS[wgs]
+    smem = (2 * br * dd + cfg.do_stages * br * dd + 2 * bc * dd) * e
+    smem += cfg.ds_stages * br * bc * e * (1 if cfg.dkv_rs else 2) + br * dd * 4
+    per_sm = int(spec.regs_bytes_per_sm / 4 // (128 * (load + wgs * mma)))
+    need(per_sm >= 1, f"fa3 backward: {wgs + 1} warpgroups at {mma} registers per MMA thread exceed "
+         f"{spec.id}'s register file (regs_bytes_per_sm)")  # fmt: skip
+    return BwdTile(cfg, cfg.mma_warps + 4, 1, int(smem), mma)
+
+
+def _products(kernel: str, t: BwdTile, d: int, e: int) -> list[tuple[str, float, float]]:
+    """The five matrix multiplies of one tile as ``(name, FLOPs, shared-memory bytes read)``.
+
+    Each product's output ``X x Y`` (depth ``K``) is split over the MMA warps (fa2) or warpgroups (fa3) as the
+    configuration lays them: ``a`` along ``X`` (:class:`BwdConfig`'s ``atom_*``), ``W / a`` along ``Y``; each
+    reads its rows of the ``X x K`` operand and its columns of the ``Y x K`` one, so the first is read ``W / a``
+    times and the second ``a`` times. ``S = Q K^T`` and ``dP = dO V^T`` (``Br x Bc``, depth ``d``; V from
+    registers when the configuration keeps it there), ``dV = P^T dO`` and ``dK = dS^T Q`` (``Bc x d``, depth
+    ``Br``; ``P^T`` and ``dS^T`` from registers in fa3's ``Mma_dKV_is_RS``), ``dQ = dS K`` (``Br x d``, depth
+    ``Bc``). The smaller the tile, the more operand bytes per FLOP: this is what bounds a small tile's
+    tensor-core use (as :func:`simulator.kernels.attention.tile_cycles` does for the forward tiles)."""
+    c = t.config
+    w = c.mma_warps if kernel == "fa2" else t.warpgroups
+    br, bc = c.br, c.bc
+    flops = 2.0 * br * bc * d
+
+    def reads(x: int, y: int, k: int, a: int, x_in_regs: bool = False, y_in_regs: bool = False) -> float:
+        return ((0 if x_in_regs else (w / a) * x * k) + (0 if y_in_regs else a * y * k)) * e
+
+    return [
+        ("S", flops, reads(br, bc, d, c.atom_sdp)),
+        ("dP", flops, reads(br, bc, d, c.atom_sdp, y_in_regs=c.v_in_regs)),
+        ("dV", flops, reads(bc, d, br, c.atom_dkv, x_in_regs=c.dkv_rs)),
+        ("dK", flops, reads(bc, d, br, c.atom_dkv, x_in_regs=c.dkv_rs)),
+        ("dQ", flops, reads(br, d, bc, c.atom_dq)),
+    ]
 
 
 def _tile_cycles(m: Machine, kernel: str, t: BwdTile, d: int, masked: bool) -> tuple[float, dict[str, float]]:
+    """SM-cycles of one backward tile (module docstring) and its per-unit parts.
+
+    The products run in dependency order with a barrier wherever the next needs the last one's result, as the
+    kernels do (fa2: ``__syncthreads`` after P and dS are written and after ``dV``; fa3: named barriers between
+    its warpgroups): each product is its own phase, ``max(tensor, shared memory)``, and the phases add. Products
+    with no dependency between them overlap: in fa3, ``dP`` with the exp of ``P`` (it does not need P), and
+    ``dV``, ``dK``, ``dQ`` issued back to back as asynchronous ``wgmma`` (one phase over the three). The dQ
+    atomics (fa2: ``atomicAdd`` by every thread; fa3: a producer warp's TMA reduce-add) and the streamed
+    ``Q_i``, ``dO_i``, ``L_i``, ``D_i`` pass through the SM's share of L2 alongside the tile: ``max(tile, L2)``.
+    """
     pairs = t.br * t.bc
-    tensor = 5 * 2.0 * pairs * d / m.tensor_rate
+    e = m.elem_bytes
+    prods = _products(kernel, t, d, e)
+    phase = {n: (f / m.tensor_rate, b / m.smem_rate) for n, f, b in prods}
+    written = (1 if kernel == "fa3" and t.config.dkv_rs else 2) * pairs * e / m.smem_rate  # P and dS to smem
+    tensor = sum(x for x, _ in phase.values())
+    smem = sum(y for _, y in phase.values()) + written
     sfu = pairs / m.sfu_rate
     fma = pairs * (FMA_PER_PAIR + (1 if masked else 0)) / m.fma_rate
-    smem = _operand_bytes(kernel, t, d, m.elem_bytes) / m.smem_rate
-    streamed = (2 * t.br * d * m.elem_bytes + 2 * t.br * 4) + t.br * d * 4  # Q_i, dO_i, L_i, D_i in; dQ atomics
+    streamed = (2 * t.br * d * e + 2 * t.br * 4) + t.br * d * 4  # Q_i, dO_i, L_i, D_i in; dQ atomics
     l2 = streamed / m.l2_share_bytes_per_clock
     if kernel == "fa2":
-        cycles = max(tensor, smem) + sfu + fma
+        cycles = sum(max(x, y) for x, y in phase.values()) + written + sfu + fma
     else:
-        # the consumer warpgroups share each Q_i / dO_i tile and run in step (no ping-pong in the backward pass):
-        # the score recompute S, then the exp and S - L while dP = dO V^T runs (it does not need P), then
-        # dS = P * (dP - D), then dV, dK and dQ, which wait on P and dS
-        step = tensor / 5
         sub = pairs / m.fma_rate
-        chain = step + max(sfu + sub, step) + (fma - sub) + 3 * step
-        cycles = max(chain, smem)
+        last = [phase[n] for n in ("dV", "dK", "dQ")]
+        cycles = (
+            max(*phase["S"])
+            + max(sfu + sub, *phase["dP"])
+            + (fma - sub)
+            + written
+            + max(sum(x for x, _ in last), sum(y for _, y in last))
+        )
     parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
     return max(cycles, l2), parts
 
@@ -195,32 +305,25 @@ def predict_fused_bwd(m: Machine, kernel: str, s: dict) -> KernelPrediction:
     need(m.dtype in ("fp16", "bf16"), f"{kernel} backward: dtype {m.dtype} not supported; it runs fp16, bf16 "
          "(FlashAttention-3's FP8 path is forward only)")  # fmt: skip
     e = m.elem_bytes
-    tiles = bwd_candidates(m, kernel, d)
-    need(bool(tiles), f"{kernel} backward: head_dim {d} does not fit {m.spec.id}'s shared memory "
-         f"(smem_bytes_per_sm) and register file (regs_bytes_per_sm) for dtype {m.dtype}")  # fmt: skip
+    t = bwd_tile(m, kernel, d, bool(s["causal"] or s["window"]))
     rows = b * h * sq
-    best = None
-    for t in tiles:
-        visited, straddling = _row_blocks(s, t.br, t.bc)
-        plain, parts = _tile_cycles(m, kernel, t, d, masked=False)
-        edge, _ = _tile_cycles(m, kernel, t, d, masked=True)
-        prologue = m.latency_s * m.clock_hz + (2 * t.bc * d * e + 2 * t.br * d * e) / m.l2_share_bytes_per_clock
-        epilogue = 2 * t.bc * d * e / m.l2_share_bytes_per_clock
-        per_block = (visited - straddling) * plain + straddling * edge + (prologue + epilogue) / t.per_sm
-        cta = np.sort(np.tile(per_block, b * h))[::-1]
-        first = min(cta.size, m.sms * t.per_sm)  # fill: K/V blocks and first Q, dO tiles; drain: dK, dV out
-        fill_drain = fill_drain_s(m, first * (2 * t.bc * d * e + 2 * t.br * d * e), first * 2 * t.bc * d * e)
-        compute_s = makespan_cycles(cta, m.sms, t.per_sm) / m.clock_hz + fill_drain
-        n_vis = float(visited.sum()) * b * h
-        # DRAM: Q, dO, L, D and K, V read once per (head, K/V head) (re-reads hit L2), dK and dV written (per
-        # query head: summed over a group afterwards), the dQ accumulator written back once
-        dram = (2 * b * h * sq * d * e + 2 * rows * 4 + 2 * b * hk * skv * d * e + 2 * b * h * skv * d * e
-                + rows * d * 4)  # fmt: skip
-        memory_s = dram / m.dram_bytes_per_s
-        time = max(compute_s, memory_s)
-        if best is None or time < best[0]:
-            best = (time, t, compute_s, memory_s, dram, parts, n_vis, visited.size, fill_drain)
-    time, t, compute_s, memory_s, dram, parts, n_vis, key_blocks, fill_drain = best
+    visited, straddling = _row_blocks(s, t.br, t.bc)
+    plain, parts = _tile_cycles(m, kernel, t, d, masked=False)
+    edge, _ = _tile_cycles(m, kernel, t, d, masked=True)
+    prologue = m.latency_s * m.clock_hz + (2 * t.bc * d * e + 2 * t.br * d * e) / m.l2_share_bytes_per_clock
+    epilogue = 2 * t.bc * d * e / m.l2_share_bytes_per_clock
+    per_block = (visited - straddling) * plain + straddling * edge + (prologue + epilogue) / t.per_sm
+    cta = np.sort(np.tile(per_block, b * h))[::-1]
+    first = min(cta.size, m.sms * t.per_sm)  # fill: K/V blocks and first Q, dO tiles; drain: dK, dV out
+    fill_drain = fill_drain_s(m, first * (2 * t.bc * d * e + 2 * t.br * d * e), first * 2 * t.bc * d * e)
+    compute_s = makespan_cycles(cta, m.sms, t.per_sm) / m.clock_hz + fill_drain
+    n_vis = float(visited.sum()) * b * h
+    # DRAM: Q, dO, L, D and K, V read once per (head, K/V head) (re-reads hit L2), dK and dV written (per
+    # query head: summed over a group afterwards), the dQ accumulator written back once
+    dram = (2 * b * h * sq * d * e + 2 * rows * 4 + 2 * b * hk * skv * d * e + 2 * b * h * skv * d * e
+            + rows * d * 4)  # fmt: skip
+    memory_s = dram / m.dram_bytes_per_s
+    key_blocks = visited.size
     core = {k: v for k, v in parts.items() if k != "l2"}
     bound = "l2" if parts["l2"] >= max(core.values()) else max(core, key=core.__getitem__)
     pairs = useful_pairs(sq, skv, s["causal"], s["window"])
@@ -236,6 +339,9 @@ def predict_fused_bwd(m: Machine, kernel: str, s: dict) -> KernelPrediction:
         "smem_bytes": t.smem_bytes,
         "regs_per_thread": t.regs_per_thread,
         "query_tiles_visited": round(n_vis),
+        "dq_atomic_bytes": n_vis * t.br * d * 4,  # fp32 dQ partials added through L2: one Br x d per visited tile
+        "q_stages": t.config.q_stages,
+        "v_in_regs": t.config.v_in_regs,
         "fill_drain_s": fill_drain,
         "tile_cycles": {k: round(v, 1) for k, v in parts.items()},
     }

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from einsum.errors import AttnscopeError, SpecError
 from simulator.device import load_device
 from simulator.gpu import predict
-from simulator.kernels.backward import BWD_FLOP_RATIO, bwd_candidates
+from simulator.kernels.backward import BWD_FLOP_RATIO, FA3_BWD_REGS, _products, bwd_tile
 from simulator.kernels.machine import machine
 
 GRID = [
@@ -81,14 +81,81 @@ def test_grouped_kv_heads_sum_dk_dv_over_the_group():
     assert unfused.parts[-1].kernel == "dkv-group-sum"
 
 
-def test_backward_tiles_fit_the_sm():
-    for device, kernel in (("a100-sxm", "fa2"), ("h100-sxm", "fa2"), ("h100-sxm", "fa3")):
-        m = machine(load_device(device), "bf16", legacy_mma=kernel == "fa2")
-        for d in (64, 128, 256):
-            tiles = bwd_candidates(m, kernel, d)
-            assert tiles, (device, kernel, d)
-            for t in tiles:
-                assert t.smem_bytes <= m.spec.smem_bytes_per_sm and t.regs_per_thread <= 255
+@pytest.mark.parametrize(
+    ("device", "kernel", "d", "causal", "expected"),
+    [  # (kBlockM, kBlockN, warps, Q buffers, V in registers) of FlashAttention's launch templates
+        ("a100-sxm", "fa2", 64, False, (128, 128, 8, 2, False)),
+        ("a100-sxm", "fa2", 128, True, (64, 128, 8, 2, False)),
+        ("a100-sxm", "fa2", 256, False, (64, 64, 8, 1, False)),  # A100: no double buffering at 256
+        ("h100-sxm", "fa2", 256, False, (64, 64, 8, 2, False)),  # >= 176 KB: double-buffered Q
+        ("l4", "fa2", 256, False, (64, 32, 8, 1, True)),  # 99 KB parts: V in registers
+        ("l4", "fa2", 128, False, (64, 64, 8, 2, True)),
+        ("h100-sxm", "fa3", 64, False, (128, 128, 12, 2, False)),
+        ("h100-sxm", "fa3", 128, False, (80, 128, 12, 2, False)),
+        ("h100-sxm", "fa3", 128, True, (64, 128, 12, 2, False)),
+        ("h100-sxm", "fa3", 256, True, (64, 80, 12, 2, False)),
+        ("h100-sxm", "fa3", 100, False, (64, 128, 12, 2, True)),  # rounded up to the 96..128 kernel: 128
+    ],
+)
+def test_backward_tile_is_the_cited_flash_attention_configuration(device, kernel, d, causal, expected):
+    m = machine(load_device(device), "bf16", legacy_mma=kernel == "fa2")
+    t = bwd_tile(m, kernel, d, causal)
+    if d == 100:  # 100 rounds up to 128 (non-causal: 80 x 128), not to 96
+        expected = (80, 128, 12, 2, False)
+    assert (t.br, t.bc, t.warps, t.config.q_stages, t.config.v_in_regs) == expected
+    if kernel == "fa2":
+        assert t.smem_bytes <= m.spec.smem_bytes_per_sm
+
+
+@pytest.mark.parametrize(("device", "kernel"), [("a100-sxm", "fa2"), ("h100-sxm", "fa2"), ("h100-sxm", "fa3")])
+def test_register_pressure_leaves_one_backward_cta_per_sm(device, kernel):
+    m = machine(load_device(device), "bf16", legacy_mma=kernel == "fa2")
+    regs = m.spec.regs_bytes_per_sm / 4
+    for d in (64, 128, 256):
+        t = bwd_tile(m, kernel, d, False)
+        assert t.per_sm == 1, (d, t)
+        if kernel == "fa2":  # the dK, dV accumulators and S, dP tiles: two CTAs would not fit the register file
+            assert 2 * t.warps * 32 * t.regs_per_thread > regs
+        else:  # setmaxnreg: producer + MMA warpgroups fill the register file
+            load, mma = FA3_BWD_REGS[t.warpgroups]
+            assert regs - 128 * (load + t.warpgroups * mma) < 128 * (load + t.warpgroups * mma)
+
+
+def test_operands_kept_in_registers_leave_shared_memory():
+    m = machine(load_device("l4"), "bf16")
+    t = bwd_tile(m, "fa2", 128, False)  # V in registers
+    smem = {name: b for name, _, b in _products("fa2", t, 128, 2)}
+    assert smem["dP"] < smem["S"]  # dP = dO V^T reads V from registers; S = Q K^T reads K from shared memory
+    h = machine(load_device("h100-sxm"), "bf16")
+    t3 = bwd_tile(h, "fa3", 128, True)  # Mma_dKV_is_RS: P^T and dS^T from registers
+    smem3 = {name: b for name, _, b in _products("fa3", t3, 128, 2)}
+    assert smem3["dV"] == smem3["dK"] == t3.config.atom_dkv * 128 * t3.br * 2
+
+
+def test_dq_atomics_grow_with_the_number_of_key_blocks():
+    shape = {"batch": 1, "heads": 16, "seq_q": 4096, "head_dim": 128, "kernel": "fa2", "direction": "bwd"}
+    one = predict("h100-sxm", "sdpa", seq_kv=4096, **shape).parts[1]
+    two = predict("h100-sxm", "sdpa", seq_kv=8192, **shape).parts[1]
+    t = one.tiles
+    key_blocks = 4096 // t["block_n"]
+    # every key block's CTA adds a Br x d fp32 partial per query tile it visits: rows x d x 4 per key block
+    assert t["dq_atomic_bytes"] == pytest.approx(16 * 4096 * 128 * 4 * key_blocks)
+    assert two.tiles["dq_atomic_bytes"] == pytest.approx(2 * t["dq_atomic_bytes"])
+
+
+def test_phases_with_a_barrier_between_them_do_not_overlap():
+    # fa2: every product is its own phase (a barrier after P and dS are written and after dV), so a tile costs
+    # at least the sum of per-product max(tensor, shared memory), and more than the unbarriered max(T, M)
+    # (at head dim 256 S and dP are shared-memory bound, dV, dK, dQ tensor bound)
+    p = predict("h100-sxm", "sdpa", batch=1, heads=8, seq_q=4096, head_dim=256, kernel="fa2", direction="bwd")
+    main = p.parts[1]
+    c = main.tiles["tile_cycles"]
+    m = machine(load_device("h100-sxm"), "bf16", legacy_mma=True)
+    t = bwd_tile(m, "fa2", 256, False)
+    phases = sum(max(f / m.tensor_rate, b / m.smem_rate) for _, f, b in _products("fa2", t, 256, 2))
+    assert phases > max(c["tensor"], c["smem"] - 2 * t.br * t.bc * 2 / m.smem_rate)
+    per_tile = main.times_s[main.bound] * m.clock_hz * m.sms / main.tiles["query_tiles_visited"]
+    assert per_tile >= phases + c["sfu"] + c["fma"]
 
 
 @pytest.mark.parametrize(
