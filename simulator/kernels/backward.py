@@ -16,16 +16,28 @@
 3. *postprocess*: dQ converted from the fp32 accumulator to the dtype (and, for grouped K/V heads, dK and dV
    summed over the query heads of a group: FlashAttention-2 writes them per query head).
 
-Per tile, in SM-cycles, with ``T`` tensor, ``S`` exp, ``F`` FP32-lane and ``M`` shared-memory times (the same
-rules as the forward kernels, :func:`simulator.kernels.attention.tile_cycles`): fa2 serializes the
-elementwise work between the matrix multiplies, ``max(T, M) + S + F``; in fa3 the consumer warpgroups share
-each query tile and run in step (the forward pass's ping-pong needs independent row blocks per warpgroup), and
-only ``dP = dO V^T``, which does not need ``P``, overlaps the exp:
-``max(T/5 + max(S + F_1, T/5) + F_2 + 3T/5, M)`` with ``F_1`` the subtract before the exp and ``F_2`` the rest.
-Shared-memory traffic is counted per matrix multiply from the warp layout
-(:func:`_operand_bytes`); the streamed ``Q_i``, ``dO_i``, ``L_i``, ``D_i`` tiles and the dQ atomics pass
-through the SM's share of L2. CTAs are list-scheduled over the SMs (longest first), each paying its exposed
-prologue (DRAM latency, its K/V block and the first query tile) and epilogue (dK, dV out).
+**The tile is FlashAttention's, not this model's choice** (:func:`bwd_tile`): ``Br``, ``Bc``, the warps, the
+warp (warpgroup) layout of each product, Q's double buffering and whether V (fa2) or ``P^T``/``dS^T`` (fa3) stay
+in registers are the library's launch-template configuration per head dim and shared-memory size
+(:data:`FA2_BWD_CONFIGS`, :data:`FA3_BWD_CONFIGS`, cited by repository, path and commit). The dK and dV
+accumulators and the S and dP tiles fill the register file (fa3: ``setmaxnreg`` 240 per MMA thread), so one
+CTA runs per SM on A100 and H100: no second CTA hides a tile's barriers or its prologue.
+
+Per tile, in SM-cycles, with ``T_i`` tensor and ``M_i`` shared-memory times of product ``i`` (its operand
+reads from the configuration's warp layout, :func:`_products`: the smaller the tile, the more bytes per FLOP),
+``S`` exp and ``F`` FP32-lane times: a barrier separates dependent products, so each is a phase
+``max(T_i, M_i)`` and the phases add. fa2 (``__syncthreads`` after P and dS are written and after dV, every
+product a synchronous ``mma``): ``sum_i max(T_i, M_i) + W + S + F`` with ``W`` the P and dS stores. fa3 (the
+MMA warpgroups share each query tile; the forward pass's ping-pong needs independent row blocks per
+warpgroup): ``max(T_S, M_S) + max(S + F_1, T_dP, M_dP) + F_2 + W + max(T_dV + T_dK + T_dQ, M_dV + M_dK +
+M_dQ)``: only ``dP = dO V^T``, which does not need ``P``, overlaps the exp (``F_1`` the subtract before it,
+``F_2`` the rest), and the three products that need only ``P`` and ``dS`` issue back to back as asynchronous
+``wgmma``. The streamed ``Q_i``, ``dO_i``, ``L_i``, ``D_i`` tiles and the dQ partials (fa2: fp32 ``atomicAdd``
+by every thread, which does not wait for a reply; fa3: a producer warp's TMA reduce-add) pass through the SM's
+share of L2 alongside the tile, ``max(tile, L2)``: the reduction is costed as its bytes, ``Br x d x 4`` per
+visited tile (``dq_atomic_bytes``), since no atomic-throughput microbenchmark of A100 or H100 L2 is cited
+here. CTAs are list-scheduled over the SMs (longest first), each paying its exposed prologue (DRAM latency,
+its K/V block and the first query tile) and epilogue (dK, dV out).
 
 FLOPs are counted as FlashAttention's benchmarks count the backward pass: 2.5x the forward's (five matrix
 multiplies against two), masked pairs excluded; the per-kernel parts report what each kernel executes.
