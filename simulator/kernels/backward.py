@@ -168,6 +168,16 @@ class BwdTile:
         return max(1, self.config.mma_warps // 4)
 
 
+def fa2_smem_bytes(cfg: BwdConfig, d: int, elem_bytes: int) -> int:
+    """Shared memory of a FlashAttention-2 backward CTA as its kernel traits size it: Q (``q_stages`` buffers)
+    and dO, then K, V, P and dS, or, with V in registers, the larger of K + V and K + P + dS (V's buffer
+    reused). It reproduces the thresholds of the launch template (144 KiB for d64 128 x 128 and d128 64 x 128,
+    176 KiB for d256 double-buffered, 116 KiB for d96 and d160, 136 KiB for d192)."""
+    br, bc = cfg.br, cfg.bc
+    kv_side = max(2 * bc * d, bc * d + 2 * br * bc) if cfg.v_in_regs else 2 * bc * d + 2 * br * bc
+    return ((cfg.q_stages + 1) * br * d + kv_side) * elem_bytes
+
+
 def _round_head_dim(kernel: str, d: int) -> int:
     dims = sorted(FA2_BWD_CONFIGS) if kernel == "fa2" else sorted({k for k, _ in FA3_BWD_CONFIGS})
     need(d <= dims[-1], f"{kernel} backward: head_dim {d} exceeds the largest the kernel is built for "
@@ -192,8 +202,7 @@ def bwd_tile(m: Machine, kernel: str, d: int, causal: bool) -> BwdTile:
         cfg = next((c for floor, c in FA2_BWD_CONFIGS[dd] if spec.smem_bytes_per_sm >= floor), None)
         assert cfg is not None  # every table ends with a floor of 0
         br, bc = cfg.br, cfg.bc
-        kv_side = max(2 * bc * dd, bc * dd + 2 * br * bc) if cfg.v_in_regs else 2 * bc * dd + 2 * br * bc
-        smem = ((cfg.q_stages + 1) * br * dd + kv_side) * e
+        smem = fa2_smem_bytes(cfg, dd, e)
         threads = cfg.mma_warps * 32
         regs = (2 * bc * dd + 2 * br * bc) / threads + 32 + (bc * dd * e / 4 / threads if cfg.v_in_regs else 0)
         need(smem <= spec.smem_bytes_per_sm, f"fa2 backward: head_dim {d} needs {smem} bytes of shared memory "

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 from einsum.errors import AttnscopeError, SpecError
 from simulator.device import load_device
 from simulator.gpu import predict
-from simulator.kernels.backward import BWD_FLOP_RATIO, FA3_BWD_REGS, _products, bwd_tile
+from simulator.kernels.backward import (
+    BWD_FLOP_RATIO,
+    FA2_BWD_CONFIGS,
+    FA3_BWD_REGS,
+    BwdConfig,
+    _products,
+    bwd_tile,
+    fa2_smem_bytes,
+)
 from simulator.kernels.machine import machine
 
 GRID = [
@@ -105,6 +113,19 @@ def test_backward_tile_is_the_cited_flash_attention_configuration(device, kernel
     assert (t.br, t.bc, t.warps, t.config.q_stages, t.config.v_in_regs) == expected
     if kernel == "fa2":
         assert t.smem_bytes <= m.spec.smem_bytes_per_sm
+
+
+def test_fa2_shared_memory_model_reproduces_the_launch_templates_thresholds():
+    # each configuration behind a shared-memory floor is the one that needs exactly that much (16-bit types):
+    # the library picks it where cudaDevAttrMaxSharedMemoryPerBlockOptin reaches its size
+    floors = [(d, floor, cfg) for d, options in FA2_BWD_CONFIGS.items() for floor, cfg in options if floor]
+    assert len(floors) == 6
+    for d, floor, cfg in floors:
+        assert fa2_smem_bytes(cfg, d, 2) == floor, (d, cfg)
+    # the smaller-memory fallbacks the template annotates: d32 with V in registers 96 KiB, d96 92 KiB
+    assert fa2_smem_bytes(FA2_BWD_CONFIGS[32][0][1], 32, 2) == 96 * 1024
+    assert fa2_smem_bytes(FA2_BWD_CONFIGS[96][0][1], 96, 2) == 92 * 1024
+    assert fa2_smem_bytes(BwdConfig(64, 128, 8, 2, 4, 4), 96, 2) == 116 * 1024  # d96 without V in registers
 
 
 @pytest.mark.parametrize(("device", "kernel"), [("a100-sxm", "fa2"), ("h100-sxm", "fa2"), ("h100-sxm", "fa3")])
