@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from einsum import yamlio
 from einsum.errors import SpecError
 from einsum.yamlio import LineDict, Problems, read_yaml_text_data, show
-from simulator import yamlio
 
 
 @dataclass
