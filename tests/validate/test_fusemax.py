@@ -47,7 +47,7 @@ def test_corrected_model_differs_only_where_the_quirks_are():
     corrected = run_study(False, models=("BERT",), seqs=("1K",))
     quirky = run_study(True, models=("BERT",), seqs=("1K",))
     fix, pub = corrected.attention, quirky.attention
-    assert fix["binding"][0]["latency"] == pub["binding"][0]["latency"]  # no quirk in its latency
+    assert fix["binding"][0]["latency"] < pub["binding"][0]["latency"]  # exp pipelined: 6 MAC cycles, not 7
     assert fix["arch"][0]["latency"] < pub["arch"][0]["latency"]  # no stall of 256 x LM
     assert fix["cascade"][0]["latency"] < pub["cascade"][0]["latency"]  # pipelined 1-D PEs
     assert fix["binding"][0]["energy"] > pub["binding"][0]["energy"]  # every PE's register file counted
