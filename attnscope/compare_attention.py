@@ -55,7 +55,7 @@ COLUMNS = (
 )  # fmt: skip
 """CSV columns, in order. ``status`` is ``ok``, ``infeasible: ...`` (a design that does not fit: which level, by
 how much; its row has no latency, energy or traffic) or why there are no numbers. ``spilled_bytes``: on arrays,
-the bytes an overflowing buffer moves to and from DRAM beyond the design's own traffic (0: it fits); the
+the bytes of an overflowing buffer's accesses that go to DRAM instead (0: it fits; part of dram_bytes); the
 footprint of a spilling design is the buffer's capacity."""
 
 
@@ -350,7 +350,7 @@ def _report(study: AttentionComparison, plot: bool) -> str:
                           "at most its capacity")),
     ]  # fmt: skip
     if any(r.spilled_bytes for r in study.rows):
-        what = "GB an overflowing global buffer moves to and from DRAM beyond the design's own traffic"
+        what = "GB of an overflowing global buffer's accesses that go to DRAM instead (part of the DRAM traffic)"
         lines += ["## Spilled to DRAM", "", *_pivot(study, lambda r: _fmt(r.spilled_bytes, 1e9), what)]
     if device:
         lines += ["## Attained throughput", "", *_pivot(study, lambda r: _fmt(r.tflops), "TFLOP/s")]

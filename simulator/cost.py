@@ -96,7 +96,8 @@ class CascadeCost:
     infeasible: tuple[str, ...] = field(default=())
     """Why the design does not fit: per level at fault, what it needs and what it holds (empty when feasible)."""
     spill_bytes_by_level: Mapping[str, float] = field(default_factory=dict)
-    """Bytes a spilling phase moves between DRAM and the level that overflowed, beyond the design's own traffic."""
+    """Per level that overflowed: bytes of its accesses a spilling phase sends to DRAM instead (the share
+    ``1 - capacity/occupancy`` of them), part of ``dram_bytes``."""
     level_s: Mapping[str, float] = field(default_factory=dict)
     """Per on-chip level: seconds its bandwidth, ports and read/write limits need, summed over the phases (a
     lower bound on the latency, like ``memory_s`` for DRAM); levels without limits are left out."""
@@ -527,7 +528,6 @@ class _Traffic:
         self.by_einsum_dram: dict[str, float] = {}
         self.spilled: dict[str, float] = {}  # einsum -> extra DRAM words charged to its phase
         self.by_einsum: dict[tuple[str, str], list[float]] = {}  # (einsum, level) -> [reads, writes]
-        self.spill_net = 0.0  # DRAM words the spills add beyond the traffic they replace
         self._einsum = ""
         staging = arch.staging_level
         forwarded = {(t, consumer): level for t, consumer, level in mapping.forwarded}
@@ -601,8 +601,8 @@ class _Traffic:
         return max(times)
 
     def spilled_words(self) -> float:
-        """DRAM words the spills added beyond the buffered DRAM tensors' own traffic they replace."""
-        return self.spill_net
+        """Words of the buffer's accesses the spills sent to DRAM."""
+        return float(sum(self.spilled.values()))
 
     def _staging(self, e: LoweredEinsum, em: EinsumMapping, staging: str) -> None:
         """A tensor in the staging level: written once by its producer, read once by each consumer."""
@@ -622,17 +622,14 @@ class _Traffic:
         for t in sorted(buffered & touched):
             extra = ps * (self.reads.get((self.buffer, t), 0.0) + self.writes.get((self.buffer, t), 0.0))
             dram = self.arch.levels[DRAM].name
-            own = 0.0
             if (dram, t) in self.reads or (dram, t) in self.writes:
                 # a buffered DRAM tensor: that share of its own traffic is what the spill already moves
-                own = ps * (self.reads.get((dram, t), 0.0) + self.writes.get((dram, t), 0.0))
                 self.reads[dram, t] = self.reads.get((dram, t), 0.0) * (1 - ps)
                 self.writes[dram, t] = self.writes.get((dram, t), 0.0) * (1 - ps)
             first = phase.einsums[0]
             self._einsum = first
             self._add(dram, t, extra, 0.0)
             self.spilled[first] = self.spilled.get(first, 0.0) + extra
-            self.spill_net += extra - own
 
     def dram_by_tensor(self) -> dict[str, float]:
         dram = self.arch.levels[DRAM].name

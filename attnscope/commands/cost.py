@@ -70,7 +70,7 @@ def run(args) -> int:
     for why in cost.infeasible:
         print(f"  does not fit: {why}")
     for level, spilled in cost.spill_bytes_by_level.items():
-        print(f"  spill: {spilled:.6g} B between {level} and DRAM beyond the design's own traffic "
+        print(f"  spill: {spilled:.6g} B of {level}'s accesses go to DRAM (it overflows) "
               f"(up to {max(cost.spill_fraction):.3g} of its accesses)")  # fmt: skip
     for note in result["notes"]:
         print(f"  {note}")

@@ -83,8 +83,8 @@ for _m in (
     Metric("onchip_bytes", "on-chip footprint", "B", "largest buffer occupancy or resident shared memory", None),
     Metric("spill_bytes", "traffic beyond compulsory", "B", "DRAM bytes beyond reading inputs and writing "
            "outputs once", None),
-    Metric("spilled_bytes", "spilled", "B", "bytes an overflowing buffer moves to and from DRAM beyond the "
-           "design's own traffic (0: it fits)", lambda a, c: c.spill_bytes),
+    Metric("spilled_bytes", "spilled", "B", "bytes of an overflowing buffer's accesses that go to DRAM instead "
+           "(0: it fits)", lambda a, c: c.spill_bytes),
     Metric("mapper", "mapper", "", "the mapper that produced the design", None, "TEXT"),
 ):  # fmt: skip
     register_metric(_m)
