@@ -366,9 +366,7 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                 continue
             actions = {a["name"]: a for a in raw_actions if isinstance(a, dict) and isinstance(a.get("name"), str)}
             area = _si(p, n, nkey, "area", "an area in m^2 >= 0", 0.0)
-            leak = _si(p, n, nkey, "leak_power", "a power in W >= 0", 0.0)
-            if leak:
-                result.drop(join(nkey, "leak_power"), "leakage is not an attnscope spec figure here")
+            leak = _si(p, n, nkey, "leak_power", "a power in W >= 0", 0.0)  # W per instance: attnscope's leakage_w
             if tag == "!Memory":
                 size = _si(p, n, nkey, "size", "a size in bits (a number >= 0, or inf)")
                 if size is None:
@@ -399,11 +397,13 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                     "access_width_words": width,
                     "bandwidth_bytes_per_s": None
                     if tput is None or math.isinf(tput)
-                    else float(f"{tput * bpa / 8:.12g}"),
-                    "read_energy_pj": float(f"{e_read * 1e12:.12g}"),
-                    "write_energy_pj": float(f"{e_write * 1e12:.12g}"),
-                    "area_um2": float(f"{area * 1e12:.12g}"),
+                    else float(f"{tput * bpa / 8:.15g}"),
+                    "read_energy_pj": float(f"{e_read * 1e12:.15g}"),
+                    "write_energy_pj": float(f"{e_write * 1e12:.15g}"),
+                    "area_um2": float(f"{area * 1e12:.15g}"),
                 }
+                if leak:
+                    level["leakage_w"] = float(leak)
                 level |= {k: v for k, v in ext.items() if k not in ("name", "per_pe_of")}
                 levels.append(level)
                 parent = level["name"]
@@ -430,8 +430,9 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                 shape = (
                     {"kind": "1d", "pes": pes} if kind == "1d" else {"kind": "2d", "rows": pes // cols, "cols": cols}
                 )
-                units = ext.get("units") or {"mac": {"energy_pj": float(f"{energy * 1e12:.12g}"),
-                                                     "area_um2": float(f"{area * 1e12:.12g}")}}  # fmt: skip
+                units = ext.get("units") or {"mac": {"energy_pj": float(f"{energy * 1e12:.15g}"),
+                                                     "area_um2": float(f"{area * 1e12:.15g}")}
+                                             | ({"leakage_w": float(leak)} if leak else {})}  # fmt: skip
                 ops = ext.get("ops") or {"mac": {"mac": 1}, "mul": {"mac": 1}, "add": {"mac": 1}, "sub": {"mac": 1}}
                 if not ext.get("ops"):
                     result.drop(join(nkey, "actions"), "one compute action: the array's unit mac does mac, mul, add "
@@ -486,7 +487,7 @@ def export_arch(spec: ArchSpec) -> dict[str, Any]:
         extra |= _extras(lv, _LEVEL_NATIVE)
         node = Tagged("!Memory", name=lv.name,
                       size="inf" if lv.capacity_words is None else lv.capacity_words * word_bits,
-                      area=lv.area_um2 * 1e-12, leak_power=0, bits_per_action=bpa,
+                      area=lv.area_um2 * 1e-12, leak_power=getattr(lv, "leakage_w", 0.0), bits_per_action=bpa,
                       actions=[{"name": "read", "energy": lv.read_energy_pj * 1e-12, "throughput": tput},
                                {"name": "write", "energy": lv.write_energy_pj * 1e-12, "throughput": tput}],
                       extra_attributes_for_component_model=extra)  # fmt: skip

@@ -441,7 +441,7 @@ def import_arch(
         clock_hz = 1e9
         result.assume("clock_hz", "1 GHz: no global_cycle_seconds in the architecture")
     else:
-        clock_hz = float(f"{1 / gcs:.12g}")
+        clock_hz = float(f"{1 / gcs:.15g}")
     word_bits = _int_attr(storages[0].attrs, "datawidth") or _int_attr(storages[0].attrs, "word-bits")
     if word_bits is None:
         word_bits = 16
@@ -492,8 +492,8 @@ def import_arch(
             if acts:
                 used = next((k for k in ("compute", "mac_random", "mac", "multiply_accumulate") if k in acts), None)
                 e = acts[used][0] if used else None
-                for k, (energy, akey) in acts.items():
-                    if k != used and (k != "leak" or energy):
+                for k, (_, akey) in acts.items():
+                    if k not in (used, "leak"):
                         result.drop(akey, f"{k}: one energy per MAC action in attnscope ({used or 'none'} is used)")
             a = _lookup(art_t, c) if art_t else None
             if e is None:
@@ -501,6 +501,9 @@ def import_arch(
             if a is None:
                 result.assume(f"arrays.{aname}.units.mac.area_um2", "0: no ART given for the MAC")
             units["mac"] = {"energy_pj": e or 0.0, "area_um2": a or 0.0}
+            leak = (acts or {}).get("leak", (None,))[0]
+            if leak:  # pJ per cycle -> W per PE
+                units["mac"]["leakage_w"] = float(f"{leak * 1e-12 * clock_hz:.15g}")
         ops_ext = c.own.get(f"{_EXT}ops")
         if isinstance(ops_ext, dict):
             ops = {k: dict(v) for k, v in ops_ext.items()}
@@ -579,8 +582,9 @@ def import_arch(
         for k, (energy, akey) in acts.items():
             if k == "update" and "write" in acts and energy != acts["write"][0]:
                 result.drop(akey, "an update is charged as a write in attnscope")
-            elif k not in ("read", "write", "update", "access") and (k != "leak" or energy):
+            elif k not in ("read", "write", "update", "access", "leak"):
                 result.drop(akey, f"{k}: attnscope charges reads and writes (and updates as writes) only")
+        leak = acts.get("leak", (None,))[0]
         if read_e is None or write_e is None:
             result.assume(f"levels.{rn(c.name)}.read_energy_pj/write_energy_pj",
                           "0: no ERT read/write energy for this level")  # fmt: skip
@@ -598,11 +602,13 @@ def import_arch(
             level["instances"] = c.count
         level |= {
             "access_width_words": min(block, capacity) if capacity else block,
-            "bandwidth_bytes_per_s": None if bw is None else float(f"{bw * word_bytes * clock_hz:.12g}"),
+            "bandwidth_bytes_per_s": None if bw is None else float(f"{bw * word_bytes * clock_hz:.15g}"),
             "read_energy_pj": read_e or 0.0,
             "write_energy_pj": write_e or 0.0,
             "area_um2": area or 0.0,
         }
+        if leak:  # Accelergy's leak action: pJ per cycle
+            level["leakage_w"] = float(f"{leak * 1e-12 * clock_hz:.15g}")
         level |= {k[len(_EXT) :]: v for k, v in c.own.items() if str(k).startswith(_EXT)}
         levels.append(level)
         for k in c.own:
@@ -1124,9 +1130,11 @@ def export_arch(spec: ArchSpec, only_array: str | None = None) -> tuple[dict, di
         name = lv.name if lv.per_pe_of is not None or lv.instances == 1 else f"{lv.name}[0..{lv.instances - 1}]"
         cls = "DRAM" if lv.capacity_words is None else ("regfile" if lv.per_pe_of else "SRAM")
         full = f"{prefix}.{name}"
-        ert.append({"name": full, "actions": [{"name": "read", "energy": lv.read_energy_pj},
-                                             {"name": "write", "energy": lv.write_energy_pj},
-                                             {"name": "update", "energy": lv.write_energy_pj}]})  # fmt: skip
+        actions = [{"name": "read", "energy": lv.read_energy_pj}, {"name": "write", "energy": lv.write_energy_pj},
+                   {"name": "update", "energy": lv.write_energy_pj}]  # fmt: skip
+        if getattr(lv, "leakage_w", 0.0):  # Accelergy's leak action: pJ per cycle
+            actions.append({"name": "leak", "energy": lv.leakage_w / spec.clock_hz * 1e12})
+        ert.append({"name": full, "actions": actions})
         art.append({"name": full, "area": lv.area_um2})
         return {"name": name, "class": cls, "attributes": attrs}
 
@@ -1190,7 +1198,8 @@ def export_arch(spec: ArchSpec, only_array: str | None = None) -> tuple[dict, di
 
 
 _LEVEL_NATIVE = {"name", "parent", "capacity_words", "instances", "per_pe_of", "access_width_words",
-                 "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2", "given"}  # fmt: skip
+                 "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2", "leakage_w",
+                 "given"}  # fmt: skip
 _ARRAY_NATIVE = {"name", "kind", "shape", "instances", "fed_by", "pipelined", "units", "ops"}
 _UNIT_NATIVE = {"name", "energy_pj", "area_um2", "given"}
 
