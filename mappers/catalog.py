@@ -64,6 +64,9 @@ def arch_design(
     compute = dict(cost.compute_s_by_array)
     busiest = max(compute, key=compute.__getitem__)
     bound = "memory" if cost.memory_s >= compute[busiest] else f"{busiest} ({arch.array(busiest).kind} array)"
+    level = max(cost.level_s, key=cost.level_s.__getitem__, default=None)  # an on-chip level's bandwidth/ports
+    if level is not None and cost.level_s[level] > max(cost.memory_s, compute[busiest]):
+        bound = f"{level} bandwidth"
     words = lowered.tensor_words
     compulsory = sum(words[t] for t in (*lowered.inputs, *lowered.outputs)) * arch.word_bytes
     return Design(
@@ -79,13 +82,24 @@ def arch_design(
         area_mm2=arch.area_um2() * 1e-6,
         utilization=max(cost.utilization.values(), default=0.0),
         feasible=cost.feasible,
-        onchip_bytes=max(cost.buffer_occupancy_words, default=0.0) * arch.word_bytes,
+        onchip_bytes=_onchip_words(cost, arch) * arch.word_bytes,
         spill_bytes=max(0.0, cost.dram_bytes - compulsory),
         mapping=_mapping_data(case, lowered, mapping),
         description=description or mapping.name,
         notes=tuple(dict.fromkeys((*mapping.notes, *notes, *cost.notes))),
         detail=cost,
     )
+
+
+def _onchip_words(cost: CascadeCost, arch: Any) -> float:
+    """The largest buffer occupancy; a spilling buffer holds its capacity (the excess is the spill)."""
+    from simulator.cost import shared_buffer
+
+    words = max(cost.buffer_occupancy_words, default=0.0)
+    buffer = shared_buffer(arch)
+    if cost.spill_bytes_by_level and buffer:
+        words = min(words, float(arch.level(buffer).capacity_words))
+    return words
 
 
 def _mapping_data(case: Case, lowered: LoweredCascade, mapping: CascadeMapping) -> dict[str, Any]:

@@ -40,6 +40,9 @@ def test_acceptance_3_slow_global_buffer_makes_fusemax_bandwidth_bound_as_by_han
     assert design.cost.level_s["global_buffer"] == pytest.approx(hand_s, rel=1e-9)
     assert design.cost.latency_s == pytest.approx(hand_s, rel=1e-9)  # bandwidth-bound: 32.07 s, not 29.7 ms
     assert design.cost.latency_s > 1000 * design.cost.compute_bound_s
+    from attnscope.api import evaluate
+
+    assert evaluate("fusemax", arch, shape=bert(4096), mapper="fusemax-binding").bound == "global_buffer bandwidth"
     preset = fusemax_family("binding", load_arch("fusemax-cloud"), bert(4096)).cost
     assert preset.latency_s == pytest.approx(design.cost.compute_bound_s / preset.utilization["pe_1d"], rel=1e-9)
 
