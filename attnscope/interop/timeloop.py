@@ -416,6 +416,7 @@ def import_arch(
 
     storages = [c for c in comps if not c.compute and c.cls != "dummy_storage"]
     computes = [c for c in comps if c.compute]
+    missing: list[tuple[str, dict[str, Any], str, str]] = []  # (key, dict, field, why): figures no table gave
     renamed = {c.name: _ident(c.name) for c in comps}
 
     def rn(name: str | None) -> str | None:
@@ -482,11 +483,10 @@ def import_arch(
             for u, extra in units_ext.items():
                 e = (acts or {}).get(u, (None,))[0]
                 a = _lookup(art_t, c, f".{u}") if art_t else None
-                if e is None:
-                    result.assume(f"arrays.{aname}.units.{u}.energy_pj", "0: no ERT action for it")
-                if a is None:
-                    result.assume(f"arrays.{aname}.units.{u}.area_um2", "0: no ART entry for it")
                 units[u] = {"energy_pj": e or 0.0, "area_um2": a or 0.0} | dict(extra or {})
+                missing += [(f"arrays.{aname}.units.{u}.{f}", units[u], f, why)
+                            for f, v, why in (("energy_pj", e, "no ERT action"), ("area_um2", a, "no ART entry"))
+                            if v is None]  # fmt: skip
         else:
             e = None
             if acts:
@@ -496,11 +496,10 @@ def import_arch(
                     if k not in (used, "leak"):
                         result.drop(akey, f"{k}: one energy per MAC action in attnscope ({used or 'none'} is used)")
             a = _lookup(art_t, c) if art_t else None
-            if e is None:
-                result.assume(f"arrays.{aname}.units.mac.energy_pj", "0: no ERT given for the MAC")
-            if a is None:
-                result.assume(f"arrays.{aname}.units.mac.area_um2", "0: no ART given for the MAC")
             units["mac"] = {"energy_pj": e or 0.0, "area_um2": a or 0.0}
+            missing += [(f"arrays.{aname}.units.mac.{f}", units["mac"], f, why)
+                        for f, v, why in (("energy_pj", e, "no ERT energy for the MAC"), ("area_um2", a, "no ART area"))
+                        if v is None]  # fmt: skip
             leak = (acts or {}).get("leak", (None,))[0]
             if leak:  # pJ per cycle -> W per PE
                 units["mac"]["leakage_w"] = float(f"{leak * 1e-12 * clock_hz:.15g}")
@@ -509,8 +508,8 @@ def import_arch(
             ops = {k: dict(v) for k, v in ops_ext.items()}
         else:
             ops = {k: dict(v) for k, v in _MAC_OPS.items()}
-            missing = [o for o in OPERATORS if o not in ops]
-            result.drop(f"{c.key}.class", f"{c.cls}: a multiply-accumulate unit; the operators {', '.join(missing)} "
+            lacking = [o for o in OPERATORS if o not in ops]
+            result.drop(f"{c.key}.class", f"{c.cls}: a multiply-accumulate unit; the operators {', '.join(lacking)} "
                         "have no unit here (import with ops_from to borrow a preset array's)")  # fmt: skip
         pipelined = bool(c.own.get(f"{_EXT}pipelined", False))
         arrays[aname] = {**shape, "instances": inst, "fed_by": rn(c.parent), "pipelined": pipelined, "units": units,
@@ -585,12 +584,7 @@ def import_arch(
             elif k not in ("read", "write", "update", "access", "leak"):
                 result.drop(akey, f"{k}: attnscope charges reads and writes (and updates as writes) only")
         leak = acts.get("leak", (None,))[0]
-        if read_e is None or write_e is None:
-            result.assume(f"levels.{rn(c.name)}.read_energy_pj/write_energy_pj",
-                          "0: no ERT read/write energy for this level")  # fmt: skip
         area = _lookup(art_t, c) if art_t else None
-        if area is None:
-            result.assume(f"levels.{rn(c.name)}.area_um2", "0: no ART area for this level")
         level: dict[str, Any] = {"name": rn(c.name)}
         if i > 0:
             level["parent"] = rn(c.parent)
@@ -609,6 +603,10 @@ def import_arch(
         }
         if leak:  # Accelergy's leak action: pJ per cycle
             level["leakage_w"] = float(f"{leak * 1e-12 * clock_hz:.15g}")
+        missing += [(f"levels.{level['name']}.{f}", level, f, why)
+                    for f, v, why in (("read_energy_pj", read_e, "no ERT read energy"),
+                                      ("write_energy_pj", write_e, "no ERT write energy"),
+                                      ("area_um2", area, "no ART area")) if v is None]  # fmt: skip
         level |= {k[len(_EXT) :]: v for k, v in c.own.items() if str(k).startswith(_EXT)}
         levels.append(level)
         for k in c.own:
@@ -647,6 +645,7 @@ def import_arch(
         "staging_level": ext.get("staging_level"),
         "compat": ext.get("compat", "corrected"),
     }
+    _derive_missing(spec, missing, comps, origin, result)
     spec_from_dict(spec, f"{origin} (as imported)")  # validates: a problem here is the importer's to explain
     return spec, result
 
@@ -666,6 +665,44 @@ def _first(comps: Sequence[_Comp], key: str) -> Any:
         if key in c.attrs:
             return c.attrs[key]
     return None
+
+
+def _derive_missing(
+    spec: dict[str, Any],
+    missing: list[tuple[str, dict[str, Any], str, str]],
+    comps: Sequence[_Comp],
+    origin: str,
+    result: Converted,
+) -> None:
+    """The figures no ERT/ART gave: derived by attnscope's technology model at the architecture's ``technology``
+    node (``45nm``; the outermost level's ``type`` as the DRAM) where the model covers it, else 0; each listed."""
+    from simulator import technology as tech_model
+
+    node_text = _first(comps, "technology")
+    m = re.fullmatch(r"\s*(\d+)\s*nm\s*", str(node_text)) if node_text is not None else None
+    tech: dict[str, Any] | None = None
+    if m and missing:
+        tech = {"node_nm": int(m.group(1))}
+        dram = comps[0].attrs.get("type") if comps else None
+        if isinstance(dram, str) and dram in tech_model.dram_types():
+            tech["dram"] = dram
+        saved = [(d, f, d.pop(f)) for _, d, f, _ in missing]
+        try:
+            spec_from_dict({**spec, "technology": tech}, f"{origin} (with attnscope's technology model)")
+        except SpecError as exc:
+            for d, f, v in saved:
+                d[f] = v
+            why = str(exc).splitlines()[-1]
+            result.assume("technology", f"{node_text}: attnscope's technology model cannot derive the missing "
+                          f"figures ({why}); they are 0")  # fmt: skip
+            tech = None
+        else:
+            spec["technology"] = tech
+            used = {"technology"} | ({"type"} if "dram" in tech else set())
+            result.unrepresented[:] = [(k, w) for k, w in result.unrepresented
+                                       if k.rpartition(".attributes.")[2] not in used]  # fmt: skip
+    for key, _, _, why in missing:
+        result.assume(key, f"{why}: from attnscope's technology model at {tech['node_nm']} nm" if tech else f"0: {why}")
 
 
 def _merge_registers(

@@ -130,6 +130,13 @@ def test_v03_geometry_and_art_areas():
     keys = {k for k, _ in result.unrepresented}
     assert "architecture.subtree[0].subtree[0].local[0].attributes.n_banks" in keys
     assert any(k == "clock_hz" for k, _ in result.assumed)  # no global_cycle_seconds in v0.3
+    # no ERT: energies (and areas the ART lacks) from attnscope's technology model at the spec's node and DRAM
+    assert result.files["arch.yaml"]["technology"] == {"node_nm": 45, "dram": "LPDDR4"}
+    assert "technology" not in str(keys) and "attributes.type" not in str(keys)
+    assert glb.read_energy_pj > 0 and spec.array("mac").unit("mac").energy_pj > 0
+    assumed = dict(result.assumed)
+    assert assumed["levels.shared_glb.read_energy_pj"].endswith("from attnscope's technology model at 45 nm")
+    assert "levels.shared_glb.area_um2" not in assumed  # the ART gave it
 
 
 def test_v04_parallel_spads_and_ert_energies():
@@ -166,6 +173,9 @@ def test_v03_ert_per_argument_set_and_vector_macs():
 
 def test_one_word_operand_registers_merge_listed():
     result = import_timeloop([DATA / "simple_output_stationary_v03" / "arch.yaml"])
+    # its 6-byte merged registers lie below the SRAM table: the model derives nothing, the figures are 0, said so
+    assert "cannot derive the missing figures" in dict(result.assumed)["technology"]
+    assert dict(result.assumed)["levels.pe_spad.read_energy_pj"] == "0: no ERT read energy"
     spec = spec_from_dict(result.files["arch.yaml"])
     regs = spec.level("mac_registers")
     assert regs.capacity_words == 3 and regs.per_pe_of == "mac" and spec.array("mac").fed_by == "mac_registers"
