@@ -484,7 +484,7 @@ def export_arch(spec: ArchSpec) -> dict[str, Any]:
             extra["attnscope_per_pe_of"] = lv.per_pe_of
         from attnscope.interop.timeloop import _LEVEL_NATIVE, _extras
 
-        extra |= _extras(lv, _LEVEL_NATIVE)
+        extra |= _extras(lv, _LEVEL_NATIVE - {"banks"})  # AccelForge has no banks field
         node = Tagged("!Memory", name=lv.name,
                       size="inf" if lv.capacity_words is None else lv.capacity_words * word_bits,
                       area=lv.area_um2 * 1e-12, leak_power=getattr(lv, "leakage_w", 0.0), bits_per_action=bpa,

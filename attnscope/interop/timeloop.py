@@ -603,6 +603,9 @@ def import_arch(
         }
         if leak:  # Accelergy's leak action: pJ per cycle
             level["leakage_w"] = float(f"{leak * 1e-12 * clock_hz:.15g}")
+        banks = _int_attr(c.own, "n_banks")
+        if banks is not None and capacity is not None:  # SRAM banks: what the technology model sizes
+            level["banks"] = banks
         missing += [(f"levels.{level['name']}.{f}", level, f, why)
                     for f, v, why in (("read_energy_pj", read_e, "no ERT read energy"),
                                       ("write_energy_pj", write_e, "no ERT write energy"),
@@ -610,7 +613,7 @@ def import_arch(
         level |= {k[len(_EXT) :]: v for k, v in c.own.items() if str(k).startswith(_EXT)}
         levels.append(level)
         for k in c.own:
-            if k not in _USED and not str(k).startswith(_EXT):
+            if k not in _USED and not str(k).startswith(_EXT) and not (k == "n_banks" and "banks" in level):
                 result.drop(f"{lkey}.attributes.{k}", "no counterpart in an attnscope storage level")
     p.raise_if_any()
 
@@ -1162,6 +1165,8 @@ def export_arch(spec: ArchSpec, only_array: str | None = None) -> tuple[dict, di
         if lv.bandwidth_bytes_per_s is not None:
             bw = lv.bandwidth_bytes_per_s / spec.word_bytes / spec.clock_hz
             attrs["read_bandwidth"] = attrs["write_bandwidth"] = bw
+        if getattr(lv, "banks", None) is not None:
+            attrs["n_banks"] = lv.banks
         if lv.per_pe_of is not None:  # Timeloop reads a PE level's mesh from its own attributes
             attrs["meshX"] = spec.array(lv.per_pe_of).shape[-1]
         name = lv.name if lv.per_pe_of is not None or lv.instances == 1 else f"{lv.name}[0..{lv.instances - 1}]"
@@ -1235,7 +1240,7 @@ def export_arch(spec: ArchSpec, only_array: str | None = None) -> tuple[dict, di
 
 
 _LEVEL_NATIVE = {"name", "parent", "capacity_words", "instances", "per_pe_of", "access_width_words",
-                 "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2", "leakage_w",
+                 "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2", "leakage_w", "banks",
                  "given"}  # fmt: skip
 _ARRAY_NATIVE = {"name", "kind", "shape", "instances", "fed_by", "pipelined", "units", "ops"}
 _UNIT_NATIVE = {"name", "energy_pj", "area_um2", "given"}

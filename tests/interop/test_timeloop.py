@@ -128,7 +128,8 @@ def test_v03_geometry_and_art_areas():
     assert [lv.name for lv in spec.path("mac")][-3:] == ["ifmap_spad", "weights_spad", "psum_spad"]
     assert spec.level("psum_spad").per_pe_of == "mac"
     keys = {k for k, _ in result.unrepresented}
-    assert "architecture.subtree[0].subtree[0].local[0].attributes.n_banks" in keys
+    assert glb.banks == 32 and "architecture.subtree[0].subtree[0].local[0].attributes.n_banks" not in keys
+    assert "architecture.subtree[0].subtree[0].subtree[0].local[2].attributes.update_fifo_depth" in keys
     assert any(k == "clock_hz" for k, _ in result.assumed)  # no global_cycle_seconds in v0.3
     # no ERT: energies (and areas the ART lacks) from attnscope's technology model at the spec's node and DRAM
     assert result.files["arch.yaml"]["technology"] == {"node_nm": 45, "dram": "LPDDR4"}
