@@ -623,7 +623,7 @@ def import_arch(
     for key, why in getattr(ert_t, "dropped", ()):
         result.drop(key, why)
     keys = {rn(c.name): c.key for c in storages}
-    _merge_registers(levels, arrays, result, keys)
+    _merge_registers(levels, arrays, result, keys, missing)
     native = {rn(c.name) for c in computes if f"{_EXT}ops" not in c.own}  # not written by attnscope's export
     for aname, a in arrays.items():
         inner = next(lv for lv in levels if lv["name"] == a["fed_by"])
@@ -684,32 +684,60 @@ def _derive_missing(
     node_text = _first(comps, "technology")
     m = re.fullmatch(r"\s*(\d+)\s*nm\s*", str(node_text)) if node_text is not None else None
     tech: dict[str, Any] | None = None
+    kept: dict[int, str] = {}  # id(level or unit dict) -> why the model could not derive its figures
     if m and missing:
         tech = {"node_nm": int(m.group(1))}
         dram = comps[0].attrs.get("type") if comps else None
         if isinstance(dram, str) and dram in tech_model.dram_types():
             tech["dram"] = dram
         saved = [(d, f, d.pop(f)) for _, d, f, _ in missing]
-        try:
-            spec_from_dict({**spec, "technology": tech}, f"{origin} (with attnscope's technology model)")
-        except SpecError as exc:
-            for d, f, v in saved:
-                d[f] = v
-            why = str(exc).splitlines()[-1]
-            result.assume("technology", f"{node_text}: attnscope's technology model cannot derive the missing "
-                          f"figures ({why}); they are 0")  # fmt: skip
-            tech = None
-        else:
+        levels = spec["levels"]
+        for _ in range(len(levels) + 1):  # a level outside the model's tables keeps its 0s; the others derive
+            try:
+                spec_from_dict({**spec, "technology": tech}, f"{origin} (with attnscope's technology model)")
+                break
+            except SpecError as exc:
+                lines = str(exc).splitlines()
+                bad = {int(k) for k in re.findall(r"levels\[(\d+)\]", str(exc)) if int(k) < len(levels)}
+                hit = [(d, f, v) for d, f, v in saved if id(d) not in kept and any(d is levels[k] for k in bad)]
+                for k in bad:  # figures the model would derive and no table gave: 0 for a level outside it
+                    line = next((ln for ln in lines if f"levels[{k}]" in ln), "")
+                    asked = re.search(r"give ([\w, ]+) explicitly", line)
+                    for f in asked.group(1).split(", ") if asked and id(levels[k]) not in kept else ():
+                        if f not in levels[k] and not any(d is levels[k] and g == f for d, g, _ in saved):
+                            hit.append((levels[k], f, 0.0))
+                            missing.append((f"levels.{levels[k]['name']}.{f}", levels[k], f, f"no table gives {f}"))
+                if not hit:
+                    for d, f, v in saved:
+                        d[f] = v
+                    result.assume("technology", f"{node_text}: attnscope's technology model cannot derive the "
+                                  f"missing figures ({lines[-1]}); they are 0")  # fmt: skip
+                    tech, kept = None, {}
+                    break
+                for d, f, v in hit:
+                    d[f] = v
+                    k = next(k for k in bad if levels[k] is d)
+                    kept[id(d)] = next((ln.split(": ", 2)[-1] for ln in lines if f"levels[{k}]" in ln), lines[-1])
+        if tech is not None:
             spec["technology"] = tech
             used = {"technology"} | ({"type"} if "dram" in tech else set())
             result.unrepresented[:] = [(k, w) for k, w in result.unrepresented
                                        if k.rpartition(".attributes.")[2] not in used]  # fmt: skip
-    for key, _, _, why in missing:
-        result.assume(key, f"{why}: from attnscope's technology model at {tech['node_nm']} nm" if tech else f"0: {why}")
+    for key, d, _, why in missing:
+        if tech is not None and id(d) not in kept:
+            result.assume(key, f"{why}: from attnscope's technology model at {tech['node_nm']} nm")
+        else:
+            result.assume(
+                key, f"0: {why}" + (f" (outside the technology model: {kept[id(d)]})" if id(d) in kept else "")
+            )
 
 
 def _merge_registers(
-    levels: list[dict[str, Any]], arrays: dict[str, dict[str, Any]], result: Converted, keys: Mapping[str, str]
+    levels: list[dict[str, Any]],
+    arrays: dict[str, dict[str, Any]],
+    result: Converted,
+    keys: Mapping[str, str],
+    missing: list[tuple[str, dict[str, Any], str, str]],
 ) -> None:
     """Merge a PE's innermost one-word registers, one per operand in Timeloop (weight_reg, input_activation_reg,
     output_activation_reg), into one register level: attnscope's PE registers hold every operand of an Einsum.
@@ -736,6 +764,12 @@ def _merge_registers(
         result.drop(", ".join(keys.get(lv["name"], lv["name"]) for lv in run),
                     f"one-word registers, one per operand, merged into {merged['name']} ({len(run)} words, mean "
                     "energies, summed area): attnscope's innermost PE level holds every operand")  # fmt: skip
+        gone = [entry for entry in missing if any(entry[1] is lv for lv in run)]
+        for field_ in dict.fromkeys(f for _, _, f, _ in gone):  # a figure no table gave for one of them: none
+            merged[field_] = 0.0
+            missing.append((f"levels.{merged['name']}.{field_}", merged, field_, next(w for _, _, f, w in gone
+                                                                                       if f == field_)))  # fmt: skip
+        missing[:] = [entry for entry in missing if entry not in gone]
         i = levels.index(run[0])
         for lv in run:
             levels.remove(lv)

@@ -174,9 +174,13 @@ def test_v03_ert_per_argument_set_and_vector_macs():
 
 def test_one_word_operand_registers_merge_listed():
     result = import_timeloop([DATA / "simple_output_stationary_v03" / "arch.yaml"])
-    # its 6-byte merged registers lie below the SRAM table: the model derives nothing, the figures are 0, said so
-    assert "cannot derive the missing figures" in dict(result.assumed)["technology"]
-    assert dict(result.assumed)["levels.pe_spad.read_energy_pj"] == "0: no ERT read energy"
+    # no ERT: the technology model derives every level's figures but those of the 6-byte merged registers, which
+    # lie below its SRAM table: 0, and the import says why
+    assumed = dict(result.assumed)
+    assert result.files["arch.yaml"]["technology"] == {"node_nm": 45, "dram": "LPDDR4"}
+    assert assumed["levels.pe_spad.read_energy_pj"].endswith("from attnscope's technology model at 45 nm")
+    assert assumed["levels.mac_registers.read_energy_pj"].startswith("0: no ERT read energy (outside the technology")
+    assert assumed["levels.mac_registers.leakage_w"].startswith("0: no table gives leakage_w")
     spec = spec_from_dict(result.files["arch.yaml"])
     regs = spec.level("mac_registers")
     assert regs.capacity_words == 3 and regs.per_pe_of == "mac" and spec.array("mac").fed_by == "mac_registers"
