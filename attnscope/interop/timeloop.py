@@ -681,7 +681,7 @@ def _derive_missing(
     node (``45nm``; the outermost level's ``type`` as the DRAM) where the model covers it, else 0; each listed."""
     from simulator import technology as tech_model
 
-    node_text = _first(comps, "technology")
+    node_text = _first(comps[1:], "technology") or _first(comps, "technology")  # the chip's, not the DRAM's
     m = re.fullmatch(r"\s*(\d+)\s*nm\s*", str(node_text)) if node_text is not None else None
     tech: dict[str, Any] | None = None
     kept: dict[int, str] = {}  # id(level or unit dict) -> why the model could not derive its figures
@@ -721,8 +721,9 @@ def _derive_missing(
         if tech is not None:
             spec["technology"] = tech
             used = {"technology"} | ({"type"} if "dram" in tech else set())
+            other = {f"{c.key}.attributes.technology" for c in comps if c.own.get("technology", node_text) != node_text}
             result.unrepresented[:] = [(k, w) for k, w in result.unrepresented
-                                       if k.rpartition(".attributes.")[2] not in used]  # fmt: skip
+                                       if k.rpartition(".attributes.")[2] not in used or k in other]  # fmt: skip
     for key, d, _, why in missing:
         if tech is not None and id(d) not in kept:
             result.assume(key, f"{why}: from attnscope's technology model at {tech['node_nm']} nm")
