@@ -195,10 +195,14 @@ def cmd_arch_show(args) -> int:
 
     spec = load_arch(args.name)
     if args.json:
-        _print_json({**spec.to_dict(), "area_um2": spec.area_um2()})
+        _print_json({**spec.to_dict(resolved=True), "area_um2": spec.area_um2(), "leakage_w": spec.leakage_w()})
         return 0
     print(f"{spec.name}: {spec.source}")
-    print(f"clock {spec.clock_hz / 1e6:g} MHz, {spec.word_bytes}-byte words, compat {spec.compat.label}\n")
+    print(f"clock {spec.clock_hz / 1e6:g} MHz, {spec.word_bytes}-byte words, compat {spec.compat.label}")
+    t = spec.technology
+    supply = "nominal" if t is None or t.voltage_v is None else f"{t.voltage_v:g} V"
+    where = f"technology {t.node_nm} nm, {t.datatype}, {t.dram}, supply {supply}" if t else "no technology"
+    print(f"{where} (figures the spec does not give come from it)\n" if t else f"{where}: every figure as given\n")
     rows = [
         [lv.name, "unbounded" if lv.capacity_words is None else f"{lv.capacity_words:,}", lv.instances,
          "-" if lv.bandwidth_bytes_per_s is None else f"{lv.bandwidth_bytes_per_s / 2**30:g}",
@@ -209,7 +213,7 @@ def cmd_arch_show(args) -> int:
     print()
     rows = [[a.name, "x".join(map(str, a.shape)), a.pe_count, ", ".join(o.name for o in a.ops)] for a in spec.arrays]
     print(_table(rows, ["array", "shape", "PEs", "ops"]))
-    print(f"\narea {spec.area_um2() / 1e8:.4g} cm^2")
+    print(f"\narea {spec.area_um2() / 1e8:.4g} cm^2, leakage {spec.leakage_w():.4g} W")
     return 0
 
 

@@ -39,7 +39,7 @@ compute time steps. The cascade model then adds what crosses Einsum boundaries:
   and every level's bandwidth bound.
 * **Energy** = actions x per-action energy: ops x functional-unit energies; words x per-word energy of
   each level (access energy / access width); all PE-register instances (one instance under the compat
-  flag ``reg_file_energy_one_instance``).
+  flag ``reg_file_energy_one_instance``); plus leakage = the spec's leakage power x latency (0 where none).
 * **Utilization** of an array = its useful work (points x cycles per point / PEs) / latency.
 """
 
@@ -185,6 +185,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     energy = words.energy_by_component()
     energy["compute"] = sum(c.energy_pj["compute"] for c in einsum_costs.values())
     latency_s = latency_cycles / clock
+    energy |= {"leakage": leak * latency_s * 1e12} if (leak := arch.leakage_w()) else {}  # W x s, in pJ
     util = {a: (b / latency_cycles if latency_cycles else 0.0) for a, b in array_busy.items()}
     einsum_util = {n: (c.busy_cycles / latency_cycles if latency_cycles else 0.0) for n, c in einsum_costs.items()}
     return CascadeCost(

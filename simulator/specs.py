@@ -19,7 +19,7 @@ import copy
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from einsum.errors import RegistryError, SpecError
-from einsum.yamlio import REQUIRED, Problems, join, read_yaml, show
+from einsum.yamlio import REQUIRED, Problems, finite, join, read_yaml, show
+from simulator import technology as tech_model
+from simulator.technology import Technology
 
 OPERATORS: tuple[str, ...] = (
     *("mac", "mul", "add", "sub", "neg", "div", "max", "min", "select"),
@@ -36,6 +38,10 @@ OPERATORS: tuple[str, ...] = (
 )
 """Operators a PE can support: the op kinds einsum.analysis counts, plus ``mac`` (a ``mul`` whose product feeds a
 ``sum`` reduction, which the cost model may charge as one fused action, as the FuseMax study does)."""
+_COSTS = ("read_energy_pj", "write_energy_pj", "area_um2", "leakage_w")
+"""A level's figures that the technology model derives where the YAML does not give them."""
+_UNIT_COSTS = ("energy_pj", "area_um2", "leakage_w")
+"""A functional unit's figures that the technology model derives where the YAML does not give them."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,14 @@ class StorageLevel:
     read_bandwidth_bytes_per_s: float | None = None  # bytes/s read out per instance; None = only the total limits
     write_bandwidth_bytes_per_s: float | None = None  # bytes/s written in (fills + updates); None = as above
     ports: int | None = None  # accesses (of access_width_words) per cycle per instance; None = unlimited
+    banks: int | None = None  # SRAM banks per instance, for the technology model; None = 1
+    leakage_w: float = 0.0  # W per instance (from the technology model, or given)
+    given: tuple[str, ...] = _COSTS  # which of _COSTS the YAML gave; the others came from the technology model
 
-    def to_dict(self) -> dict[str, Any]:
-        """The level as YAML would spell it (instances left out where per_pe_of derives them)."""
+    def to_dict(self, resolved: bool = False) -> dict[str, Any]:
+        """The level as YAML would spell it (instances left out where per_pe_of derives them; of the energies,
+        leakage and area only those the YAML gave, so that a changed capacity re-derives the others; all of them
+        with ``resolved``)."""
         out: dict[str, Any] = {"name": self.name}
         if self.parent is not None:
             out["parent"] = self.parent
@@ -115,8 +126,9 @@ class StorageLevel:
         else:
             out["per_pe_of"] = self.per_pe_of
         keys = ("access_width_words", "bandwidth_bytes_per_s", "read_energy_pj", "write_energy_pj", "area_um2")
-        out |= {k: getattr(self, k) for k in keys}
-        return out | {k: v for k in _LIMIT_KEYS if (v := getattr(self, k)) is not None}
+        out |= {k: getattr(self, k) for k in keys if k in self.given or k not in _COSTS or resolved}
+        out |= {"leakage_w": self.leakage_w} if "leakage_w" in self.given or resolved else {}
+        return out | {k: v for k in (*_LIMIT_KEYS, "banks") if (v := getattr(self, k)) is not None}
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,13 @@ class FunctionalUnit:
     name: str  # identifier (mac, add, max, exp, divide, ...)
     energy_pj: float  # pJ per action
     area_um2: float  # um^2 per PE
+    leakage_w: float = 0.0  # W per PE (from the technology model, or given)
+    given: tuple[str, ...] = _UNIT_COSTS  # which of _UNIT_COSTS the YAML gave; the others came from the model
+
+    def to_dict(self, resolved: bool = False) -> dict[str, float]:
+        """The unit as YAML would spell it: the figures the YAML gave (the technology model derives the rest);
+        all of them with ``resolved``."""
+        return {k: getattr(self, k) for k in _UNIT_COSTS if k in self.given or resolved}
 
 
 @dataclass(frozen=True)
@@ -173,8 +192,8 @@ class ComputeArray:
         """pJ per op: the sum over its units of weight x unit energy (before any compat setting)."""
         return sum(w * self.unit(u).energy_pj for u, w in self.op(name).weights)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The array as YAML would spell it (without its name, which is its key)."""
+    def to_dict(self, resolved: bool = False) -> dict[str, Any]:
+        """The array as YAML would spell it (without its name, which is its key; units as in FunctionalUnit)."""
         dims = dict(zip(("rows", "cols") if self.kind == "2d" else ("pes",), self.shape, strict=True))
         return {
             "kind": self.kind,
@@ -182,7 +201,7 @@ class ComputeArray:
             "instances": self.instances,
             "fed_by": self.fed_by,
             "pipelined": self.pipelined,
-            "units": {u.name: {"energy_pj": u.energy_pj, "area_um2": u.area_um2} for u in self.units},
+            "units": {u.name: u.to_dict(resolved) for u in self.units},
             "ops": {o.name: o.to_dict() for o in self.ops},
         } | ({"fill_drain_cycles": self.fill_drain_cycles} if self.fill_drain_cycles else {})
 
@@ -236,6 +255,7 @@ class ArchSpec:
     staging_level: str | None  # level through which the arrays exchange values (FuseMax reg_file_1d), or None
     compat: Compat  # modelling quirks to mimic; Compat() is the corrected model
     origin: str = field(default="<dict>", compare=False)  # where the spec was read from, for messages
+    technology: Technology | None = None  # node, supply, DRAM, datatype that derive the figures not given
 
     def level(self, name: str) -> StorageLevel:
         """The storage level called name; a miss lists the levels."""
@@ -258,18 +278,24 @@ class ArchSpec:
         levels = sum(lv.instances * lv.area_um2 for lv in self.levels)
         return levels + sum(a.pe_count * sum(u.area_um2 for u in a.units if u.name not in skip) for a in self.arrays)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as plain YAML-ready data; ``spec_from_dict(spec.to_dict()) == spec``."""
+    def leakage_w(self) -> float:
+        """Total leakage power in W: instances x leakage of every level plus every PE's units."""
+        levels = sum(lv.instances * lv.leakage_w for lv in self.levels)
+        return levels + sum(a.pe_count * sum(u.leakage_w for u in a.units) for a in self.arrays)
+
+    def to_dict(self, resolved: bool = False) -> dict[str, Any]:
+        """The spec as plain YAML-ready data; ``spec_from_dict(spec.to_dict()) == spec``. ``resolved``: also every
+        figure the technology model derived (as if given: a spec that no longer follows its capacities)."""
         return {
             "name": self.name,
             "source": self.source,
             "clock_hz": self.clock_hz,
             "word_bytes": self.word_bytes,
-            "levels": [lv.to_dict() for lv in self.levels],
-            "arrays": {a.name: a.to_dict() for a in self.arrays},
+            "levels": [lv.to_dict(resolved) for lv in self.levels],
+            "arrays": {a.name: a.to_dict(resolved) for a in self.arrays},
             "staging_level": self.staging_level,
             "compat": self.compat.to_dict(),
-        }
+        } | ({} if self.technology is None else {"technology": self.technology.to_dict()})
 
     @cached_property
     def flat(self) -> FlatArch:
@@ -350,7 +376,7 @@ def _ro(values: Any, dtype: Any = np.float64) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- validation
 
-_TOP_KEYS = ("name", "source", "clock_hz", "word_bytes", "levels", "arrays", "staging_level", "compat")
+_TOP_KEYS = ("name", "source", "clock_hz", "word_bytes", "levels", "arrays", "staging_level", "compat", "technology")
 _LIMIT_KEYS = ("read_bandwidth_bytes_per_s", "write_bandwidth_bytes_per_s", "ports")
 """Optional per-level limits beside the total bandwidth (written out only where given)."""
 _LEVEL_KEYS = (
@@ -365,9 +391,12 @@ _LEVEL_KEYS = (
     "write_energy_pj",
     "area_um2",
     *_LIMIT_KEYS,
+    "banks",
+    "leakage_w",
 )
 _ARRAY_KEYS = ("kind", "rows", "cols", "pes", "instances", "fed_by", "pipelined", "units", "ops", "fill_drain_cycles")
-_UNIT_KEYS = ("energy_pj", "area_um2")
+_UNIT_KEYS = ("energy_pj", "area_um2", "leakage_w")
+_TECH_KEYS = ("node_nm", "voltage_v", "dram", "datatype")
 _COMPAT_KEYS = ("base", *(f.name for f in fields(Compat)))
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 
@@ -402,13 +431,18 @@ def spec_from_dict(data: Any, origin: str = "<dict>") -> ArchSpec:
     levels = _read_levels(p, top, {a.name: a for a in arrays})
     staging = p.value(top, "", "staging_level", _IDENT, default=None, null=True)
     compat = _read_compat(p, top)
+    tech = _read_technology(p, top, word_bytes)
+    if tech is not None:
+        levels, arrays = _derive(p, tech, word_bytes, levels, arrays, top)
     names = [lv.name for lv in levels if lv.name is not None]
     if staging is not None and levels and staging not in names:
         p.add("staging_level", f"no storage level {staging!r}; levels: {', '.join(names)}", top, "staging_level")
     for array in arrays:
         _check_feed(p, array, levels, top)
     p.raise_if_any()
-    return ArchSpec(name, source, clock_hz, word_bytes, tuple(levels), tuple(arrays), staging, compat, origin)
+    return ArchSpec(
+        name, source, clock_hz, word_bytes, tuple(levels), tuple(arrays), staging, compat, origin, technology=tech
+    )
 
 
 def _read_levels(p: Problems, top: dict[Any, Any], arrays: Mapping[str, ComputeArray]) -> list[StorageLevel]:
@@ -418,6 +452,7 @@ def _read_levels(p: Problems, top: dict[Any, Any], arrays: Mapping[str, ComputeA
         p.add("levels", f"expected a non-empty list of levels, got {got}", top, "levels")
         return []
     levels: list[StorageLevel] = []
+    optional = {"default": None} if "technology" in top else {}  # else every energy and area is required
     for i, item in enumerate(raw):
         path = f"levels[{i}]"
         m = p.mapping(item, path, _LEVEL_KEYS, raw, i)
@@ -462,9 +497,12 @@ def _read_levels(p: Problems, top: dict[Any, Any], arrays: Mapping[str, ComputeA
                 per_pe_of=per_pe_of,
                 access_width_words=width,
                 bandwidth_bytes_per_s=p.value(m, path, "bandwidth_bytes_per_s", "bytes_per_s", null=True),
-                read_energy_pj=p.value(m, path, "read_energy_pj", "nonnegative"),
-                write_energy_pj=p.value(m, path, "write_energy_pj", "nonnegative"),
-                area_um2=p.value(m, path, "area_um2", "nonnegative"),
+                read_energy_pj=p.value(m, path, "read_energy_pj", "nonnegative", **optional),
+                write_energy_pj=p.value(m, path, "write_energy_pj", "nonnegative", **optional),
+                area_um2=p.value(m, path, "area_um2", "nonnegative", **optional),
+                banks=p.value(m, path, "banks", "count", default=None, null=True),
+                leakage_w=p.value(m, path, "leakage_w", "nonnegative", default=None if optional else 0.0),
+                given=tuple(k for k in _COSTS if k in m),
                 read_bandwidth_bytes_per_s=p.value(
                     m, path, "read_bandwidth_bytes_per_s", "bytes_per_s", default=None, null=True
                 ),
@@ -500,7 +538,7 @@ def _read_arrays(p: Problems, top: dict[Any, Any]) -> list[ComputeArray]:
             if key in m and dims:
                 p.add(join(path, key), f"not used by a {kind} array, which takes {' and '.join(dims)}", m, key)
         shape = tuple(p.value(m, path, d, "count") for d in dims)
-        units = _read_units(p, m, join(path, "units"))
+        units = _read_units(p, m, join(path, "units"), "technology" in top)
         arrays.append(
             ComputeArray(
                 name=name,
@@ -517,7 +555,7 @@ def _read_arrays(p: Problems, top: dict[Any, Any]) -> list[ComputeArray]:
     return arrays
 
 
-def _read_units(p: Problems, array: dict[Any, Any], path: str) -> tuple[FunctionalUnit, ...]:
+def _read_units(p: Problems, array: dict[Any, Any], path: str, derivable: bool) -> tuple[FunctionalUnit, ...]:
     if "units" not in array:
         p.add(path, "missing; expected {unit: {energy_pj, area_um2}, ...}")
         return ()
@@ -529,8 +567,11 @@ def _read_units(p: Problems, array: dict[Any, Any], path: str) -> tuple[Function
             p.add(upath, f"unit name must be {_IDENT[1]}", raw, name)
         m = p.mapping(item, upath, _UNIT_KEYS, raw, name)
         if m is not None:
-            energy, area = p.value(m, upath, "energy_pj", "nonnegative"), p.value(m, upath, "area_um2", "nonnegative")
-            units.append(FunctionalUnit(name, energy, area))
+            opt = {"default": None} if derivable else {}  # with a technology, what is not given is derived
+            energy = p.value(m, upath, "energy_pj", "nonnegative", **opt)
+            area = p.value(m, upath, "area_um2", "nonnegative", **opt)
+            leak = p.value(m, upath, "leakage_w", "nonnegative", default=None if derivable else 0.0)
+            units.append(FunctionalUnit(name, energy, area, leak, tuple(k for k in _UNIT_COSTS if k in m)))
     return tuple(units)
 
 
@@ -581,6 +622,80 @@ def _read_compat(p: Problems, top: dict[Any, Any]) -> Compat:
     for f in fields(Compat):
         flags[f.name] = p.value(m, "compat", f.name, "flag", default=getattr(COMPAT_SETTINGS[base], f.name))
     return Compat(**flags)
+
+
+def _read_technology(p: Problems, top: dict[Any, Any], word_bytes: Any) -> Technology | None:
+    """The ``technology`` block: node (required), supply, DRAM type, datatype (default: by word size)."""
+    if "technology" not in top:
+        return None
+    m = p.mapping(top["technology"], "technology", _TECH_KEYS, top, "technology")
+    if m is None:
+        return None
+    node = p.value(m, "technology", "node_nm", "int")  # the model's check names the valid nodes and supplies
+    voltage = p.value(m, "technology", "voltage_v", (finite, "a supply in volts"), default=None, null=True)
+    dram = p.value(m, "technology", "dram", "text", default="HBM2")
+    dtype = p.value(m, "technology", "datatype", "text", default=tech_model.DATATYPES.get(word_bytes, "fp16"))
+    if None in (node, dram, dtype):
+        return None
+    tech = Technology(node, voltage, dram, dtype)
+    problems = tech_model.technology_problems(tech)
+    for key, what in problems.items():
+        p.add(f"technology.{key}", what, m, key)
+    return None if problems else tech
+
+
+def _derive(
+    p: Problems,
+    tech: Technology,
+    word_bytes: int | None,
+    levels: list[StorageLevel],
+    arrays: list[ComputeArray],
+    top: dict[Any, Any],
+) -> tuple[list[StorageLevel], list[ComputeArray]]:
+    """Levels and arrays with every figure the YAML left out taken from the technology model: DRAM (the outermost
+    level) from the DRAM energy per bit, the other levels as SRAM arrays, units by name and datatype."""
+    if not word_bytes:
+        return levels, arrays
+    out_levels = []
+    for i, lv in enumerate(levels):
+        missing = {k for k in _COSTS if getattr(lv, k) is None}
+        if not missing or lv.access_width_words is None:
+            out_levels.append(lv)
+            continue
+        bits = lv.access_width_words * word_bytes * 8
+        try:
+            if i == 0:
+                energy = tech_model.dram_energy_pj_per_bit(tech) * bits
+                cost = tech_model.MemoryCost(energy, energy, 0.0, 0.0)
+            else:
+                cost = tech_model.memory_cost(tech, lv.capacity_words * word_bytes, bits, lv.banks or 1, lv.ports or 1)
+        except SpecError as exc:
+            what = f"{str(exc).removeprefix('technology model: ')}; give {', '.join(sorted(missing))} explicitly"
+            p.add(f"levels[{i}]", what, top.get("levels"), i)
+            out_levels.append(lv)
+            continue
+        derived = {"read_energy_pj": cost.read_energy_pj, "write_energy_pj": cost.write_energy_pj,
+                   "area_um2": cost.area_um2, "leakage_w": cost.leakage_w}  # fmt: skip
+        out_levels.append(replace(lv, **{k: derived[k] for k in missing}))
+    out_arrays = []
+    for array in arrays:
+        units = []
+        for unit in array.units:
+            missing = {k for k in _UNIT_COSTS if getattr(unit, k) is None}
+            if not missing:
+                units.append(unit)
+                continue
+            try:
+                cost = tech_model.unit_cost(tech, unit.name)
+            except SpecError as exc:
+                path = join(join(join("arrays", array.name), "units"), unit.name)
+                p.add(path, f"{str(exc).removeprefix('technology model: ')}; or give {', '.join(sorted(missing))}")
+                units.append(unit)
+                continue
+            derived = {"energy_pj": cost.energy_pj, "area_um2": cost.area_um2, "leakage_w": cost.leakage_w}
+            units.append(replace(unit, **{k: derived[k] for k in missing}))
+        out_arrays.append(replace(array, units=tuple(units)))
+    return out_levels, out_arrays
 
 
 def _check_feed(p: Problems, array: ComputeArray, levels: list[StorageLevel], top: dict[Any, Any]) -> None:

@@ -72,6 +72,26 @@ EXPLAINED: dict[tuple[str, str], str | tuple[str, float]] = {
     ("compare.json", "attnscope compare-attention --device * :: linear-attention-causal * :: *"): "issue 13: the chunk "
     "of chunked causal linear attention is the cascade's M0 (its mask reads m1*M0 on its own), no longer the "
     "kernel's key tile; with M0 equal to the old tile the numbers are identical",
+    # Issue 14: energy and area from the technology model (simulator/technology): the presets state their node and
+    # take every per-action energy, leakage and area from CACTI arrays of their own sizes, the functional units by
+    # datatype and HBM2 per bit; leakage power x latency is charged. The study's 45 nm Accelergy table is the
+    # as-published run's data (validate/fusemax/accelergy-45nm.yaml): every as-published cell is unchanged.
+    ("fusemax.json", "attnscope reproduce fusemax * :: corrected-* :: energy"): "issue 14: the corrected model "
+    "prices every action with the technology model (CACTI arrays by size, Horowitz fp16 units, HBM2 6.25 pJ/bit, "
+    "every PE's register file at its own size, leakage), not the study's 45 nm table",
+    ("fusemax.json", "attnscope reproduce fusemax * :: corrected-pareto/* :: *area"): "issue 14: areas from the "
+    "technology model (each buffer size a CACTI array, units by Horowitz), not the study's table scaled linearly",
+    ("fusemax.json", "attnscope reproduce fusemax * :: summary :: headline.corrected model.* energy vs FLAT"): "issue "
+    "14: the corrected model's energies come from the technology model (see corrected-* energy)",
+    ("cost.json", "attnscope cost * :: cost :: energy*"): "issue 14: energies from the technology model",
+    ("cost.json", "attnscope cost * :: cost :: edp"): "issue 14: energies from the technology model",
+    ("map.json", "attnscope map * :: * :: *energy*"): "issue 14: energies from the technology model",
+    ("map.json", "attnscope map * :: * :: edp"): "issue 14: energies from the technology model",
+    ("map.json", "attnscope map * --objective energy *"): "issue 14: the energy-optimal mapping under the "
+    "technology model's energies (flat-edge's own 512 KiB buffer and register files) is another mapping",
+    ("map.json", "attnscope map --arch fusemax-cloud --workload gemm * :: best :: feasible_evaluations"): "issue 14: "
+    "the search breaks latency ties by energy, which the technology model changes: the same best mapping, 19 fewer "
+    "feasible candidates evaluated on the way",
     # Issue 14: every on-chip limit honoured. The staging level now holds what is handed through it (a double
     # buffer of the producer's spatial tile per tensor); fused designs that handed whole 2-D score tiles through
     # the 8K-word staging registers were infeasible without saying so, and now hand those through the buffer.

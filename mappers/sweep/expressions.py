@@ -24,7 +24,7 @@ def base_value(source: ArchSpec | Mapping[str, Any], dotted: str) -> Any:
 
     source: an architecture, or a device's plain data.
     """
-    node: Any = source if isinstance(source, Mapping) else source.to_dict()
+    node: Any = source if isinstance(source, Mapping) else source.to_dict(resolved=True)  # derived figures too
     for part in dotted.split("."):
         name, _, rest = part.partition("[")
         steps: list[Any] = [name] if name else []

@@ -85,8 +85,7 @@ def test_example_spec_grid_and_keys():
     assert buffers[0] == 65536 and buffers[-1] == 33554432 and len(buffers) == 10
     first = points[0]
     assert dict(first.overrides)["arrays.pe_1d.pes"] == first.values["pe_dim"]
-    area = load_arch("fusemax-cloud").level("global_buffer").area_um2
-    assert dict(first.overrides)["levels.global_buffer.area_um2"] == pytest.approx(area * 65536 / 8388608)
+    assert "levels.global_buffer.area_um2" not in dict(first.overrides)  # the technology model prices each size
     assert [p.key for p in sweep_points(read_sweep_file(EXAMPLE))] == [p.key for p in points]  # stable keys
 
 

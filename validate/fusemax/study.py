@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from einsum.cascade import Cascade
 from einsum.lower import lower
+from einsum.yamlio import read_yaml_mapping
 from mappers.flat import BUFFER, PHASE, ROWWISE_FORWARDED, rowwise_softmax, search_flat
 from mappers.fusemax import StudyDesign as Design
 from mappers.fusemax import fusemax_family
@@ -53,14 +55,33 @@ END2END_PLATFORMS: Mapping[str, str] = {"flat": "flat-cloud", "proposal": "fusem
 FLAT_ROW_BLOCKS = (1, 2, 4)
 """FLAT's row granularities as the study ran them, in multiples of the array width, chosen by the study's
 sizing rule (mappers.flat, policy "study"); the general FLAT search chooses the block itself."""
+PUBLISHED_FIGURES = Path(__file__).with_name("accelergy-45nm.yaml")
+"""The study's 45 nm Accelergy energies and areas per preset, as dotted-path overrides (the as-published run)."""
 GEMM = Cascade.from_text("input A[T,K], B[K,N]\nC[t,n] = sum[k] A[t,k] * B[k,n]", name="gemm")
 
 
 @cache
-def study_arch(config: str, as_published: bool) -> ArchSpec:
-    """The architecture a configuration runs on (with the artifact's compat setting when as published)."""
-    preset, compat = PRESETS[config]
+def published_figures(preset: str) -> dict[str, float]:
+    """The study's energies, leakage and areas of one preset (``accelergy-45nm.yaml``), dotted path -> value."""
+    data = read_yaml_mapping(PUBLISHED_FIGURES, str(PUBLISHED_FIGURES), "presets to their published figures")
+    return dict(data[preset])
+
+
+def study_preset(preset: str, as_published: bool, node_nm: int | None = None) -> ArchSpec:
+    """A preset priced as the study published it (its 45 nm Accelergy figures), else by the technology model at
+    its own node or at ``node_nm``."""
     spec = load_arch(preset)
+    if as_published:
+        return with_overrides(spec, published_figures(preset))
+    return spec if node_nm is None else with_overrides(spec, {"technology.node_nm": node_nm})
+
+
+@cache
+def study_arch(config: str, as_published: bool, node_nm: int | None = None) -> ArchSpec:
+    """The architecture a configuration runs on (with the artifact's compat setting and figures when as published;
+    else the technology model's figures, at ``node_nm`` when given)."""
+    preset, compat = PRESETS[config]
+    spec = study_preset(preset, as_published, node_nm)
     if not as_published:
         return spec
     overrides: dict = {"compat": compat}
@@ -75,9 +96,9 @@ def attention_sizes(model: str, seq_len: int) -> dict[str, int]:
     return {k: v for k, v in get_model(model).sizes(seq_len).items() if k in ("B", "H", "E", "F", "M", "P")}
 
 
-def attention_design(config: str, model: str, seq_len: int, as_published: bool) -> Design:
+def attention_design(config: str, model: str, seq_len: int, as_published: bool, node_nm: int | None = None) -> Design:
     """Map and cost one configuration's attention for one model and sequence length."""
-    arch = study_arch(config, as_published)
+    arch = study_arch(config, as_published, node_nm)
     sizes = attention_sizes(model, seq_len)
     if config in ("cascade", "arch", "binding"):
         return fusemax_family(config, arch, sizes)
@@ -121,7 +142,7 @@ class LayerCost:
 
 
 @cache
-def _gemm_cost(arch_key: tuple[str, bool], tokens: int, k: int, n: int) -> CascadeCost:
+def _gemm_cost(arch_key: tuple[str, bool, int | None], tokens: int, k: int, n: int) -> CascadeCost:
     arch = _end2end_arch(*arch_key)
     lowered = lower(GEMM, {"T": tokens, "K": k, "N": n})
     found = search_nest(lowered.einsum("C"), arch, "pe_2d", ("t", "n"))
@@ -132,15 +153,15 @@ def _gemm_cost(arch_key: tuple[str, bool], tokens: int, k: int, n: int) -> Casca
 
 
 @cache
-def _end2end_arch(platform: str, as_published: bool) -> ArchSpec:
-    spec = load_arch(END2END_PLATFORMS[platform])
+def _end2end_arch(platform: str, as_published: bool, node_nm: int | None = None) -> ArchSpec:
+    spec = study_preset(END2END_PLATFORMS[platform], as_published, node_nm)
     return with_overrides(spec, {"compat": "fusemax-artifact-flat"}) if as_published else spec
 
 
-def end2end_layer(platform: str, model: str, seq_len: int, as_published: bool) -> LayerCost:
+def end2end_layer(platform: str, model: str, seq_len: int, as_published: bool, node_nm: int | None = None) -> LayerCost:
     """One layer's projections and FFN (the study's end-to-end add-on), each matmul mapped by the search."""
     costs = {
-        name: _gemm_cost((platform, as_published), *dims)
+        name: _gemm_cost((platform, as_published, node_nm), *dims)
         for name, dims in get_model(model).layer_matmuls(seq_len).items()
     }
     return LayerCost(
@@ -183,19 +204,23 @@ def run_study(
     models: Iterable[str] = STUDY_MODELS,
     seqs: Iterable[str] = tuple(SEQ_LENS),
     progress: Callable[[str], None] | None = None,
+    node_nm: int | None = None,
+    configs: Iterable[str] = CONFIGS,
 ) -> StudyResult:
-    """Every configuration x model x sequence length, and the end-to-end layers."""
+    """Every configuration x model x sequence length, and the end-to-end layers (the corrected model at another
+    technology node with ``node_nm``; a subset of the configurations with ``configs``)."""
+    configs = tuple(configs)
     result = StudyResult(as_published, {c: [] for c in CONFIGS}, {}, {p: [] for p in END2END_PLATFORMS})
     for model in models:
         for seq in seqs:
-            for config in CONFIGS:
-                design = attention_design(config, model, SEQ_LENS[seq], as_published)
+            for config in configs:
+                design = attention_design(config, model, SEQ_LENS[seq], as_published, node_nm)
                 result.designs[config, model, seq] = design
                 result.attention[config].append(attention_row(config, model, seq, design))
                 if progress:
                     progress(f"{config} {model} {seq}")
             for platform in END2END_PLATFORMS:
-                layer = end2end_layer(platform, model, SEQ_LENS[seq], as_published)
+                layer = end2end_layer(platform, model, SEQ_LENS[seq], as_published, node_nm)
                 result.end2end[platform].append(
                     {"model": model, "seq_len": seq, "traffic": layer.traffic, "latency": layer.latency_s,
                      "energy": layer.energy_pj}
@@ -223,9 +248,10 @@ def study_buffer_words(pe_dim: int, head_dim: int, seq_len: int, mult: int = 1) 
 def sweep_arch(pe_dim: int, head_dim: int, seq_len: int, as_published: bool, mult: int = 1) -> ArchSpec:
     """fusemax-cloud with a PE_dim x PE_dim array, a PE_dim 1-D array and the study's buffer for it.
 
-    The buffer's area scales with its capacity from the preset's (an assumption: the study re-ran CACTI).
+    As published, the buffer's area scales with its capacity from the preset's (the study re-ran CACTI per size;
+    its figures are not in the artifact); the corrected model prices every size with the technology model.
     """
-    base = load_arch("fusemax-cloud")
+    base = study_preset("fusemax-cloud", as_published)
     words, min_tiles = study_buffer_words(pe_dim, head_dim, seq_len, mult)
     gb = base.level(BUFFER)
     overrides = {
@@ -233,12 +259,12 @@ def sweep_arch(pe_dim: int, head_dim: int, seq_len: int, as_published: bool, mul
         "arrays.pe_2d.cols": pe_dim,
         "arrays.pe_1d.pes": pe_dim,
         "levels.global_buffer.capacity_words": words,
-        "levels.global_buffer.area_um2": gb.area_um2 * words / gb.capacity_words,
         "levels.pe_reg_2d.capacity_words": 4 + min_tiles,
         "levels.reg_file_1d.capacity_words": pe_dim * 8 * min_tiles,
         "levels.pe_reg_1d.capacity_words": 8 * min_tiles,
     }
     if as_published:
+        overrides["levels.global_buffer.area_um2"] = gb.area_um2 * words / gb.capacity_words
         overrides["compat"] = "fusemax-artifact"
     return with_overrides(base, overrides)
 
