@@ -659,8 +659,8 @@ def _derive(
     out_levels = []
     for i, lv in enumerate(levels):
         missing = {k for k in _COSTS if getattr(lv, k) is None}
-        if not missing or lv.access_width_words is None:
-            out_levels.append(lv)
+        if not missing or lv.access_width_words is None or (i > 0 and lv.capacity_words is None):
+            out_levels.append(lv)  # nothing to derive, or a size already reported as wrong
             continue
         bits = lv.access_width_words * word_bytes * 8
         try:
