@@ -563,6 +563,8 @@ class PassDesign:
     """Whether it fits FLAT's sizing rule (:func:`fits_sizing_rule`)."""
     fits: bool = True
     """Whether its buffer occupancy fits with the hand-offs the cost model charges (:func:`fits_buffer`)."""
+    flat_own: bool = False
+    """Whether it is one of FLAT's own dataflows: FLAT's pairing, every non-contraction on a 1-D array."""
 
 
 def iter_pass_designs(
@@ -608,8 +610,7 @@ def iter_pass_designs(
     for bound, key, designs in first:
         yield from designs
         best = min([best, *(d.cost.latency_s for d in designs if d.cost.feasible)])
-        own = designs[0].choice.is_flat() and not designs[0].choice.softmax_where(plan)
-        if not own and bound > best * (1 + 1e-9):
+        if not designs[0].flat_own and bound > best * (1 + 1e-9):
             continue
         for on, group in groups[key].items():
             if on:
@@ -620,7 +621,10 @@ def iter_pass_designs(
 
 def _costed(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping, choice: PassChoice) -> PassDesign:
     cost = evaluate_cascade(plan.lowered, arch, mapping)
-    return PassDesign(choice, mapping, cost, fits_sizing_rule(plan, arch, mapping), fits_buffer(plan, arch, mapping))
+    own = choice.is_flat() and not choice.softmax_where(plan)
+    return PassDesign(
+        choice, mapping, cost, fits_sizing_rule(plan, arch, mapping), fits_buffer(plan, arch, mapping), own
+    )
 
 
 def search_pass_designs(
@@ -656,7 +660,7 @@ def flat_policy(designs: Sequence[PassDesign], policy: str = "model") -> PassDes
     def best(group: list[PassDesign]) -> PassDesign | None:
         return min(group, key=lambda d: (d.cost.latency_s, d.cost.energy_pj), default=None)
 
-    own = [d for d in designs if d.choice.is_flat() and "; softmax on" not in d.mapping.notes[0]]
+    own = [d for d in designs if d.flat_own]
     if policy == "model":
         feasible = [d for d in own if d.cost.feasible]
         return best([d for d in feasible if d.fits]) or best(feasible)
