@@ -12,7 +12,8 @@ Model, per component:
   read/write ports. Between table points the value is interpolated linearly in log(value) against
   log(capacity), log(width) and log(banks) (power laws between neighbours); ports must be a tabulated count.
   Below a width row's smallest capacity (a memory only a few rows deep) the row is extrapolated log-log from
-  its first two capacities. Nothing is extrapolated beyond the tables' ranges: that is an error naming them.
+  its first two capacities, and so is every row below the table's smallest capacity (8 B), down to 1 B (a few
+  registers). Nothing else is extrapolated beyond the tables' ranges: that is an error naming them.
 - Functional unit (mac, add, mul, max, exp, divide) by datatype and node: energy per action, leakage, area.
 - DRAM: energy per bit by type (off-chip, so neither node nor supply changes it); wires: energy per bit per mm.
 - Supply voltage: dynamic energy scales as (V / V_nominal)^2 and leakage power as V / V_nominal (first order:
@@ -34,6 +35,9 @@ from types import MappingProxyType
 from einsum.errors import SpecError
 
 TABLES = Path(__file__).resolve().with_name("tables")
+MIN_CAPACITY_BYTES = 1
+"""Below the SRAM table's smallest array (a few registers) each row is extrapolated log-log from its first two
+capacities, down to one byte; above the table nothing is extrapolated."""
 VOLTAGE_RANGE_V = (0.4, 1.4)
 """Supplies the V^2 rule is used for: around the tables' nominal 0.8-1.1 V, not near threshold."""
 DATATYPES: Mapping[int, str] = MappingProxyType({1: "int8", 2: "fp16", 4: "fp32"})
@@ -268,8 +272,11 @@ def memory_cost(
     (cap_lo, cap_hi), (w_lo, w_hi), (b_lo, b_hi) = s.capacity_range, (s.widths[0], s.widths[-1]), (
         s.banks[0], s.banks[-1])  # fmt: skip
     bad = []
-    if not cap_lo <= capacity_bytes <= cap_hi:
-        bad.append(f"capacity {capacity_bytes:g} B is outside the SRAM table's {cap_lo} B .. {cap_hi} B")
+    if not MIN_CAPACITY_BYTES <= capacity_bytes <= cap_hi:
+        bad.append(
+            f"capacity {capacity_bytes:g} B is outside the model's {MIN_CAPACITY_BYTES} B .. {cap_hi} B "
+            f"(the SRAM table spans {cap_lo} B .. {cap_hi} B and is extrapolated below)"
+        )
     if not w_lo <= width_bits <= w_hi:
         bad.append(f"access width {width_bits:g} bit is outside the table's {w_lo} .. {w_hi} bit")
     elif width_bits > 8 * capacity_bytes:

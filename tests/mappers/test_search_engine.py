@@ -11,12 +11,17 @@ import mappers.search
 from einsum.errors import SpecError
 from mappers.search import AUTO_EXHAUSTIVE_POINTS, Objective, bench_mapper, bench_space, search
 from mappers.space import MapSpace
+from simulator.specs import with_overrides
 from tests.mappers.test_validator import THREE, gemm, independent_problems, small_arch
 
 
 @pytest.fixture(scope="module")
 def space():
-    return MapSpace.build(gemm(16, 12, 8), small_arch(4, 4, buffer=128, regs=8), "pe_2d", levels=THREE)
+    # priced by the FuseMax study's 45 nm table (buffer words cost ~1000x register words): a real trade-off
+    from validate.fusemax.study import published_figures
+
+    arch = with_overrides(small_arch(4, 4, buffer=128, regs=8), published_figures("fusemax-cloud"))
+    return MapSpace.build(gemm(16, 12, 8), arch, "pe_2d", levels=THREE)
 
 
 @pytest.mark.parametrize(

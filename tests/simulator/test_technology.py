@@ -230,10 +230,16 @@ def test_bad_technology_exits_2_from_the_cli(tmp_path, capsys):
 def test_out_of_table_level_names_the_level_and_the_range():
     data = _spec()
     data["levels"][1]["capacity_words"] = 2**30  # 2 GiB on chip
-    with pytest.raises(SpecError, match=r"levels\[1\].*outside the SRAM table's 8 B .. 268435456 B.*explicitly"):
+    with pytest.raises(SpecError, match=r"levels\[1\].*outside the model's 1 B .. 268435456 B.*explicitly"):
         spec_from_dict(data, "arch.yaml")
     data["levels"][1] |= {"read_energy_pj": 1.0, "write_energy_pj": 1.0, "area_um2": 1.0, "leakage_w": 0.0}
     assert spec_from_dict(data).level("global_buffer").read_energy_pj == 1.0
+
+
+def test_a_few_registers_extrapolate_below_the_table():
+    tech = Technology(45)
+    two, eight, sixteen = (memory_cost(tech, b, 16).read_energy_pj for b in (2, 8, 16))
+    assert 0 < two < eight < sixteen  # log-log from the 8 B and 16 B rows, continued down
 
 
 def test_unknown_unit_needs_its_figures():
