@@ -374,7 +374,9 @@ def dask_outcomes(tmp_path: Path, fn, workers: int, **options) -> tuple[list[Out
 def test_dask_per_task_timeout_reruns_a_stopped_workers_chunk(tmp_path):
     outcomes, replaced = dask_outcomes(tmp_path, stop_once, 2, task_timeout=3.0)
     assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))  # every point, once
-    assert replaced == 1 and all(o.error is None for o in outcomes)
+    # the chunk timeout restarts the stopped worker, unless the scheduler already gave its chunk to the other one
+    assert replaced <= 1 and all(o.error is None for o in outcomes)
+    assert (tmp_path / "stopped").exists()
 
 
 def test_dask_resubmits_lost_tasks_when_every_worker_restarts(tmp_path):
