@@ -134,6 +134,9 @@ class Store:
             raise StoreError(f"{path}: no such store; run `attnscope sweep SPEC --store {path}` first")
         if exists:
             cls._check_database(path)
+        elif not readonly and not path.parent.is_dir():
+            raise StoreError(f"{path}: cannot create the store: folder {path.parent} does not exist (create it, or "
+                             "give --store a path in an existing folder)")  # fmt: skip
         try:
             if readonly:
                 conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)

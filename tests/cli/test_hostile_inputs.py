@@ -4,6 +4,7 @@ result. One test per item of the issue's lists, named after it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,12 @@ def test_absurd_dram_bandwidth_is_refused_with_the_range(tmp_path, capsys, targe
     code, _, err = run_cli(capsys, *[str(spec) if a == "{}" else a for a in argv])
     assert code == 2 and f"{key}: expected a number in [1e+06, 1e+16] B/s (1 MB/s to 10 PB/s)" in err
     assert "got 1e-30" in err
+
+
+def test_sweep_store_in_a_missing_folder_names_the_folder(tmp_path, capsys):
+    store = tmp_path / "no-such-folder" / "s.sqlite"
+    spec = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / "edge-decode.yaml"
+    assert main(["sweep", str(spec), "--store", str(store), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"folder {store.parent} does not exist" in err and "Traceback" not in err
+    assert not store.parent.exists()
