@@ -75,7 +75,7 @@ from einsum.ast import (
     index_vars,
     walk,
 )
-from einsum.cascade import Cascade, Einsum, _poly, var_offset
+from einsum.cascade import Cascade, Einsum, index_monomials, var_offset
 from einsum.errors import AttnscopeError, Span
 from einsum.interpreter import random_inputs, run
 
@@ -162,7 +162,7 @@ def _call(func: str, *args) -> Call:
 
 def _fmt_index(idx: IndexExpr) -> str:
     """An index expression as short canonical text (``M1-1-m1+1`` prints ``M1-m1``)."""
-    poly = {mono: c for mono, c in _poly(idx).items() if c}
+    poly = {mono: c for mono, c in index_monomials(idx).items() if c}
     if not poly:
         return "0"
 
@@ -244,7 +244,7 @@ def _vars(e) -> set[str]:
 
 
 def _same(a: IndexExpr, b: IndexExpr) -> bool:
-    return _poly(a) == _poly(b)
+    return index_monomials(a) == index_monomials(b)
 
 
 def _expansion(parts: tuple[str, ...]) -> IndexExpr:
@@ -934,7 +934,7 @@ def _vars_of(idx: IndexExpr) -> set[str]:
 
 def _is_reversal(idx: IndexExpr, var: str) -> bool:
     """Whether ``idx`` is ``V-1-v``: the variable ``v`` of rank ``V`` read backwards (its own inverse)."""
-    return _poly(idx) == {(var.upper(),): 1, (var,): -1, (): -1}
+    return index_monomials(idx) == {(var.upper(),): 1, (var,): -1, (): -1}
 
 
 def _init_text(value: float | None) -> str:

@@ -53,13 +53,13 @@ from einsum.syntax import NAMING_RULE, parse
 # Affine index expressions
 
 
-def _poly(idx: IndexExpr) -> dict[tuple[str, ...], int]:
+def index_monomials(idx: IndexExpr) -> dict[tuple[str, ...], int]:
     """Expand an index expression into monomials: sorted symbol tuple -> integer coefficient."""
     if isinstance(idx, IdxInt):
         return {(): idx.value}
     if isinstance(idx, IdxVar | IdxSize):
         return {(idx.name,): 1}
-    left, right = _poly(idx.left), _poly(idx.right)
+    left, right = index_monomials(idx.left), index_monomials(idx.right)
     out: dict[tuple[str, ...], int] = {}
     if idx.op in "+-":
         sign = 1 if idx.op == "+" else -1
@@ -110,7 +110,7 @@ def _terms(idx: IndexExpr) -> tuple[tuple[str | None, int, tuple[str, ...]], ...
     multiplies): what :func:`bind_index` needs besides the sizes. Keyed on the expression (which compares
     without its source span)."""
     out = []
-    for mono, c in _poly(idx).items():
+    for mono, c in index_monomials(idx).items():
         variables = [s for s in mono if s[0].islower()]
         out.append((variables[0] if variables else None, c, tuple(s for s in mono if not s[0].islower())))
     return tuple(out)
@@ -362,7 +362,7 @@ class Cascade:
 
     def _check_affine(self, idx: IndexExpr) -> None:
         """Refuse an index that multiplies variables together: an index is affine in the variables."""
-        for mono in _poly(idx):
+        for mono in index_monomials(idx):
             variables = [s for s in mono if s[0].islower()]
             if len(variables) > 1:
                 raise self._error(
