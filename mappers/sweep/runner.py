@@ -514,7 +514,18 @@ class DaskPool(_Retrying):
                 now = time.monotonic()
                 for future in finished:
                     chunk = live.pop(future)
-                    result = future.result()
+                    try:  # a finished chunk's result lives on its worker, which may since have stopped answering
+                        result = future.result(timeout=self._timeout(chunk))
+                    except TimeoutError:
+                        why = f"its result could not be fetched within {self._timeout(chunk):.0f} s"
+                        self._restart(self._holders(future))
+                        with contextlib.suppress(Exception):
+                            future.cancel()
+                        failed, rerun = self._rerun(chunk, why)
+                        feed.again.extend(rerun)
+                        if failed:
+                            yield failed
+                        continue
                     future.release()
                     began = started.pop(future.key, None)
                     if began is not None:
@@ -558,11 +569,22 @@ class DaskPool(_Retrying):
             started.pop(future.key, None)
             with contextlib.suppress(Exception):
                 future.cancel()
-        if stuck_workers:
-            with contextlib.suppress(Exception):  # a worker without a nanny cannot be restarted: the scheduler
-                self.client.restart_workers(sorted(stuck_workers), timeout=60)  # drops it when it stops answering
-            self.replaced += len(stuck_workers)
+        self._restart(stuck_workers)
         return lost
+
+    def _holders(self, future: Any) -> set[str]:
+        """The workers holding a future's result (none known when the scheduler cannot say)."""
+        with contextlib.suppress(Exception):
+            return set(self.client.who_has(future).get(future.key, ()))
+        return set()
+
+    def _restart(self, workers: set[str]) -> None:
+        """Restart stuck workers (where a nanny can; the scheduler drops one without a nanny when it stops
+        answering)."""
+        if workers:
+            with contextlib.suppress(Exception):
+                self.client.restart_workers(sorted(workers), timeout=60)
+            self.replaced += len(workers)
 
     def close(self) -> None:
         """Close the client and the local cluster; errors while closing (after Ctrl-C, a lost scheduler) are

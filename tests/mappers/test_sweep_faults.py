@@ -364,18 +364,28 @@ def dask_outcomes(tmp_path: Path, fn, workers: int, **options) -> tuple[list[Out
     pytest.importorskip("distributed")
     from mappers.sweep.runner import DaskPool
 
+    def hung(*_):
+        raise TimeoutError("the Dask sweep hung (no result in 240 s)")
+
     tasks = [Task(f"p{i}", (), "", ()) for i in range(12)]
     chunks = iter([tasks[i : i + 3] for i in range(0, 12, 3)])
-    with DaskPool(local_workers=workers, **options) as pool:
-        outcomes = [o for out in pool.run(fn, str(tmp_path), chunks) for o in out]
-        return outcomes, pool.replaced
+    previous = signal.signal(signal.SIGALRM, hung)  # a hang fails this test instead of stalling the suite
+    signal.alarm(240)
+    try:
+        with DaskPool(local_workers=workers, **options) as pool:
+            outcomes = [o for out in pool.run(fn, str(tmp_path), chunks) for o in out]
+            return outcomes, pool.replaced
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_dask_per_task_timeout_reruns_a_stopped_workers_chunk(tmp_path):
     outcomes, replaced = dask_outcomes(tmp_path, stop_once, 2, task_timeout=3.0)
     assert sorted(o.key for o in outcomes) == sorted(f"p{i}" for i in range(12))  # every point, once
-    # the chunk timeout restarts the stopped worker, unless the scheduler already gave its chunk to the other one
-    assert replaced <= 1 and all(o.error is None for o in outcomes)
+    # the stopped worker is restarted by the chunk timeout or by a result it holds but cannot send (or not at all,
+    # where the scheduler gave its chunk to the other worker first)
+    assert replaced <= 2 and all(o.error is None for o in outcomes)
     assert (tmp_path / "stopped").exists()
 
 
