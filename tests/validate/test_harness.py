@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from attnscope.cli import main
-from einsum.errors import RegistryError, SpecError
+from einsum.errors import AttnscopeError, RegistryError, SpecError
 from validate.harness import COLUMNS, OPS, Measurement, load_sweep, read_csv, sweep_from_dict, sweep_names, write_csv
 
 SCHEMA = Path(__file__).resolve().parents[2] / "validate" / "data" / "SCHEMA.md"
@@ -310,3 +310,26 @@ def test_gpu_rows_use_cuda_events_and_the_l2_flush(torch):
     rows = run_sweep(type(sweep)(sweep.name, "", 0, sweep.timing, tuple(picked)), "cuda")
     assert all(r.status == "ok" and r.timer == "cuda_event" and r.l2_flush for r in rows), [r.reason for r in rows]
     assert all(r.device_kind == "cuda" and r.arch.startswith("sm_") and r.compute_units > 1 for r in rows)
+
+
+def test_min_passes_times_every_case_in_that_many_passes(torch):
+    from validate.harness.kernels import KERNELS
+
+    prepared = []
+
+    def counted(case, device, gen):
+        prepared.append(case.label)
+        return KERNELS["matmul"](case, device, gen)
+
+    spec = _sweep({"op": "matmul", "shapes": [{"m": 32, "n": 32, "k": 32}, {"m": 16, "n": 16, "k": 16}]}, rounds=3,
+                  min_passes=2)  # fmt: skip
+    rows = _run(spec, kernels={**KERNELS, "matmul": counted})
+    assert all(r.status == "ok" and r.rounds >= 2 for r in rows)  # a third pass only for a contended timing
+    assert len(prepared) == sum(r.rounds for r in rows)
+    assert len(set(prepared[:2])) == 2  # pass 1 times both cases before pass 2 starts
+
+
+def test_min_passes_above_rounds_is_named():
+    with pytest.raises(AttnscopeError, match=r"timing: min_passes 3 exceeds rounds 2"):
+        sweep_from_dict(_sweep({"op": "matmul", "shapes": [{"m": 8, "n": 8, "k": 8}]}, rounds=2, min_passes=3))
+    assert sweep_from_dict(_sweep({"op": "matmul", "shapes": [{"m": 8, "n": 8, "k": 8}]})).timing.min_passes == 1

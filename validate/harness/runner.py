@@ -34,7 +34,8 @@ def run_sweep(
     """Measure every case of ``sweep`` on ``device`` (auto, cpu, cuda, cuda:N); one row per case, in order.
 
     With ``timing.rounds`` > 1, later passes re-measure (check, then time) the cases whose kept timing was
-    contended by other processes on the CPU; a case keeps its fastest pass, and is ``failed`` if a pass failed.
+    contended by other processes on the CPU, and the first ``timing.min_passes`` passes every case; a case keeps
+    its fastest pass, and is ``failed`` if a pass failed.
     """
     dev = resolve_device(device)
     env = environment(dev)
@@ -46,7 +47,8 @@ def run_sweep(
     best: list[Measurement | None] = [None] * len(sweep.cases)
     passes = [0] * len(sweep.cases)
     for round_ in range(sweep.timing.rounds):
-        todo = [i for i in range(len(sweep.cases)) if round_ == 0 or _contended(best[i], sweep.timing.max_other_cpu)]
+        every = round_ < sweep.timing.min_passes
+        todo = [i for i in range(len(sweep.cases)) if every or _contended(best[i], sweep.timing.max_other_cpu)]
         if todo and dev.type == "cpu":
             wait_for_quiet(sweep.timing.max_other_cpu, sweep.timing.quiet_wait_s)
         for index in todo:

@@ -35,8 +35,8 @@ SWEEP_DIR = Path(__file__).with_name("sweeps")
 _TOP_KEYS = ("name", "description", "seed", "timing", "cases")
 _CASE_KEYS = ("op", "role", "dtypes", "backends", "masks", "shapes", "grid", "where", "note")
 _TIMING_KEYS = (
-    "warmup_s", "budget_s", "min_runs", "max_runs", "rounds", "max_other_cpu", "quiet_wait_s", "l2_flush",
-    "cpu_allocator",
+    "warmup_s", "budget_s", "min_runs", "max_runs", "rounds", "min_passes", "max_other_cpu", "quiet_wait_s",
+    "l2_flush", "cpu_allocator",
 )  # fmt: skip
 _WHERE = ("seq_q == seq_kv",)
 
@@ -56,6 +56,10 @@ class Timing:
     rounds: int = 1
     """Most passes over the sweep: a later pass re-checks and re-times only the CPU cases whose kept timing was
     contended (other processes took more than max_other_cpu); each case keeps its fastest pass."""
+    min_passes: int = 1
+    """Passes that time every case, contended or not (at most ``rounds``): each case keeps its fastest pass, so a
+    slowdown that no CPU counter shows (another VM's memory traffic, a clock change) during one pass does not set
+    the row, and rows that are later compared (calibration and validation) are each timed at several moments."""
     max_other_cpu: float = CONTENDED
     """Share of the host's CPU time other processes may take during a CPU timing before it counts as contended."""
     quiet_wait_s: float = 0.0
@@ -196,7 +200,7 @@ def _read_timing(raw: Any, p: Problems, top: Mapping) -> Timing:
     for key in ("warmup_s", "budget_s", "max_other_cpu", "quiet_wait_s"):
         if key in raw and (v := p.value(raw, "timing", key, _SECONDS)) is not None:
             values[key] = float(v)
-    for key in ("min_runs", "max_runs", "rounds"):
+    for key in ("min_runs", "max_runs", "rounds", "min_passes"):
         if key in raw and (v := p.value(raw, "timing", key, "count")) is not None:
             values[key] = v
     if "l2_flush" in raw:
@@ -217,6 +221,9 @@ def _read_timing(raw: Any, p: Problems, top: Mapping) -> Timing:
     if timing.min_runs > timing.max_runs:
         at = "min_runs" if "min_runs" in raw else "max_runs"
         p.add("timing", f"min_runs {timing.min_runs} exceeds max_runs {timing.max_runs}", raw, at)
+    if timing.min_passes > timing.rounds:
+        at = "min_passes" if "min_passes" in raw else "rounds"
+        p.add("timing", f"min_passes {timing.min_passes} exceeds rounds {timing.rounds}", raw, at)
     return timing
 
 
