@@ -138,6 +138,12 @@ its own value dim: the 3-warpgroup branch). ``dkv_rs`` is ``Mma_dKV_is_RS = Atom
 AtomLayoutNdKV == NumMmaWarpGroups && SdP_swapAB && !dKV_swapAB`` (``hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp``).
 One producer warpgroup besides the MMA ones."""
 
+FA3_DQ_SMEM_MAX_HEAD_DIM = 192
+"""Up to this head dim (rounded head dims below 256) FlashAttention-3's backward stages each fp32 dQ partial in
+shared memory for a TMA bulk reduce-add (``dQacc_use_TMA = kHeadDim < 256`` in
+``hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp``, Dao-AILab/flash-attention commit
+0105a8fdf2240edcc66d3ea829be989c1139e031); at 256 the MMA threads add it with float4 atomics from registers."""
+
 FA3_BWD_REGS = {2: (24, 240), 3: (32, 160)}
 """Registers per thread (producer, MMA warpgroups) after ``setmaxnreg``, by MMA warpgroups:
 ``LoadRegisterRequirement`` / ``MmaRegisterRequirement`` of ``hopper/flash_bwd_kernel_sm90.h`` (Dao-AILab/flash-
@@ -269,8 +275,13 @@ def _tile_cycles(m: Machine, kernel: str, t: BwdTile, d: int, masked: bool) -> t
     prods = _products(kernel, t, d, e)
     phase = {n: (f / m.tensor_rate, b / m.smem_rate) for n, f, b in prods}
     written = (1 if kernel == "fa3" and t.config.dkv_rs else 2) * pairs * e / m.smem_rate  # P and dS to smem
+    # Q_i and dO_i land in shared memory (fa2 cp.async, fa3 TMA) while the tile computes: bank bandwidth, async
+    deposit = 2 * t.br * d * e / m.smem_rate
+    # fa3 below head dim 256 (dQacc_use_TMA): the MMA warpgroups store the fp32 dQ partial to shared memory while
+    # dK runs, and the producer's TMA bulk reduce-add reads it back (async); at 256 float4 atomics from registers
+    dq_stage = t.br * d * 4 / m.smem_rate if kernel == "fa3" and d <= FA3_DQ_SMEM_MAX_HEAD_DIM else 0.0
     tensor = sum(x for x, _ in phase.values())
-    smem = sum(y for _, y in phase.values()) + written
+    smem = sum(y for _, y in phase.values()) + written + deposit + 2 * dq_stage
     sfu = pairs / m.sfu_rate
     fma = pairs * (FMA_PER_PAIR + (1 if masked else 0)) / m.fma_rate
     streamed = (2 * t.br * d * e + 2 * t.br * 4) + t.br * d * 4  # Q_i, dO_i, L_i, D_i in; dQ atomics
@@ -285,10 +296,10 @@ def _tile_cycles(m: Machine, kernel: str, t: BwdTile, d: int, masked: bool) -> t
             + max(sfu + sub, *phase["dP"])
             + (fma - sub)
             + written
-            + max(sum(x for x, _ in last), sum(y for _, y in last))
+            + max(sum(x for x, _ in last), sum(y for _, y in last) + dq_stage)
         )
     parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
-    return max(cycles, l2), parts
+    return max(cycles, smem, l2), parts
 
 
 def _row_blocks(s: dict, br: int, bc: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,6 @@
 """Attention backward kernels (simulator/kernels/backward.py): structure, invariants, speed, CLI."""
 
 import itertools
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -34,23 +33,46 @@ def _sdpa(device, kernel, d, causal, seq, direction):
                    causal=causal, kernel=kernel, direction=direction)  # fmt: skip
 
 
+SEQS = (512, 1024, 2048, 4096, 8192, 16384)
+
+
 @pytest.mark.parametrize(("device", "kernel", "d", "causal"), GRID)
-def test_fwd_bwd_on_the_acceptance_grid_is_fast_and_never_beats_the_roofline(device, kernel, d, causal):
+def test_fwd_bwd_on_the_acceptance_grid_never_beats_the_roofline(device, kernel, d, causal):
     spec = load_device(device)
     for seq in (512, 16384):
-        start = time.perf_counter()
         both = _sdpa(device, kernel, d, causal, seq, "fwd+bwd")
-        assert time.perf_counter() - start < 2.0
         fwd, bwd = both.parts
         assert both.time_s == pytest.approx(fwd.time_s + bwd.time_s)
         assert bwd.flops == pytest.approx(BWD_FLOP_RATIO * fwd.flops, rel=1e-9)
         for p in (bwd, *bwd.parts):
             assert p.time_s >= p.roofline_s * (1 - 1e-12)
             assert p.tflops * 1e12 <= spec.tensor_peak_flops("bf16") * (1 + 1e-9)
-        # docs/gpu.md, "Backward": what sets the ratio per kernel and length (the unfused causal forward pays its
-        # mask add and softmax over every score; its backward has no mask kernel)
-        low, high = (1.5, 4.5) if kernel in ("fa2", "fa3") else (1.1, 2.5)
-        assert low < bwd.time_s / fwd.time_s < high
+
+
+@pytest.mark.parametrize(("device", "kernel", "d", "causal"), GRID)
+def test_backward_forward_ratio_over_the_acceptance_grid(device, kernel, d, causal):
+    # docs/gpu.md, "Backward": FlashAttention's authors report backward time 2-3x forward for the fused kernels;
+    # the model holds that band except where docs/gpu.md says why not, and only on the side it says: above 3 only
+    # from the backward's fixed costs (three kernels, a larger prologue) at <= 2K, below 2 only where the forward's
+    # serialized softmax outweighs the backward's at >= 2K. The unfused chain is memory-bound: four GEMMs against
+    # two, but 7 passes over the score matrix against 4 (6 with the causal mask add), so 7/6 < ratio < 2.2, and
+    # falling with length; causal below dense (its forward pays the mask add, its backward has no mask kernel).
+    ratios = {}
+    for seq in SEQS:
+        both = _sdpa(device, kernel, d, causal, seq, "fwd+bwd")
+        ratios[seq] = both.times_s["bwd"] / both.times_s["fwd"]
+    for seq, r in ratios.items():
+        if kernel in ("fa2", "fa3"):
+            assert 1.75 < r < 4.5, (seq, r)
+            assert r <= 3.0 or seq <= 2048, (seq, r)
+            assert r >= 2.0 or seq >= 2048, (seq, r)
+        else:
+            assert 7 / 6 * 0.98 < r < 2.2, (seq, r)
+            assert r < 2.0 or seq <= 1024, (seq, r)
+    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(ratios.values())), ratios
+    if kernel == "unfused" and causal:
+        dense = _sdpa(device, kernel, d, False, 4096, "fwd+bwd")
+        assert ratios[4096] < dense.times_s["bwd"] / dense.times_s["fwd"]
 
 
 def test_fused_backward_recomputes_p_per_tile_and_keeps_its_traffic_linear():
@@ -174,9 +196,24 @@ def test_phases_with_a_barrier_between_them_do_not_overlap():
     m = machine(load_device("h100-sxm"), "bf16", legacy_mma=True)
     t = bwd_tile(m, "fa2", 256, False)
     phases = sum(max(f / m.tensor_rate, b / m.smem_rate) for _, f, b in _products("fa2", t, 256, 2))
-    assert phases > max(c["tensor"], c["smem"] - 2 * t.br * t.bc * 2 / m.smem_rate)
+    written_and_deposited = (2 * t.br * t.bc * 2 + 2 * t.br * 256 * 2) / m.smem_rate  # P, dS out; Q_i, dO_i in
+    assert phases > max(c["tensor"], c["smem"] - written_and_deposited)
     per_tile = main.times_s[main.bound] * m.clock_hz * m.sms / main.tiles["query_tiles_visited"]
     assert per_tile >= phases + c["sfu"] + c["fma"]
+
+
+@pytest.mark.parametrize(("d", "staged"), [(64, True), (128, True), (192, True), (256, False)])
+def test_backward_shared_memory_counts_the_streamed_tiles_and_fa3s_staged_dq(d, staged):
+    # every visited tile deposits Q_i and dO_i in shared memory; fa3 below head dim 256 also stores each fp32 dQ
+    # partial there for the producer's TMA reduce-add, which reads it back (at 256: float4 atomics from registers)
+    m = machine(load_device("h100-sxm"), "bf16")
+    t = bwd_tile(m, "fa3", d, False)
+    reads = sum(b for _, _, b in _products("fa3", t, d, 2)) / m.smem_rate
+    written = (1 if t.config.dkv_rs else 2) * t.br * t.bc * 2 / m.smem_rate
+    deposit = 2 * t.br * d * 2 / m.smem_rate
+    dq_stage = 2 * t.br * d * 4 / m.smem_rate if staged else 0.0
+    p = predict(m.spec, "sdpa", batch=1, heads=8, seq_q=2048, head_dim=d, kernel="fa3", direction="bwd")
+    assert p.parts[1].tiles["tile_cycles"]["smem"] == pytest.approx(reads + written + deposit + dq_stage, abs=0.1)
 
 
 @pytest.mark.parametrize(
