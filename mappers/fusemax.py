@@ -13,6 +13,7 @@ take the largest P1 whose state fits the buffer.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -94,13 +95,34 @@ def fusemax_family(
     p_tiles = lowered.sizes["P"] // width
     best = None
     for p1 in reversed(divisors(p_tiles)):
-        mapping = fusemax_mapping(config, lowered, arch, p1)
-        occupancy = phase_occupancy(lowered, mapping, mapping.phases[0], BUFFER)
+        mapping, occupancy = _tried(config, lowered, arch, p1)
         if occupancy <= arch.level(BUFFER).capacity_words or p1 == 1:
             best = mapping
             break
     cost = evaluate_cascade(lowered, arch, best)
     return StudyDesign(config, best, cost, lowered)
+
+
+_TRIED: OrderedDict[tuple, tuple[LoweredCascade, CascadeMapping, float]] = OrderedDict()
+_TRIED_SIZE = 1024
+
+
+def _tried(config: str, lowered: LoweredCascade, arch: ArchSpec, p1: int) -> tuple[CascadeMapping, float]:
+    """:func:`fusemax_mapping` and its phase's buffer occupancy, memoized by what they read of the spec (its arrays'
+    shapes, kinds, feeds and the staging level), so specs that differ in numbers share one mapping object (and
+    :func:`simulator.cost.cascade_plan` its plan). The entry keeps ``lowered`` alive: its id stays its own."""
+    arrays = tuple((a.name, a.kind, a.shape, a.instances, a.fed_by) for a in arch.arrays)
+    key = (config, id(lowered), p1, arch.staging_level, arrays)
+    hit = _TRIED.get(key)
+    if hit is not None:
+        _TRIED.move_to_end(key)
+        return hit[1], hit[2]
+    mapping = fusemax_mapping(config, lowered, arch, p1)
+    occupancy = phase_occupancy(lowered, mapping, mapping.phases[0], BUFFER)
+    _TRIED[key] = (lowered, mapping, occupancy)
+    if len(_TRIED) > _TRIED_SIZE:
+        _TRIED.popitem(last=False)
+    return mapping, occupancy
 
 
 def fusemax_mapping(config: str, lowered: LoweredCascade, arch: ArchSpec, p1: int) -> CascadeMapping:

@@ -45,10 +45,11 @@ compute time steps. The cascade model then adds what crosses Einsum boundaries:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -115,18 +116,16 @@ class CascadeCost:
 
 def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadeCost:
     """Cost a cascade mapping (the model is in the module docstring)."""
-    _check_mapping(lowered, arch, mapping)
-    nest_costs = {e.name: einsum_nest(e, arch, mapping.einsums[e.name]) for e in lowered.einsums}
-    buffer = shared_buffer(arch)
-    words = _Traffic(lowered, arch, mapping, nest_costs, buffer)
+    plan = cascade_plan(lowered, arch, mapping)
+    buffer = plan.buffer
+    words = plan.traffic.on(arch)
 
-    occupancy, spill = [], []
+    occupancy, spill = list(plan.occupancy), []
     capacity = float(arch.level(buffer).capacity_words) if buffer else math.inf
     problems: list[str] = []
     staging = arch.staging_level
     for i, phase in enumerate(mapping.phases):
-        occ = phase_occupancy(lowered, mapping, phase, buffer)
-        occupancy.append(occ)
+        occ = occupancy[i]
         ps = 0.0
         if occ > capacity:
             if mapping.spill:
@@ -136,27 +135,17 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
         spill.append(ps)
         if ps:
             words.spill(phase, ps)
-        held = staging_occupancy(lowered, mapping, phase, staging)
+        held = plan.staging_occupancy[i]
         if held > arch.level(staging).capacity_words if staging else False:
             problems.append(_overflow(staging, f"phase {i} (hand-offs between arrays)", held,
                                       arch.level(staging).capacity_words, arch.word_bytes))  # fmt: skip
 
-    einsum_costs: dict[str, EinsumCost] = {}
-    compute_cycles: dict[str, float] = {}
+    einsum_costs = dict(plan.einsum_costs)
+    compute_cycles = plan.compute_cycles
     for e in lowered.einsums:
         em = mapping.einsums[e.name]
-        array = arch.array(em.array)
-        cpp = cycles_per_point(e, array, arch.compat.sum_op_cycles)
-        nc = nest_costs[e.name]
-        cycles = float(nc.compute_cycles[0]) * cpp
-        if array.fill_drain_cycles:
-            cycles += array.fill_drain_cycles * math.prod(b for _, b in em.temporal[0])
-        busy = e.points * cpp / array.pe_count
-        compute_cycles[e.name] = cycles
-        einsum_costs[e.name] = EinsumCost(
-            e.name, em.array, cycles, busy, cpp, e.ops(), {"compute": _compute_energy(e, array, arch)}
-        )
-        if not nc.feasible[0]:
+        nc = plan.nest_costs[e.name]
+        if not _nest_fits(nc, arch, em):
             problems += _nest_overflows(e, arch, em, nc, buffer)
 
     clock = arch.clock_hz
@@ -208,6 +197,91 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
         spill_bytes_by_level={buffer: words.spilled_words() * arch.word_bytes} if any(spill) else {},
         level_s=level_s,
     )
+
+
+@dataclass(frozen=True, eq=False)
+class CascadePlan:
+    """What :func:`evaluate_cascade` derives from the cascade, the mapping and the *structure* of a spec (its
+    :func:`spec_structure`) alone: the checked mapping, every Einsum's access counts, the words per level and
+    tensor before spills, the buffer and staging occupancy per phase, and each Einsum's compute time. The capacities,
+    bandwidths, per-word energies, leakage and clock are applied per spec (a sweep point varies only those)."""
+
+    lowered: LoweredCascade
+    mapping: CascadeMapping
+    nest_costs: Mapping[str, NestCosts]
+    """Per Einsum: the kernel's counts with every capacity unbounded, so ``overflow_ratio`` is the array axes'
+    alone; :func:`_nest_fits` applies a spec's capacities exactly as the kernel does."""
+    buffer: str | None
+    traffic: _Traffic
+    occupancy: tuple[float, ...]
+    staging_occupancy: tuple[float, ...]
+    compute_cycles: Mapping[str, float]
+    einsum_costs: Mapping[str, EinsumCost]
+
+
+_PLAN_CACHE: OrderedDict[tuple[int, int, tuple], CascadePlan] = OrderedDict()
+_PLAN_CACHE_SIZE = 512
+"""Plans of recent (cascade, mapping, spec structure) triples, keyed by identity of the lowered cascade and the
+mapping (which the plan keeps alive, and which must not be changed after costing) and by the structure's value."""
+
+
+def spec_structure(arch: ArchSpec) -> tuple:
+    """Everything of a spec a :class:`CascadePlan` depends on: all but the levels' capacities, bandwidths, ports,
+    energies, areas and leakage, the clock and the technology (which set those figures)."""
+    levels = tuple((lv.name, lv.parent, lv.instances, lv.per_pe_of, lv.access_width_words) for lv in arch.levels)
+    return (arch.word_bytes, arch.staging_level, arch.compat, arch.arrays, levels)
+
+
+def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadePlan:
+    """The :class:`CascadePlan` of a mapping on specs of ``arch``'s structure (memoized: the mapping is checked and
+    its loop nests validated and costed by the kernel once per structure, not once per spec)."""
+    key = (id(lowered), id(mapping), spec_structure(arch))
+    plan = _PLAN_CACHE.get(key)
+    if plan is not None:
+        _PLAN_CACHE.move_to_end(key)
+        return plan
+    _check_mapping(lowered, arch, mapping)
+    nest_costs = {e.name: _nest_uncached(e, arch, mapping.einsums[e.name], unbounded=True) for e in lowered.einsums}
+    buffer = shared_buffer(arch)
+    compute_cycles: dict[str, float] = {}
+    einsum_costs: dict[str, EinsumCost] = {}
+    for e in lowered.einsums:
+        em = mapping.einsums[e.name]
+        array = arch.array(em.array)
+        cpp = cycles_per_point(e, array, arch.compat.sum_op_cycles)
+        cycles = float(nest_costs[e.name].compute_cycles[0]) * cpp
+        if array.fill_drain_cycles:
+            cycles += array.fill_drain_cycles * math.prod(b for _, b in em.temporal[0])
+        busy = e.points * cpp / array.pe_count
+        compute_cycles[e.name] = cycles
+        einsum_costs[e.name] = EinsumCost(
+            e.name, em.array, cycles, busy, cpp, e.ops(), {"compute": _compute_energy(e, array, arch)}
+        )
+    plan = CascadePlan(
+        lowered=lowered,
+        mapping=mapping,
+        nest_costs=nest_costs,
+        buffer=buffer,
+        traffic=_Traffic(lowered, arch, mapping, nest_costs, buffer),
+        occupancy=tuple(phase_occupancy(lowered, mapping, ph, buffer) for ph in mapping.phases),
+        staging_occupancy=tuple(staging_occupancy(lowered, mapping, ph, arch.staging_level) for ph in mapping.phases),
+        compute_cycles=compute_cycles,
+        einsum_costs=einsum_costs,
+    )
+    _PLAN_CACHE[key] = plan
+    if len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
+        _PLAN_CACHE.popitem(last=False)
+    return plan
+
+
+def _nest_fits(nc: NestCosts, arch: ArchSpec, em: EinsumMapping) -> bool:
+    """The kernel's feasibility test (:mod:`simulator.nest`) at this spec's capacities, for counts costed with
+    unbounded ones (whose ``overflow_ratio`` is the array axes' alone): the same divisions, the same maximum."""
+    overflow = float(nc.overflow_ratio[0])
+    for li, name in enumerate(em.levels):
+        cap = arch.level(name).capacity_words
+        overflow = max(overflow, float(nc.occupancy_words[0, li]) / (math.inf if cap is None else float(cap)))
+    return overflow <= 1.0
 
 
 def _overflow(level: str, where: str, need: float, have: float, word_bytes: int) -> str:
@@ -374,9 +448,12 @@ def nest_problem(e: LoweredEinsum) -> NestProblem:
     )
 
 
-def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
+def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, unbounded: bool = False) -> NestCosts:
+    """``unbounded``: every capacity infinite (for a :class:`CascadePlan`, whose specs differ in capacities)."""
     levels = [arch.level(n) for n in em.levels]
     nest = nest_arch(arch, em.levels, em.array, bandwidth="none")  # transfers are costed per phase
+    if unbounded:
+        nest = replace(nest, capacity_words=np.full(len(levels), math.inf))
     axes = nest.array_axes
     n_levels, n_ranks = len(levels), len(e.vars)
     temporal = np.ones((1, n_levels, n_ranks), dtype=np.int64)
@@ -567,6 +644,15 @@ class _Traffic:
             if staging and mapping.placement and any(mapping.placement.get(t) == staging for t in e.tensors):
                 self._staging(e, em, staging)
             self.by_einsum_dram[e.name] = dram_words
+
+    def on(self, arch: ArchSpec) -> _Traffic:
+        """These words on another spec of the same structure (:func:`spec_structure`), with dicts of their own
+        (a spill changes them)."""
+        out = copy.copy(self)
+        out.arch = arch
+        out.reads, out.writes, out.spilled = dict(self.reads), dict(self.writes), dict(self.spilled)
+        out.by_einsum = {k: list(v) for k, v in self.by_einsum.items()}
+        return out
 
     def _add(self, level: str, tensor: str, r: float, w: float) -> None:
         self.reads[level, tensor] = self.reads.get((level, tensor), 0.0) + r
