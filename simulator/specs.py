@@ -770,7 +770,107 @@ def with_overrides(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec:
     >>> small = with_overrides(load_arch("fusemax-cloud"), {"arrays.pe_2d.rows": 128, "arrays.pe_2d.cols": 128})
     >>> small.array("pe_2d").pe_count, small.level("pe_reg_2d").instances
     (16384, 16384)
+
+    Overrides that only set numbers of levels (capacity, bandwidths, energies, area, leakage), array sizes or the
+    clock, with valid values, take a fast path (:func:`_numbers_replaced`) that checks just those values and
+    re-derives just what depends on them: the same spec, without re-reading the unchanged parts.
     """
+    fast = _numbers_replaced(spec, overrides)
+    return fast if fast is not None else _rebuilt(spec, overrides)
+
+
+_LEVEL_NUMBERS: Mapping[str, tuple[str, bool]] = MappingProxyType({
+    "capacity_words": ("count", False),
+    "bandwidth_bytes_per_s": ("bytes_per_s", True),
+    "read_bandwidth_bytes_per_s": ("bytes_per_s", True),
+    "write_bandwidth_bytes_per_s": ("bytes_per_s", True),
+    "read_energy_pj": ("nonnegative", False),
+    "write_energy_pj": ("nonnegative", False),
+    "area_um2": ("nonnegative", False),
+    "leakage_w": ("nonnegative", False),
+})  # fmt: skip
+"""Level fields the fast path of :func:`with_overrides` sets: field -> (check kind, null allowed), as
+:func:`_read_levels` reads them (a null capacity, allowed for the outermost level only, takes the full path)."""
+_ARRAY_NUMBERS = {"2d": ("rows", "cols"), "1d": ("pes",)}
+
+
+def _numbers_replaced(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec | None:
+    """:func:`with_overrides`'s result when every override sets a number the fast path knows (``clock_hz``, a field
+    of :data:`_LEVEL_NUMBERS`, an array's ``rows``/``cols``/``pes``/``instances``) to a valid value; else None (the
+    full path then rebuilds and checks the whole spec, and names any fault). Values are checked as the reader checks
+    them; a changed capacity re-derives the level's figures the technology model gave (and the access width is
+    checked against it); a changed array re-counts the instances of the levels held per PE of it."""
+    origin = f"{spec.origin} + overrides"
+    p = Problems(origin, "architecture spec")
+    clock = spec.clock_hz
+    levels: dict[int, dict[str, Any]] = {}
+    arrays: dict[int, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        try:
+            steps = _steps(dotted, origin)
+        except SpecError:
+            return None
+        if steps == ["clock_hz"]:
+            clock = p.value({"clock_hz": value}, "", "clock_hz", "clock_hz")
+        elif len(steps) == 3 and steps[0] == "levels" and steps[2] in _LEVEL_NUMBERS:
+            i = _index(spec.levels, steps[1])
+            if i is None:
+                return None
+            kind, null = _LEVEL_NUMBERS[steps[2]]
+            null = null or (steps[2] == "capacity_words" and i == 0)
+            levels.setdefault(i, {})[steps[2]] = p.value({steps[2]: value}, "", steps[2], kind, null=null)
+        elif len(steps) == 3 and steps[0] == "arrays" and isinstance(steps[1], str):
+            a = _index(spec.arrays, steps[1])
+            if a is None or steps[2] not in (*_ARRAY_NUMBERS.get(spec.arrays[a].kind, ()), "instances"):
+                return None
+            arrays.setdefault(a, {})[steps[2]] = p.value({steps[2]: value}, "", steps[2], "count")
+        else:
+            return None
+    if p.items:
+        return None
+    new_arrays = list(spec.arrays)
+    for a, changes in arrays.items():
+        array = spec.arrays[a]
+        dims = dict(zip(_ARRAY_NUMBERS[array.kind], array.shape, strict=True))
+        dims.update((k, v) for k, v in changes.items() if k != "instances")
+        shape = tuple(dims[d] for d in _ARRAY_NUMBERS[array.kind])
+        new_arrays[a] = replace(array, shape=shape, instances=changes.get("instances", array.instances))
+    changed = {new_arrays[a].name: new_arrays[a] for a in arrays}
+    new_levels = list(spec.levels)
+    for i, lv in enumerate(spec.levels):
+        changes = dict(levels.get(i, {}))
+        if lv.per_pe_of in changed:
+            changes["instances"] = changed[lv.per_pe_of].pe_count
+        if not changes:
+            continue
+        given = tuple(k for k in _COSTS if k in lv.given or k in changes)
+        new = replace(lv, **changes, given=given)
+        if new.capacity_words is not None and new.access_width_words > new.capacity_words:
+            return None
+        missing = [k for k in _COSTS if k not in given]
+        if "capacity_words" in changes and i > 0 and missing and spec.technology is not None and spec.word_bytes:
+            bits = new.access_width_words * spec.word_bytes * 8
+            try:
+                cost = tech_model.memory_cost(spec.technology, new.capacity_words * spec.word_bytes, bits,
+                                              new.banks or 1, new.ports or 1)  # fmt: skip
+            except SpecError:
+                return None
+            derived = {"read_energy_pj": cost.read_energy_pj, "write_energy_pj": cost.write_energy_pj,
+                       "area_um2": cost.area_um2, "leakage_w": cost.leakage_w}  # fmt: skip
+            new = replace(new, **{k: derived[k] for k in missing})
+        new_levels[i] = new
+    return replace(spec, clock_hz=clock, levels=tuple(new_levels), arrays=tuple(new_arrays), origin=origin)
+
+
+def _index(items: tuple[Any, ...], step: str | int) -> int | None:
+    """The index of a list entry an override step names, as :func:`_locate` finds it (None: not found)."""
+    if isinstance(step, int):
+        return step if step < len(items) else None
+    return next((i for i, item in enumerate(items) if item.name == step), None)
+
+
+def _rebuilt(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec:
+    """with_overrides by the full path: the spec as data, the values replaced, the whole spec read and checked."""
     data, origin = spec.to_dict(), f"{spec.origin} + overrides"
     for dotted, value in overrides.items():
         steps = _steps(dotted, origin)
