@@ -142,11 +142,10 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
 
     einsum_costs = dict(plan.einsum_costs)
     compute_cycles = plan.compute_cycles
+    capacities = _capacities(arch)
     for e in lowered.einsums:
-        em = mapping.einsums[e.name]
-        nc = plan.nest_costs[e.name]
-        if not _nest_fits(nc, arch, em):
-            problems += _nest_overflows(e, arch, em, nc, buffer)
+        if not _nest_fits(plan.fits[e.name], capacities):
+            problems += _nest_overflows(e, arch, mapping.einsums[e.name], plan.nest_costs[e.name], buffer)
 
     clock = arch.clock_hz
     dram_bw = arch.level(arch.levels[DRAM].name).bandwidth_bytes_per_s or math.inf
@@ -208,9 +207,13 @@ class CascadePlan:
 
     lowered: LoweredCascade
     mapping: CascadeMapping
+    arch: ArchSpec
+    """The spec the plan was made on (kept alive: its arrays' units and operators are keyed by identity)."""
     nest_costs: Mapping[str, NestCosts]
     """Per Einsum: the kernel's counts with every capacity unbounded, so ``overflow_ratio`` is the array axes'
     alone; :func:`_nest_fits` applies a spec's capacities exactly as the kernel does."""
+    fits: Mapping[str, tuple[float, tuple[tuple[str, float], ...]]]
+    """Per Einsum: the array axes' overflow ratio and each level's occupancy, for :func:`_nest_fits`."""
     buffer: str | None
     traffic: _Traffic
     occupancy: tuple[float, ...]
@@ -227,9 +230,13 @@ mapping (which the plan keeps alive, and which must not be changed after costing
 
 def spec_structure(arch: ArchSpec) -> tuple:
     """Everything of a spec a :class:`CascadePlan` depends on: all but the levels' capacities, bandwidths, ports,
-    energies, areas and leakage, the clock and the technology (which set those figures)."""
+    energies, areas and leakage, the clock and the technology (which set those figures). An array's units and
+    operators count by identity (a plan keeps its spec alive, so an id is never another object's while it is
+    cached); :func:`simulator.specs.with_overrides` keeps them when it changes numbers only."""
     levels = tuple((lv.name, lv.parent, lv.instances, lv.per_pe_of, lv.access_width_words) for lv in arch.levels)
-    return (arch.word_bytes, arch.staging_level, arch.compat, arch.arrays, levels)
+    arrays = tuple((a.name, a.kind, a.shape, a.instances, a.fed_by, a.pipelined, a.fill_drain_cycles, id(a.units),
+                    id(a.ops)) for a in arch.arrays)  # fmt: skip
+    return (arch.word_bytes, arch.staging_level, arch.compat, arrays, levels)
 
 
 def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadePlan:
@@ -260,7 +267,9 @@ def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMappin
     plan = CascadePlan(
         lowered=lowered,
         mapping=mapping,
+        arch=arch,
         nest_costs=nest_costs,
+        fits={name: _fit(nc, mapping.einsums[name]) for name, nc in nest_costs.items()},
         buffer=buffer,
         traffic=_Traffic(lowered, arch, mapping, nest_costs, buffer),
         occupancy=tuple(phase_occupancy(lowered, mapping, ph, buffer) for ph in mapping.phases),
@@ -274,13 +283,23 @@ def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMappin
     return plan
 
 
-def _nest_fits(nc: NestCosts, arch: ArchSpec, em: EinsumMapping) -> bool:
-    """The kernel's feasibility test (:mod:`simulator.nest`) at this spec's capacities, for counts costed with
-    unbounded ones (whose ``overflow_ratio`` is the array axes' alone): the same divisions, the same maximum."""
-    overflow = float(nc.overflow_ratio[0])
-    for li, name in enumerate(em.levels):
-        cap = arch.level(name).capacity_words
-        overflow = max(overflow, float(nc.occupancy_words[0, li]) / (math.inf if cap is None else float(cap)))
+def _fit(nc: NestCosts, em: EinsumMapping) -> tuple[float, tuple[tuple[str, float], ...]]:
+    """A loop nest costed with unbounded capacities: its array axes' overflow ratio (the kernel's
+    ``overflow_ratio`` then) and each level's occupancy."""
+    return float(nc.overflow_ratio[0]), tuple((n, float(nc.occupancy_words[0, li])) for li, n in enumerate(em.levels))
+
+
+def _capacities(arch: ArchSpec) -> dict[str, float]:
+    """Words per instance of every level, as the kernel takes them (unbounded: inf)."""
+    return {lv.name: math.inf if lv.capacity_words is None else float(lv.capacity_words) for lv in arch.levels}
+
+
+def _nest_fits(fit: tuple[float, tuple[tuple[str, float], ...]], capacities: Mapping[str, float]) -> bool:
+    """The kernel's feasibility test (:mod:`simulator.nest`) of a nest's :func:`_fit` at these capacities: the
+    same divisions, the same maximum, so the same answer."""
+    overflow, occupancies = fit
+    for level, words in occupancies:
+        overflow = max(overflow, words / capacities[level])
     return overflow <= 1.0
 
 
@@ -607,6 +626,7 @@ class _Traffic:
         self.spilled: dict[str, float] = {}  # einsum -> extra DRAM words charged to its phase
         self.by_einsum: dict[tuple[str, str], list[float]] = {}  # (einsum, level) -> [reads, writes]
         self._einsum = ""
+        self._share_memo: dict[int, tuple[set[str], dict[str, float]]] = {}
         staging = arch.staging_level
         forwarded = {(t, consumer): level for t, consumer, level in mapping.forwarded}
         for e in lowered.einsums:
@@ -732,13 +752,20 @@ class _Traffic:
     def phase_dram_words(self, phase: Phase) -> float:
         """DRAM words of a phase: those of its Einsums' tensors (spills included)."""
         dram = self.arch.levels[DRAM].name
-        tensors = {t for name in phase.einsums for t in self.lowered.einsum(name).tensors}
-        shared = self._phase_share(tensors)
+        tensors, shared = self._shares(phase)
         return sum(
             w * shared[t]
             for (lv, t), w in list(self.reads.items()) + list(self.writes.items())
             if lv == dram and t in tensors
         )
+
+    def _shares(self, phase: Phase) -> tuple[set[str], dict[str, float]]:
+        """The phase's tensors and their DRAM shares, worked out once per phase (they depend on the mapping only)."""
+        hit = self._share_memo.get(id(phase))  # the phases are the mapping's, which this object keeps alive
+        if hit is None:
+            tensors = {t for name in phase.einsums for t in self.lowered.einsum(name).tensors}
+            hit = self._share_memo[id(phase)] = (tensors, self._phase_share(tensors))
+        return hit
 
     def _phase_share(self, tensors: set[str]) -> dict[str, float]:
         """A tensor touched by several phases splits its DRAM words between them by their accesses."""

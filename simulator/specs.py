@@ -888,13 +888,22 @@ def _rebuilt(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec:
 
 
 def _steps(dotted: str, origin: str) -> list[str | int]:
+    hit = _STEPS.get(dotted)
+    if hit is not None:
+        return list(hit)
     steps: list[str | int] = []
     for part in dotted.split("."):
         m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", part)
         if m is None or not (m[1] or m[2]):
             raise SpecError(f"{origin}: override {dotted!r}: not a dotted path like levels.global_buffer.area_um2")
         steps += ([m[1]] if m[1] else []) + [int(i) for i in re.findall(r"\d+", m[2])]
+    if len(_STEPS) < 4096:
+        _STEPS[dotted] = tuple(steps)
     return steps
+
+
+_STEPS: dict[str, tuple[str | int, ...]] = {}
+"""Steps of the dotted paths already split (a sweep applies the same few paths to every point)."""
 
 
 def _locate(node: Any, step: str | int, last: bool, miss: str) -> Any:

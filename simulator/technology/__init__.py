@@ -199,6 +199,7 @@ def dram_types() -> tuple[str, ...]:
     return tuple(_dram())
 
 
+@cache  # checked on every memory and unit lookup
 def datatypes() -> tuple[str, ...]:
     """The datatypes the functional-unit table covers."""
     return tuple(sorted({d for _, _, d in _units()}))

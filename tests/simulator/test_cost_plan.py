@@ -10,7 +10,15 @@ from einsum.lower import lower
 from mappers.flat import flat_choices, flat_mapping
 from mappers.fusemax import fusemax_mapping
 from simulator import cost
-from simulator.cost import _nest_fits, _nest_uncached, cascade_plan, evaluate_cascade, spec_structure
+from simulator.cost import (
+    _capacities,
+    _fit,
+    _nest_fits,
+    _nest_uncached,
+    cascade_plan,
+    evaluate_cascade,
+    spec_structure,
+)
 from simulator.specs import load_arch, with_overrides
 from workloads import get_cascade
 
@@ -85,4 +93,4 @@ def test_nest_fits_is_the_kernels_feasibility(buffer, regs):
         em = mapping.einsums[e.name]
         bounded = _nest_uncached(e, arch, em)
         unbounded = _nest_uncached(e, arch, em, unbounded=True)
-        assert _nest_fits(unbounded, arch, em) == bool(bounded.feasible[0])
+        assert _nest_fits(_fit(unbounded, em), _capacities(arch)) == bool(bounded.feasible[0])
