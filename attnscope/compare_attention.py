@@ -104,6 +104,8 @@ class AttentionComparison:
     notes: tuple[str, ...] = field(default=())
     native: str = ""
     """The registered variant the model's own attention is (:attr:`workloads.model_shape.ModelShape.attention_kind`)."""
+    direction: str = "fwd"
+    """``fwd``, ``bwd`` or ``fwd+bwd`` (:func:`mappers.direction.map_direction`)."""
 
 
 def attention_variants() -> tuple[str, ...]:
@@ -148,11 +150,17 @@ def _params_text(params: Mapping[str, float]) -> str:
     return ";".join(f"{k}={v:g}" for k, v in sorted(params.items()))
 
 
-def _row(case: Any, target: Any, name: str, seq: int) -> ComparisonRow:
-    """One (variant, length) through the pipeline: :func:`attnscope.api.evaluate_case`."""
+def _row(case: Any, target: Any, name: str, seq: int, direction: str = "fwd") -> ComparisonRow:
+    """One (variant, length) through the pipeline: :func:`attnscope.api.evaluate_case` (a backward or training
+    direction: :func:`mappers.direction.map_direction`)."""
     from attnscope.api import evaluate_case
 
-    d = evaluate_case(case, target)
+    if direction == "fwd":
+        d = evaluate_case(case, target)
+    else:
+        from mappers.direction import map_direction
+
+        d = map_direction(case, target, direction)
     device = d.target_kind == "device"
     params = _params_text(case.params)
     if not d.feasible:  # infeasible is an answer, not a number
@@ -184,19 +192,25 @@ def compare_attention(
     batch: int = 1,
     params: Mapping[str, float] | None = None,
     dtype: str | None = None,
+    direction: str = "fwd",
 ) -> AttentionComparison:
     """Cost each variant at each sequence length on a device or an architecture (module docstring): a loop
     over :func:`attnscope.api.evaluate_case`.
 
     ``variants``: registered names or ``.einsum`` paths. ``params``: parameters (``window``, ``sinks``,
     ``density``, ``splits``, ...); each variant takes the ones it has (:func:`workloads.cases.accepted`)
-    and its declared defaults for the rest.
+    and its declared defaults for the rest. ``direction``: ``fwd`` (the forward pass), ``bwd`` (the backward
+    pass) or ``fwd+bwd`` (a training step): :func:`mappers.direction.map_direction`: on a device the GPU
+    backward kernels (the dense, causal and sliding-window shapes; another variant's row says it has none), on
+    an array the derived backward cascade mapped like any cascade.
     """
+    from mappers.direction import check_direction
     from simulator.targets import load_target
     from workloads.cases import accepted, case_for_shape, load_workload
 
     if (device is None) == (arch is None):
         raise AttnscopeError("give exactly one target: a device (GPU/edge preset) or an arch (spatial array)")
+    check_direction(direction, "--direction")
     start = time.perf_counter()
     shape = get_model(model)
     chosen = _choose_variants(variants)
@@ -210,6 +224,9 @@ def compare_attention(
     params = dict(params or {})
     tgt = load_target(device if device is not None else arch, dtype=dtype if device is not None else None)
     kind = tgt.kind
+    if direction != "fwd" and kind == "device" and tgt.dtype == "fp8":
+        raise AttnscopeError(f"--direction {direction} with --dtype fp8: the GPU backward kernels run fp16 and bf16 "
+                             "(FlashAttention-3's FP8 path is forward only); give --dtype bf16 or fp16")  # fmt: skip
     rows = []
     for name in chosen:
         w = load_workload(name)
@@ -225,7 +242,7 @@ def compare_attention(
                                           seq, seq, None, _params_text(taken), f"impossible: {exc}"))  # fmt: skip
                 continue
             try:
-                row = _row(case, tgt, label, seq)
+                row = _row(case, tgt, label, seq, direction)
             except AttnscopeError as exc:
                 what = "no spatial mapping" if kind == "arch" else "impossible"
                 row = ComparisonRow(label, seq, _passes(name), "-", None, None, None, None, "-", None,
@@ -240,6 +257,15 @@ def compare_attention(
         "Prefill variants: P = M = seq (non-causal unless the cascade masks); decode variants (a cascade that "
         "declares its query count, `param P = 1`): that many queries against seq keys.",
     ]
+    if direction != "fwd":
+        notes.append(
+            f"Direction {direction}: the backward pass"
+            + (" after the forward pass" if direction == "fwd+bwd" else "")
+            + " on a device by the GPU backward kernels (FlashAttention-2/-3, unfused, math: "
+            "simulator.kernels.backward) for the dense, causal and sliding-window shapes only, on an array by the "
+            "backward cascade derived from each forward cascade (einsum.backward: FlashAttention-2's "
+            "recomputation form where it has a softmax, reverse mode otherwise), mapped like any cascade."
+        )
     if kind == "device":
         notes.append(
             f"{tgt.name}, {tgt.dtype}: each cascade becomes the kernel its structure calls for (mappers.catalog "
@@ -255,7 +281,7 @@ def compare_attention(
         )
     return AttentionComparison(tgt.name, kind, shape.name, batch, shape.heads, shape.kv_heads, shape.head_dim,
                                tuple(seqs), chosen, tuple(rows), tgt.spec.source, time.perf_counter() - start,
-                               tuple(notes), shape.attention_kind)  # fmt: skip
+                               tuple(notes), shape.attention_kind, direction)  # fmt: skip
 
 
 def _native_note(shape: Any) -> str:
@@ -323,10 +349,13 @@ def _pivot(study: AttentionComparison, value, unit: str) -> list[str]:
     return [f"({unit})", "", *lines, ""]
 
 
+_DIRECTION_TITLE = {"fwd": "", "bwd": " (backward)", "fwd+bwd": " (forward + backward)"}
+
+
 def _report(study: AttentionComparison, plot: bool) -> str:
     device = study.target_kind == "device"
     lines = [
-        f"# Attention variants on {study.target}: {study.model}",
+        f"# Attention variants on {study.target}: {study.model}{_DIRECTION_TITLE[study.direction]}",
         "",
         f"Target **{study.target}** ({study.target_kind}); model **{study.model}** ({study.heads} heads, "
         f"{study.kv_heads} K/V heads, head dim {study.head_dim}), batch {study.batch}; sequence lengths "

@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 
 from einsum.cascade import Cascade
-from einsum.errors import SpecError
+from einsum.errors import AttnscopeError, SpecError
 from simulator.device import DeviceSpec, load_device
 from simulator.kernels.attention import DECODE_KEYS, DECODE_QUERIES, KERNELS, predict_decode, predict_unfused
 from simulator.kernels.backward import DIRECTIONS, combine, predict_fused_bwd, predict_unfused_bwd
@@ -210,6 +210,27 @@ def sdpa_case(s: Mapping[str, Any]) -> Case:
     if name == "attention-1pass":
         return make_case("gqa", shape)
     return make_case(_grouped(s["window"] is not None), shape, params=params)
+
+
+def sdpa_shape(case: Case) -> dict[str, Any] | None:
+    """The sdpa shape (``batch``, ``heads``, ``kv_heads``, ``seq_q``, ``seq_kv``, ``head_dim``, ``causal``,
+    ``window``) whose fused kernels run exactly ``case`` (:func:`sdpa_case` of it gives the same cascade at the
+    same sizes), or None: the shapes the backward kernels cost (``mappers.direction``)."""
+    sizes = case.sizes
+    if sizes.get("E") != sizes.get("F"):
+        return None
+    base = {"batch": case.batch, "heads": case.heads, "kv_heads": case.kv_heads, "seq_q": case.seq_q,
+            "seq_kv": case.seq_kv, "head_dim": case.head_dim}  # fmt: skip
+    windows = [None] + ([sizes["W"]] if "W" in sizes else [])
+    for causal_, window in [(False, None)] + [(True, w) for w in windows]:
+        s = {**base, "causal": causal_, "window": window}
+        try:
+            cand = sdpa_case(s)
+        except AttnscopeError:
+            continue
+        if cand.cascade.text() == case.cascade.text() and dict(cand.sizes) == dict(sizes):
+            return s
+    return None
 
 
 @cache

@@ -48,6 +48,9 @@ def add_parser(sub, parser_class) -> None:
     )
     p.add_argument("--batch", type=_size, default=1, help="batch (default 1)")
     p.add_argument("--dtype", help="device dtype (default bf16, else fp16)")
+    p.add_argument("--direction", choices=("fwd", "bwd", "fwd+bwd"), default="fwd",
+                   help="fwd: the forward pass; bwd: the backward pass; fwd+bwd: a training step (devices: the GPU "
+                   "backward kernels; arrays: the derived backward cascade)")  # fmt: skip
     for name, text in _PARAMS:
         p.add_argument(f"--{name}", type=_size, help=text)
     p.add_argument("--density", type=_fraction, help="kept fraction of key blocks (block-sparse, moba)")
@@ -67,14 +70,15 @@ def run(args) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     params = {k: getattr(args, k) for k in ("window", "sinks", "splits", "block", "density")}
     study = compare_attention(model=args.model, seqs=parse_seqs(args.seq), device=args.device, arch=args.arch,
-                              variants=variants, batch=args.batch, dtype=args.dtype,
+                              variants=variants, batch=args.batch, dtype=args.dtype, direction=args.direction,
                               params={k: v for k, v in params.items() if v is not None})  # fmt: skip
     paths = write_comparison(study, args.out, plot=not args.no_plot)
     print_model_notes(args.model)
     if args.json:
         files = {k: str(v) for k, v in paths.items()}
         rows = [asdict(r) for r in study.rows]
-        print_json({"target": study.target, "model": study.model, "seconds": study.seconds, "rows": rows,
+        print_json({"target": study.target, "model": study.model, "direction": study.direction,
+                    "seconds": study.seconds, "rows": rows,
                     "files": files, "native": study.native, "notes": list(study.notes)})  # fmt: skip
         return 0
     rows = [

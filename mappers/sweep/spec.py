@@ -457,6 +457,10 @@ def _read_mapping(p: Problems, data: dict, has_devices: bool) -> tuple[Any, Mapp
     given = set(params)
     for key, param in strategy.params.items():
         params.setdefault(key, param.default)
+    if strategy.conflicts is not None:  # values fixed together that cannot run together (a swept one: per point)
+        for keys, problem in strategy.conflicts({k: v for k, v in params.items() if k in given}):
+            if all(k in given for k in keys):
+                p.add(join("mapping", keys[0]), f"{problem} (mapping.{' and mapping.'.join(keys)})", m, keys[0])
     return strategy, MappingSpec(name, tuple(sorted(params.items()))), given
 
 

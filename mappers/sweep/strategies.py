@@ -47,6 +47,7 @@ from mappers.sweep.targets import Resolved
 from simulator.cost import CascadeCost
 from simulator.device import DTYPES
 from simulator.kernels.attention import KERNELS as ATTENTION_KERNELS
+from simulator.kernels.backward import DIRECTIONS
 from simulator.specs import ArchSpec
 from workloads import get_cascade
 
@@ -97,6 +98,9 @@ class Strategy:
     """Device strategies: spatial-array presets may stand in the device axis too."""
     file_params: tuple[str, ...] = ()
     """Parameters whose values may be files (``.einsum``): read relative to the spec, their content keyed."""
+    conflicts: Callable[[Mapping[str, Any]], list[tuple[tuple[str, ...], str]]] | None = None
+    """Combinations of parameter values that cannot run: ``(keys involved, what is wrong)`` for the values
+    given; a spec that fixes every key of one under ``mapping`` is refused (a swept one fails at its points)."""
 
 
 _STRATEGIES: dict[str, Strategy] = {}
@@ -158,6 +162,22 @@ _PHASE = Param("prefill", ("prefill", "decode"), "prefill: seq_len query and key
                "per sequence against seq_len of context")  # fmt: skip
 _BATCH = Param(1, None, "sequences per batch")
 _DTYPE = Param("auto", _DTYPES, "data type; auto: bf16 where the device has it, else fp16, else fp32")
+_DIRECTION = Param("fwd", DIRECTIONS, "fwd: the forward pass; bwd: the backward pass; fwd+bwd: a training step "
+                   "(the forward pass, then the backward pass)")  # fmt: skip
+
+
+def _inference_only(params: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """A backward pass of a decode step (phase decode, or the decode / CPU flash kernel): inference only."""
+    if params.get("direction", "fwd") == "fwd":
+        return []
+    out = []
+    if params.get("phase") == "decode":
+        out.append((("direction", "phase"), f"direction {params['direction']} needs phase prefill: a decode step "
+                    "(one new token against a KV cache) is inference only and has no backward pass"))  # fmt: skip
+    if params.get("kernel") in ("decode", "cpu-flash"):
+        out.append((("direction", "kernel"), f"direction {params['direction']} runs kernel fa2, fa3, unfused, math "
+                    f"or auto; kernel {params['kernel']} is inference only"))  # fmt: skip
+    return out
 
 
 def _dtype(target: Resolved, dtype: str) -> str:
@@ -184,6 +204,8 @@ def _sdpa(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any])
         )
     if kernel != "auto":
         shape["kernel"] = kernel
+    if params["direction"] != "fwd":
+        shape["direction"] = params["direction"]
     dtype = _dtype(target, params["dtype"])
     p = predict(target.device, "sdpa", dtype=dtype, **shape)
     return {
@@ -209,12 +231,14 @@ register_strategy(
             "phase": _PHASE,
             "batch": _BATCH,
             "dtype": _DTYPE,
+            "direction": _DIRECTION,
         },
         cascades=(),
         evaluate=_sdpa,
         point_kind="device",
         metrics=("latency_s", "tflops", "flops", "dram_bytes", "roofline_s", "bound", "attn_kernel", "precision",
                  "energy_j"),
+        conflicts=_inference_only,
     )
 )  # fmt: skip
 
@@ -228,6 +252,12 @@ def _llm(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) 
 
     shape = get_model(model)
     phase, batch, dtype, kernel = params["phase"], params["batch"], params["dtype"], params["kernel"]
+    if params["direction"] != "fwd":
+        if phase != "prefill" or target.kind != "device":
+            where = "" if target.kind == "device" else f"; {target.name} is a spatial-array preset"
+            raise SpecError(f"llm: direction {params['direction']} (a training step: each kernel with its backward) "
+                            f"is modelled for phase prefill on a device{where}")  # fmt: skip
+        phase = "train"
     if target.kind == "device":
         study = model_rows(model, phase, seq_len, batch, device=target.device, dtype=_dtype(target, dtype),
                            kernel=None if kernel == "auto" else kernel)  # fmt: skip
@@ -278,6 +308,8 @@ register_strategy(
             "batch": _BATCH,
             "dtype": _DTYPE,
             "kernel": Param("auto", _KERNELS, "attention kernel on devices; auto: the model's default"),
+            "direction": Param("fwd", ("fwd", "fwd+bwd"), "fwd: the phase's forward pass; fwd+bwd: a training "
+                               "step, every kernel with its backward (phase prefill, devices only)"),
         },
         cascades=(),
         evaluate=_llm,
@@ -285,6 +317,7 @@ register_strategy(
         metrics=("latency_s", "tokens_per_s", "tflops", "flops", "dram_bytes", "roofline_s", "bound", "attn_kernel",
                  "precision", "footprint_bytes", "fits_dram", "energy_j"),
         arch_presets=True,
+        conflicts=_inference_only,
     )
 )  # fmt: skip
 
@@ -314,7 +347,7 @@ def _check_params(value: Any) -> str | None:
 
 def _cascade(target: Resolved, model: str, seq_len: int, params: Mapping[str, Any]) -> dict[str, Any]:
     """A cascade at one layer's attention shape of a zoo model, mapped onto the target (module docstring)."""
-    from mappers.catalog import map_case
+    from mappers.direction import map_direction
     from simulator.targets import load_target
     from workloads.cases import case_for_shape, parse_params
     from workloads.models import get_model
@@ -332,7 +365,7 @@ def _cascade(target: Resolved, model: str, seq_len: int, params: Mapping[str, An
                 "preset: use dtype: auto"
             )
         tgt = load_target(target.arch)
-    d = map_case(case, tgt)
+    d = map_direction(case, tgt, params["direction"])
     flops = getattr(d.detail, "flops", None)
     return {
         "latency_s": d.latency_s,
@@ -361,6 +394,7 @@ register_strategy(
             "phase": _PHASE,
             "batch": _BATCH,
             "dtype": _DTYPE,
+            "direction": _DIRECTION,
         },
         cascades=(),
         evaluate=_cascade,

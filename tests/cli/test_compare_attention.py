@@ -102,3 +102,44 @@ def test_json_output(capsys, tmp_path):
 def test_bad_input_exits_2_naming_what_is_valid(capsys, tmp_path, argv, fragment):
     code, _, err = run(capsys, "compare-attention", *argv, "--out", str(tmp_path))
     assert code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_direction_on_a_device_and_an_array():
+    kw = {"model": "llama3-8b", "seqs": [1024]}
+    gpu = {d: compare_attention(device="h100-sxm", variants=["gqa", "moba"], direction=d, **kw)
+           for d in ("fwd", "bwd", "fwd+bwd")}  # fmt: skip
+    rows = {d: {r.variant: r for r in study.rows} for d, study in gpu.items()}
+    gqa = {d: r["gqa"] for d, r in rows.items()}
+    assert gqa["fwd+bwd"].latency_s == pytest.approx(gqa["fwd"].latency_s + gqa["bwd"].latency_s, rel=1e-9)
+    assert gqa["bwd"].kernel == "fa3-bwd" and gqa["fwd+bwd"].kernel == "fa3+fa3-bwd"
+    assert rows["fwd"]["moba"].ok and not rows["bwd"]["moba"].ok
+    assert rows["bwd"]["moba"].status.startswith("impossible: moba: no backward kernel on a device")
+    assert gpu["bwd"].direction == "bwd" and any("Direction bwd" in n for n in gpu["bwd"].notes)
+    array = {d: compare_attention(arch="fusemax-cloud", variants=["attention-1pass"], direction=d, **kw).rows[0]
+             for d in ("fwd", "bwd", "fwd+bwd")}  # fmt: skip
+    assert all(r.ok for r in array.values())
+    assert array["bwd"].latency_s > array["fwd"].latency_s
+    assert array["fwd+bwd"].energy_pj == pytest.approx(array["fwd"].energy_pj + array["bwd"].energy_pj, rel=1e-9)
+
+
+def test_direction_in_the_report_and_json(capsys, tmp_path):
+    code, out, err = run(capsys, "compare-attention", "--device", "h100-sxm", "--model", "llama3-8b", "--seq", "1K",
+                         "--variants", "sliding-window", "--direction", "fwd+bwd", "--out", str(tmp_path), "--no-plot",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["direction"] == "fwd+bwd" and data["rows"][0]["kernel"] == "fa3+fa3-bwd"
+    assert (tmp_path / "report.md").read_text().startswith("# Attention variants on h100-sxm: llama3-8b (forward +")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("--direction", "sideways"), "argument --direction: invalid choice: 'sideways'"),
+        (("--direction", "bwd", "--dtype", "fp8"), "--direction bwd with --dtype fp8: the GPU backward kernels run"),
+    ],
+)
+def test_bad_direction_exits_2_naming_the_flag(capsys, tmp_path, argv, fragment):
+    code, _, err = run(capsys, "compare-attention", "--device", "h100-sxm", "--model", "llama3-8b", "--seq", "1K",
+                       *argv, "--out", str(tmp_path))  # fmt: skip
+    assert code == 2 and fragment in err and "Traceback" not in err

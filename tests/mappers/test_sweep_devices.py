@@ -145,6 +145,56 @@ def test_device_field_and_parameter_axes(tmp_path):
     assert slow["latency_s"] > fast["latency_s"]  # the unfused chain is bound by DRAM
 
 
+def test_direction_axis_of_the_sdpa_strategy_is_the_backward_model(tmp_path):
+    spec = read_sweep_file(write(tmp_path, """\
+        name: train
+        workload: {models: [llama3-8b], seq_lens: [1K, 4K]}
+        mapping: {strategy: sdpa, batch: 2}
+        axes:
+          device: [a100-sxm, h100-sxm]
+          direction: [fwd, bwd, fwd+bwd]
+        metrics: [latency_s, attn_kernel]
+        """))  # fmt: skip
+    store = tmp_path / "s.sqlite"
+    assert run_sweep(spec, store).errors == 0
+    got = rows(store)
+    assert len(got) == 12
+    for r in got:
+        shape = attention_shape("llama3-8b", r["seq_len"], 2)
+        p = predict(r["device"], "sdpa", dtype="bf16", direction=r["direction"], **shape)
+        assert (r["latency_s"], r["attn_kernel"]) == (p.time_s, p.kernel)
+    by = {(r["device"], r["seq_len"], r["direction"]): r["latency_s"] for r in got}
+    for device, seq in {(d, s) for d, s, _ in by}:
+        assert by[device, seq, "fwd+bwd"] == pytest.approx(by[device, seq, "fwd"] + by[device, seq, "bwd"], rel=1e-9)
+
+
+def test_direction_of_the_cascade_and_llm_strategies(tmp_path):
+    spec = read_sweep_file(write(tmp_path, """\
+        name: cascade-train
+        workload: {models: [llama3-8b], seq_lens: [1K]}
+        mapping: {strategy: cascade, workload: moba, direction: fwd+bwd}
+        axes:
+          device: [h100-sxm, fusemax-cloud]
+        """))  # fmt: skip
+    store = tmp_path / "c.sqlite"
+    assert run_sweep(spec, store).errors == 1  # moba has no backward kernel on a GPU: that point's error says so
+    gpu, array = (rows(store, f"SELECT * FROM points WHERE device = '{d}'")[0] for d in ("h100-sxm", "fusemax-cloud"))
+    assert "moba: no backward kernel on a device" in gpu["error"]
+    assert array["status"] == "ok" and array["mapper"] == "fused+fused"
+    spec = read_sweep_file(write(tmp_path, """\
+        name: llm-train
+        workload: {models: [llama3-8b], seq_lens: [1K]}
+        mapping: {strategy: llm, direction: fwd+bwd}
+        axes:
+          device: [h100-sxm, flat-edge]
+        """, "llm.yaml"))  # fmt: skip
+    store = tmp_path / "l.sqlite"
+    assert run_sweep(spec, store).errors == 1
+    gpu, array = (rows(store, f"SELECT * FROM points WHERE device = '{d}'")[0] for d in ("h100-sxm", "flat-edge"))
+    assert gpu["latency_s"] == model_rows("llama3-8b", "train", 1024, 1, device="h100-sxm", dtype="bf16").model_s
+    assert "modelled for phase prefill on a device; flat-edge is a spatial-array preset" in array["error"]
+
+
 def test_llm_on_a_device_and_a_spatial_array(tmp_path):
     spec = read_sweep_file(write(tmp_path, """\
         name: edge
@@ -208,6 +258,13 @@ BAD = [
     ("metrics: [area_mm2]", "metrics[0]: unknown metric 'area_mm2'; known: latency_s, tflops"),
     ("derived: {dram_bytes_per_s: 2}", "derived: derived values apply to architecture sweeps"),
     ("overrides: {dram_bytes_per_sec: 1.0}", "overrides: a100-sxm: no field 'dram_bytes_per_sec'"),
+    ("mapping: {strategy: sdpa, direction: back}", "mapping.direction: got 'back'; allowed: fwd, bwd, fwd+bwd"),
+    ("mapping: {strategy: sdpa, phase: decode, direction: bwd}", "mapping.direction: direction bwd needs phase "
+     "prefill: a decode step (one new token against a KV cache) is inference only and has no backward pass "
+     "(mapping.direction and mapping.phase)"),
+    ("mapping: {strategy: sdpa, kernel: decode, direction: fwd+bwd}", "mapping.direction: direction fwd+bwd runs "
+     "kernel fa2, fa3, unfused, math or auto; kernel decode is inference only (mapping.direction and mapping.kernel)"),
+    ("mapping: {strategy: llm, direction: bwd}", "mapping.direction: got 'bwd'; allowed: fwd, fwd+bwd"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,112 @@
+"""mappers/direction.py: a case costed forward, backward or both, on devices (the GPU backward kernels) and on
+spatial arrays (the derived backward cascade through the pipeline). Expected figures come from the models."""
+
+import pytest
+
+from einsum.backward import derive
+from einsum.errors import AttnscopeError, SpecError
+from mappers.catalog import map_case
+from mappers.direction import backward_case, combine_designs, map_direction
+from simulator.gpu import predict, sdpa_case, sdpa_shape
+from simulator.targets import load_target
+from workloads.cases import case_for_shape, load_workload, make_case
+from workloads.models import get_model
+
+LLAMA = get_model("llama3-8b")
+
+
+def _case(name: str, seq: int = 1024):
+    return case_for_shape(load_workload(name), LLAMA, batch=1, seq=seq, params={})
+
+
+@pytest.mark.parametrize(
+    "s",
+    [
+        {"causal": False, "window": None, "kv_heads": 8},
+        {"causal": True, "window": None, "kv_heads": 8},
+        {"causal": True, "window": 512, "kv_heads": 8},
+        {"causal": False, "window": None, "kv_heads": 2},
+        {"causal": True, "window": None, "kv_heads": 2},
+    ],
+)
+def test_sdpa_shape_inverts_sdpa_case(s):
+    shape = {"batch": 2, "heads": 8, "seq_q": 1024, "seq_kv": 1024, "head_dim": 64, **s}
+    assert sdpa_shape(sdpa_case(shape)) == shape
+
+
+@pytest.mark.parametrize("name", ["moba", "attention-3pass", "decode", "mqa", "linear-attention"])
+def test_cases_that_no_sdpa_shape_runs_are_not_taken_for_one(name):
+    assert sdpa_shape(_case(name)) is None
+
+
+@pytest.mark.parametrize("name", ["attention-1pass-causal", "gqa", "sliding-window"])
+def test_device_directions_are_the_gpu_backward_kernels(name):
+    case, tgt = _case(name, 4096), load_target("h100-sxm")
+    s = sdpa_shape(case)
+    fwd = map_direction(case, tgt, "fwd")
+    assert fwd.latency_s == pytest.approx(map_case(case, tgt).latency_s, rel=1e-12)
+    bwd = map_direction(case, tgt, "bwd")
+    assert bwd.latency_s == pytest.approx(predict("h100-sxm", "sdpa", direction="bwd", **s).time_s, rel=1e-12)
+    both = map_direction(case, tgt, "fwd+bwd")
+    assert both.latency_s == pytest.approx(fwd.latency_s + bwd.latency_s, rel=1e-9)
+    assert both.description == "fa3+fa3-bwd" and bwd.description == "fa3-bwd"
+
+
+def test_a_cascade_without_a_backward_kernel_on_a_device_says_so():
+    with pytest.raises(SpecError, match="moba: no backward kernel on a device"):
+        map_direction(_case("moba"), load_target("h100-sxm"), "bwd")
+
+
+def test_a_decode_shape_has_no_backward_on_a_device():
+    case = make_case("gqa", {"B": 1, "H": 32, "G": 8, "P": 1, "M": 4096, "E": 128, "F": 128})
+    with pytest.raises(SpecError, match="kernel decode has no backward pass"):
+        map_direction(case, load_target("h100-sxm"), "bwd")
+
+
+def test_backward_case_is_the_derived_cascade_at_the_forward_sizes():
+    case = _case("attention-1pass")
+    back = backward_case(case)
+    assert back.cascade.text() == derive(case.cascade, "flash").cascade.text()  # a softmax: the recomputation form
+    assert all(back.sizes[r] == case.sizes[r] for r in back.sizes if r in case.sizes)
+    assert back.cascade.outputs == ("dQ", "dK", "dV")
+    linear = backward_case(_case("linear-attention"))  # no softmax: reverse mode over the Einsums
+    assert linear.summary.endswith("(autodiff)")
+
+
+@pytest.mark.parametrize("name", ["attention-1pass", "moba", "attention-3pass"])
+def test_array_directions_map_the_derived_backward_cascade(name):
+    case, tgt = _case(name), load_target("fusemax-cloud")
+    fwd = map_direction(case, tgt, "fwd")
+    bwd = map_direction(case, tgt, "bwd")
+    expected = map_case(backward_case(case), tgt)
+    assert (bwd.latency_s, bwd.energy_j, bwd.dram_bytes) == pytest.approx(
+        (expected.latency_s, expected.energy_j, expected.dram_bytes), rel=1e-12
+    )
+    both = map_direction(case, tgt, "fwd+bwd")
+    assert both.latency_s == pytest.approx(fwd.latency_s + bwd.latency_s, rel=1e-12)
+    assert both.energy_j == pytest.approx(fwd.energy_j + bwd.energy_j, rel=1e-12)
+    assert both.dram_bytes == pytest.approx(fwd.dram_bytes + bwd.dram_bytes, rel=1e-12)
+    assert both.onchip_bytes == max(fwd.onchip_bytes, bwd.onchip_bytes)
+    assert both.bound == (fwd if fwd.latency_s >= bwd.latency_s else bwd).bound
+    # the backward of attention does 2.5x the forward's matrix work (recompute QK, then four products)
+    assert bwd.latency_s > fwd.latency_s
+
+
+def test_combined_design_reports_both_passes_and_their_spill():
+    case, tgt = _case("attention-1pass"), load_target("fusemax-cloud")
+    fwd, bwd = map_case(case, tgt), map_case(backward_case(case), tgt)
+    both = combine_designs(fwd, bwd)
+    assert both.mapping == {"fwd": fwd.mapping, "bwd": bwd.mapping}
+    assert both.detail.fwd is fwd and both.detail.bwd is bwd
+    spill = both.detail.spill_bytes_by_level
+    for level in set(fwd.detail.spill_bytes_by_level) | set(bwd.detail.spill_bytes_by_level):
+        assert spill[level] == pytest.approx(
+            fwd.detail.spill_bytes_by_level.get(level, 0.0) + bwd.detail.spill_bytes_by_level.get(level, 0.0)
+        )
+
+
+def test_unknown_direction_names_where_it_came_from():
+    with pytest.raises(AttnscopeError, match=r"--direction: unknown direction 'up'; give one of fwd, bwd, fwd\+bwd"):
+        from mappers.direction import check_direction
+
+        check_direction("up", "--direction")
