@@ -154,8 +154,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     array_compute: dict[str, float] = {a.name: 0.0 for a in arch.arrays}
     memory_s = 0.0
     level_s: dict[str, float] = {}
-    for phase in mapping.phases:
-        comp = _phase_compute_cycles(phase, compute_cycles, mapping, arch)
+    for phase, comp in zip(mapping.phases, plan.phase_compute_cycles, strict=True):
         mem_s = max(words.phase_dram_words(phase) * arch.word_bytes / dram_bw, words.phase_level_s(phase, DRAM))
         memory_s += mem_s
         slowest = mem_s
@@ -174,18 +173,19 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     energy["compute"] = sum(c.energy_pj["compute"] for c in einsum_costs.values())
     latency_s = latency_cycles / clock
     energy |= {"leakage": leak * latency_s * 1e12} if (leak := arch.leakage_w()) else {}  # W x s, in pJ
+    dram_words = words.dram_by_tensor()
     util = {a: (b / latency_cycles if latency_cycles else 0.0) for a, b in array_busy.items()}
     einsum_util = {n: (c.busy_cycles / latency_cycles if latency_cycles else 0.0) for n, c in einsum_costs.items()}
     return CascadeCost(
         latency_s=latency_s,
-        dram_bytes=words.total_dram_words() * arch.word_bytes,
+        dram_bytes=sum(dram_words.values()) * arch.word_bytes,  # = words.total_dram_words()
         energy_pj=float(sum(energy.values())),
         feasible=not problems,
         utilization=util,
         einsum_utilization=einsum_util,
         einsums=einsum_costs,
         energy_breakdown_pj=energy,
-        dram_bytes_by_tensor={t: w * arch.word_bytes for t, w in words.dram_by_tensor().items()},
+        dram_bytes_by_tensor={t: w * arch.word_bytes for t, w in dram_words.items()},
         buffer_occupancy_words=tuple(occupancy),
         spill_fraction=tuple(spill),
         compute_s_by_array=array_compute,
@@ -219,6 +219,7 @@ class CascadePlan:
     occupancy: tuple[float, ...]
     staging_occupancy: tuple[float, ...]
     compute_cycles: Mapping[str, float]
+    phase_compute_cycles: tuple[float, ...]
     einsum_costs: Mapping[str, EinsumCost]
 
 
@@ -275,6 +276,7 @@ def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMappin
         occupancy=tuple(phase_occupancy(lowered, mapping, ph, buffer) for ph in mapping.phases),
         staging_occupancy=tuple(staging_occupancy(lowered, mapping, ph, arch.staging_level) for ph in mapping.phases),
         compute_cycles=compute_cycles,
+        phase_compute_cycles=tuple(_phase_compute_cycles(ph, compute_cycles, mapping, arch) for ph in mapping.phases),
         einsum_costs=einsum_costs,
     )
     _PLAN_CACHE[key] = plan
@@ -778,8 +780,9 @@ class _Traffic:
     def energy_by_component(self) -> dict[str, float]:
         out: dict[str, float] = {}
         compat = self.arch.compat
+        levels = {lv.name: lv for lv in self.arch.levels}
         for key in sorted(set(self.reads) | set(self.writes)):  # a fixed order: sums equal in every process
-            level = self.arch.level(key[0])
+            level = levels[key[0]]
             per_read = level.read_energy_pj / level.access_width_words
             per_write = level.write_energy_pj / level.access_width_words
             if compat.drop_staging_energy and key[0] == self.arch.staging_level:
