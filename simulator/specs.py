@@ -834,7 +834,7 @@ def _numbers_replaced(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec 
         dims = dict(zip(_ARRAY_NUMBERS[array.kind], array.shape, strict=True))
         dims.update((k, v) for k, v in changes.items() if k != "instances")
         shape = tuple(dims[d] for d in _ARRAY_NUMBERS[array.kind])
-        new_arrays[a] = replace(array, shape=shape, instances=changes.get("instances", array.instances))
+        new_arrays[a] = _shared(array, shape=shape, instances=changes.get("instances", array.instances))
     changed = {new_arrays[a].name: new_arrays[a] for a in arrays}
     new_levels = list(spec.levels)
     for i, lv in enumerate(spec.levels):
@@ -843,23 +843,42 @@ def _numbers_replaced(spec: ArchSpec, overrides: Mapping[str, Any]) -> ArchSpec 
             changes["instances"] = changed[lv.per_pe_of].pe_count
         if not changes:
             continue
+        if changes.keys() == {"instances"}:
+            new_levels[i] = _shared(lv, **changes)
+            continue
         given = tuple(k for k in _COSTS if k in lv.given or k in changes)
-        new = replace(lv, **changes, given=given)
-        if new.capacity_words is not None and new.access_width_words > new.capacity_words:
+        capacity = changes.get("capacity_words", lv.capacity_words)
+        if capacity is not None and lv.access_width_words > capacity:
             return None
         missing = [k for k in _COSTS if k not in given]
         if "capacity_words" in changes and i > 0 and missing and spec.technology is not None and spec.word_bytes:
-            bits = new.access_width_words * spec.word_bytes * 8
+            bits = lv.access_width_words * spec.word_bytes * 8
             try:
-                cost = tech_model.memory_cost(spec.technology, new.capacity_words * spec.word_bytes, bits,
-                                              new.banks or 1, new.ports or 1)  # fmt: skip
+                cost = tech_model.memory_cost(spec.technology, capacity * spec.word_bytes, bits, lv.banks or 1,
+                                              lv.ports or 1)  # fmt: skip
             except SpecError:
                 return None
             derived = {"read_energy_pj": cost.read_energy_pj, "write_energy_pj": cost.write_energy_pj,
                        "area_um2": cost.area_um2, "leakage_w": cost.leakage_w}  # fmt: skip
-            new = replace(new, **{k: derived[k] for k in missing})
-        new_levels[i] = new
+            changes.update((k, derived[k]) for k in missing)
+        new_levels[i] = replace(lv, **changes, given=given)
     return replace(spec, clock_hz=clock, levels=tuple(new_levels), arrays=tuple(new_arrays), origin=origin)
+
+
+_SHARED: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _shared(item: Any, **changes: Any) -> Any:
+    """``replace(item, **changes)``, the same object for the same item and changes (a sweep's points share their
+    arrays and per-PE levels among those of one size, so caches keyed by them hit). The entry keeps ``item``
+    alive, so its id is its own."""
+    key = (id(item), *changes.items())
+    hit = _SHARED.get(key)
+    if hit is None:
+        if len(_SHARED) >= 4096:
+            _SHARED.clear()
+        hit = _SHARED[key] = (item, replace(item, **changes))
+    return hit[1]
 
 
 def _index(items: tuple[Any, ...], step: str | int) -> int | None:
