@@ -19,7 +19,7 @@ backward cascade is mapped by the first mapper that applies to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from einsum.backward import BackwardError, derive
@@ -132,7 +132,11 @@ def map_direction(
         kernel = options.get("kernel")
         p = predict(target.spec, "sdpa", dtype=target.dtype, direction=direction, **s,
                     **({"kernel": kernel} if kernel else {}))  # fmt: skip
-        return device_design(case, target, p)
+        design = device_design(case, target, p)
+        if direction == "fwd+bwd":  # the footprint of the larger pass (each part's tiles, as device_design reads them)
+            onchip = max(device_design(case, target, part).onchip_bytes for part in p.parts)
+            design = replace(design, onchip_bytes=onchip)
+        return design
     bcase = backward_case(case)
     try:
         back = map_case(bcase, target)  # the first mapper that applies to the backward cascade

@@ -3,7 +3,8 @@
 Usage::
 
     attnscope map --workload NAME|FILE.einsum [--shape ...] [--param ...] (--arch ARCH | --device DEV)
-                  [--mapper NAME] [--kernel fa2|fa3] [--dtype T] [--mapping m.yaml] [--save-mapping m.yaml] [--json]
+                  [--mapper NAME] [--kernel fa2|fa3] [--dtype T] [--mapping m.yaml] [--save-mapping m.yaml]
+                  [--direction fwd|bwd|fwd+bwd] [--json]
     attnscope map --arch ARCH --workload NAME --einsum NAME [--array A] [--levels L1,L2,..]
                   [--constraints FILE] [--objective latency|energy|edp|weighted:WL,WE]
                   [--exhaustive | --budget N | --time S] [--method auto|exhaustive|random|anneal]
@@ -52,6 +53,9 @@ def add_parser(subparsers: Any, parser_class: type[argparse.ArgumentParser]) -> 
         "'mapping' mapper, on a device the kernel, dtype and tile it names)",
     )
     p.add_argument("--save-mapping", help="whole cascade: write the design's mapping to this YAML file")
+    p.add_argument("--direction", choices=("fwd", "bwd", "fwd+bwd"), default="fwd",
+                   help="whole cascade: the forward pass, its backward pass (arrays: the derived backward cascade; "
+                   "devices: the GPU backward kernels), or both (a training step)")  # fmt: skip
     p.add_argument("--workload", required=True, help="registered cascade, .einsum file, or gemm")
     p.add_argument("--shape", default="", help="rank sizes, e.g. B=64,H=12,M=4K or T=4K,K=4K,N=4K for gemm")
     p.add_argument("--einsum", help="which Einsum of the cascade (required when it has several)")
@@ -131,7 +135,7 @@ def _single_einsum(args) -> bool:
     """Whether ``map`` searches one Einsum (module docstring) rather than the whole cascade."""
     if args.einsum or args.workload == "gemm":
         return True
-    if args.device or args.mapper or args.mapping or args.save_mapping or args.param:
+    if args.device or args.mapper or args.mapping or args.save_mapping or args.param or args.direction != "fwd":
         return False
     from attnscope.api import load_cascade
 
@@ -139,6 +143,13 @@ def _single_einsum(args) -> bool:
 
 
 def cmd_map(args) -> int:
+    if args.direction != "fwd" and (args.einsum or args.workload == "gemm"):
+        raise AttnscopeError(f"--direction {args.direction} costs a whole cascade's backward pass; drop --einsum "
+                             "(one Einsum's loop-nest search is forward only)")  # fmt: skip
+    if args.direction != "fwd" and (args.mapping or args.save_mapping):
+        flag = "--mapping" if args.mapping else "--save-mapping"
+        raise AttnscopeError(f"--direction {args.direction} with {flag}: a saved mapping is one pass's (the forward "
+                             f"pass's); drop {flag} or use --direction fwd")  # fmt: skip
     if not _single_einsum(args):
         return _map_cascade(args)
     if args.device:
@@ -164,8 +175,17 @@ def _map_cascade(args) -> int:
         )
         options["mapping"]["__origin__"] = args.mapping
     mapper = args.mapper or ("mapping" if args.mapping and args.arch else None)
-    design = evaluate(args.workload, args.arch or args.device, shape=parse_shape(args.shape),
-                      params=parse_params(args.param), mapper=mapper, dtype=args.dtype, **options)  # fmt: skip
+    if args.direction == "fwd":
+        design = evaluate(args.workload, args.arch or args.device, shape=parse_shape(args.shape),
+                          params=parse_params(args.param), mapper=mapper, dtype=args.dtype, **options)  # fmt: skip
+    else:
+        from mappers.direction import map_direction
+        from simulator.targets import load_target
+        from workloads.cases import make_case
+
+        case = make_case(args.workload, parse_shape(args.shape), params=parse_params(args.param))
+        target = load_target(args.arch or args.device, dtype=args.dtype)
+        design = map_direction(case, target, args.direction, mapper, **options)
     if args.save_mapping:
         with open(args.save_mapping, "w") as f:
             yaml.safe_dump(design.to_dict()["mapping"], f, sort_keys=False, default_flow_style=None)

@@ -1,8 +1,11 @@
 """mappers/direction.py: a case costed forward, backward or both, on devices (the GPU backward kernels) and on
 spatial arrays (the derived backward cascade through the pipeline). Expected figures come from the models."""
 
+import json
+
 import pytest
 
+from attnscope.cli import main
 from einsum.backward import derive
 from einsum.errors import AttnscopeError, SpecError
 from mappers.catalog import map_case
@@ -50,6 +53,7 @@ def test_device_directions_are_the_gpu_backward_kernels(name):
     both = map_direction(case, tgt, "fwd+bwd")
     assert both.latency_s == pytest.approx(fwd.latency_s + bwd.latency_s, rel=1e-9)
     assert both.description == "fa3+fa3-bwd" and bwd.description == "fa3-bwd"
+    assert both.onchip_bytes == max(fwd.onchip_bytes, bwd.onchip_bytes) > 0
 
 
 def test_a_cascade_without_a_backward_kernel_on_a_device_says_so():
@@ -110,3 +114,29 @@ def test_unknown_direction_names_where_it_came_from():
         from mappers.direction import check_direction
 
         check_direction("up", "--direction")
+
+
+def test_map_takes_the_direction(capsys):
+    argv = ["map", "--workload", "attention-1pass-causal", "--device", "h100-sxm", "--shape",
+            "B=1,H=16,M=4K,P=4K,E=128,F=128", "--json"]  # fmt: skip
+    assert main([*argv, "--direction", "fwd+bwd"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    s = {"batch": 1, "heads": 16, "seq_q": 4096, "head_dim": 128, "causal": True}
+    assert both["latency_s"] == pytest.approx(predict("h100-sxm", "sdpa", direction="fwd+bwd", **s).time_s)
+    assert both["description"] == "fa3+fa3-bwd"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--arch", "fusemax-cloud", "--einsum", "QK"], "--direction bwd costs a whole cascade's backward pass; drop"),
+        (["--device", "h100-sxm", "--save-mapping", "m.yaml"], "--direction bwd with --save-mapping: a saved mapping"),
+        (["--device", "h100-sxm", "--workload", "moba"], "moba: no backward kernel on a device"),
+    ],
+)
+def test_map_direction_combos_that_cannot_run_exit_2(capsys, tmp_path, monkeypatch, extra, fragment):
+    monkeypatch.chdir(tmp_path)
+    workload = [] if "--workload" in extra else ["--workload", "attention-1pass"]
+    assert main(["map", *workload, *extra, "--direction", "bwd"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
