@@ -11,9 +11,14 @@ FP32-lane and ``M`` shared-memory times:
 * ``fa2`` (FlashAttention-2, warp-level ``mma``): every warp reads whole K and V tiles from shared memory into
   registers; on a ``wgmma`` device ``mma`` reaches only the preset's ``mma_fraction`` of the tensor rate. The
   softmax is serialized between the two matmuls: ``max(T, M) + S + F``.
-* ``fa3`` (FlashAttention-3, ``wgmma`` devices only): warpgroup MMA reads operands from shared memory; two or
-  three consumer warpgroups ping-pong and pipeline, which hides the FP32-lane work under the matmuls, while the
-  exp of a tile still sits between its two matmuls: ``max(T + S, F, M)``.
+* ``fa3`` (FlashAttention-3, ``wgmma`` devices only): warpgroup MMA reads operands from shared memory; ``Br /
+  64`` consumer warpgroups each run a 2-stage GEMM-softmax pipeline (the next tile's ``S`` GEMM and this tile's
+  ``P V`` issued together, the softmax of ``S`` under ``P V``) and ping-pong (named barriers give the tensor
+  cores to one warpgroup's GEMMs while the others run their softmax). A warpgroup's chain per tile is its
+  ``S`` GEMM, the wgmma latency exposed at the wait on ``S`` (:data:`WGMMA_LATENCY_CYCLES`, a cited
+  microbenchmark), its exp and FP32 work, and the wait on ``O``: ``C = max(g + w_S + (S + F) / n, 2 g + w_O)``
+  with ``g = T / 2n`` (:func:`fa3_chain_cycles`). The tile takes ``max(T, C, S, F, M)``: with two or more
+  warpgroups the others' GEMMs hide the softmax and the waits unless the chain is longer than all GEMMs.
 
 Shared-memory capacity and the register file bound the tile (:func:`flash_candidates`; the mapper tries every
 candidate and keeps the fastest). A CTA also pays a prologue (DRAM latency, Q and the first K/V tile through
@@ -55,6 +60,15 @@ KERNELS: tuple[str, ...] = ("fa2", "fa3", "unfused", "decode", "math", "cpu-flas
 math backend, and PyTorch's fused CPU flash kernel (:mod:`simulator.kernels.cpu`)."""
 
 FUSED_DTYPES = ("fp16", "bf16")
+
+WGMMA_LATENCY_CYCLES = 128.0
+"""Completion latency of one Hopper ``wgmma`` (issue to result usable), in SM clocks: Luo et al.,
+'Benchmarking and Dissecting the Nvidia Hopper GPU Architecture' (IPDPS 2024, arXiv:2402.13499), Table VIII:
+dense FP16 ``m64n256k16`` from shared memory, 128.0 cycles on an H800 (FP8 ``m64n256k32`` and INT8 the same);
+their extended version (arXiv:2501.12084, section 6.2) gives 128.0 cycles with N = 128 too. A microbenchmark, not
+an attention timing. Jarmusch and Chandrasekaran (arXiv:2512.02189) report 32 / 64 / 128 cycles for N = 64 /
+128 / 256 (the instruction's own tensor-core occupancy at the dense peak); taking 128 at every N is the larger
+of the two readings at N < 256, so the latency exposed per wait (:func:`wgmma_wait_cycles`) is an upper bound."""
 
 
 @dataclass(frozen=True)
@@ -149,22 +163,50 @@ def _tile_cycles(m: Machine, kernel: str, t: FlashTile, d: int) -> tuple[float, 
     return tile_cycles(m, kernel, t, ops, kv_tile_bytes=2 * t.bc * d * e, q_tile_bytes=t.br * d * e)
 
 
+def wgmma_wait_cycles(m: Machine, n: int) -> float:
+    """Cycles a warpgroup waits at ``wgmma.wait_group`` beyond the tensor-core time of the group it waits on:
+    the group's last ``wgmma`` (m64 x ``n`` x one K step: 32 bytes of operand per row) has completed
+    :data:`WGMMA_LATENCY_CYCLES` after it started, while its own occupancy of the tensor cores at the
+    kernel's rate ends earlier (never negative: a wide instruction's occupancy covers the latency)."""
+    k_step = 32 // m.elem_bytes
+    occupancy = 2.0 * 64 * min(n, 256) * k_step / m.tensor_rate
+    return max(0.0, WGMMA_LATENCY_CYCLES - occupancy)
+
+
+def fa3_chain_cycles(m: Machine, t: FlashTile, tensor: float, sfu: float, fma: float, head_dim: int) -> float:
+    """One consumer warpgroup's dependency chain per key tile in FlashAttention-3's forward (Shah et al. 2024,
+    section 3.2, 2-stage pipelining): it issues ``S = Q K_j^T`` and the previous tile's ``O += P V`` back to back,
+    waits for S (its GEMM ``g`` plus the exposed wgmma latency), runs the softmax (exp ``e`` and FP32 work
+    ``f``, in program order), and waits for O (``2 g`` plus the latency) before it rescales O and issues the
+    next pair: ``max(g + wait_S + e + f, 2 g + wait_O)``. The ``Br / 64`` warpgroups split the tile's
+    work evenly; while one waits or runs its softmax the others' GEMMs keep the tensor cores busy (section 3.1,
+    ping-pong), so the chain limits the tile only where it is longer than all warpgroups' GEMMs together."""
+    groups = max(1, t.br // 64)
+    g = tensor / (2 * groups)
+    wait_s, wait_o = wgmma_wait_cycles(m, t.bc), wgmma_wait_cycles(m, head_dim)
+    return max(g + wait_s + (sfu + fma) / groups, 2 * g + wait_o)
+
+
 def tile_cycles(
     m: Machine, kernel: str, t: FlashTile, ops: dict[str, float], *, kv_tile_bytes: float, q_tile_bytes: float
 ) -> tuple[float, dict[str, float]]:
     """SM-cycles of one key tile with ``ops`` per unit (module docstring: fa2 ``max(T, M) + S + F``, fa3
-    ``max(T + S, F, M)``, at least the tile's K/V bytes through the SM's share of L2), and the per-unit parts."""
+    ``max(T, C, S, F, M)`` with ``C`` one warpgroup's chain, :func:`fa3_chain_cycles`; at least the tile's K/V
+    bytes through the SM's share of L2), and the per-unit parts (fa3: and ``chain``)."""
     tensor = ops["tensor"] / m.tensor_rate
     sfu = ops["sfu"] / m.sfu_rate
     fma = ops["fma"] / m.fma_rate
+    l2 = kv_tile_bytes / m.l2_share_bytes_per_clock
     if kernel == "fa2":
         smem = t.warps * kv_tile_bytes / m.smem_rate
         cycles = max(tensor, smem) + sfu + fma
+        parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
     else:
         smem = ((t.br // 64) * kv_tile_bytes + q_tile_bytes) / m.smem_rate
-        cycles = max(tensor + sfu, fma, smem)
-    l2 = kv_tile_bytes / m.l2_share_bytes_per_clock
-    parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
+        head_dim = round(q_tile_bytes / (t.br * m.elem_bytes))  # the O accumulator's width: P V's wgmma N
+        chain = fa3_chain_cycles(m, t, tensor, sfu, fma, head_dim)
+        cycles = max(tensor, chain, sfu, fma, smem)
+        parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2, "chain": chain}
     return max(cycles, l2), parts
 
 

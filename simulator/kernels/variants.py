@@ -846,9 +846,12 @@ def _fused_one(m: Machine, flavour: str, t: FlashTile, sh: _Shape, blocked: bool
     fill_drain = fill_drain_s(m, fill * e, drain * e)
     compute_s += fill_drain
     share = heaviest[1]
-    if flavour == "fa3" and "smem" in share:  # the exp of a tile sits between its two matmuls: T + S
-        unit = "sfu" if share["sfu"] > share["tensor"] else "tensor"
-        share = {unit: share["tensor"] + share["sfu"], "fma": share["fma"], "smem": share["smem"], "l2": share["l2"]}
+    if "chain" in share:  # fa3: a warpgroup's GEMM-softmax chain binds; named after its softmax's larger unit
+        chain = share["chain"]
+        share = {k: v for k, v in share.items() if k != "chain"}
+        unit = "sfu" if share["sfu"] >= share["fma"] else "fma"
+        if chain > max(v for k, v in share.items() if k != "l2"):
+            share[unit] = chain
     core = {k: v for k, v in share.items() if k != "l2"}
     bound = "l2" if share.get("l2", 0.0) >= max(core.values()) else max(core, key=core.__getitem__)
     times = {bound: compute_s + key["s"], "memory": memory_s}
