@@ -291,15 +291,35 @@ def _tile_cycles(m: Machine, kernel: str, t: BwdTile, d: int, masked: bool) -> t
     else:
         sub = pairs / m.fma_rate
         last = [phase[n] for n in ("dV", "dK", "dQ")]
+        s_t, dp_t = max(*phase["S"]), max(*phase["dP"])
+        w_s, w_dp = _fa3_sdp_waits(m, t)
         cycles = (
-            max(*phase["S"])
-            + max(sfu + sub, *phase["dP"])
+            max(s_t + w_s + sfu + sub, s_t + dp_t + w_dp)
             + (fma - sub)
             + written
             + max(sum(x for x, _ in last), sum(y for _, y in last) + dq_stage)
         )
     parts = {"tensor": tensor, "sfu": sfu, "fma": fma, "smem": smem, "l2": l2}
     return max(cycles, smem, l2), parts
+
+
+def _fa3_sdp_waits(m: Machine, t: BwdTile) -> tuple[float, float]:
+    """The wgmma completion latency FlashAttention-3's backward exposes per tile (cycles beyond the tensor-core
+    time, :func:`simulator.kernels.attention.wgmma_wait_cycles`, the latency the forward model charges too).
+
+    ``hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp`` (commit 0105a8fd) issues ``S`` and ``dP`` back to back, waits
+    for ``S`` (``warpgroup_wait<1>``) before the exp and for ``dP`` (``warpgroup_wait<0>``) before ``dS``, after
+    which nothing is in flight until ``dV`` is issued; ``dV``, ``dQ`` and ``dK`` each wait for the previous one
+    only with the next already issued (``wg_wait=1``), and the next tile's ``S`` waits for ``dK`` behind ``S``
+    itself, so their latency stays hidden. Per warpgroup the ``S``/``dP`` wgmma is m64 x N with N = ``Br``
+    (keys along M: ``SdP_swapAB``, which ``Mma_dKV_is_RS`` requires) or ``Bc`` over the warpgroups laid along
+    the keys (no swap)."""
+    from simulator.kernels.attention import wgmma_wait_cycles
+
+    c = t.config
+    n = c.br // c.atom_sdp if c.dkv_rs else c.bc // max(1, t.warpgroups // c.atom_sdp)
+    wait = wgmma_wait_cycles(m, n)
+    return wait, wait
 
 
 def _row_blocks(s: dict, br: int, bc: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,30 +49,49 @@ def test_fwd_bwd_on_the_acceptance_grid_never_beats_the_roofline(device, kernel,
             assert p.tflops * 1e12 <= spec.tensor_peak_flops("bf16") * (1 + 1e-9)
 
 
-@pytest.mark.parametrize(("device", "kernel", "d", "causal"), GRID)
-def test_backward_forward_ratio_over_the_acceptance_grid(device, kernel, d, causal):
-    # docs/gpu.md, "Backward": FlashAttention's authors report backward time 2-3x forward for the fused kernels;
-    # the model holds that band except where docs/gpu.md says why not, and only on the side it says: above 3 only
-    # from the backward's fixed costs (three kernels, a larger prologue) at <= 2K, below 2 only where the forward's
-    # serialized softmax outweighs the backward's at >= 2K. The unfused chain is memory-bound: four GEMMs against
-    # two, but 7 passes over the score matrix against 4 (6 with the causal mask add), so 7/6 < ratio < 2.2, and
-    # falling with length; causal below dense (its forward pays the mask add, its backward has no mask kernel).
+def _ratios(device, kernel, d, causal):
     ratios = {}
     for seq in SEQS:
         both = _sdpa(device, kernel, d, causal, seq, "fwd+bwd")
         ratios[seq] = both.times_s["bwd"] / both.times_s["fwd"]
+    return ratios
+
+
+@pytest.mark.parametrize(("device", "kernel", "d", "causal"), GRID)
+def test_backward_forward_ratio_over_the_acceptance_grid(device, kernel, d, causal):
+    # docs/gpu.md, "Backward": FlashAttention's authors report backward time 2-3x forward for the fused kernels;
+    # each kernel family leaves that band only where docs/gpu.md says why, and only on the side it says.
+    # fa2: above 3 only from the backward's fixed costs (three kernels, a larger prologue) at <= 2K, below 2 only
+    # where its forward's serialized softmax outweighs the backward's, at >= 2K. fa3: never below the FLOP ratio
+    # 2.5 (its forward hides the softmax under the other warpgroups' GEMMs, its backward's warpgroups run in step
+    # and serialize the exp with the products). Unfused: memory-bound; four GEMMs against two, 7 passes over the
+    # score matrix against 4 (6 with the causal mask add): 7/6 < ratio < 2.2, below 2 beyond 1K, causal below
+    # dense (its forward pays the mask add, its backward has no mask kernel). Every family: the fixed costs
+    # amortize, so the ratio at 512 exceeds the one at 16K.
+    ratios = _ratios(device, kernel, d, causal)
     for seq, r in ratios.items():
-        if kernel in ("fa2", "fa3"):
+        if kernel == "fa2":
             assert 1.75 < r < 4.5, (seq, r)
             assert r <= 3.0 or seq <= 2048, (seq, r)
             assert r >= 2.0 or seq >= 2048, (seq, r)
+        elif kernel == "fa3":
+            assert BWD_FLOP_RATIO < r < 5.0, (seq, r)
         else:
             assert 7 / 6 * 0.98 < r < 2.2, (seq, r)
             assert r < 2.0 or seq <= 1024, (seq, r)
-    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(ratios.values())), ratios
+    assert ratios[512] > ratios[16384]
     if kernel == "unfused" and causal:
-        dense = _sdpa(device, kernel, d, False, 4096, "fwd+bwd")
-        assert ratios[4096] < dense.times_s["bwd"] / dense.times_s["fwd"]
+        assert ratios[4096] < _ratios(device, kernel, d, False)[4096]
+
+
+@pytest.mark.parametrize(("d", "causal"), list(itertools.product((64, 128, 256), (False, True))))
+def test_fa3_backward_leaves_the_softmax_serialized_where_its_forward_hides_it(d, causal):
+    # docs/gpu.md, "Backward": so its ratio exceeds fa2's on the same shapes, and most at head dim 64, where the
+    # per-pair exp and FP32 work weigh most against the 2 d FLOPs per pair of each product
+    fa3, fa2 = _ratios("h100-sxm", "fa3", d, causal), _ratios("h100-sxm", "fa2", d, causal)
+    assert all(fa3[seq] > fa2[seq] for seq in SEQS)
+    if d > 64:
+        assert fa3[16384] < _ratios("h100-sxm", "fa3", 64, causal)[16384]
 
 
 def test_fused_backward_recomputes_p_per_tile_and_keeps_its_traffic_linear():
@@ -295,3 +314,21 @@ def test_backward_never_beats_its_roofline_or_names_the_limit(device, kernel, se
     for part in (p, *p.parts):
         assert part.time_s >= part.roofline_s * (1 - 1e-12) and part.time_s > 0
         assert part.tflops * 1e12 <= spec.tensor_peak_flops("bf16") * (1 + 1e-9)
+
+
+def test_fa3_backward_exposes_the_wgmma_latency_at_its_waits_on_s_and_dp(monkeypatch):
+    # hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp waits for S before the exp and for dP before dS with nothing else
+    # in flight; the same cited completion latency (Luo et al. 2024) the forward model charges
+    import simulator.kernels.attention as attention
+
+    shape = {"batch": 2, "heads": 16, "seq_q": 8192, "head_dim": 128, "kernel": "fa3", "direction": "bwd"}
+    with_latency = predict("h100-sxm", "sdpa", **shape).parts[1]
+    monkeypatch.setattr(attention, "WGMMA_LATENCY_CYCLES", 0.0)
+    without = predict("h100-sxm", "sdpa", **shape).parts[1]
+    m = machine(load_device("h100-sxm"), "bf16")
+    t = bwd_tile(m, "fa3", 128, False)
+    monkeypatch.undo()
+    wait = attention.wgmma_wait_cycles(m, t.br)  # S^T = K Q^T per warpgroup: m64 x Br (SdP_swapAB)
+    assert 0 < wait < attention.WGMMA_LATENCY_CYCLES
+    extra = (with_latency.time_s - without.time_s) * m.clock_hz * m.sms / with_latency.tiles["query_tiles_visited"]
+    assert wait * 0.9 < extra <= 2 * wait * 1.01
