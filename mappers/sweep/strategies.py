@@ -31,6 +31,11 @@ NULL, never as 0):
   :func:`simulator.roofline.model_rows`: on a device each kernel is a ``simulator.gpu`` prediction; on a
   spatial-array preset each Einsum group's time is its roofline bound (compulsory DRAM traffic), which a
   mapping can only exceed. No energy for either (the roofline model gives none).
+
+``direction`` (``sdpa``, ``cascade``: ``fwd``, ``bwd``, ``fwd+bwd``; ``llm``: ``fwd``, ``fwd+bwd``) costs the
+backward pass too (:mod:`mappers.direction`; ``llm``'s ``fwd+bwd`` is ``model_rows`` phase ``train``, on devices).
+A decode step has no backward: a spec that fixes ``direction`` with ``phase: decode`` or an inference-only
+kernel is refused naming both keys; a swept combination fails at its points with the model's message.
 """
 
 from __future__ import annotations
