@@ -46,6 +46,7 @@ compute time steps. The cascade model then adds what crosses Einsum boundaries:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -208,7 +209,7 @@ class CascadePlan:
     lowered: LoweredCascade
     mapping: CascadeMapping
     arch: ArchSpec
-    """The spec the plan was made on (kept alive: its arrays' units and operators are keyed by identity)."""
+    """The spec the plan was made on."""
     nest_costs: Mapping[str, NestCosts]
     """Per Einsum: the kernel's counts with every capacity unbounded, so ``overflow_ratio`` is the array axes'
     alone; :func:`_nest_fits` applies a spec's capacities exactly as the kernel does."""
@@ -231,13 +232,34 @@ mapping (which the plan keeps alive, and which must not be changed after costing
 
 def spec_structure(arch: ArchSpec) -> tuple:
     """Everything of a spec a :class:`CascadePlan` depends on: all but the levels' capacities, bandwidths, ports,
-    energies, areas and leakage, the clock and the technology (which set those figures). An array's units and
-    operators count by identity (a plan keeps its spec alive, so an id is never another object's while it is
-    cached); :func:`simulator.specs.with_overrides` keeps them when it changes numbers only."""
+    energies, areas and leakage, the clock and the technology (which set those figures). The arrays count by value,
+    through :func:`_arrays_token`."""
     levels = tuple((lv.name, lv.parent, lv.instances, lv.per_pe_of, lv.access_width_words) for lv in arch.levels)
-    arrays = tuple((a.name, a.kind, a.shape, a.instances, a.fed_by, a.pipelined, a.fill_drain_cycles, id(a.units),
-                    id(a.ops)) for a in arch.arrays)  # fmt: skip
-    return (arch.word_bytes, arch.staging_level, arch.compat, arrays, levels)
+    return (arch.word_bytes, arch.staging_level, arch.compat, _arrays_token(arch.arrays), levels)
+
+
+_TOKENS: dict[tuple[ComputeArray, ...], int] = {}
+_TOKENS_BY_ID: dict[tuple[int, ...], tuple[tuple[ComputeArray, ...], int]] = {}
+_NEXT_TOKEN = itertools.count()
+
+
+def _arrays_token(arrays: tuple[ComputeArray, ...]) -> int:
+    """A number that stands for these arrays' value (equal arrays, one number; never reused for another value). The
+    value (units, operators and all) is hashed once per set of array objects: specs that share their array objects
+    (:func:`simulator.specs.with_overrides` of numbers) look the number up by identity; an entry keeps its arrays
+    alive, so their ids are theirs."""
+    ids = tuple(map(id, arrays))
+    hit = _TOKENS_BY_ID.get(ids)
+    if hit is None:
+        token = _TOKENS.get(arrays)
+        if token is None:
+            if len(_TOKENS) >= 4096:
+                _TOKENS.clear()  # a value seen again gets a new number: its plans are made again, never mixed up
+            token = _TOKENS[arrays] = next(_NEXT_TOKEN)
+        if len(_TOKENS_BY_ID) >= 4096:
+            _TOKENS_BY_ID.clear()
+        hit = _TOKENS_BY_ID[ids] = (arrays, token)
+    return hit[1]
 
 
 def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> CascadePlan:

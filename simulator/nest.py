@@ -751,12 +751,13 @@ def _random_power_of_two_batch(
     )
 
 
-def warm_up() -> None:
-    """Compile (or load from the on-disk cache) both kernels on a tiny problem."""
+def warm_up(parallel: tuple[bool, ...] = (False, True)) -> None:
+    """Compile (or load from the on-disk cache) the kernels on a tiny problem: the serial one (``False``) and the
+    threaded one (``True``); a process that forks workers loads the serial one only (threads do not survive a fork)."""
     rng = np.random.default_rng(0)
     batch = _random_power_of_two_batch(rng, 4, 2, 3, 2, 3, 3)
-    for parallel in (False, True):
-        evaluate_nest(_gemm_problem(4), _three_level_arch(2), batch, parallel=parallel)
+    for threaded in parallel:
+        evaluate_nest(_gemm_problem(4), _three_level_arch(2), batch, parallel=threaded)
 
 
 def bench_throughput(n_mappings: int, *, parallel: bool = True, repeats: int = 3, seed: int = 0) -> float:

@@ -296,7 +296,7 @@ class LocalPool(_Retrying):
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            self.ctx.set_forkserver_preload(["mappers.sweep.runner"])
+            self.ctx.set_forkserver_preload(["mappers.sweep.runner", "mappers.sweep.warm"])  # warm: the kernel
         self.pool: list[_Worker] = []
 
     def _spawn(self) -> _Worker:
