@@ -28,6 +28,7 @@ import itertools
 import math
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import signal
 import sqlite3
@@ -297,6 +298,7 @@ class LocalPool(_Retrying):
         self.ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self.ctx.set_forkserver_preload(["mappers.sweep.runner", "mappers.sweep.warm"])  # warm: the kernel
+            multiprocessing.forkserver.ensure_running()  # it imports and warms up while the points are sampled
         self.pool: list[_Worker] = []
 
     def _spawn(self) -> _Worker:

@@ -38,6 +38,7 @@ def test_fast_path_values_equal_a_fresh_evaluation_of_each_point(tmp_path: Path)
     ctx = SweepContext(spec.arch, spec.mapping.strategy, spec.mapping.params, tuple(spec.metric_columns()))
     tasks = [_task(p) for p in sweep_points(spec)]
     fast = []
+    cost._PLAN_CACHE.clear()  # (plans of earlier tests)
     for i in range(0, len(tasks), 8):  # every chunk gets its own copy of the context, as a pool worker does
         fast += evaluate_chunk(pickle.loads(pickle.dumps(ctx)), tasks[i : i + 8])
     assert len(cost._PLAN_CACHE) < len(tasks)  # plans were shared between points and chunks
