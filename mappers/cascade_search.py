@@ -1121,6 +1121,7 @@ def search_passes(
     row_blocks: Sequence[int] | None = None,
     pairing: str = "searched",
     policy: str = "model",
+    best_only: bool = False,
 ) -> dict:
     """Multi-pass fusion designs derived from the cascade and the architecture (:mod:`mappers.passes`).
 
@@ -1130,9 +1131,11 @@ def search_passes(
     ``flat_policy`` (FLAT's own choice, :func:`mappers.passes.flat_policy` under ``policy``), each None where
     no design qualifies. ``pairing`` (:data:`mappers.passes.PAIRINGS`): ``searched`` adds the reduce dataflow
     to FLAT's pairings, ``any`` searches each contraction's dataflow independently of the hand-offs. A
-    design's notes say whether it spills and where the softmax ran.
+    design's notes say whether it spills and where the softmax ran. ``best_only`` (query blocks searched):
+    ``best`` alone, the same design, found by a branch and bound with proven bounds that costs fewer designs
+    (:func:`mappers.passes.iter_pass_designs`).
     """
-    plan, designs = search_pass_designs(lowered, arch, row_blocks, pairing)
+    plan, designs = search_pass_designs(lowered, arch, row_blocks, pairing, best_only and row_blocks is None)
 
     def design(d) -> CascadeDesign:
         rule = "fits FLAT's sizing rule" if d.fits_rule else "spills past FLAT's sizing rule"
@@ -1143,6 +1146,8 @@ def search_passes(
             (rule, fit, where),
         )  # fmt: skip
 
+    if best_only and row_blocks is None:
+        return {"best": design(designs[0])}
     fits = [d for d in designs if d.fits_rule]
     return {
         "best": design(designs[0]),

@@ -167,7 +167,7 @@ def _passes_run(case: Case, target: ArchTarget, **_: Any) -> Design:
     from mappers.cascade_search import search_passes
 
     lowered = _lowered(case)
-    best = search_passes(lowered, target.spec)["best"]
+    best = search_passes(lowered, target.spec, best_only=True)["best"]
     return arch_design(case, target, "passes", lowered, best.mapping, best.cost, best.description, best.notes)
 
 

@@ -74,12 +74,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from einsum.errors import SpecError
 from einsum.lower import LoweredCascade, LoweredEinsum
 from mappers.templates import loop_nest
-from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy, shared_buffer
+from simulator.cost import CascadeCost, evaluate_cascade, nest_compute_cycles, phase_occupancy, shared_buffer
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
 
@@ -87,6 +87,7 @@ __all__ = [
     "PassChoice",
     "PassDesign",
     "PassPlan",
+    "compute_s_by_array",
     "fits_buffer",
     "fits_sizing_rule",
     "flat_policy",
@@ -139,6 +140,8 @@ class PassPlan:
     """The shared on-chip buffer (outermost bounded level with one instance)."""
     one_d: frozenset[str] = frozenset()
     """The architecture's 1-D arrays."""
+    nests: dict = field(default_factory=dict, compare=False, repr=False)
+    """Memo of :func:`einsum_nest` (the choices of a search share most of their loop nests)."""
 
 
 @dataclass(frozen=True)
@@ -440,9 +443,16 @@ def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeM
 
 
 def einsum_nest(plan, arch, e, array, outer, middle, spatial, keeps) -> EinsumMapping:
-    """:func:`mappers.templates.loop_nest` at the plan's buffer, with the architecture's own DRAM name."""
+    """:func:`mappers.templates.loop_nest` at the plan's buffer, with the architecture's own DRAM name (memoized
+    in the plan, per architecture: the same arguments give the same nest object)."""
+    key = (id(arch), e.name, array, tuple(outer), tuple(middle), tuple(spatial), frozenset(keeps) & set(e.tensors))
+    hit = plan.nests.get(key)
+    if hit is not None and hit[0] is arch:
+        return hit[1]
     nest = loop_nest(e, arch, array, outer, middle, spatial, keeps, buffer=plan.buffer)
-    return replace(nest, levels=(plan.dram, *nest.levels[1:]))
+    nest = replace(nest, levels=(plan.dram, *nest.levels[1:]))
+    plan.nests[key] = (arch, nest)
+    return nest
 
 
 def _contraction_nest(plan, arch, e, array, outer, p1, dataflow, keeps) -> EinsumMapping:
@@ -568,9 +578,17 @@ class PassDesign:
 
 
 def iter_pass_designs(
-    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] | None = None, pairing: str = "flat"
+    plan: PassPlan,
+    arch: ArchSpec,
+    row_blocks: Sequence[int] | None = None,
+    pairing: str = "flat",
+    best_only: bool = False,
 ) -> Iterator[PassDesign]:
     """The choices mapped and costed: with ``row_blocks`` every one, in :func:`pass_choices` order.
+
+    ``best_only`` (without ``row_blocks``): only designs that may be the best one (feasible first, then latency,
+    then energy) of the designs yielded without it (:func:`_best_candidates`); the others, and with them what
+    :func:`flat_policy` chooses among, are left out.
 
     Without, per point of the rest of the space only the query blocks :func:`pick_blocks` picks, and a
     branch and bound over (hand-offs, dataflows, binding): each is first costed with no primary tensor on
@@ -587,6 +605,9 @@ def iter_pass_designs(
     groups: dict[tuple, dict[frozenset[str], list[PassChoice]]] = {}
     for c in choices:
         groups.setdefault((c.fusion, c.dataflow, c.binding), {}).setdefault(c.on_chip, []).append(c)
+    if best_only:
+        yield from _best_candidates(plan, arch, groups)
+        return
 
     def variant(group: list[PassChoice]) -> list[PassDesign]:
         mappings: dict[int, CascadeMapping] = {}
@@ -619,6 +640,76 @@ def iter_pass_designs(
                 yield from more
 
 
+def compute_s_by_array(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> dict[str, float]:
+    """Seconds each array computes in a mapping of :func:`pass_mapping`, summed as :func:`evaluate_cascade` sums
+    its ``compute_s_by_array`` (same terms, same order: the same floats), from the loop nests alone."""
+    out = {a.name: 0.0 for a in arch.arrays}
+    for phase in mapping.phases:
+        for name in phase.einsums:
+            e, em = plan.lowered.einsum(name), mapping.einsums[name]
+            out[em.array] += nest_compute_cycles(e, arch, em) / arch.clock_hz
+    return out
+
+
+def _best_candidates(
+    plan: PassPlan, arch: ArchSpec, groups: Mapping[tuple, Mapping[frozenset[str], list[PassChoice]]]
+) -> Iterator[PassDesign]:
+    """The designs of :func:`iter_pass_designs` (default query blocks) that may be the best one, in its order.
+
+    The same groups (hand-offs, dataflows, binding) in the same order (by the busiest array's compute time with
+    no primary tensor on chip at the coarsest block, computed from the loop nests: the same floats), the same
+    on-chip variants in the same order, the same query blocks (:func:`pick_blocks`); a design is costed unless
+    a proven lower bound on its latency exceeds the latency of the best design found so far, and that one is
+    feasible (a feasible design with a larger latency, or an infeasible one, ranks below it: it cannot be the
+    best, nor tie with it). The bound:
+
+    * **compute**: a :func:`pass_mapping` design has one phase of one stage, whose latency (cycles) is the
+      larger of its compute cycles and its transfers' (:func:`evaluate_cascade`), and whose compute cycles
+      are its busiest array's: the sum of its Einsums' :func:`simulator.cost.nest_compute_cycles` (time steps
+      x cycles per point, plus fill and drain per DRAM iteration). So ``latency_s >= max(compute_s_by_array)``
+      up to rounding (a relative 1e-9 is allowed for it). The nests' loops depend on the hand-offs, the
+      dataflows, the binding and the query block, not on the primary tensors kept on chip (those set only
+      what the buffer level keeps), so the compute time at a block holds for every on-chip variant, and the
+      least over the blocks for the whole group: a group whose least exceeds the best latency is skipped
+      without mapping its variants, and a picked block whose compute time exceeds it is not costed.
+
+    Skipped designs are strictly worse than one found before them, so the best of these designs, ties broken
+    by order as a stable sort breaks them, is the best of all the designs :func:`iter_pass_designs` yields
+    (whose own branch and bound skips only variants whose latency exceeds a design it found).
+    """
+    keyed = []
+    for key, by_on in groups.items():
+        plain = {c.p1: pass_mapping(plan, arch, c) for c in by_on[frozenset()]}
+        compute = {p1: compute_s_by_array(plan, arch, m) for p1, m in plain.items()}
+        head = max(compute[max(plain)].values())
+        keyed.append((head, key, {p1: max(s.values()) for p1, s in compute.items()}, plain))
+    keyed.sort(key=lambda t: t[0])
+    best: tuple[float, float] | None = None  # (latency, energy) of the best feasible design so far
+
+    def beaten(bound_s: float) -> bool:
+        return best is not None and bound_s > best[0] * (1 + 1e-9)
+
+    for _, key, compute, plain in keyed:
+        if beaten(min(compute.values())):
+            continue
+        for on, group in groups[key].items():
+            mappings: dict[int, CascadeMapping] = {} if on else plain
+            by_p1 = {c.p1: c for c in group}
+
+            def fits(p1: int, mappings=mappings, by_p1=by_p1) -> bool:
+                if p1 not in mappings:
+                    mappings[p1] = pass_mapping(plan, arch, by_p1[p1])
+                return fits_buffer(plan, arch, mappings[p1])
+
+            for p1 in pick_blocks([c.p1 for c in group], fits):
+                if beaten(compute[p1]):
+                    continue
+                d = _costed(plan, arch, mappings[p1], by_p1[p1])
+                if d.cost.feasible and (best is None or (d.cost.latency_s, d.cost.energy_pj) < best):
+                    best = (d.cost.latency_s, d.cost.energy_pj)
+                yield d
+
+
 def _costed(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping, choice: PassChoice) -> PassDesign:
     cost = evaluate_cascade(plan.lowered, arch, mapping)
     own = choice.is_flat() and not choice.softmax_where(plan)
@@ -628,12 +719,17 @@ def _costed(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping, choice: Pas
 
 
 def search_pass_designs(
-    lowered: LoweredCascade, arch: ArchSpec, row_blocks: Sequence[int] | None = None, pairing: str = "flat"
+    lowered: LoweredCascade,
+    arch: ArchSpec,
+    row_blocks: Sequence[int] | None = None,
+    pairing: str = "flat",
+    best_only: bool = False,
 ) -> tuple[PassPlan, list[PassDesign]]:
-    """The plan and the designs (:func:`iter_pass_designs`), feasible first, then by latency, then by energy."""
+    """The plan and the designs (:func:`iter_pass_designs`), feasible first, then by latency, then by energy
+    (``best_only``: the first is the same, the rest only those that could not be ruled out)."""
     plan = plan_passes(lowered, arch)
     designs = sorted(
-        iter_pass_designs(plan, arch, row_blocks, pairing),
+        iter_pass_designs(plan, arch, row_blocks, pairing, best_only),
         key=lambda d: (not d.cost.feasible, d.cost.latency_s, d.cost.energy_pj),
     )
     return plan, designs

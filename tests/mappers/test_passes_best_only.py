@@ -1,0 +1,87 @@
+"""The multi-pass search's best-only mode (mappers.passes.iter_pass_designs ``best_only``): the same best design
+as the full search, and the compute bound it prunes with holds on every design of the space."""
+
+from __future__ import annotations
+
+import pytest
+
+from einsum.lower import lower
+from mappers.cascade_search import search_passes
+from mappers.passes import compute_s_by_array, pass_choices, pass_mapping, plan_passes
+from simulator.cost import evaluate_cascade
+from simulator.specs import load_arch, with_overrides
+from validate.fusemax.study import SEQ_LENS, attention_sizes
+from workloads import get_cascade
+
+SMALL_BUFFER = with_overrides(load_arch("fusemax-cloud"), {"levels.global_buffer.capacity_words": 1 << 16})
+"""fusemax-cloud with a 64K-word buffer: most designs spill, the fastest ones are memory-bound."""
+
+CASES = [
+    ("fusemax-cloud", "attention-3pass", "BERT", "1K"),
+    ("fusemax-cloud", "attention-3pass", "BERT", "16K"),
+    ("fusemax-cloud", "attention-3pass", "BERT", "256K"),
+    ("fusemax-cloud", "attention-3pass-causal", "BERT", "64K"),
+    ("fusemax-cloud", "attention-2pass-causal", "BERT", "4K"),
+    ("fusemax-cloud", "attention-2pass", "TrXL", "1M"),
+    ("flat-cloud", "attention-3pass", "TrXL", "64K"),
+    ("flat-cloud", "attention-2pass", "BERT", "16K"),
+    ("flat-edge", "attention-3pass", "BERT", "4K"),
+    ("flat-edge", "attention-3pass-causal", "T5", "256K"),
+    ("small-buffer", "attention-3pass", "BERT", "4K"),
+    ("small-buffer", "attention-2pass", "BERT", "64K"),
+]
+
+
+def _arch(name: str):
+    return SMALL_BUFFER if name == "small-buffer" else load_arch(name)
+
+
+def _lowered(cascade: str, model: str, seq: str):
+    return lower(get_cascade(cascade).cascade, attention_sizes(model, SEQ_LENS[seq]))
+
+
+@pytest.mark.parametrize("arch,cascade,model,seq", CASES, ids=lambda x: x)
+def test_best_only_finds_the_full_searchs_best_design(arch, cascade, model, seq):
+    low, spec = _lowered(cascade, model, seq), _arch(arch)
+    full = search_passes(low, spec)["best"]
+    found = search_passes(low, spec, best_only=True)
+    assert set(found) == {"best"}
+    best = found["best"]
+    assert best.description == full.description
+    assert best.mapping == full.mapping
+    assert (best.cost.feasible, best.cost.latency_s, best.cost.energy_pj) == (
+        full.cost.feasible,
+        full.cost.latency_s,
+        full.cost.energy_pj,
+    )
+    assert best.evaluated <= full.evaluated
+
+
+@pytest.mark.parametrize(
+    "arch,cascade,model,seq,stride",
+    [
+        ("fusemax-cloud", "attention-3pass-causal", "BERT", "1K", 1),  # every choice
+        ("fusemax-cloud", "attention-2pass", "BERT", "256K", 7),
+        ("small-buffer", "attention-3pass", "BERT", "16K", 5),
+        ("flat-edge", "attention-3pass", "TrXL", "64K", 5),
+    ],
+    ids=str,
+)
+def test_the_compute_bound_holds_on_every_design(arch, cascade, model, seq, stride):
+    """Every choice (every query block, not only those the search picks; a stride samples the larger spaces):
+    the compute time from the loop nests is the cost model's own (same floats), it does not depend on the primary
+    tensors kept on chip, and no design is faster than its busiest array computes."""
+    low, spec = _lowered(cascade, model, seq), _arch(arch)
+    plan = plan_passes(low, spec)
+    choices = pass_choices(plan, spec, pairing="searched")
+    plain = {}
+    for c in choices:
+        if not c.on_chip:
+            plain[c.fusion, c.dataflow, c.binding, c.p1] = compute_s_by_array(plan, spec, pass_mapping(plan, spec, c))
+    for c in choices[::stride]:
+        mapping = pass_mapping(plan, spec, c)
+        cost = evaluate_cascade(low, spec, mapping)
+        compute = compute_s_by_array(plan, spec, mapping)
+        assert compute == dict(cost.compute_s_by_array), c
+        assert compute == plain[c.fusion, c.dataflow, c.binding, c.p1], c
+        assert cost.latency_s >= max(compute.values()) * (1 - 1e-9), c
