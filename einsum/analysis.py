@@ -207,7 +207,8 @@ def key_ranks(cascade: Cascade) -> tuple[str, str]:
     """(key rank, tile rank) of a cascade: the rank a fused kernel walks in tiles and the part whose index is the
     tile loop. The iterative rank of the recurrences (``M1`` of the running max) and the rank it partitions
     (``M``); without a recurrence, the rank reduced over computed values (the scores' ``M`` of
-    ``AV = sum[m] S * V``; the one most Einsums iterate when several are) and its outermost part.
+    ``AV = sum[m] S * V``; when several are, the one the most Einsums reduce, then the one the most iterate) and
+    its outermost part.
 
     >>> from workloads import get_cascade
     >>> key_ranks(get_cascade("decode-splitk").cascade), key_ranks(get_cascade("attention-3pass").cascade)
@@ -227,10 +228,11 @@ def key_ranks(cascade: Cascade) -> tuple[str, str]:
         tile = min((v.upper() for v in iterative), key=parts.index) if parts else iterative[0].upper()
         return cascade.parent_of.get(tile, tile), tile
     computed = set(cascade.einsum_by_name)
-    reduced: set[str] = set()
+    reduced: dict[str, int] = {}  # rank -> Einsums that reduce it over computed values
     for e in cascade.einsums:
         if any(t in computed for t in e.inputs):
-            reduced |= {cascade.parent_of.get(v.upper(), v.upper()) for v in set(e.iter_vars) - set(e.out_vars)}
+            for r in {cascade.parent_of.get(v.upper(), v.upper()) for v in set(e.iter_vars) - set(e.out_vars)}:
+                reduced[r] = reduced.get(r, 0) + 1
     if not reduced:
         raise ShapeError(
             f"{cascade.name}: no key rank: no recurrence (e.g. RM[m1+1] = ...) and no Einsum reducing over "
@@ -240,7 +242,10 @@ def key_ranks(cascade: Cascade) -> tuple[str, str]:
     def iterated(r: str) -> int:
         return sum(any(v.upper() in (r, *cascade.children(r)) for v in e.iter_vars) for e in cascade.einsums)
 
-    key = max(sorted(reduced), key=lambda r: (iterated(r), r))
+    # The rank most Einsums reduce (as mappers.passes takes its pass variable): a derived backward pass reduces
+    # the queries for dK and dV and the keys for dQ (FlashAttention-2 walks the queries), and a gradient of a
+    # weight the batch, which every Einsum iterates; then the one most Einsums iterate.
+    key = max(sorted(reduced), key=lambda r: (reduced[r], iterated(r), r))
     parts = cascade.partitions.get(key)
     return key, parts[0] if parts else key
 

@@ -457,11 +457,17 @@ class _Deriver:
     emitted lines become the backward cascade (:meth:`build`)."""
 
     def __init__(
-        self, forward: Cascade, outputs: tuple[str, ...], wrt: tuple[str, ...], softmax: tuple[_Softmax, ...] = ()
+        self,
+        forward: Cascade,
+        outputs: tuple[str, ...],
+        wrt: tuple[str, ...],
+        softmax: tuple[_Softmax, ...] = (),
+        recompute: frozenset[str] = frozenset(),
     ):
         self.f = forward
         self.softmax = softmax
-        self.recompute: set[str] = set()
+        self.recompute: set[str] = set(recompute)
+        self.form = "flash" if softmax else "recompute" if recompute else "autodiff"
         self.recomputed: list[str] = []
         for sm in softmax:
             producer = forward.tensors[sm.scores].producer
@@ -878,7 +884,11 @@ class _Deriver:
 
     def build(self, gradients) -> Backward:
         f = self.f
-        how = "FlashAttention-2 recomputation" if self.softmax else "reverse mode over its Einsums"
+        how = {
+            "flash": "FlashAttention-2 recomputation",
+            "recompute": "reverse mode over its Einsums, the per-key values recomputed",
+            "autodiff": "reverse mode over its Einsums",
+        }[self.form]
         head = [f"# The backward pass of {f.name}, derived by einsum.backward ({how})."]
         head += [f"input {n}[{','.join(r)}]" for n, r in self.declared.items()]
         head += [f"partition {r} = {' * '.join(p)}" for r, p in f.partitions.items()]
@@ -898,8 +908,7 @@ class _Deriver:
         if params:
             text = "\n".join(head + params + body[len(head) :]) + "\n"
             cascade = Cascade.from_text(text, name=name, doc=f"backward pass of {f.name}", origin=f"<{name}>")
-        form = "flash" if self.softmax else "autodiff"
-        return Backward(f, cascade, tuple(self.seeds), dict(self.seeds), gradients, dict(self.saved), form)
+        return Backward(f, cascade, tuple(self.seeds), dict(self.seeds), gradients, dict(self.saved), self.form)
 
     # -- FlashAttention-2's recomputation ---------------------------------------------------------------
     def flash(self, sm: _Softmax, needs: set[str]) -> None:
@@ -1218,7 +1227,46 @@ def _check_softmax(f: Cascade, sm: _Softmax) -> None:
         )
 
 
-FORMS = {"autodiff": lambda c: derive_backward(c), "flash": lambda c: flash_backward(c)}
+def recompute_backward(forward: Cascade, wrt: tuple[str, ...] | None = None) -> Backward:
+    """Reverse mode over the Einsums (:func:`derive_backward`) that saves no per-key value: every intermediate
+    indexed by the key rank (:func:`einsum.analysis.key_ranks`; the scores ``QK[b,h,m,p]`` and what maps them,
+    ``sigmoid(QK + SB)``) that is not a recurrence's is recomputed in the backward cascade from its own Einsum,
+    as FlashAttention recomputes P and FlashSigmoid (Ramapuram et al., ICLR 2025) its sigmoid, instead of being
+    saved by the forward pass and read back (a keys x queries tensor per head). What is saved is the inputs, the
+    outputs, the per-query values (reductions over the keys) and the recurrences' steps. The FlashAttention-2
+    form (:func:`flash_backward`) is this plus a softmax's row statistics; this form serves the cascades it
+    refuses. A cascade with no such value to recompute is refused with a message.
+    """
+    from einsum.analysis import key_ranks
+
+    try:
+        key = key_ranks(forward)[0]
+    except AttnscopeError as exc:
+        raise BackwardError(f"{forward.name}: no recomputation form: {exc}") from None
+    keyish = {key, *forward.partitions.get(key, ())}
+    recompute = frozenset(
+        e.name
+        for e in forward.einsums
+        if e.name not in forward.outputs
+        and e.name not in forward.recurrences
+        and forward.tensors[e.name].iterative_dim is None
+        and keyish & set(forward.tensors[e.name].ranks)
+    )
+    if not recompute:
+        raise BackwardError(
+            f"{forward.name}: no recomputation form: no intermediate indexed by the key rank {key} outside a "
+            "recurrence; its autodiff form saves nothing per key"
+        )
+    if wrt is None:
+        wrt = tuple(x for x in forward.inputs if x not in forward.densities)
+    return _Deriver(forward, tuple(forward.outputs), tuple(wrt), recompute=recompute).run()
+
+
+FORMS = {
+    "autodiff": lambda c: derive_backward(c),
+    "flash": lambda c: flash_backward(c),
+    "recompute": lambda c: recompute_backward(c),
+}
 """The forms of the backward pass :func:`derive` writes."""
 
 

@@ -274,9 +274,12 @@ def _derive(
         columns[v] = _largest_divisor(size[v.upper()], width)
         width //= columns[v]
 
-    # Batch variables: iterated by every Einsum an output depends on (its chain), outside everything.
+    # Batch variables: iterated by every Einsum an output depends on (its chain), outside everything. An output
+    # computed from inputs alone (a weight's gradient dW = sum[b,p] dO * X in a derived backward pass) is one
+    # product beside the loop: its own variables do not loop the others at DRAM (unless every output is one).
     batch: list[str] = []
-    for out in lowered.outputs:
+    chained = [out for out in lowered.outputs if _ancestors(cascade, out)] or lowered.outputs
+    for out in chained:
         chain = _ancestors(cascade, out) | {out}
         shared = set.intersection(*(set(einsum[n].vars) for n in chain))
         batch += [v for v in einsum[out].vars if v in shared and v not in keyish and v not in query_vars]

@@ -160,7 +160,11 @@ def _passes_applies(case: Case, target: Target) -> str | None:
     if "M" not in case.cascade.ranks:
         return "it has no key rank M to make passes over"
     passes = pass_analysis(case.cascade, "M").passes
-    return None if passes > 1 else "it needs one pass over M: the fused mapper maps it"
+    if passes <= 1:
+        return "it needs one pass over M: the fused mapper maps it"
+    from mappers.passes import recurrence_refusal
+
+    return recurrence_refusal(_lowered(case))
 
 
 def _passes_run(case: Case, target: ArchTarget, **_: Any) -> Design:

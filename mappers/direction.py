@@ -7,7 +7,8 @@ backward cascade is mapped by the first mapper that applies to it.
 
 * **Spatial arrays.** The backward pass is a cascade like any other: :func:`backward_case` derives it from the
   case's forward cascade (:mod:`einsum.backward`: FlashAttention-2's recomputation form where the cascade has a
-  softmax the derivation recognises, reverse mode over the Einsums otherwise) at the case's sizes, and the
+  softmax the derivation recognises, reverse mode over the Einsums recomputing the per-key values otherwise:
+  ``einsum.backward.recompute_backward``) at the case's sizes, and the
   pipeline maps it (case -> target -> mapper -> design) exactly as it maps a forward cascade. ``fwd+bwd`` is
   the two designs one after the other (:func:`combine_designs`).
 * **Devices.** The backward kernels of :mod:`simulator.kernels.backward` (FlashAttention-2/-3 backward, the
@@ -24,7 +25,7 @@ from typing import Any
 
 from einsum.backward import BackwardError, derive
 from einsum.errors import AttnscopeError, SpecError
-from mappers.base import Design, MapperError
+from mappers.base import Design
 from simulator.kernels.backward import DIRECTIONS
 from simulator.targets import Target
 from workloads.cases import Case, free_parts
@@ -43,10 +44,15 @@ def backward_case(case: Case) -> Case:
     """The backward pass of ``case`` as a case: its derived backward cascade (module docstring) at the case's
     sizes (a partition the derivation adds is sized by :func:`workloads.cases.free_parts`), its mask densities
     kept. The form is FlashAttention-2's (recompute P per tile from the saved row statistics) where the
-    cascade has a softmax, reverse mode otherwise."""
-    try:
-        back = derive(case.cascade, "flash")
-    except BackwardError:
+    cascade has a softmax, else reverse mode with the per-key values recomputed (``recompute``: the scores are
+    not saved, a keys x queries tensor per head), else plain reverse mode."""
+    for form in ("flash", "recompute"):
+        try:
+            back = derive(case.cascade, form)
+            break
+        except BackwardError:
+            continue
+    else:
         back = derive(case.cascade, "autodiff")
     given = {r: s for r, s in case.sizes.items() if r in back.cascade.ranks or r in back.cascade.params}
     sizes = back.cascade.rank_sizes(free_parts(back.cascade, given))
@@ -138,13 +144,7 @@ def map_direction(
             design = replace(design, onchip_bytes=onchip)
         return design
     bcase = backward_case(case)
-    try:
-        back = map_case(bcase, target)  # the first mapper that applies to the backward cascade
-    except KeyError as exc:  # mappers.passes.plan_passes on a reversed recurrence's carry tensor (decode-splitk)
-        raise MapperError(
-            f"{bcase.name}: no spatial mapping of its derived backward cascade: the pass planner has no entry for "
-            f"tensor {exc} (a defect of the multi-pass planner with reversed recurrences, not of the input)"
-        ) from None
+    back = map_case(bcase, target)  # the first mapper that applies to the backward cascade
     if direction == "bwd":
         return back
     return combine_designs(map_case(case, target, mapper, **options), back)

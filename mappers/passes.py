@@ -96,6 +96,7 @@ __all__ = [
     "pass_choices",
     "pass_mapping",
     "plan_passes",
+    "recurrence_refusal",
     "search_pass_designs",
 ]
 
@@ -205,12 +206,36 @@ def _ops(array) -> set[str]:
     return {o.name for o in array.ops}
 
 
+def recurrence_refusal(lowered: LoweredCascade) -> str | None:
+    """Why the planner cannot map ``lowered``, or None: an Einsum that reads a value written after it in
+    dataflow order (a recurrence's previous step: ``RM[m1+1] = max(RM[m1], ...)``, or the carry of a reversed
+    one in a derived backward cascade, ``dRO_rev`` reading ``dRO_carry``). Its steps must run one after
+    another, and the planner's loop nests (module docstring) spread and tile every variable as if the
+    Einsums' points were independent, so it maps only cascades without recurrences."""
+    position = {e.name: i for i, e in enumerate(lowered.einsums)}
+    carried = [
+        (e.name, t) for e in lowered.einsums for t in e.inputs if t in position and position[t] >= position[e.name]
+    ]
+    if not carried:
+        return None
+    reads = ", ".join(f"{e} reads {t}" for e, t in carried[:3]) + (", ..." if len(carried) > 3 else "")
+    return (
+        f"{lowered.name} has recurrences ({reads}: a step reads the one before it); the multi-pass planner maps "
+        "cascades whose Einsums' points are independent (the 2- and 3-pass softmax), not steps that must run in "
+        "order; the fused mapper maps recurrences inside its tile loop, in one pass over the key rank"
+    )
+
+
 def plan_passes(lowered: LoweredCascade, arch: ArchSpec) -> PassPlan:
     """Derive batch, query and pass variables, passes, contractions, weights and candidate arrays.
 
     Raises :class:`SpecError` when an Einsum's operators are supported by no array of the right kind,
-    naming the Einsum, its operators and what each array supports.
+    naming the Einsum, its operators and what each array supports, and when the cascade has a recurrence
+    (:func:`recurrence_refusal`).
     """
+    why = recurrence_refusal(lowered)
+    if why:
+        raise SpecError(why)
     einsums = lowered.einsums
     var_sizes: dict[str, int] = {}
     for e in einsums:

@@ -108,3 +108,15 @@ def test_tensor_sizes_include_the_initial_step_of_recurrences():
     assert sizes["RM"] == 2 * 3 * (4 + 1) * 5
     assert sizes["RNV"] == 2 * 3 * (4 + 1) * 7 * 5
     assert sizes["AV"] == 2 * 3 * 7 * 5
+
+
+def test_key_rank_of_a_backward_pass_is_the_rank_most_einsums_reduce():
+    """A derived backward pass reduces the queries (dK, dV), the keys (dQ) and, for a weight's gradient, the
+    batch that every Einsum iterates: its key rank is the queries, which FlashAttention-2's backward walks."""
+    from einsum.analysis import key_ranks
+    from einsum.backward import derive
+    from workloads import get_cascade
+
+    for name in ("attention-1pass", "mla", "gqa"):
+        assert key_ranks(derive(get_cascade(name).cascade, "flash").cascade) == ("P", "P"), name
+    assert key_ranks(get_cascade("attention-3pass").cascade) == ("M", "M")  # max, sum and AV reduce M

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import workloads
 from einsum import backward
-from einsum.analysis import pass_analysis
-from einsum.backward import BackwardError, derive_backward, flash_backward
+from einsum.analysis import key_ranks, pass_analysis
+from einsum.backward import BackwardError, derive_backward, flash_backward, recompute_backward
 from einsum.cascade import Cascade
 from einsum.interpreter import random_inputs, run
 from workloads.cases import load_workload
@@ -206,7 +206,7 @@ def _torch_attention(q, k, v, kind, causal=False, window=None, bias=None):
         ("linear-attention", "linear", {}),
     ],
 )
-@pytest.mark.parametrize("form", ["autodiff", "flash"])
+@pytest.mark.parametrize("form", ["autodiff", "flash", "recompute"])
 def test_gradients_match_torch_autograd(case, kind, options, form):
     torch = pytest.importorskip("torch")
     cascade = _cascade(case)
@@ -214,7 +214,7 @@ def test_gradients_match_torch_autograd(case, kind, options, form):
         with pytest.raises(BackwardError, match="no FlashAttention-2 form"):
             flash_backward(cascade)
         return
-    b = derive_backward(cascade) if form == "autodiff" else flash_backward(cascade)
+    b = {"autodiff": derive_backward, "flash": flash_backward, "recompute": recompute_backward}[form](cascade)
     sizes = {"B": 2, "M": 8, "M0": 2, "P": 6, "E": 3, "F": 2}
     sizes |= {"G": 2, "R": 2} if case == "gqa" else {"H": 2}
     sizes |= {"W": 3} if case == "sliding-window" else {}
@@ -443,3 +443,28 @@ def test_cli_runs_the_backward_cascade_against_a_numpy_reference(form, tmp_path,
     np.savez(given, dAV=np.zeros_like(do))
     assert main([*args, "--direction", "bwd", "--inputs", str(given), "--out", str(out)]) == 0
     assert all(not np.any(np.load(out)[n]) for n in ("dQ", "dK", "dV"))  # a zero seed: zero gradients
+
+
+# -- the recomputation form ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_recompute_form_saves_no_per_key_value_and_matches_finite_differences(case):
+    """Every cascade has a form that saves nothing indexed by the keys but a recurrence's steps (the scores
+    and what maps them are recomputed), with the same gradients."""
+    cascade = _cascade(case)
+    b = recompute_backward(cascade)
+    assert b.form == "recompute"
+    key = key_ranks(cascade)[0]
+    keyish = {key, *cascade.partitions.get(key, ())}
+    for t in set(b.saved) - set(cascade.inputs) - set(cascade.outputs):
+        tensor = cascade.tensors[t]
+        assert not keyish & set(tensor.ranks) or t in cascade.recurrences or tensor.iterative_dim is not None, t
+    full, x, seeds = _setup(cascade, _fixed_sizes(cascade), seed=2)
+    assert _elementwise_error(cascade, b, full, x, seeds) < TOLERANCE
+
+
+def test_sigmoid_attention_recomputes_its_scores_and_saves_nothing():
+    b = recompute_backward(_cascade("sigmoid-attention"))
+    assert set(b.saved) == {"Q", "K", "V", "SB"}  # not SG[B,H,M,P]: recomputed as FlashSigmoid does
+    assert b.cascade.text().count("sigmoid(QK[b,h,m,p] + SB[h])") == 1

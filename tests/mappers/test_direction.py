@@ -73,8 +73,8 @@ def test_backward_case_is_the_derived_cascade_at_the_forward_sizes():
     assert back.cascade.text() == derive(case.cascade, "flash").cascade.text()  # a softmax: the recomputation form
     assert all(back.sizes[r] == case.sizes[r] for r in back.sizes if r in case.sizes)
     assert back.cascade.outputs == ("dQ", "dK", "dV")
-    linear = backward_case(_case("linear-attention"))  # no softmax: reverse mode over the Einsums
-    assert linear.summary.endswith("(autodiff)")
+    linear = backward_case(_case("linear-attention"))  # no softmax: reverse mode, the per-key values recomputed
+    assert linear.summary.endswith("(recompute)")
 
 
 @pytest.mark.parametrize("name", ["attention-1pass", "moba", "attention-3pass"])
@@ -140,3 +140,37 @@ def test_map_direction_combos_that_cannot_run_exit_2(capsys, tmp_path, monkeypat
     assert main(["map", *workload, *extra, "--direction", "bwd"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+
+
+def test_every_registered_cascade_has_a_backward_cost_or_a_reason_on_an_array():
+    """Every registered cascade's derived backward cascade through compare-attention on an array: a number, or
+    the reason no mapper maps it (an AttnscopeError turned into the row's status); never an exception."""
+    from attnscope.compare_attention import compare_attention
+    from workloads import CASCADES
+
+    study = compare_attention(model="bert", seqs=(256,), arch="fusemax-cloud", variants=list(CASCADES),
+                              direction="bwd")  # fmt: skip
+    assert [r.variant for r in study.rows] == list(CASCADES)
+    for r in study.rows:
+        if r.status == "ok":
+            assert r.latency_s is not None and r.latency_s > 0, r
+        else:
+            assert r.latency_s is None and r.status.startswith(("infeasible: ", "no spatial mapping: ")), r
+            assert "defect" not in r.status, r
+    # the split-K decode's backward reverses its recurrences in two passes: refused by the multi-pass planner
+    # with the reason (it was a KeyError on the reversed recurrence's carry), after the fused mapper's refusal
+    (splitk,) = [r for r in study.rows if r.variant == "decode-splitk"]
+    assert "passes: decode-splitk-bwd has recurrences (dRO_rev reads dRO_carry" in splitk.status
+
+
+@pytest.mark.parametrize("name", ["attention-1pass", "gqa", "mla", "mla-expanded", "sigmoid-attention"])
+def test_a_one_pass_backward_costs_two_to_four_forwards_on_an_array(name):
+    """FlashAttention-2's backward does 2.5x the forward's matrix products (QK recomputed, then dV, dP, dQ, dK).
+    mla's weight gradients (dWK, dWV: products of inputs alone) used to loop the latent rank at DRAM for every
+    Einsum and its key rank was the batch (~500x); sigmoid attention's saved sigmoid left no query rank to
+    spread (~800x)."""
+    from attnscope.compare_attention import compare_attention
+
+    lat = {d: compare_attention(model="bert", seqs=(1024,), arch="fusemax-cloud", variants=[name], direction=d)
+           .rows[0].latency_s for d in ("fwd", "bwd")}  # fmt: skip
+    assert 2.0 <= lat["bwd"] / lat["fwd"] <= 4.0, lat

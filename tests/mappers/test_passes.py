@@ -9,7 +9,7 @@ from einsum.errors import SpecError
 from einsum.lower import lower
 from mappers.cascade_search import search_passes
 from mappers.flat import flat_choices, flat_mapping, search_flat
-from mappers.passes import pass_choices, pass_mapping, plan_passes, search_pass_designs
+from mappers.passes import pass_choices, pass_mapping, plan_passes, recurrence_refusal, search_pass_designs
 from simulator.cost import evaluate_cascade
 from simulator.specs import load_arch, with_overrides
 from validate.fusemax.report import read_reference, reference_dir
@@ -138,3 +138,17 @@ def test_bad_arguments_name_what_is_valid():
     )
     with pytest.raises(SpecError, match="no contraction"):
         plan_passes(lower(softmax_only, {"B": 2, "N": 8, "P": 4}), ARCH)
+
+
+def test_a_recurrence_is_refused_with_its_reads_named_never_a_key_error():
+    """A recurrence reads a value written after it in dataflow order (its previous step); the planner's loop
+    nests treat every point as independent, so it refuses (it used to fail looking up the unplanned step)."""
+    arch = load_arch("fusemax-cloud")
+    sizes = {"B": 1, "H": 1, "E": 64, "F": 64, "M": 1024, "P": 256, "M1": 4, "M0": 256}
+    online = lower(get_cascade("attention-1pass").cascade, sizes)
+    why = recurrence_refusal(online)
+    assert why is not None and "RM reads RM" in why and "RL reads RL" in why
+    with pytest.raises(SpecError, match="attention-1pass has recurrences"):
+        plan_passes(online, arch)
+    three = lower(get_cascade("attention-3pass").cascade, {r: n for r, n in sizes.items() if r not in ("M1", "M0")})
+    assert recurrence_refusal(three) is None
