@@ -250,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--form",
-        choices=("autodiff", "flash"),
+        choices=("autodiff", "flash", "recompute"),
         default="autodiff",
-        help="with --direction bwd: reverse mode over the Einsums, or FlashAttention-2's recomputation",
+        help="with --direction bwd: reverse mode over the Einsums, FlashAttention-2's recomputation, or reverse "
+        "mode recomputing the per-key values (the scores) instead of saving them",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="fwd",
         help="bwd: the forward pass, then its derived backward cascade (outputs dQ, dK, ...; seeds dAV, ...)",
     )
-    p.add_argument("--form", choices=("autodiff", "flash"), default="autodiff", help="the backward's form")
+    p.add_argument("--form", choices=("autodiff", "flash", "recompute"), default="autodiff", help="the backward's form")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 

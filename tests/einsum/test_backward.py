@@ -334,6 +334,9 @@ def test_cli_shows_the_backward_cascade_with_its_passes(capsys):
     assert "passes over M: 1" in text and "P[b,h,m1,m0,p] = exp(QK[b,h,m1,m0,p] - LSE[b,h,p])" in text
     assert main(["cascade", "show", "sigmoid-attention", "--direction", "bwd", "--form", "flash"]) == 2
     assert "no FlashAttention-2 form" in capsys.readouterr().err
+    assert main(["cascade", "show", "sigmoid-attention", "--direction", "bwd", "--form", "recompute"]) == 0
+    text = capsys.readouterr().out
+    assert "backward pass (recompute)" in text and "input SG" not in text and "SG[b,h,m,p] = sigmoid(" in text
 
 
 # -- the local rules on random expressions ------------------------------------------------------------------
