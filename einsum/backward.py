@@ -5,7 +5,9 @@ writes a *backward cascade*: an ordinary :class:`~einsum.cascade.Cascade` (text 
 that the numpy interpreter runs and that every analysis reads) whose outputs are the gradients ``dX`` of the
 forward inputs ``X`` given the gradients ``dO`` of the outputs (its *seeds*). :func:`flash_backward` writes
 the FlashAttention-2 form of a softmax cascade's backward pass instead (recompute P per tile from the saved
-row statistics). Nothing here is written by hand per cascade: both read the forward Einsums.
+row statistics); :func:`recompute_backward` the reverse mode that recomputes every value indexed by the key
+rank (the scores) instead of saving it, for the cascades without such a softmax. Nothing here is written by
+hand per cascade: all three read the forward Einsums.
 
 **What the backward cascade reads.** Its inputs are the seeds ``dO``, the forward inputs and the forward
 intermediates its rules use (the *saved* tensors, :attr:`Backward.saved`; run the forward pass with
