@@ -39,7 +39,9 @@ compute time steps. The cascade model then adds what crosses Einsum boundaries:
   and every level's bandwidth bound.
 * **Energy** = actions x per-action energy: ops x functional-unit energies; words x per-word energy of
   each level (access energy / access width); all PE-register instances (one instance under the compat
-  flag ``reg_file_energy_one_instance``); plus leakage = the spec's leakage power x latency (0 where none).
+  flag ``reg_file_energy_one_instance``); plus leakage = the spec's leakage power x latency (0 where none);
+  plus, on a spec priced by the technology model, the on-chip wires between the shared buffer and the arrays
+  (:func:`wire_energy_pj`: the ``wires`` entry of the breakdown).
 * **Utilization** of an array = its useful work (points x cycles per point / PEs) / latency.
 """
 
@@ -59,6 +61,7 @@ from einsum.lower import LoweredCascade, LoweredEinsum
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.nest import MappingBatch, NestArch, NestCosts, NestProblem, evaluate_nest
 from simulator.specs import ArchSpec, ComputeArray, StorageLevel
+from simulator.technology import wire_energy_pj_per_bit_mm
 
 DRAM = 0
 
@@ -171,6 +174,7 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
         array_busy[c.array] += c.busy_cycles
 
     energy = words.energy_by_component()
+    energy |= {"wires": wires} if (wires := wire_energy_pj(arch, mapping, words)) else {}
     energy["compute"] = sum(c.energy_pj["compute"] for c in einsum_costs.values())
     latency_s = latency_cycles / clock
     energy |= {"leakage": leak * latency_s * 1e12} if (leak := arch.leakage_w()) else {}  # W x s, in pJ
@@ -674,6 +678,41 @@ def spatial_tile_words(e: LoweredEinsum, em: EinsumMapping, ti: int) -> float:
 # Word accounting across Einsums
 
 
+def wire_energy_pj(arch: ArchSpec, mapping: CascadeMapping, words: _Traffic) -> float:
+    """pJ of the on-chip wires that carry words between the shared buffer and the arrays' PEs, on a spec priced by
+    the technology model (0 without one, and for a buffer whose access energies the spec gives: a given access
+    energy is taken as the whole cost of the access, wires included - so the FuseMax study's published figures,
+    which charge no wires, are unchanged).
+
+    Per bit, the technology model's wire energy per mm (:func:`simulator.technology.wire_energy_pj_per_bit_mm`)
+    times a distance derived from the array's area (:func:`array_side_mm`): the buffer sits beside the array, and
+    a word it sends is carried along one side of the square the array's PEs occupy - broadcast along a row or
+    column of PEs, or to the 1-D array's PEs - and a word written back crosses it once too. Hops between
+    neighbouring PEs are the PE registers' accesses and are not counted again. Every wire bit is charged as
+    switching (activity 1: an upper bound). Words are the buffer's reads towards the levels below it and the
+    updates it receives from them, per Einsum, on the Einsum's array; fills from DRAM are not counted."""
+    if arch.technology is None or words.buffer is None or not words.to_pes:
+        return 0.0
+    level = arch.level(words.buffer)
+    derived = ("read_energy_pj" not in level.given, "write_energy_pj" not in level.given)
+    if not any(derived):
+        return 0.0
+    per_word_mm = wire_energy_pj_per_bit_mm(arch.technology) * 8 * arch.word_bytes
+    sides = {a.name: array_side_mm(arch, a) for a in arch.arrays}
+    total = 0.0
+    for name in sorted(words.to_pes):  # a fixed order: sums equal in every process
+        down, up = words.to_pes[name]
+        total += (down * derived[0] + up * derived[1]) * per_word_mm * sides[mapping.array_of(name)]
+    return total
+
+
+def array_side_mm(arch: ArchSpec, array: ComputeArray) -> float:
+    """Side (mm) of the square an array's PEs occupy: sqrt of their functional units' and per-PE levels' area."""
+    units = array.pe_count * sum(u.area_um2 for u in array.units)
+    registers = sum(lv.instances * lv.area_um2 for lv in arch.levels if lv.per_pe_of == array.name)
+    return math.sqrt(units + registers) * 1e-3
+
+
 class _Traffic:
     """Words moved per (level, tensor), after the placement rules; energy per component."""
 
@@ -694,6 +733,7 @@ class _Traffic:
         self.by_einsum_dram: dict[str, float] = {}
         self.spilled: dict[str, float] = {}  # einsum -> extra DRAM words charged to its phase
         self.by_einsum: dict[tuple[str, str], list[float]] = {}  # (einsum, level) -> [reads, writes]
+        self.to_pes: dict[str, list[float]] = {}  # einsum -> [words the buffer sends below, words it gets back]
         self._einsum = ""
         self._share_memo: dict[int, tuple[set[str], dict[str, float]]] = {}
         staging = arch.staging_level
@@ -716,6 +756,8 @@ class _Traffic:
                     if source and li == first and source != "pe":
                         r = float(nc.reads_words[0, li, ti])
                         self._add(level, t, r, 0.0)  # no fill: it is already there
+                        if level == buffer:
+                            self.to_pes.setdefault(e.name, [0.0, 0.0])[0] += r
                         continue
                     r = float(nc.reads_words[0, li, ti])
                     w = float(nc.fills_words[0, li, ti] + nc.updates_words[0, li, ti])
@@ -728,6 +770,10 @@ class _Traffic:
                             drained = float(nc.updates_words[0, li - 1, ti]) if li > 0 else 0.0
                             r = max(0.0, r - drained) if e.is_output[ti] else r
                     self._add(level, t, r, w)
+                    if level == buffer:  # reads go down towards the PEs, updates come up from them
+                        below = self.to_pes.setdefault(e.name, [0.0, 0.0])
+                        below[0] += r
+                        below[1] += float(nc.updates_words[0, li, ti])
                     if li == DRAM:
                         dram_words += r + w
             if staging and mapping.placement and any(mapping.placement.get(t) == staging for t in e.tensors):

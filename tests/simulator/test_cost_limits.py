@@ -214,3 +214,48 @@ def test_acceptance_8_infeasible_rows_carry_no_latency_and_spill_is_shown(tmp_pa
     # 8 KiB holds not even one row of 16K scores: every design spills, and the row says so
     assert row.status == "ok" and row.spilled_bytes and row.spilled_bytes > 0
     assert row.footprint_bytes <= 2**12 * 2  # the buffer holds its capacity; the excess is the spill
+
+
+def test_wire_energy_between_the_buffer_and_the_arrays_follows_the_technology_model():
+    """Words between the global buffer and an array cross one side of the square its PEs occupy, at the
+    technology model's pJ/bit/mm (simulator.cost.wire_energy_pj). Checked by its proportions: PEs of 4x the area
+    (units and per-PE registers) double every distance and so the wire energy, and nothing else; at 7 nm the
+    wires per mm cost the same (the table's node-independent 0.2 fF/um at 0.7 V) over a shorter side. The
+    study's published figures charge no wires."""
+    from simulator.cost import array_side_mm
+    from simulator.technology import wire_energy_pj_per_bit_mm
+    from validate.fusemax.study import study_preset
+
+    base = load_arch("fusemax-cloud")
+    cost = fusemax_family("binding", base, bert(1024, 4)).cost
+    wires = cost.energy_breakdown_pj["wires"]
+    assert 0.01 * cost.energy_pj < wires < 0.2 * cost.energy_pj
+    assert cost.energy_pj == pytest.approx(sum(cost.energy_breakdown_pj.values()), rel=1e-12)
+    # one word of 16 bits over the 2-D array's side: 16 x 0.098 pJ/bit/mm x ~17 mm = ~27 pJ (45 nm)
+    per_word = 16 * wire_energy_pj_per_bit_mm(base.technology) * array_side_mm(base, base.array("pe_2d"))
+    assert per_word == pytest.approx(27.0, rel=0.05)
+
+    paths = [f"arrays.{a.name}.units.{u.name}.area_um2" for a in base.arrays for u in a.units]
+    paths += [f"levels.{lv.name}.area_um2" for lv in base.levels if lv.per_pe_of]
+    spec = with_overrides(base, {path: 4 * _figure(base, path) for path in paths})
+    big = fusemax_family("binding", spec, bert(1024, 4)).cost
+    assert big.energy_breakdown_pj["wires"] == pytest.approx(2 * wires, rel=1e-9)
+    others = {k: v for k, v in big.energy_breakdown_pj.items() if k not in ("wires", "leakage")}
+    assert others == pytest.approx({k: cost.energy_breakdown_pj[k] for k in others}, rel=1e-12)
+
+    at7 = with_overrides(base, {"technology.node_nm": 7})
+    small = fusemax_family("binding", at7, bert(1024, 4)).cost
+    assert wire_energy_pj_per_bit_mm(at7.technology) == wire_energy_pj_per_bit_mm(base.technology)
+    sides = {n: array_side_mm(s, s.array("pe_2d")) for n, s in ((45, base), (7, at7))}
+    assert sides[7] < sides[45] / 3
+    assert small.energy_breakdown_pj["wires"] < wires / 3
+
+    published = fusemax_family("binding", study_preset("fusemax-cloud", True), bert(1024, 4)).cost
+    assert "wires" not in published.energy_breakdown_pj
+
+
+def _figure(spec, path: str) -> float:
+    kind, name, *rest = path.split(".")
+    if kind == "levels":
+        return spec.level(name).area_um2
+    return spec.array(name).unit(rest[1]).area_um2
