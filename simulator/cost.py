@@ -122,10 +122,9 @@ def evaluate_cascade(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMa
     """Cost a cascade mapping (the model is in the module docstring)."""
     plan = cascade_plan(lowered, arch, mapping)
     buffer = plan.buffer
-    words = plan.traffic.on(arch)
-
     occupancy, spill = list(plan.occupancy), []
     capacity = float(arch.level(buffer).capacity_words) if buffer else math.inf
+    words = plan.traffic.on(arch, own=mapping.spill and any(occ > capacity for occ in occupancy))
     problems: list[str] = []
     staging = arch.staging_level
     for i, phase in enumerate(mapping.phases):
@@ -780,13 +779,14 @@ class _Traffic:
                 self._staging(e, em, staging)
             self.by_einsum_dram[e.name] = dram_words
 
-    def on(self, arch: ArchSpec) -> _Traffic:
-        """These words on another spec of the same structure (:func:`spec_structure`), with dicts of their own
-        (a spill changes them)."""
+    def on(self, arch: ArchSpec, own: bool = True) -> _Traffic:
+        """These words on another spec of the same structure (:func:`spec_structure`); ``own``: with dicts of their
+        own, for a caller that spills (:meth:`spill` is the one method that changes them), else sharing this one's."""
         out = copy.copy(self)
         out.arch = arch
-        out.reads, out.writes, out.spilled = dict(self.reads), dict(self.writes), dict(self.spilled)
-        out.by_einsum = {k: list(v) for k, v in self.by_einsum.items()}
+        if own:
+            out.reads, out.writes, out.spilled = dict(self.reads), dict(self.writes), dict(self.spilled)
+            out.by_einsum = {k: list(v) for k, v in self.by_einsum.items()}
         return out
 
     def _add(self, level: str, tensor: str, r: float, w: float) -> None:
