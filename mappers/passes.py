@@ -143,6 +143,8 @@ class PassPlan:
     """The architecture's 1-D arrays."""
     nests: dict = field(default_factory=dict, compare=False, repr=False)
     """Memo of :func:`einsum_nest` (the choices of a search share most of their loop nests)."""
+    compute_cycles: dict = field(default_factory=dict, compare=False, repr=False)
+    """Memo of :func:`compute_s_by_array`'s per-Einsum cycles, by the nest's loops (not what its levels keep)."""
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,21 @@ def _reduced(e: LoweredEinsum) -> tuple[str, ...]:
     return tuple(v for v, on in zip(e.vars, e.incidence[0], strict=True) if not on)
 
 
+_TENSOR_VARS: dict[tuple[int, str], tuple[LoweredEinsum, frozenset[str]]] = {}
+
+
 def _tensor_vars(e: LoweredEinsum, tensor: str) -> frozenset[str]:
-    """Variables of the Einsum that index one of its tensors."""
+    """Variables of the Einsum that index one of its tensors (memoized by the Einsum's identity: the entry keeps
+    it alive)."""
+    hit = _TENSOR_VARS.get((id(e), tensor))
+    if hit is not None and hit[0] is e:
+        return hit[1]
     row = e.incidence[e.tensors.index(tensor)]
-    return frozenset(v for v, on in zip(e.vars, row, strict=True) if on)
+    out = frozenset(v for v, on in zip(e.vars, row, strict=True) if on)
+    if len(_TENSOR_VARS) >= 4096:
+        _TENSOR_VARS.clear()
+    _TENSOR_VARS[id(e), tensor] = (e, out)
+    return out
 
 
 def _ops(array) -> set[str]:
@@ -671,8 +684,12 @@ def compute_s_by_array(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) 
     out = {a.name: 0.0 for a in arch.arrays}
     for phase in mapping.phases:
         for name in phase.einsums:
-            e, em = plan.lowered.einsum(name), mapping.einsums[name]
-            out[em.array] += nest_compute_cycles(e, arch, em) / arch.clock_hz
+            em = mapping.einsums[name]
+            key = (id(arch), name, em.array, em.levels, em.temporal, em.spatial)  # the loops: keeps do not count
+            hit = plan.compute_cycles.get(key)
+            if hit is None or hit[0] is not arch:
+                hit = plan.compute_cycles[key] = (arch, nest_compute_cycles(plan.lowered.einsum(name), arch, em))
+            out[em.array] += hit[1] / arch.clock_hz
     return out
 
 
