@@ -16,8 +16,9 @@ or just before or after it, for blocks of queries. Searched:
   next tile (software pipelining by one tile), as long as it still precedes, in stage order, the readers of
   its result in that tile. Binding and schedule are searched together by branch and bound on a tile's compute
   cycles (a stage lasts as long as its busiest array), which the schedule alone decides (:func:`schedules`);
-* the **query block** P1: the largest whose buffer state fits, as in the study (with a block mask or a static
-  mask that skips tiles, smaller ones too: they skip more tiles);
+* the **query block** P1: the fastest (then lowest-energy) block whose buffer state fits (the study takes the
+  largest; a smaller one re-reads K/V more but skips more tiles of a mask; without skipped tiles the blocks
+  are costed largest first until one is no better than the one above it);
 * the **key tile** (the study's ``M0``) where the cascade leaves it free (:func:`tile_choices`): one and two
   times each 2-D array's rows, and the size the shape gives.
 
@@ -743,11 +744,12 @@ def search_fused_at(
       innermost part of a partitioned query rank first). So in decode (P = 1) the heads that share one K/V
       head (``r`` of GQA, ``h`` of MQA and MLA) fill the columns, as GQA decode kernels pack them, and
       block-sparse queries ``p0`` then ``p1`` do. What the widest array's columns do not take is blocked:
-      a block held in the buffer (the study's P1, the largest whose buffer state fits) and the rest looped
-      at DRAM (P2). Every other variable shared by an output's whole chain (``b``, ``h``) loops at DRAM
-      outside everything; the rest (``e``, ``f``) iterate innermost at the buffer. An Einsum with none of
-      an axis's variables spreads its largest others there (``f`` of ``AV = OL . WV`` over the rows; a
-      1-D array takes the keys first), so no Einsum runs on one PE.
+      a block held in the buffer (the study's P1: the fastest, then lowest-energy, block whose buffer state
+      fits; see ``cost_binding`` below) and the rest looped at DRAM (P2). Every other variable shared by an
+      output's whole chain (``b``, ``h``) loops at DRAM outside everything; the rest (``e``, ``f``) iterate
+      innermost at the buffer. An Einsum with none of an axis's variables spreads its largest others there
+      (``f`` of ``AV = OL . WV`` over the rows; a 1-D array takes the keys first), so no Einsum runs on one
+      PE.
     * **Binding and schedule** (:func:`schedules`): each Einsum on any array whose PEs support all its
       operators; a tile's stages run one after another, the arrays of a stage overlap. An Einsum follows a
       producer on the same array in the same stage or later, one on another array in a later stage; a
@@ -766,7 +768,7 @@ def search_fused_at(
       With mask elements independent (the analysis's assumption), a tile that covers ``k`` elements of a
       mask of density ``d`` is computed with probability ``1 - (1 - d)^k`` (with several masks the product,
       an upper bound), and the loop is costed at ``ceil`` of the expected number of computed tiles. Smaller
-      query blocks skip more and re-read K/V more, so every query block that fits is costed.
+      query blocks skip more and re-read K/V more.
     * **Static masks** (``where`` on index comparisons: causal, windows, sinks, strided shards, the chunk of
       chunked linear attention) skip tiles the same way: a kernel skips the key tiles that no query of the
       block can see, and the loop is costed at ``ceil`` of the computed tiles per query block, averaged
@@ -837,15 +839,22 @@ def search_fused_at(
         return sum(stage_cycles(stage) for stage in stages) / plan.tile_count
 
     def cost_binding(cycles: float, binding: dict[str, str], stages) -> float:
-        """Cost a binding at its largest fitting query block (when tiles are skipped: at every smaller one
-        too, which skips more tiles and re-reads K/V more, unless its compute alone exceeds the best latency
-        so far); the least latency."""
+        """Cost a binding at the query blocks whose buffer state fits and return the least latency (the ranking,
+        :func:`_rank`, then chooses by feasibility, latency and energy). When tiles are skipped every fitting block
+        is costed, smallest first, unless its compute alone exceeds the best latency so far: a smaller block
+        skips more tiles and re-reads K/V more. Otherwise a smaller block computes the same tiles and re-reads
+        K/V more: the blocks are costed largest first, and the descent stops at the first block that is not
+        better - in latency, or at equal latency in energy - than the larger one before it."""
         fit = _largest_fitting(plan, arch, binding, Phase(stages=stages), blocks, capacity, buffer, nests)
-        for block in blocks[: fit + 1] if skips else [blocks[fit]]:
+        above = None
+        for block in blocks[: fit + 1] if skips else reversed(blocks[: fit + 1]):
             so_far = min((d.cost.latency_s for d in designs if d.cost.feasible), default=math.inf)
-            if skips and least_cycles(stages, block) / arch.clock_hz > so_far * (1 + 1e-12):
+            if least_cycles(stages, block) / arch.clock_hz > so_far * (1 + 1e-12):
                 continue
             designs.append(design(cycles, binding, stages, block))
+            if not skips and above is not None and _rank(designs[-1]) >= _rank(above):
+                break
+            above = designs[-1]
         return min(d.cost.latency_s for d in designs)
 
     ranked, complete = schedules(plan, 1)
