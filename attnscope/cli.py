@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attnscope import api
 from einsum.errors import AttnscopeError
 from workloads.registry import parse_shape
 
@@ -86,6 +85,8 @@ def _shape_text(sizes: dict[str, int]) -> str:
 
 
 def cmd_cascades(args) -> int:
+    from attnscope import api
+
     rows = api.list_cascades(parse_shape(args.shape))
     if args.json:
         _print_json(rows)
@@ -106,6 +107,8 @@ def cmd_cascades(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from attnscope import api
+
     info = api.describe_cascade(args.name, parse_shape(args.shape), args.rank, args.direction, args.form)
     if args.json:
         _print_json(info)
@@ -134,6 +137,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from attnscope import api
+
     out = args.out if args.out.endswith(".npz") else args.out + ".npz"  # numpy.savez's own rule, said up front
     if os.path.isdir(out) or not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         why = "is a directory" if os.path.isdir(out) else "has no such parent directory"

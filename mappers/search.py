@@ -11,6 +11,10 @@ large the space::
 * **Exhaustive** walks the whole space in order, dropping points whose tiles overflow a level before they
   are costed (capacity pruning) and never generating two loop orders that give every tensor the same reuse
   (symmetry pruning, in the tables). It stops early, with ``complete=False``, at an evaluation or time budget.
+  Without a budget it **branches and bounds** (:func:`_branch_and_bound`, bounds in :mod:`mappers.bound`): every
+  tiling gets a lower bound on latency and energy, tilings are costed best bound first, and a tiling or bypass
+  choice that the best mapping found provably beats is skipped with all its points; the answer is the walk's
+  (the same mapping, ties to the point the space lists first), proven optimal without costing most points.
 * **Random** costs uniformly drawn points (spatial assignment, factorizations, orders, bypass).
 * **Anneal** runs many simulated-annealing chains side by side (:mod:`mappers.heuristic`).
 
@@ -86,6 +90,10 @@ DEFAULT_BATCH = 1 << 16
 _PARALLEL_MIN = 4096
 """Smaller batches run on one thread (starting Numba's threads costs more than they save)."""
 
+_PROBE = 4096
+"""Points (and tilings visited) of the walk's first batch in a branch and bound: its first incumbent, and the
+whole walk where the space is that small."""
+
 _TIE = 1e-12
 """Relative difference below which two costs count as equal (the secondary key then decides)."""
 
@@ -131,11 +139,19 @@ class Objective:
     def keys(self, space: MapSpace) -> Callable[[NestCosts], tuple[np.ndarray, np.ndarray]]:
         """(primary, secondary) cost per mapping, both minimised; energy includes the compute."""
         per_point = space.compute_energy_pj_per_point
-        latency_bound, energy_bound = space.lower_bounds()
+        combine = self.combine(space)
 
         def keys(costs: NestCosts) -> tuple[np.ndarray, np.ndarray]:
-            latency = costs.latency_cycles
-            energy = costs.energy_pj + costs.padded_points * per_point
+            return combine(costs.latency_cycles, costs.energy_pj + costs.padded_points * per_point)
+
+        return keys
+
+    def combine(self, space: MapSpace) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """(primary, secondary) from latency cycles and energy pJ; both grow with each, so lower bounds on latency
+        and energy give lower bounds on the keys (the branch and bound relies on it)."""
+        latency_bound, energy_bound = space.lower_bounds()
+
+        def combine(latency: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if self.name == "latency":
                 return latency, energy
             if self.name == "energy":
@@ -145,7 +161,7 @@ class Objective:
             mixed = self.latency_weight * latency / latency_bound + self.energy_weight * energy / energy_bound
             return mixed, latency
 
-        return keys
+        return combine
 
     def __str__(self) -> str:
         return f"weighted:{self.latency_weight:g},{self.energy_weight:g}" if self.name == "weighted" else self.name
@@ -304,11 +320,14 @@ def search(
     batch_size: int = DEFAULT_BATCH,
     parallel: bool = True,
     progress: bool = False,
+    prune: bool = True,
 ) -> MapResult:
     """The best feasible mapping of ``space`` under ``objective`` (module docstring).
 
     ``budget`` caps the evaluations and ``time_s`` the seconds (either ends an exhaustive search early);
-    ``parallel`` spreads each batch over Numba's threads; ``progress`` shows a tqdm bar on stderr. Raises
+    ``parallel`` spreads each batch over Numba's threads; ``progress`` shows a tqdm bar on stderr. An exhaustive
+    search without a budget or time limit branches and bounds (:func:`_branch_and_bound`) unless ``prune`` is
+    false (then every fitting point is costed; the answer is the same). Raises
     :class:`einsum.errors.SpecError` for bad arguments and when no evaluated mapping fits.
     """
     objective = Objective.parse(objective)
@@ -328,11 +347,18 @@ def search(
     if method != "exhaustive" and budget is None and time_s is None:
         budget = DEFAULT_BUDGET
 
-    memo = (space.fingerprint, str(objective)) if method == "exhaustive" and budget is None and time_s is None else None
+    whole = method == "exhaustive" and budget is None and time_s is None
+    memo = (space.fingerprint, str(objective), prune) if whole else None
     if memo in _COMPLETE:  # a space with the same points at the same costs: the same complete answer
         _COMPLETE.move_to_end(memo)
         found = _COMPLETE[memo]
         return dataclasses.replace(found, space=space, mapping=space.to_mapping(found.batch), seed=seed)
+    if whole and prune:
+        found = _branch_and_bound(space, objective, batch_size, parallel, progress, seed)
+        if found is not None:
+            if found.complete:
+                _remember(memo, found)
+            return found
 
     rng = np.random.default_rng(seed)
     keys = objective.keys(space)
@@ -400,16 +426,146 @@ def search(
         seed=seed,
     )
     if memo is not None and found.complete:
-        _COMPLETE[memo] = dataclasses.replace(found, space=None)  # type: ignore[arg-type]  # the tables not kept
-        while len(_COMPLETE) > _COMPLETE_KEPT:
-            _COMPLETE.popitem(last=False)
+        _remember(memo, found)
     return found
 
 
-_COMPLETE: OrderedDict[tuple[bytes, str], MapResult] = OrderedDict()
-"""Complete exhaustive results by (space fingerprint, objective), least recently used first; kept without their
+def _remember(memo: tuple[bytes, str, bool], found: MapResult) -> None:
+    _COMPLETE[memo] = dataclasses.replace(found, space=None)  # type: ignore[arg-type]  # the tables not kept
+    while len(_COMPLETE) > _COMPLETE_KEPT:
+        _COMPLETE.popitem(last=False)
+
+
+_COMPLETE: OrderedDict[tuple[bytes, str, bool], MapResult] = OrderedDict()
+"""Complete exhaustive results by (space fingerprint, objective, pruned), least recently used first; kept without their
 space (a hit is given the space it was asked for), so the memo holds one mapping and its costs per entry."""
 _COMPLETE_KEPT = 1024
+
+
+def _branch_and_bound(
+    space: MapSpace, objective: Objective, batch_size: int, parallel: bool, progress: bool, seed: int
+) -> MapResult | None:
+    """Exhaustive search that skips what provably cannot win; None where the bounds would cost too much (the
+    caller then walks the whole space).
+
+    Every tiling that fits at all gets a lower bound on latency and energy (:func:`mappers.bound.tiling_bounds`).
+    Tilings are visited best bound first, so the incumbent is good early; before a group of tilings is costed,
+    each tiling's bypass choices get the tighter bounds of :func:`mappers.bound.keep_bounds` (orders shared between
+    tensors), and a tiling or bypass choice whose bound the incumbent beats is skipped with all its points. The
+    walk ends at the first tiling whose bound the incumbent beats on the primary key (the rest are sorted after
+    it). The answer is the walk's: ties go to the point the whole space lists first (:class:`_Reducer`).
+    """
+    from mappers.bound import BOUND_SLACK, keep_bounds, tiling_bounds
+
+    start = time.perf_counter()
+    keys = objective.keys(space)
+    # The walk's first batch: the whole answer where the space fits in one batch, else a first incumbent (and what
+    # Ctrl-C returns while the bounds are computed).
+    walk, first = _Walk(space), _Reducer(keys)
+    out = space.new_batch(min(batch_size, _PROBE))
+    buffer = empty_costs(max(batch_size, out.num_mappings), space.num_levels, len(space.einsum.tensors))
+    evaluated = 0
+    interrupted = False
+
+    def cost(batch: MappingBatch) -> NestCosts:
+        return evaluate_nest(
+            space.problem, space.nest_arch, batch, cycles_per_point=space.cycles_per_point,
+            parallel=parallel and batch.num_mappings >= _PARALLEL_MIN, check=not evaluated, out=buffer,
+        )  # fmt: skip
+
+    def result(reducer: _Reducer, complete: bool) -> MapResult:
+        feasible = first.feasible + (best.feasible if best is not None else 0)
+        with _bar(space.size if progress else None, "pt", progress) as bar:
+            bar.update(space.size if complete else 0)
+        return MapResult(
+            space=space, objective=objective, method="exhaustive", mapping=space.to_mapping(reducer.batch),
+            batch=reducer.batch, costs=reducer.costs, evaluated=evaluated, feasible_evaluated=feasible,
+            points_passed=float(space.size) if complete else walk.points, seconds=time.perf_counter() - start,
+            complete=complete, interrupted=not complete, seed=seed,
+        )  # fmt: skip
+
+    best: _Reducer | None = None
+    try:
+        n, points = space.enumerate(walk.cursor, out, walk.min_occupancy, max_tilings=_PROBE)
+        walk.points += points
+        if n:
+            first.update(_head(out, n), cost(_head(out, n)))
+            evaluated += n
+        if walk.done:
+            return result(first, True) if first.batch is not None else None  # the walk itself; None: it explains
+        rows = tiling_bounds(space)
+    except KeyboardInterrupt:
+        if first.batch is None:
+            raise SpecError(_explain_nothing_fits(space, first, walk, "exhaustive", evaluated, True)) from None
+        return result(first, False)
+    if rows is None or not len(rows[0]):
+        return None  # too many tilings to bound, or none fits (the walk explains which level overflows)
+    tiling_s, tiling_t, latency, energy = rows
+    combine = objective.combine(space)
+    low = 1.0 - BOUND_SLACK
+
+    def bounds(latency: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower bounds on the keys (inf where a bypass choice overflows)."""
+        overflow = ~(np.isfinite(latency) & np.isfinite(energy))
+        primary, secondary = combine(np.where(overflow, 1.0, latency) * low, np.where(overflow, 1.0, energy) * low)
+        return np.where(overflow, np.inf, primary * low), np.where(overflow, np.inf, secondary * low)
+
+    primary, secondary = bounds(latency, energy)
+    ranked = np.lexsort((secondary, primary))
+    offsets = np.concatenate([[0], np.cumsum(space.tilings_per_assignment)]).astype(np.int64)
+    position = offsets[tiling_s] + tiling_t  # the tiling's place in the space's order (for ties)
+    best = _Reducer(keys)
+    out = space.new_batch(batch_size)
+    source = np.empty(out.num_mappings, dtype=np.int64)
+
+    def incumbent() -> tuple[float, float] | None:
+        """The best key seen (the walk's first batch included): what a tiling's bounds are held against."""
+        if best.key is None or (first.key is not None and _better(first.key, best.key)):
+            return first.key
+        return best.key
+
+    i, group = 0, 16
+    try:
+        while i < len(ranked):
+            key = incumbent()
+            if key is not None and key[0] < primary[ranked[i]] * (1 - _TIE):
+                break  # every tiling left is worse on the primary key
+            chosen = ranked[i : i + group]
+            i, group = i + len(chosen), min(group * 2, 4096)
+            if key is not None:
+                chosen = chosen[~_beaten(key, primary[chosen], secondary[chosen])]
+            if not len(chosen):
+                continue
+            keep_latency, keep_energy = keep_bounds(space, tiling_s[chosen], tiling_t[chosen])
+            keep_primary, keep_secondary = bounds(keep_latency, keep_energy)
+            allowed = np.isfinite(keep_primary)
+            if key is not None:
+                allowed &= ~_beaten(key, keep_primary, keep_secondary)
+            chosen, allowed = chosen[allowed.any(axis=1)], allowed[allowed.any(axis=1)]
+            listed_s, listed_t = tiling_s[chosen], tiling_t[chosen]
+            cursor = np.zeros(1, dtype=np.int64)
+            while cursor[0] < len(chosen):
+                n = space.enumerate_listed(listed_s, listed_t, allowed, cursor, out, source)
+                batch = _head(out, n)
+                costs = cost(batch)
+                evaluated += n
+                best.update(batch, costs, position[chosen][source[:n]])
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        found = [r for r in (best, first) if r.batch is not None]
+        if not found:
+            raise SpecError(_explain_nothing_fits(space, best, walk, "exhaustive", evaluated, True))
+        return result(found[1] if len(found) > 1 and _better(found[1].key, found[0].key) else found[0], False)
+    if best.batch is None:
+        return None  # nothing fits (the walk explains which level overflows)
+    return result(best, True)
+
+
+def _beaten(key: tuple[float, float], primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """Where ``key`` beats every point whose keys are at least (``primary``, ``secondary``) (see :func:`_better`):
+    those points can neither win nor tie."""
+    return (key[0] < primary * (1 - _TIE)) | ((key[0] <= primary * (1 + _TIE)) & (key[1] < secondary * (1 - _TIE)))
 
 
 def _chains(budget: int | None) -> int:
@@ -487,18 +643,23 @@ _PER_MAPPING = tuple(name for name in NestCosts.__dataclass_fields__ if name != 
 
 
 class _Reducer:
-    """The best feasible mapping seen so far (ties within :data:`_TIE` go to the first seen)."""
+    """The best feasible mapping seen so far (ties within :data:`_TIE` go to the first seen, or, given positions,
+    to the point with the least position: its place in the space's order)."""
 
     def __init__(self, keys: Callable[[NestCosts], tuple[np.ndarray, np.ndarray]]):
         self.keys = keys
         self.key: tuple[float, float] | None = None
+        self.position: tuple[int, int] = (0, 0)
         self.batch: MappingBatch | None = None
         self.costs: NestCosts | None = None
         self.feasible = 0
         self.least_overflow = math.inf
         self.least_occupancy: np.ndarray | None = None
 
-    def update(self, batch: MappingBatch, costs: NestCosts) -> None:
+    def update(self, batch: MappingBatch, costs: NestCosts, positions: np.ndarray | None = None) -> None:
+        """Take the batch's best if it beats the best so far. ``positions`` (one per row, non-decreasing within a
+        tiling, whose rows are consecutive and in the space's order) order ties when the batch is not in the
+        space's order."""
         k = int(np.argmin(costs.overflow_ratio))
         if costs.overflow_ratio[k] < self.least_overflow:
             self.least_overflow = float(costs.overflow_ratio[k])
@@ -509,10 +670,21 @@ class _Reducer:
             return
         primary, secondary = self.keys(costs)
         near = feasible[primary[feasible] <= primary[feasible].min() * (1 + _TIE)]
-        i = int(near[np.argmin(secondary[near])])
+        if positions is None:
+            i = int(near[np.argmin(secondary[near])])
+            position = (0, 0)
+        else:
+            least = near[secondary[near] == secondary[near].min()]
+            i = int(least[np.lexsort((least, positions[least]))[0]])
+            position = (int(positions[i]), i)
         key = (float(primary[i]), float(secondary[i]))
-        if self.key is None or _better(key, self.key):
+        if (
+            self.key is None
+            or _better(key, self.key)
+            or (positions is not None and not _better(self.key, key) and position < self.position)
+        ):
             self.key = key
+            self.position = position
             self.batch = MappingBatch(
                 *(a[i : i + 1].copy() for a in (batch.temporal, batch.spatial, batch.order, batch.keep))
             )

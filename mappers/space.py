@@ -247,6 +247,22 @@ class MapSpace:
         )  # fmt: skip
         return int(n), float(points)
 
+    def enumerate_listed(
+        self, tiling_s: np.ndarray, tiling_t: np.ndarray, keep_allowed: np.ndarray, cursor: np.ndarray,
+        out: MappingBatch, source: np.ndarray,
+    ) -> int:  # fmt: skip
+        """Fill ``out`` with the fitting points of the listed tilings (assignment ``tiling_s[i]``, tiling
+        ``tiling_t[i]``, bypass choices ``keep_allowed[i]``: bool[n, K]) from list index ``cursor[0]`` on (advanced in
+        place; a tiling is never split between calls). ``source`` (int64, one per row of ``out``) gets each row's
+        list index. Returns the rows written; the list is done when ``cursor[0]`` equals its length."""
+        n, _ = _enumerate_listed(
+            cursor, tiling_s, tiling_t, keep_allowed, self.assign, self.assign_spatial, self.group_start,
+            self.group_count, self.trows, self.problem.incidence, self.nest_arch.capacity_words,
+            self.nest_arch.spatial_level, self.keep_table, self.order_table, self.order_count, out.temporal,
+            out.spatial, out.order, out.keep, source,
+        )  # fmt: skip
+        return int(n)
+
     def sample(self, rng: np.random.Generator, n: int) -> MappingBatch:
         """``n`` random points: a uniform spatial assignment, factorization per variable, bypass and orders.
 
@@ -802,6 +818,111 @@ def _check_footprints(space: MapSpace, b: _Bound) -> None:
 
 
 @numba.njit(cache=True)
+def _set_assignment(s, assign, assign_spatial, group_count, counts, spatial_rank):
+    """Tilings of assignment ``s``; fills ``counts`` (factorizations per variable) and ``spatial_rank``."""
+    total = 1
+    for r in range(assign.shape[1]):
+        counts[r] = group_count[r, assign[s, r]]
+        total *= counts[r]
+        f = 1.0
+        for a in range(assign_spatial.shape[1]):
+            f *= assign_spatial[s, a, r]
+        spatial_rank[r] = f
+    return total
+
+
+@numba.njit(cache=True)
+def _set_tiling(
+    s, t, assign, group_start, counts, spatial_rank, trows, incidence, capacity, spatial_level, keep_table,
+    keep_allowed, order_count, temporal, extent, tile, mask, ocount, feasible, min_occ,
+):  # fmt: skip
+    """Set up tiling ``t`` of assignment ``s``: its temporal factors, the active-loop mask and distinct orders of
+    each level, and which bypass choices fit (and are allowed); returns (bypass choices that fit, orders)."""
+    num_levels = trows.shape[1]
+    num_ranks = assign.shape[1]
+    num_tensors = incidence.shape[0]
+    x = t
+    for r in range(num_ranks - 1, -1, -1):
+        row = group_start[r, assign[s, r]] + x % counts[r]
+        x //= counts[r]
+        for l in range(num_levels):
+            temporal[l, r] = trows[row, l]
+    for r in range(num_ranks):
+        e = 1.0
+        for l in range(num_levels - 1, -1, -1):
+            e *= temporal[l, r]
+            if l == spatial_level - 1:
+                e *= spatial_rank[r]
+            extent[l, r] = e
+    for l in range(num_levels):
+        for k in range(num_tensors):
+            w = 1.0
+            for r in range(num_ranks):
+                if incidence[k, r]:
+                    w *= extent[l, r]
+            tile[l, k] = w
+    n_orders = 1
+    for l in range(num_levels):
+        m = 0
+        for r in range(num_ranks):
+            if temporal[l, r] > 1:
+                m |= 1 << r
+        mask[l] = m
+        ocount[l] = order_count[l, m]
+        n_orders *= ocount[l]
+    n_feasible = 0
+    for k in range(keep_table.shape[0]):
+        ok = True
+        for l in range(1, num_levels):
+            occ = 0.0
+            for j in range(num_tensors):
+                if keep_table[k, l, j]:
+                    occ += tile[l, j]
+            if occ < min_occ[l]:
+                min_occ[l] = occ
+            if occ > capacity[l]:
+                ok = False
+        feasible[k] = ok and keep_allowed[k]
+        if feasible[k]:
+            n_feasible += 1
+    return n_feasible, n_orders
+
+
+@numba.njit(cache=True)
+def _write_tiling(
+    s, pos, assign_spatial, keep_table, order_table, temporal, mask, ocount, n_orders, feasible, odig,
+    out_t, out_sp, out_o, out_k,
+):  # fmt: skip
+    """Write the points of the tiling set up by :func:`_set_tiling` (fitting bypass choices x orders) from row
+    ``pos`` on; returns the next free row."""
+    num_levels, num_ranks = temporal.shape
+    num_tensors = keep_table.shape[2]
+    num_axes = assign_spatial.shape[1]
+    for k in range(keep_table.shape[0]):
+        if not feasible[k]:
+            continue
+        for l in range(num_levels):
+            odig[l] = 0
+        for _ in range(n_orders):
+            for l in range(num_levels):
+                for r in range(num_ranks):
+                    out_t[pos, l, r] = temporal[l, r]
+                    out_o[pos, l, r] = order_table[l, mask[l], odig[l], r]
+                for j in range(num_tensors):
+                    out_k[pos, l, j] = keep_table[k, l, j]
+            for a in range(num_axes):
+                for r in range(num_ranks):
+                    out_sp[pos, a, r] = assign_spatial[s, a, r]
+            pos += 1
+            for l in range(num_levels - 1, -1, -1):
+                odig[l] += 1
+                if odig[l] < ocount[l]:
+                    break
+                odig[l] = 0
+    return pos
+
+
+@numba.njit(cache=True)
 def _enumerate(
     cursor, assign, assign_spatial, group_start, group_count, trows, incidence, capacity, spatial_level,
     keep_table, order_table, order_count, out_t, out_sp, out_o, out_k, min_occ, max_tilings,
@@ -811,7 +932,6 @@ def _enumerate(
     num_levels = trows.shape[1]
     num_ranks = assign.shape[1]
     num_tensors = incidence.shape[0]
-    num_axes = assign_spatial.shape[1]
     num_keep = keep_table.shape[0]
     counts = np.empty(num_ranks, np.int64)
     temporal = np.empty((num_levels, num_ranks), np.int64)
@@ -822,101 +942,88 @@ def _enumerate(
     ocount = np.empty(num_levels, np.int64)
     odig = np.empty(num_levels, np.int64)
     feasible = np.empty(num_keep, np.bool_)
+    every = np.ones(num_keep, np.bool_)
     pos = 0
     points = 0.0
     visited = 0
     s = cursor[0]
     t = cursor[1]
     while s < assign.shape[0]:
-        total = 1
-        for r in range(num_ranks):
-            counts[r] = group_count[r, assign[s, r]]
-            total *= counts[r]
-            f = 1.0
-            for a in range(num_axes):
-                f *= assign_spatial[s, a, r]
-            spatial_rank[r] = f
+        total = _set_assignment(s, assign, assign_spatial, group_count, counts, spatial_rank)
         while t < total:
             if visited >= max_tilings:
                 cursor[0] = s
                 cursor[1] = t
                 return pos, points
-            x = t
-            for r in range(num_ranks - 1, -1, -1):
-                row = group_start[r, assign[s, r]] + x % counts[r]
-                x //= counts[r]
-                for l in range(num_levels):
-                    temporal[l, r] = trows[row, l]
-            for r in range(num_ranks):
-                e = 1.0
-                for l in range(num_levels - 1, -1, -1):
-                    e *= temporal[l, r]
-                    if l == spatial_level - 1:
-                        e *= spatial_rank[r]
-                    extent[l, r] = e
-            for l in range(num_levels):
-                for k in range(num_tensors):
-                    w = 1.0
-                    for r in range(num_ranks):
-                        if incidence[k, r]:
-                            w *= extent[l, r]
-                    tile[l, k] = w
-            n_orders = 1
-            for l in range(num_levels):
-                m = 0
-                for r in range(num_ranks):
-                    if temporal[l, r] > 1:
-                        m |= 1 << r
-                mask[l] = m
-                ocount[l] = order_count[l, m]
-                n_orders *= ocount[l]
-            n_feasible = 0
-            for k in range(num_keep):
-                ok = True
-                for l in range(1, num_levels):
-                    occ = 0.0
-                    for j in range(num_tensors):
-                        if keep_table[k, l, j]:
-                            occ += tile[l, j]
-                    if occ < min_occ[l]:
-                        min_occ[l] = occ
-                    if occ > capacity[l]:
-                        ok = False
-                feasible[k] = ok
-                if ok:
-                    n_feasible += 1
+            n_feasible, n_orders = _set_tiling(
+                s, t, assign, group_start, counts, spatial_rank, trows, incidence, capacity, spatial_level,
+                keep_table, every, order_count, temporal, extent, tile, mask, ocount, feasible, min_occ,
+            )  # fmt: skip
             if pos + n_feasible * n_orders > n_cap:
                 cursor[0] = s
                 cursor[1] = t
                 return pos, points
             points += num_keep * n_orders
             visited += 1
-            for k in range(num_keep):
-                if not feasible[k]:
-                    continue
-                for l in range(num_levels):
-                    odig[l] = 0
-                for _ in range(n_orders):
-                    for l in range(num_levels):
-                        for r in range(num_ranks):
-                            out_t[pos, l, r] = temporal[l, r]
-                            out_o[pos, l, r] = order_table[l, mask[l], odig[l], r]
-                        for j in range(num_tensors):
-                            out_k[pos, l, j] = keep_table[k, l, j]
-                    for a in range(num_axes):
-                        for r in range(num_ranks):
-                            out_sp[pos, a, r] = assign_spatial[s, a, r]
-                    pos += 1
-                    for l in range(num_levels - 1, -1, -1):
-                        odig[l] += 1
-                        if odig[l] < ocount[l]:
-                            break
-                        odig[l] = 0
+            pos = _write_tiling(
+                s, pos, assign_spatial, keep_table, order_table, temporal, mask, ocount, n_orders, feasible, odig,
+                out_t, out_sp, out_o, out_k,
+            )  # fmt: skip
             t += 1
         s += 1
         t = 0
     cursor[0] = s
     cursor[1] = 0
+    return pos, points
+
+
+@numba.njit(cache=True)
+def _enumerate_listed(
+    cursor, tiling_s, tiling_t, keep_allowed, assign, assign_spatial, group_start, group_count, trows, incidence,
+    capacity, spatial_level, keep_table, order_table, order_count, out_t, out_sp, out_o, out_k, out_src,
+):  # fmt: skip
+    """Like :func:`_enumerate` over the listed tilings only (``cursor[0]`` indexes the list), each with its own
+    allowed bypass choices (``keep_allowed[i]``); ``out_src`` gets the list index of each row's tiling. Returns
+    (written, points of the tilings passed)."""
+    n_cap = out_t.shape[0]
+    num_levels = trows.shape[1]
+    num_ranks = assign.shape[1]
+    num_tensors = incidence.shape[0]
+    num_keep = keep_table.shape[0]
+    counts = np.empty(num_ranks, np.int64)
+    temporal = np.empty((num_levels, num_ranks), np.int64)
+    spatial_rank = np.empty(num_ranks)
+    extent = np.empty((num_levels, num_ranks))
+    tile = np.empty((num_levels, num_tensors))
+    mask = np.empty(num_levels, np.int64)
+    ocount = np.empty(num_levels, np.int64)
+    odig = np.empty(num_levels, np.int64)
+    feasible = np.empty(num_keep, np.bool_)
+    min_occ = np.full(num_levels, np.inf)
+    pos = 0
+    points = 0.0
+    i = cursor[0]
+    last_s = -1
+    while i < tiling_s.shape[0]:
+        s = tiling_s[i]
+        if s != last_s:
+            _set_assignment(s, assign, assign_spatial, group_count, counts, spatial_rank)
+            last_s = s
+        n_feasible, n_orders = _set_tiling(
+            s, tiling_t[i], assign, group_start, counts, spatial_rank, trows, incidence, capacity, spatial_level,
+            keep_table, keep_allowed[i], order_count, temporal, extent, tile, mask, ocount, feasible, min_occ,
+        )  # fmt: skip
+        if pos + n_feasible * n_orders > n_cap:
+            break
+        points += num_keep * n_orders
+        end = _write_tiling(
+            s, pos, assign_spatial, keep_table, order_table, temporal, mask, ocount, n_orders, feasible, odig,
+            out_t, out_sp, out_o, out_k,
+        )  # fmt: skip
+        out_src[pos:end] = i
+        pos = end
+        i += 1
+    cursor[0] = i
     return pos, points
 
 

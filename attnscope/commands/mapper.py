@@ -101,9 +101,9 @@ def _subcommands(parser: argparse.ArgumentParser) -> Any:
 
 def load_einsum(workload: str, shape: str, einsum: str | None):
     """The lowered Einsum a ``map`` run searches, from a registered cascade, a file, or ``gemm``."""
-    from attnscope.api import load_cascade
     from einsum.cascade import Cascade
     from einsum.lower import lower
+    from workloads.cases import load_workload as load_cascade  # not through attnscope.api (its imports cost)
     from workloads.registry import parse_shape
 
     sizes = parse_shape(shape)
@@ -137,9 +137,9 @@ def _single_einsum(args) -> bool:
         return True
     if args.device or args.mapper or args.mapping or args.save_mapping or args.param or args.direction != "fwd":
         return False
-    from attnscope.api import load_cascade
+    from workloads.cases import load_workload
 
-    return len(load_cascade(args.workload).cascade.einsums) == 1
+    return len(load_workload(args.workload).cascade.einsums) == 1
 
 
 def cmd_map(args) -> int:
