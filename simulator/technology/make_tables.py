@@ -8,6 +8,10 @@ Run it with a Python >= 3.12 that has the models installed, from the repository 
         hwcomponents-library hwcomponents-neurosim
     /tmp/hw312/bin/python simulator/technology/make_tables.py --jobs 2
 
+(An hour or more on two cores: the refined SRAM rows and the check set are some 1,550 CACTI runs of up to a few
+seconds each; finished parts, and each refined row as it is computed, are kept in ``--cache``, so a rerun
+resumes. ``--only sram``, ``--only check`` and so on regenerate one table.)
+
 (``hwcomponents-library`` imports the neurosim plug-in on import, hence the fourth package.) If CACTI fails with
 "GLIBC_2.38 not found", the wheel's prebuilt binary is too new for the system: rebuild it in place with
 ``make -C <site-packages>/hwcomponents_cacti/cacti opt`` (its own makefile; a few seconds).
@@ -15,7 +19,10 @@ Run it with a Python >= 3.12 that has the models installed, from the repository 
 What each table holds and where each number comes from (every constant that the models do not give is cited):
 
 - ``sram.csv``: per-access read/write energy, leakage and area of an SRAM array by node, capacity (8 B to
-  256 MiB, powers of two), access width, banks and read/write ports: ``hwcomponents_cacti.SRAM`` (CACTI 7 with
+  256 MiB, powers of two; for the single-ported arrays the presets use, ``REFINED_ARRAYS``, at 45 nm and at the
+  nodes priced from CACTI's 22 nm runs, also between them from 64 KiB to 256 MiB: half-octave capacities, and
+  wherever CACTI changes the array's organisation, capacities bracketing the step, see ``_refined_rows``),
+  access width, banks and read/write ports: ``hwcomponents_cacti.SRAM`` (CACTI 7 with
   itrs-lstp cells, as that package configures it). CACTI has 22/32/45 nm data; the package interpolates 28 nm
   linearly between 22 and 32 nm and scales below 22 nm from 22 nm with energy ~ sqrt(node), area ~ node, leakage
   ~ 0.79 sqrt(node) (its documented rule, IRDS 2022 / Parvais et al. 2009). Arrays below CACTI's minimum (depth
@@ -32,6 +39,9 @@ What each table holds and where each number comes from (every constant that the 
   divide = Newton-Raphson reciprocal (2 iterations of 2 mac) + 1 mult = 4 mac + 1 mult; max = comparator of
   the datatype's width (a floating-point compare is an integer compare of the sign-magnitude bits). The nominal
   supply of every unit row is Horowitz's 0.9 V (Aladdin's 40 nm supply is not stated; 0.9 V is assumed).
+- ``sram-check.csv``: CACTI itself at capacities the table does not hold (1.25, 1.5 and 1.75 x 2^k, 80 KiB ..
+  224 MiB) for the refined arrays at 45, 16 and 7 nm: what ``tests/simulator/test_technology.py`` compares the
+  interpolation with.
 - ``dram.csv``: DRAM energy per bit by type, from ``hwcomponents_cacti``'s DRAM models (their sources are cited
   there and repeated in the table).
 - ``wires.csv``: on-chip wire energy per bit per mm by node: ``hwcomponents_library`` Wire (C = 0.2 fF/um,
@@ -44,6 +54,7 @@ import argparse
 import csv
 import datetime
 import importlib.metadata
+import itertools
 import json
 import math
 import random
@@ -58,6 +69,16 @@ CAPACITIES_B = tuple(2**k for k in range(3, 29))  # 8 B .. 256 MiB
 WIDTHS_BITS = (8, 16, 64, 256, 1024, 4096)
 BANKS = (1, 4, 32)
 PORTS = (1, 2)
+REFINED_ARRAYS = ((4096, 32), (4096, 4), (4096, 1), (64, 1), (16, 1))
+"""(access width bits, banks) of the single-ported arrays the presets use (their global buffers and large register
+files): tabulated between the powers of two too, 64 KiB .. 256 MiB, wherever CACTI changes organisation."""
+REFINED_FAMILIES = {45: (45,), 22: (22, 16, 12, 7, 5)}
+"""CACTI node -> the table nodes the package prices from that node's CACTI runs (below 22 nm it scales the 22 nm
+run). 32 and 28 nm (28 mixes the 22 and 32 nm runs) keep the power-of-two grid only."""
+REFINED_RANGE_B = (64 * 2**10, 256 * 2**20)
+REFINE_TOLERANCE = 0.02  # a midpoint within 2% of the log-log interpolation ends the refinement of its interval
+REFINE_MIN_OCTAVES = 1 / 1024  # an organisation change is bracketed to 1/1024 octave (0.07% in capacity) or one row
+CHECK_FACTORS = (1.25, 1.5, 1.75)  # the check set's capacities: these x 2^k, never table capacities
 CACTI_VDD_LSTP = {45: 1.1, 32: 1.0, 22: 0.8}  # CACTI tech_params/<node>nm.dat, "-Vdd (V)" itrs-lstp column
 UNIT_VDD = 0.9  # Horowitz's supply; the library scales between nodes at a fixed supply (its 0.8 V polynomial)
 HOROWITZ_45NM = {  # ISSCC 2014, Fig. 1.1.9: (energy pJ, area um^2) at 45 nm, 0.9 V
@@ -97,39 +118,114 @@ def _sram_rows(args: tuple[int, int, int, str]) -> list[dict]:
     done = Path(cache) / f"sram-{width}-{banks}-{ports}.json"
     if done.exists():
         return json.loads(done.read_text())
-    rows = []
-    for capacity in CAPACITIES_B:
-        if width > 8 * capacity:
-            continue
-        for node in NODES_NM:
-            s = _sram(SRAM, node, width, capacity, banks, ports)
-            rows.append(
-                {
-                    "node_nm": node,
-                    "capacity_bytes": capacity,
-                    "width_bits": width,
-                    "banks": banks,
-                    "ports": ports,
-                    "nominal_voltage_v": round(_nominal_vdd(node), 4),
-                    "read_energy_pj": _sig(s.read_energy * 1e12),
-                    "write_energy_pj": _sig(s.write_energy * 1e12),
-                    "leakage_mw": _sig(s.leak_power * 1e3),
-                    "area_um2": _sig(s.area * 1e12),
-                }
-            )
+    rows = [
+        _sram_row(SRAM, node, width, capacity, banks, ports)
+        for capacity in CAPACITIES_B
+        if width <= 8 * capacity
+        for node in NODES_NM
+    ]
     done.write_text(json.dumps(rows))
     return rows
 
 
+_REFINE_COLUMNS = ("read_energy_pj", "write_energy_pj", "area_um2")
+
+
+def _refined_rows(args: tuple[int, int, int, str]) -> list[dict]:
+    """Rows of one preset array (width, banks; one port) for one CACTI node's family, between the powers of two.
+
+    Adaptive, so that log-log interpolation between neighbouring rows follows CACTI: CACTI's optimiser changes the
+    array's organisation (subarray counts) at capacities of its own, where energy and area step by up to 2.4x;
+    between those steps they are smooth power laws. Start from half-octave capacities (64 KiB .. 256 MiB); for each
+    interval compute CACTI at its log-midpoint; if read/write energy and area there are within 2% of the
+    interpolation, the interval is smooth and done. Otherwise the interval holds a step: the half whose midpoint
+    value continues the smooth slope of the row beyond its outer end is done, the other is bisected again (both
+    where neither continues it), until the step is bracketed within 1/1024 octave or one row of the array. Every
+    computed capacity is a row."""
+    width, banks, cacti_node, cache = args
+    family = REFINED_FAMILIES[cacti_node]
+    done = Path(cache) / f"sram-refined-{width}-{banks}-{cacti_node}.json"
+    points: dict[int, list[dict]] = {}
+    if done.exists():
+        points = {int(k): v for k, v in json.loads(done.read_text()).items()}
+    for row in _sram_rows((width, banks, 1, cache)):  # the powers of two (the same CACTI runs)
+        if row["node_nm"] in family and REFINED_RANGE_B[0] <= row["capacity_bytes"] <= REFINED_RANGE_B[1]:
+            points.setdefault(row["capacity_bytes"], [None] * len(family))[family.index(row["node_nm"])] = row
+
+    def at(capacity: int) -> tuple[float, ...]:
+        if capacity not in points:
+            from hwcomponents_cacti import SRAM
+
+            points[capacity] = [_sram_row(SRAM, node, width, capacity, banks, 1) for node in family]
+            done.write_text(json.dumps(points))
+        return tuple(math.log(points[capacity][0][c]) for c in _REFINE_COLUMNS)
+
+    row_bytes = max(1, width // 8)
+
+    def rounded(capacity: float) -> int:
+        return max(row_bytes, round(capacity / row_bytes) * row_bytes)
+
+    lo, hi = (round(2 * math.log2(c)) for c in REFINED_RANGE_B)
+    base = sorted({rounded(2 ** (k / 2)) for k in range(lo, hi + 1)})
+    todo = list(itertools.pairwise(base))
+    tol = math.log(1 + REFINE_TOLERANCE)
+    while todo:
+        x, y = todo.pop()
+        m = rounded(math.sqrt(x * y))
+        if m in (x, y) or math.log2(y / x) <= REFINE_MIN_OCTAVES:
+            continue
+        fx, fy, fm = at(x), at(y), at(m)
+        t = math.log(m / x) / math.log(y / x)
+        if all(abs(v - ((1 - t) * a + t * b)) <= tol for a, b, v in zip(fx, fy, fm, strict=True)):
+            continue
+        caps = sorted(points)
+        i, j = caps.index(x), caps.index(y)
+        left = _continues(points, caps[i - 1], x, m) if i > 0 else False
+        right = _continues(points, caps[j + 1], y, m) if j + 1 < len(caps) else False
+        if not (left and not right):  # unless m continues the row left of x: the step is in (m, y)
+            todo.append((x, m))
+        if not (right and not left):
+            todo.append((m, y))
+    return [row for capacity in sorted(points) for row in points[capacity]]
+
+
+def _continues(points: dict[int, list[dict]], outer: int, end: int, m: int) -> bool:
+    """Whether CACTI at ``m`` continues the power law of the row from ``outer`` to ``end`` (within the tolerance)."""
+    tol = math.log(1 + REFINE_TOLERANCE)
+    for c in _REFINE_COLUMNS:
+        a, b, v = (math.log(points[k][0][c]) for k in (outer, end, m))
+        slope = (b - a) / math.log(end / outer)
+        if abs(b + slope * math.log(m / end) - v) > tol:
+            return False
+    return True
+
+
+def _sram_row(model, node: int, width: int, capacity: int, banks: int, ports: int) -> dict:
+    s = _sram(model, node, width, capacity, banks, ports)
+    return {
+        "node_nm": node,
+        "capacity_bytes": capacity,
+        "width_bits": width,
+        "banks": banks,
+        "ports": ports,
+        "nominal_voltage_v": round(_nominal_vdd(node), 4),
+        "read_energy_pj": _sig(s.read_energy * 1e12),
+        "write_energy_pj": _sig(s.write_energy * 1e12),
+        "leakage_mw": _sig(s.leak_power * 1e3),
+        "area_um2": _sig(s.area * 1e12),
+    }
+
+
 def _check_rows() -> list[dict]:
-    """CACTI between the table's capacities (1.5 x 2^k, 96 KiB .. 384 MiB) for the arrays the presets use: the
-    points the tests compare the interpolation with (those within the table's range)."""
+    """CACTI at capacities the table does not hold (1.25, 1.5 and 1.75 x 2^k, 80 KiB .. 224 MiB) for the arrays the
+    presets use, at 45 nm and at two nodes priced from CACTI's 22 nm runs (16 and 7 nm): the points the tests
+    compare the interpolation with."""
     from hwcomponents_cacti import SRAM
 
     rows = []
-    for width, banks in ((4096, 32), (4096, 4), (4096, 1), (64, 1), (16, 1)):
-        for capacity in (3 * 2**k for k in range(15, 28)):
-            for node in (45, 28, 7):
+    for width, banks in REFINED_ARRAYS:
+        for capacity in sorted(int(f * 2**k) for f in CHECK_FACTORS for k in range(16, 28)):
+            for node in (45, 16, 7):
                 s = _sram(SRAM, node, width, capacity, banks, 1)
                 rows.append(
                     {
@@ -289,9 +385,12 @@ def main(argv: list[str] | None = None) -> None:
     if "sram" in only:
         Path(args.cache).mkdir(parents=True, exist_ok=True)
         combos = [(w, b, p, args.cache) for p in args.ports for w in reversed(WIDTHS_BITS) for b in reversed(BANKS)]
+        refine = [(w, b, n, args.cache) for w, b in REFINED_ARRAYS for n in REFINED_FAMILIES] if 1 in args.ports else []
         with ProcessPoolExecutor(args.jobs) as pool:
             rows = [r for part in pool.map(_sram_rows, combos) for r in part]
+            refined = [r for part in pool.map(_refined_rows, refine) for r in part]
         key = ("node_nm", "width_bits", "banks", "ports", "capacity_bytes")
+        rows = list({tuple(r[k] for k in key): r for r in rows + refined}.values())  # a power of two: once
         rows.sort(key=lambda r: tuple(r[k] for k in key))
         what = f"SRAM arrays: per-access energy, leakage, area by node, capacity, width, banks, ports {args.ports}"
         _write("sram.csv", what, rows)

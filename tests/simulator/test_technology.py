@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -56,24 +55,35 @@ def test_table_points_are_the_component_model():
     assert checked > 1000
 
 
-def test_interpolation_between_table_points_against_cacti():
-    """Between table points the model interpolates log-log; ``sram-check.csv`` holds CACTI itself at 1.5 x 2^k
-    (96 KiB .. 192 MiB in range) for the arrays the presets use. Nine in ten points are within 10% of CACTI; the
-    others sit at CACTI's reorganisation steps (a new subarray organisation between two powers of two), up to
-    33% in energy (measured; docs/architecture.md): a table with half-octave capacities would close them."""
+def test_interpolation_between_table_points_follows_cacti_within_10_percent():
+    """``sram-check.csv`` holds CACTI itself (through hwcomponents-cacti, made by ``make_tables.py``) at capacities
+    the table does not hold - 1.25, 1.5 and 1.75 x 2^k, 80 KiB .. 224 MiB - for the arrays the presets use
+    (4096-bit rows with 32, 4 and 1 banks; 64- and 16-bit one-bank arrays), at 45 nm and at 16 and 7 nm (priced
+    from CACTI's 22 nm runs): 540 points. Those arrays' rows hold half-octave capacities and bracket each of
+    CACTI's reorganisation steps (up to 2.4x in area between neighbouring capacities) to 1/1024 octave or one row;
+    with the power-of-two rows alone the worst errors were 33% (energy) and 58% (area).
+
+    Measured worst errors (read energy, write energy, area): 4096-bit arrays 0.37%, 0.15%, 0.19%; 64-bit 0.72%,
+    0.97%, 1.6%; 16-bit 14.3%, 5.7%, 11.1%. Every point is within 10% except four: the 16-bit array at 112 KiB
+    (7 x 2^14 B) at 16 and 7 nm, read energy 14.3% and area 11.1% off. There CACTI changes organisation every few
+    hundred bytes, and it finds a better one at a capacity with many factors of two (the check's) than at the
+    refinement's capacities, rounded to one 2-byte row, around it; those four are held to 15%. 28 and 32 nm, and
+    the other widths and banks, keep the power-of-two rows (errors up to the figures above between them)."""
     with (tm.TABLES / "sram-check.csv").open() as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    rows = [r for r in rows if IN_RANGE[0] <= int(r["capacity_bytes"]) <= IN_RANGE[1]]
-    assert len(rows) > 150
-    errors = {"read_energy_pj": [], "write_energy_pj": [], "area_um2": []}
+    assert len(rows) == 540 and all(IN_RANGE[0] <= int(r["capacity_bytes"]) <= IN_RANGE[1] for r in rows)
+    tabulated = {key: {int(r["capacity_bytes"]) for r in rs} for key, rs in _rows_by_key().items()}
+    over = []
     for r in rows:
-        node, width, banks, ports = _row_key(r)
-        c = memory_cost(Technology(node), int(r["capacity_bytes"]), width, banks, ports)
-        for col in errors:
-            errors[col].append(abs(getattr(c, col) - float(r[col])) / float(r[col]))
-    for col, errs in errors.items():
-        within = sum(e <= 0.10 for e in errs) / len(errs)
-        assert within >= 0.9, (col, within)  # nine in ten points within 10%
+        key, capacity = _row_key(r), int(r["capacity_bytes"])
+        assert capacity not in tabulated[key]  # independent of the table
+        c = memory_cost(Technology(key[0]), capacity, key[1], key[2], key[3])
+        for col in ("read_energy_pj", "write_energy_pj", "area_um2"):
+            error = abs(getattr(c, col) - float(r[col])) / float(r[col])
+            if error > 0.10:
+                over.append((key, capacity, col))
+                assert key[1] == 16 and error <= 0.15, (key, capacity, col, error)
+    assert len(over) <= 4, over
 
 
 def test_interpolated_value_lies_between_its_neighbours():
@@ -86,13 +96,19 @@ def test_interpolated_value_lies_between_its_neighbours():
 
 
 def test_per_access_energy_and_area_grow_with_capacity():
-    """For every node, width, banking and port count: 64 KiB .. 256 MiB costs more per access and more area."""
+    """For every node, width, banking and port count, 64 KiB .. 256 MiB: an array at least twice as large costs more
+    per access and takes more area. Within less than an octave CACTI itself is not monotone - where it changes the
+    organisation, energy and area step down by up to 24% and 40% (4096-bit rows, 182 MiB, 32 banks) - and the
+    table follows it."""
     for key, rows in _rows_by_key().items():
         rows = [r for r in rows if IN_RANGE[0] <= int(r["capacity_bytes"]) <= IN_RANGE[1]]
+        caps = [int(r["capacity_bytes"]) for r in rows]
         for col in ("read_energy_pj", "write_energy_pj", "area_um2"):
             values = [float(r[col]) for r in rows]
             assert values[-1] > values[0], (key, col)
-            assert all(b >= a for a, b in itertools.pairwise(values)), (key, col, values)
+            for i, c in enumerate(caps):
+                later = [v for c2, v in zip(caps, values, strict=True) if c2 >= 2 * c]
+                assert all(v >= values[i] for v in later), (key, col, c)
 
 
 def test_calibration_point_the_studys_16_mib_buffer():
@@ -266,15 +282,16 @@ def test_bad_table_is_a_spec_error(tmp_path):
     width_words=st.sampled_from((1, 4, 16, 64, 256)),
     banks=st.sampled_from((1, 2, 4, 8, 32)),
     small_log2=st.floats(16.0, 26.0),
-    factor_log2=st.floats(0.01, 2.0),
+    factor_log2=st.floats(1.0, 2.0),
     reads=st.floats(1.0, 1e9),
     writes=st.floats(0.0, 1e9),
 )
 def test_energy_monotone_in_capacity_for_fixed_traffic(
     node, voltage, width_words, banks, small_log2, factor_log2, reads, writes
 ):
-    """Random architectures (node, supply, buffer width and banking): the same accesses to a larger buffer cost
-    no less energy, and the buffer takes no less area."""
+    """Random architectures (node, supply, buffer width and banking): the same accesses to a buffer at least twice
+    as large cost no less energy, and the buffer takes no less area (within an octave CACTI's own reorganisation
+    steps may lower both: test_per_access_energy_and_area_grow_with_capacity)."""
     spec = with_overrides(load_arch("fusemax-cloud"), {"technology.node_nm": node, "technology.voltage_v": voltage})
     costs = []
     for log2_bytes in (small_log2, small_log2 + factor_log2):
