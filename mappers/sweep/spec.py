@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -511,7 +511,8 @@ def _read_workload(p: Problems, data: dict, strategy: Any, kind: str, base_dir: 
                 p.add(where, f"unknown or unsupported {key[:-1]} {show(item)}{extra}; allowed: {', '.join(allowed)}"
                       f"{also}", parent, idx)  # fmt: skip
             values.append(item)
-        for dup in dict.fromkeys(v for v in values if values.count(v) > 1):
+        listed = [v for v in values if isinstance(v, Hashable)]  # a list or mapping item is already named above
+        for dup in dict.fromkeys(v for v in listed if listed.count(v) > 1):
             p.add(path, f"{dup!r} is listed twice", m, key)
         out[key] = tuple(values)
     return WorkloadSpec(**out)

@@ -138,6 +138,8 @@ BAD_SPECS = [
      "workload.cascades[0]: unknown or unsupported cascade 'attention-3pass' (str) by strategy fixed-binding"),
     ("workload: {cascades: [fusemax], models: [GPT9], seq_lens: [1K]}", "workload.models[0]: unknown or unsupported"),
     ("workload: {cascades: [fusemax], models: [BERT], seq_lens: []}", "workload.seq_lens: empty"),
+    ("workload: {cascades: [[], []], models: [BERT], seq_lens: [1K]}",  # lists listed twice: named, not a TypeError
+     "workload.cascades[1]: unknown or unsupported cascade [] (list)"),
     ("workload: {cascades: [fusemax], models: [BERT], seq_lens: [1Q]}", "workload.seq_lens[0]: expected a positive"),
     ("metrics: [latency_s, speed]", "metrics[1]: unknown metric 'speed'; known: latency_s, energy_pj"),
     ("derived: {levels.dram.area_um2: 2 * nope}", "derived.levels.dram.area_um2: expression '2 * nope': unknown name"),
