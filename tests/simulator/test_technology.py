@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -326,3 +327,14 @@ def test_cascade_energy_monotone_in_capacity_for_a_fixed_mapping(node, grow, seq
     again = evaluate_cascade(design.lowered, bigger, design.mapping)
     assert again.dram_bytes == design.cost.dram_bytes
     assert again.energy_pj >= design.cost.energy_pj
+
+
+def test_a_bad_table_value_is_named_by_file_line_and_column(tmp_path):
+    header = ",".join(tm._SRAM_COLUMNS)
+    path = tmp_path / "sram.csv"
+    path.write_text(f"# generated\n{header}\n45,8,8,1,1,1.1,0.1,0.1,0,1\n45,16,8,1,1,1.1,abc,0.1,0,1\n")
+    with pytest.raises(SpecError, match=re.escape(f"{path}:4: column read_energy_pj: expected a number, got 'abc'")):
+        tm.read_table(path, tm._SRAM_COLUMNS).numbers(tm._SRAM_COLUMNS)
+    path.write_text(f"{header}\n45,8,8,1,1,1.1,-1,0.1,0,1\n")
+    with pytest.raises(SpecError, match=re.escape("column read_energy_pj: expected a finite number >= 0, got -1.0")):
+        tm.read_table(path, tm._SRAM_COLUMNS).numbers(tm._SRAM_COLUMNS)
