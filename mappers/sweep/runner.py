@@ -496,6 +496,12 @@ class DaskPool(_Retrying):
         live: dict[Any, _Chunk] = {}  # futures not yet answered -> their chunk
         started: dict[str, tuple[float, str]] = {}  # key -> (when first seen running, on which worker)
         feed = _Feed(chunks)
+        # A Ctrl-C raised inside one of distributed's blocking calls leaves it logging a traceback (its sync's
+        # cancel callback); so SIGINT only marks the run here, and the loop raises KeyboardInterrupt between calls.
+        interrupts: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(signum))
         try:
             # The context as a task's result, not scattered data: if every worker holding it is lost, the
             # scheduler computes it again instead of failing the tasks that need it.
@@ -510,6 +516,8 @@ class DaskPool(_Retrying):
 
             top_up()
             while live:
+                if interrupts:
+                    raise KeyboardInterrupt
                 with contextlib.suppress(TimeoutError):  # distributed's wait raises when nothing finished
                     wait(list(live), timeout=POLL_S, return_when="FIRST_COMPLETED")
                 finished = [future for future in live if future.done()]
@@ -551,6 +559,10 @@ class DaskPool(_Retrying):
             for future in list(live):
                 with contextlib.suppress(Exception):
                     future.cancel()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if interrupts:  # a Ctrl-C during the last calls, after the loop's check
+                raise KeyboardInterrupt
 
     def _stuck(
         self, live: dict[Any, _Chunk], started: dict[str, tuple[float, str]], now: float

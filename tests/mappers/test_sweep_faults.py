@@ -319,7 +319,8 @@ def test_point_that_kills_its_worker_is_recorded_as_failed(tmp_path):
 def test_ctrl_c_exits_130_with_rerun_to_resume_and_no_traceback(tmp_path, executor):
     if executor[0] == "--dask-local":
         pytest.importorskip("distributed")
-    spec, store = small_spec(tmp_path, 4000), tmp_path / "s.sqlite"  # far more than runs before the Ctrl-C
+    points = 100_000  # far more than runs before the Ctrl-C: a sweep point takes well under a millisecond now
+    spec, store = small_spec(tmp_path, points), tmp_path / "s.sqlite"
     argv = [sys.executable, "-m", "attnscope.cli", "sweep", str(spec), "--store", str(store), "--quiet"]
     proc = subprocess.Popen([*argv, "--chunk-size", "4", *executor], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -336,7 +337,7 @@ def test_ctrl_c_exits_130_with_rerun_to_resume_and_no_traceback(tmp_path, execut
     assert "interrupted; finished points are in" in err and "rerun to resume" in err
     assert "Traceback" not in err and "Error" not in err, err
     done = stored_rows(store)
-    assert 0 < done < 4000
+    assert 0 < done < points
     with sqlite3.connect(store) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with Store.open(store, readonly=True) as s:
