@@ -319,11 +319,12 @@ def test_point_that_kills_its_worker_is_recorded_as_failed(tmp_path):
 def test_ctrl_c_exits_130_with_rerun_to_resume_and_no_traceback(tmp_path, executor):
     if executor[0] == "--dask-local":
         pytest.importorskip("distributed")
-    points = 100_000  # far more than runs before the Ctrl-C: a sweep point takes well under a millisecond now
+    points = 100_000  # far more than runs before the Ctrl-C (a point takes well under a millisecond now)
     spec, store = small_spec(tmp_path, points), tmp_path / "s.sqlite"
     argv = [sys.executable, "-m", "attnscope.cli", "sweep", str(spec), "--store", str(store), "--quiet"]
     proc = subprocess.Popen([*argv, "--chunk-size", "4", *executor], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)  # fmt: skip
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None and not stored_rows(store):
@@ -342,6 +343,12 @@ def test_ctrl_c_exits_130_with_rerun_to_resume_and_no_traceback(tmp_path, execut
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with Store.open(store, readonly=True) as s:
         assert s.corrupt() == []
+
+
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT as in a terminal's foreground job. A suite started in the background by a
+    non-interactive shell ignores SIGINT, and its children inherit that (then Python installs no handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stored_rows(store: Path) -> int:
