@@ -30,6 +30,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from simulator.nest import occupancy_words, steps_above, tile_and_distinct
+
 __all__ = ["BOUND_SLACK", "keep_bounds", "tiling_bounds"]
 
 BOUND_SLACK = 1e-12
@@ -115,20 +117,14 @@ def _chains(keep_table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 @numba.njit(cache=True)
 def _bound_one(
     temporal, spatial_rank, pes, extent, incidence, is_output, capacity, s, keep_table, chains, n_chains, chain_of,
-    bandwidth, read_e, write_e, cycles_per_point, energy_per_point, chain_words, chain_energy, reads, fills,
-    updates, keep_latency, keep_energy,
+    bandwidth, read_e, write_e, cycles_per_point, energy_per_point, chain_words, chain_energy, words,
+    keep_latency, keep_energy,
 ):  # fmt: skip
     """Fill ``keep_latency[k]`` and ``keep_energy[k]`` with what no loop order of bypass choice ``k`` of this tiling
     beats (``inf`` where the choice overflows a level); see the module docstring."""
     num_levels, num_ranks = temporal.shape
     num_tensors = incidence.shape[0]
-    above = np.empty(num_levels + 1)
-    above[0] = 1.0
-    for l in range(num_levels):
-        p = 1.0
-        for r in range(num_ranks):
-            p *= temporal[l, r]
-        above[l + 1] = above[l] * p
+    above = steps_above(temporal)
     steps = above[num_levels]
     for t in range(num_tensors):
         group = 1.0
@@ -136,10 +132,8 @@ def _bound_one(
             if not incidence[t, r]:
                 group *= spatial_rank[r]
         for j in range(n_chains[t]):
-            for l in range(num_levels):
-                reads[l] = 0.0
-                fills[l] = 0.0
-                updates[l] = 0.0
+            words[:] = 0.0
+            energy = 0.0
             parent = 0
             zero_parent = 1.0
             distinct_parent = 1.0
@@ -148,14 +142,7 @@ def _bound_one(
                     continue
                 instances = pes if c >= s else 1.0
                 crossing = parent < s <= c
-                distinct = 1.0
-                tile = 1.0
-                for r in range(num_ranks):
-                    if incidence[t, r]:
-                        if c < num_levels:
-                            tile *= extent[c, r]
-                        for l in range(c):
-                            distinct *= temporal[l, r]
+                tile, distinct = tile_and_distinct(temporal, extent, incidence, t, c)
                 if c == num_levels:
                     residencies = steps
                 else:
@@ -172,49 +159,29 @@ def _bound_one(
                         if stop:
                             break
                     residencies = above[c] / run
-                moved = residencies * instances * tile
-                to_parent = moved / group if crossing else moved
+                e, wp, wc, zero_next = _link(
+                    t, parent, c, residencies, distinct, tile, instances, group, crossing, zero_parent,
+                    distinct_parent, above[c], is_output, read_e, write_e, num_levels,
+                )  # fmt: skip
+                energy += e
+                words[parent] += wp
+                if c < num_levels:
+                    words[c] += wc
                 if is_output[t]:
-                    if crossing:
-                        zero = distinct * instances + (residencies - distinct) * (instances - instances / group)
-                        zero_next = distinct * instances + (above[c] - distinct) * (instances - instances / group)
-                    else:
-                        zero = zero_parent * distinct / distinct_parent
-                        zero_next = zero
-                    read_back = max(0.0, (residencies * instances - zero) * tile)
-                    reads[parent] += read_back
-                    updates[parent] += to_parent
-                    if c < num_levels:
-                        fills[c] += read_back
-                        reads[c] += moved
                     zero_parent = zero_next
                     distinct_parent = distinct
-                else:
-                    reads[parent] += to_parent
-                    if c < num_levels:
-                        fills[c] += moved
                 if c < num_levels:
                     parent = c
-            e = 0.0
             for l in range(num_levels):
-                e += reads[l] * read_e[l] + (fills[l] + updates[l]) * write_e[l]
-                chain_words[t, j, l] = reads[l] + fills[l] + updates[l]
-            chain_energy[t, j] = e
+                chain_words[t, j, l] = words[l]
+            chain_energy[t, j] = energy
     compute = steps * cycles_per_point
     compute_energy = steps * pes * energy_per_point
     for k in range(keep_table.shape[0]):
         ok = True
         latency = compute
         for l in range(1, num_levels):
-            occ = 0.0
-            for t in range(num_tensors):
-                if keep_table[k, l, t]:
-                    tile = 1.0
-                    for r in range(num_ranks):
-                        if incidence[t, r]:
-                            tile *= extent[l, r]
-                    occ += tile
-            if occ > capacity[l]:
+            if occupancy_words(keep_table[k], extent, incidence, l) > capacity[l]:
                 ok = False
         if not ok:
             keep_latency[k] = np.inf
@@ -278,13 +245,7 @@ def _bound_ordered(
     num_levels, num_ranks = temporal.shape
     num_tensors = incidence.shape[0]
     most = order_table.shape[2]
-    above = np.empty(num_levels + 1)
-    above[0] = 1.0
-    for l in range(num_levels):
-        p = 1.0
-        for r in range(num_ranks):
-            p *= temporal[l, r]
-        above[l + 1] = above[l] * p
+    above = steps_above(temporal)
     steps = above[num_levels]
     mask = np.zeros(num_levels, np.int64)
     for l in range(num_levels):
@@ -317,15 +278,7 @@ def _bound_ordered(
     for k in range(keep_table.shape[0]):
         ok = True
         for l in range(1, num_levels):
-            occ = 0.0
-            for t in range(num_tensors):
-                if keep_table[k, l, t]:
-                    tile = 1.0
-                    for r in range(num_ranks):
-                        if incidence[t, r]:
-                            tile *= extent[l, r]
-                    occ += tile
-            if occ > capacity[l]:
+            if occupancy_words(keep_table[k], extent, incidence, l) > capacity[l]:
                 ok = False
         if not ok:
             keep_latency[k] = np.inf
@@ -348,14 +301,7 @@ def _bound_ordered(
                     continue
                 instances = pes if c >= s else 1.0
                 crossing = parent < s <= c
-                distinct = 1.0
-                tile = 1.0
-                for r in range(num_ranks):
-                    if incidence[t, r]:
-                        if c < num_levels:
-                            tile *= extent[c, r]
-                        for l in range(c):
-                            distinct *= temporal[l, r]
+                tile, distinct = tile_and_distinct(temporal, extent, incidence, t, c)
                 governing = -1
                 rest = 1.0
                 if c < num_levels:
@@ -412,7 +358,7 @@ def _scratch(space, chains):
     num_levels, num_tensors = space.num_levels, len(space.einsum.tensors)
     return (
         np.empty((num_tensors, chains.shape[1], num_levels)), np.empty((num_tensors, chains.shape[1])),
-        np.empty(num_levels), np.empty(num_levels), np.empty(num_levels),
+        np.empty(num_levels),
         np.empty(space.num_keep), np.empty(space.num_keep),
     )  # fmt: skip
 
@@ -422,7 +368,7 @@ def _bounds(
     start, assign, assign_spatial, group_start, group_count, trows, ext, min_ext, incidence, is_output, capacity,
     s_level, keep_table, keep_min, chains, n_chains, chain_of, bandwidth, read_e, write_e, cycles_per_point,
     energy_per_point, max_visits, out_s, out_t, out_lat, out_en,
-    chain_words, chain_energy, reads, fills, updates, keep_latency, keep_energy,
+    chain_words, chain_energy, words, keep_latency, keep_energy,
 ):  # fmt: skip
     """Depth-first over the factorizations of each assignment from ``start`` on (module docstring); returns (rows
     written, assignments done); (-1, s) when the output is full, (-2, s) past ``max_visits`` nodes."""
@@ -505,7 +451,7 @@ def _bounds(
             _bound_one(
                 temporal, spatial_rank, pes, extent, incidence, is_output, capacity, s_level, keep_table, chains,
                 n_chains, chain_of, bandwidth, read_e, write_e, cycles_per_point, energy_per_point, chain_words,
-                chain_energy, reads, fills, updates, keep_latency, keep_energy,
+                chain_energy, words, keep_latency, keep_energy,
             )  # fmt: skip
             lat = np.inf
             en = np.inf

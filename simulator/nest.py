@@ -212,6 +212,51 @@ class NestCosts:
 
 
 @numba.njit(cache=True)
+def steps_above(temporal):
+    """float[L + 1]: the product of every temporal bound at levels < c, for c = 0 .. L (time steps elapsed per
+    residency at level c; the last entry is all the steps). ``temporal`` is float/int [L, R] of one mapping."""
+    num_levels, num_ranks = temporal.shape
+    above = np.empty(num_levels + 1)
+    above[0] = 1.0
+    for l in range(num_levels):
+        p = 1.0
+        for r in range(num_ranks):
+            p *= float(temporal[l, r])
+        above[l + 1] = above[l] * p
+    return above
+
+
+@numba.njit(cache=True)
+def tile_and_distinct(temporal, extent, incidence, t, c):
+    """(words of tensor ``t``'s tile resident at level ``c``, distinct tiles it takes over the loops above ``c``);
+    at ``c = L`` (the compute) the tile is one word. ``extent`` [>= L, R] is one instance's tile extent per level."""
+    num_levels, num_ranks = temporal.shape
+    distinct = 1.0
+    tile = 1.0
+    for r in range(num_ranks):
+        if incidence[t, r]:
+            if c < num_levels:
+                tile *= extent[c, r]
+            for l in range(c):
+                distinct *= float(temporal[l, r])
+    return tile, distinct
+
+
+@numba.njit(cache=True)
+def occupancy_words(keep, extent, incidence, l):
+    """Words resident at level ``l``: the tiles of the tensors ``keep`` [L, T] holds there."""
+    occ = 0.0
+    for t in range(incidence.shape[0]):
+        if keep[l, t]:
+            tile = 1.0
+            for r in range(incidence.shape[1]):
+                if incidence[t, r]:
+                    tile *= extent[l, r]
+            occ += tile
+    return occ
+
+
+@numba.njit(cache=True)
 def _cost_one(
     i,
     incidence,
@@ -276,13 +321,7 @@ def _cost_one(
                 e *= spatial_rank[r]
             extent[l, r] = e
 
-    # above[c]: product of all temporal bounds at levels < c (time steps elapsed per residency boundary).
-    above = np.ones(num_levels + 1)
-    for l in range(num_levels):
-        p = 1.0
-        for r in range(num_ranks):
-            p *= float(temporal[i, l, r])
-        above[l + 1] = above[l] * p
+    above = steps_above(temporal[i])
     steps = above[num_levels]
 
     for t in range(num_tensors):
@@ -298,13 +337,7 @@ def _cost_one(
                 continue
             instances = pes if c >= s else 1.0
             crossing = parent < s <= c
-            distinct = 1.0
-            tile = 1.0
-            for r in range(num_ranks):
-                if incidence[t, r]:
-                    tile *= extent[c, r]
-                    for l in range(c):
-                        distinct *= float(temporal[i, l, r])
+            tile, distinct = tile_and_distinct(temporal[i], extent, incidence, t, c)
             if c == num_levels:
                 residencies = steps
             else:
@@ -348,14 +381,7 @@ def _cost_one(
     latency = compute
     energy = 0.0
     for l in range(num_levels):
-        occ = 0.0
-        for t in range(num_tensors):
-            if keep[i, l, t]:
-                tile = 1.0
-                for r in range(num_ranks):
-                    if incidence[t, r]:
-                        tile *= extent[l, r]
-                occ += tile
+        occ = occupancy_words(keep[i], extent, incidence, l)
         occupancy[i, l] = occ
         overflow = max(overflow, occ / capacity_words[l])
         words = 0.0
