@@ -204,9 +204,12 @@ def _wires() -> Mapping[int, tuple[float, float]]:
     )
 
 
+@cache
 def nodes() -> tuple[int, ...]:
-    """The tabulated process nodes (nm), largest first."""
-    return _sram().nodes
+    """The tabulated process nodes (nm), largest first: the functional-unit table's (``make_tables.py`` writes every
+    table for the same nodes; a test holds the SRAM table to them), so that checking a spec's node does not read
+    the 10,000-row SRAM table."""
+    return tuple(sorted({n for n, _, _ in _units()}, reverse=True))
 
 
 def dram_types() -> tuple[str, ...]:

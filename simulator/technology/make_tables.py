@@ -9,8 +9,9 @@ Run it with a Python >= 3.12 that has the models installed, from the repository 
     /tmp/hw312/bin/python simulator/technology/make_tables.py --jobs 2
 
 (An hour or more on two cores: the refined SRAM rows and the check set are some 1,550 CACTI runs of up to a few
-seconds each; finished parts, and each refined row as it is computed, are kept in ``--cache``, so a rerun
-resumes. ``--only sram``, ``--only check`` and so on regenerate one table.)
+seconds each, and the 16-bit array's smoothed rows some 4,300 more of half a second (20 minutes); finished parts,
+and each refined row as it is computed, are kept in ``--cache``, so a rerun resumes.
+``--only sram``, ``--only check`` and so on regenerate one table.)
 
 (``hwcomponents-library`` imports the neurosim plug-in on import, hence the fourth package.) If CACTI fails with
 "GLIBC_2.38 not found", the wheel's prebuilt binary is too new for the system: rebuild it in place with
@@ -21,7 +22,8 @@ What each table holds and where each number comes from (every constant that the 
 - ``sram.csv``: per-access read/write energy, leakage and area of an SRAM array by node, capacity (8 B to
   256 MiB, powers of two; for the single-ported arrays the presets use, ``REFINED_ARRAYS``, at 45 nm and at the
   nodes priced from CACTI's 22 nm runs, also between them from 64 KiB to 256 MiB: half-octave capacities, and
-  wherever CACTI changes the array's organisation, capacities bracketing the step, see ``_refined_rows``),
+  wherever CACTI changes the array's organisation, capacities bracketing the step, see ``_refined_rows``; the
+  16-bit array's rows there are means over a small capacity window, see ``SMOOTHED_ARRAYS``),
   access width, banks and read/write ports: ``hwcomponents_cacti.SRAM`` (CACTI 7 with
   itrs-lstp cells, as that package configures it). CACTI has 22/32/45 nm data; the package interpolates 28 nm
   linearly between 22 and 32 nm and scales below 22 nm from 22 nm with energy ~ sqrt(node), area ~ node, leakage
@@ -78,6 +80,15 @@ run). 32 and 28 nm (28 mixes the 22 and 32 nm runs) keep the power-of-two grid o
 REFINED_RANGE_B = (64 * 2**10, 256 * 2**20)
 REFINE_TOLERANCE = 0.02  # a midpoint within 2% of the log-log interpolation ends the refinement of its interval
 REFINE_MIN_OCTAVES = 1 / 1024  # an organisation change is bracketed to 1/1024 octave (0.07% in capacity) or one row
+SMOOTHED_ARRAYS = {(16, 1): (1 / 32, 9)}
+"""(access width bits, banks) -> (half window in octaves, samples): refined arrays whose rows are the geometric mean of
+CACTI over capacities c x 2^(-w .. +w), evenly spaced in log capacity. For 16-bit one-bank arrays CACTI's optimiser
+alternates between two organisations, one with about 12% less energy and the other with about 12% less area, every
+kilobyte or so (measured at 22 nm: 110 KiB A, 111 KiB B, 112 KiB A, 112.4-113.0 KiB B, 113.0-113.9 KiB A, 114-115 KiB
+B, ...), so one CACTI sample is a coin toss between them and no interpolation of single samples follows both. The
+mean over +-1/32 octave (+-2.2%, about 2.5 alternations near 112 KiB) sits between the two; where CACTI is a power law
+the mean of a symmetric log window is the centre's value, so smooth ranges are unchanged. The other refined arrays
+step where CACTI changes organisation and stay there: their steps are bracketed, not averaged."""
 CHECK_FACTORS = (1.25, 1.5, 1.75)  # the check set's capacities: these x 2^k, never table capacities
 CACTI_VDD_LSTP = {45: 1.1, 32: 1.0, 22: 0.8}  # CACTI tech_params/<node>nm.dat, "-Vdd (V)" itrs-lstp column
 UNIT_VDD = 0.9  # Horowitz's supply; the library scales between nodes at a fixed supply (its 0.8 V polynomial)
@@ -144,23 +155,33 @@ def _refined_rows(args: tuple[int, int, int, str]) -> list[dict]:
     computed capacity is a row."""
     width, banks, cacti_node, cache = args
     family = REFINED_FAMILIES[cacti_node]
-    done = Path(cache) / f"sram-refined-{width}-{banks}-{cacti_node}.json"
+    smoothing = SMOOTHED_ARRAYS.get((width, banks))
+    tag = "-smoothed" if smoothing else ""
+    done = Path(cache) / f"sram-refined-{width}-{banks}-{cacti_node}{tag}.json"
     points: dict[int, list[dict]] = {}
     if done.exists():
         points = {int(k): v for k, v in json.loads(done.read_text()).items()}
-    for row in _sram_rows((width, banks, 1, cache)):  # the powers of two (the same CACTI runs)
-        if row["node_nm"] in family and REFINED_RANGE_B[0] <= row["capacity_bytes"] <= REFINED_RANGE_B[1]:
-            points.setdefault(row["capacity_bytes"], [None] * len(family))[family.index(row["node_nm"])] = row
+    if not smoothing:  # the powers of two are the same CACTI runs as the power-of-two grid's
+        for row in _sram_rows((width, banks, 1, cache)):
+            if row["node_nm"] in family and REFINED_RANGE_B[0] <= row["capacity_bytes"] <= REFINED_RANGE_B[1]:
+                points.setdefault(row["capacity_bytes"], [None] * len(family))[family.index(row["node_nm"])] = row
+    row_bytes = max(1, width // 8)
 
     def at(capacity: int) -> tuple[float, ...]:
         if capacity not in points:
             from hwcomponents_cacti import SRAM
 
-            points[capacity] = [_sram_row(SRAM, node, width, capacity, banks, 1) for node in family]
+            if smoothing:
+                points[capacity] = [_smoothed_row(SRAM, node, width, capacity, banks, smoothing) for node in family]
+            else:
+                points[capacity] = [_sram_row(SRAM, node, width, capacity, banks, 1) for node in family]
             done.write_text(json.dumps(points))
         return tuple(math.log(points[capacity][0][c]) for c in _REFINE_COLUMNS)
 
-    row_bytes = max(1, width // 8)
+    if smoothing:  # the power-of-two capacities are rows too, smoothed like the rest
+        for k in range(*(round(math.log2(c)) for c in REFINED_RANGE_B)):
+            at(2**k)
+        at(REFINED_RANGE_B[1])
 
     def rounded(capacity: float) -> int:
         return max(row_bytes, round(capacity / row_bytes) * row_bytes)
@@ -198,6 +219,22 @@ def _continues(points: dict[int, list[dict]], outer: int, end: int, m: int) -> b
         if abs(b + slope * math.log(m / end) - v) > tol:
             return False
     return True
+
+
+def _smoothed_row(model, node: int, width: int, capacity: int, banks: int, smoothing: tuple[float, int]) -> dict:
+    """A one-port row whose energies, leakage and area are geometric means of CACTI over a log-capacity window
+    (``SMOOTHED_ARRAYS``); each sample is rounded to a whole row of the array."""
+    half, samples = smoothing
+    row_bytes = max(1, width // 8)
+    caps = [
+        max(row_bytes, round(capacity * 2 ** (half * (2 * i / (samples - 1) - 1)) / row_bytes) * row_bytes)
+        for i in range(samples)
+    ]
+    rows = [_sram_row(model, node, width, c, banks, 1) for c in caps]
+    out = dict(rows[samples // 2], capacity_bytes=capacity)
+    for col in ("read_energy_pj", "write_energy_pj", "leakage_mw", "area_um2"):
+        out[col] = _sig(math.exp(sum(math.log(r[col]) for r in rows) / samples))
+    return out
 
 
 def _sram_row(model, node: int, width: int, capacity: int, banks: int, ports: int) -> dict:

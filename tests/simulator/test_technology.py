@@ -64,12 +64,13 @@ def test_interpolation_between_table_points_follows_cacti_within_10_percent():
     CACTI's reorganisation steps (up to 2.4x in area between neighbouring capacities) to 1/1024 octave or one row;
     with the power-of-two rows alone the worst errors were 33% (energy) and 58% (area).
 
-    Measured worst errors (read energy, write energy, area): 4096-bit arrays 0.37%, 0.15%, 0.19%; 64-bit 0.72%,
-    0.97%, 1.6%; 16-bit 14.3%, 5.7%, 11.1%. Every point is within 10% except four: the 16-bit array at 112 KiB
-    (7 x 2^14 B) at 16 and 7 nm, read energy 14.3% and area 11.1% off. There CACTI changes organisation every few
-    hundred bytes, and it finds a better one at a capacity with many factors of two (the check's) than at the
-    refinement's capacities, rounded to one 2-byte row, around it; those four are held to 15%. 28 and 32 nm, and
-    the other widths and banks, keep the power-of-two rows (errors up to the figures above between them)."""
+    The 16-bit array's rows are CACTI's geometric mean over +-1/32 octave (``make_tables.SMOOTHED_ARRAYS``): there
+    CACTI alternates between two organisations (about 12% apart, one in energy, the other in area) every kilobyte
+    or so, and single samples put four points 11-14% off.
+
+    Measured worst errors (read energy, write energy, area): 4096-bit arrays 0.37%, 0.14%, 0.19%; 64-bit 0.72%,
+    0.97%, 1.6%; 16-bit 6.6%, 3.2%, 4.5% (at 112 KiB, 16 and 7 nm). 28 and 32 nm, and the other widths and banks,
+    keep the power-of-two rows (errors up to the figures above between them)."""
     with (tm.TABLES / "sram-check.csv").open() as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert len(rows) == 540 and all(IN_RANGE[0] <= int(r["capacity_bytes"]) <= IN_RANGE[1] for r in rows)
@@ -82,9 +83,8 @@ def test_interpolation_between_table_points_follows_cacti_within_10_percent():
         for col in ("read_energy_pj", "write_energy_pj", "area_um2"):
             error = abs(getattr(c, col) - float(r[col])) / float(r[col])
             if error > 0.10:
-                over.append((key, capacity, col))
-                assert key[1] == 16 and error <= 0.15, (key, capacity, col, error)
-    assert len(over) <= 4, over
+                over.append((key, capacity, col, round(error, 4)))
+    assert not over
 
 
 def test_interpolated_value_lies_between_its_neighbours():
@@ -127,6 +127,12 @@ def test_fusemax_cloud_area_follows_the_buffer():
     assert big.area_um2() > 4 * gb16.area_um2  # the acceptance: the chip with 128 MiB > 4x the 16 MiB buffer
     assert gb128.area_um2 > 3 * gb16.area_um2  # CACTI's 32-bank 128 MiB array: 3.8x the 16 MiB one
     assert gb128.read_energy_pj > gb16.read_energy_pj and gb128.write_energy_pj > gb16.write_energy_pj
+
+
+def test_every_table_covers_the_same_nodes():
+    """``nodes()`` is read from the small functional-unit table; the SRAM and wire tables must hold the same nodes."""
+    assert tm.nodes() == tm._sram().nodes == tuple(sorted(tm._wires(), reverse=True))
+    assert tm.nodes() == (45, 32, 28, 22, 16, 12, 7, 5)
 
 
 def test_nodes_shrink_energy_and_area():
