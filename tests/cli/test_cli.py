@@ -108,3 +108,24 @@ def test_console_script_runs_in_a_fresh_process(tmp_path):
     assert "unexpected character '$'" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "attnscope.cli", "cascades"], capture_output=True, text=True)
     assert proc.returncode == 0 and "fusemax" in proc.stdout
+
+
+def test_console_script_quick_exit_keeps_every_byte_and_the_status(capsys, tmp_path):
+    """``run`` leaves without the interpreter's teardown: the output must still be complete (a long JSON document
+    through a pipe), the status main's, and the ``atexit`` handlers run (here: one that writes a file)."""
+    code, expected, _ = run_cli(capsys, "cascade", "show", "fusemax", "--json", "--direction", "bwd")
+    assert code == 0 and len(expected) > 5_000
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnscope.cli", "cascade", "show", "fusemax", "--json", "--direction", "bwd"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == expected
+    marker = tmp_path / "atexit-ran"
+    script = (
+        "import atexit, pathlib, sys; from attnscope import cli; "
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); "
+        "sys.argv = ['attnscope', 'cascade', 'show', 'no-such-cascade']; cli.run()"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no-such-cascade" in proc.stderr and "Traceback" not in proc.stderr
+    assert marker.read_text() == "yes"
