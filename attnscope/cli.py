@@ -334,7 +334,8 @@ def run() -> None:
     0.2-0.35 s on a 2-core machine, a sixth of a whole ``attnscope map``. So when ``main`` has returned and only the
     main thread is left (no pool or writer thread to wait for), the streams are flushed, the ``atexit`` handlers
     run (logging, ``weakref.finalize`` clean-ups such as temporary folders, multiprocessing and Dask shutdowns),
-    and the process exits with ``main``'s status. Anything else takes the ordinary exit."""
+    and the process exits with ``main``'s status. Anything else takes the ordinary exit, and so does
+    ``python -m attnscope.cli`` (a profiler or tracer wrapping the module writes its results after ``main``)."""
     import atexit
     import contextlib
     import threading
@@ -351,4 +352,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,17 +116,16 @@ def test_console_script_quick_exit_keeps_every_byte_and_the_status(capsys, tmp_p
     through a pipe), the status main's, and the ``atexit`` handlers run (here: one that writes a file)."""
     code, expected, _ = run_cli(capsys, "cascade", "show", "fusemax", "--json", "--direction", "bwd")
     assert code == 0 and len(expected) > 5_000
-    proc = subprocess.run(
-        [sys.executable, "-m", "attnscope.cli", "cascade", "show", "fusemax", "--json", "--direction", "bwd"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+
+    def console_script(*argv: str, marker: Path | None = None) -> subprocess.CompletedProcess:
+        hook = f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); " if marker else ""
+        argv_line = f"sys.argv = {['attnscope', *argv]!r}; "
+        script = f"import atexit, pathlib, sys; from attnscope import cli; {hook}{argv_line}cli.run()"
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+
+    proc = console_script("cascade", "show", "fusemax", "--json", "--direction", "bwd")
     assert proc.returncode == 0 and proc.stdout == expected
     marker = tmp_path / "atexit-ran"
-    script = (
-        "import atexit, pathlib, sys; from attnscope import cli; "
-        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); "
-        "sys.argv = ['attnscope', 'cascade', 'show', 'no-such-cascade']; cli.run()"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    proc = console_script("cascade", "show", "no-such-cascade", marker=marker)
     assert proc.returncode == 2 and "no-such-cascade" in proc.stderr and "Traceback" not in proc.stderr
     assert marker.read_text() == "yes"
