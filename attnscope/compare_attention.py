@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -182,6 +182,90 @@ def _row(case: Any, target: Any, name: str, seq: int, direction: str = "fwd") ->
                          params, "ok", spilled)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What every cell of one comparison shares, as given (a worker process rebuilds the target from it)."""
+
+    target: Any  # a preset name, a .yaml path or a spec
+    dtype: str | None
+    model: str
+    batch: int
+    direction: str
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One (variant, length) whose case can be built."""
+
+    name: str  # registered name or .einsum path
+    label: str
+    seq: int
+    params: Mapping[str, float]
+
+
+_WORKER_TARGET: dict[str, Any] = {}  # a worker process's target, loaded once from the setting
+
+
+def _cell_row(setting: _Setting, cell: _Cell, tgt: Any = None, case: Any = None) -> ComparisonRow:
+    """One cell's row (``tgt`` and ``case``: the loaded target and the built case; in a worker, made again from
+    the setting and the cell); a design that cannot be made is a row saying why."""
+    from workloads.cases import case_for_shape, load_workload
+
+    if tgt is None:
+        if "target" not in _WORKER_TARGET:
+            from simulator.targets import load_target
+
+            _WORKER_TARGET["target"] = load_target(setting.target, dtype=setting.dtype)
+        tgt = _WORKER_TARGET["target"]
+    if case is None:
+        case = case_for_shape(load_workload(cell.name), get_model(setting.model), batch=setting.batch,
+                              seq=cell.seq, params=cell.params)  # fmt: skip
+    try:
+        return _row(case, tgt, cell.label, cell.seq, setting.direction)
+    except AttnscopeError as exc:
+        what = "no spatial mapping" if tgt.kind == "arch" else "impossible"
+        return ComparisonRow(cell.label, cell.seq, _passes(cell.name), "-", None, None, None, None, "-", None,
+                             case.seq_q, case.seq_kv, case.kv_heads, _params_text(case.params),
+                             f"{what}: {exc}")  # fmt: skip
+
+
+def _worker_start(threads: int) -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _evaluate_cells(
+    setting: _Setting, tgt: Any, cells: Sequence[tuple[int, _Cell, Any]], jobs: int
+) -> Iterator[tuple[int, ComparisonRow]]:
+    """(row index, row) of every cell: in this process (on ``tgt``), or over ``jobs`` worker processes
+    (forkserver on Linux; each loads the target from the setting), longest sequences first so the slowest cells
+    start first; each worker gets ``cpus // jobs`` Numba threads."""
+    jobs = min(jobs, len(cells))
+    if jobs <= 1:
+        for i, cell, case in cells:
+            yield i, _cell_row(setting, cell, tgt, case)
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["attnscope.compare_attention", "attnscope.api", "mappers.sweep.warm"])
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    order = sorted(cells, key=lambda c: -c[1].seq)
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start, initargs=(threads,)) as pool:
+        try:
+            futures = {pool.submit(_cell_row, setting, cell): i for i, cell, _ in order}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def compare_attention(
     *,
     model: str,
@@ -193,9 +277,11 @@ def compare_attention(
     params: Mapping[str, float] | None = None,
     dtype: str | None = None,
     direction: str = "fwd",
+    jobs: int = 1,
 ) -> AttentionComparison:
     """Cost each variant at each sequence length on a device or an architecture (module docstring): a loop
-    over :func:`attnscope.api.evaluate_case`.
+    over :func:`attnscope.api.evaluate_case`; ``jobs`` > 1 spreads the cells over that many worker processes
+    (each rebuilds its case and target from the same inputs; the rows are the same, in the same order).
 
     ``variants``: registered names or ``.einsum`` paths. ``params``: parameters (``window``, ``sinks``,
     ``density``, ``splits``, ...); each variant takes the ones it has (:func:`workloads.cases.accepted`)
@@ -227,7 +313,10 @@ def compare_attention(
     if direction != "fwd" and kind == "device" and tgt.dtype == "fp8":
         raise AttnscopeError(f"--direction {direction} with --dtype fp8: the GPU backward kernels run fp16 and bf16 "
                              "(FlashAttention-3's FP8 path is forward only); give --dtype bf16 or fp16")  # fmt: skip
-    rows = []
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise AttnscopeError(f"jobs must be a positive integer, got {jobs!r}")
+    rows: list[ComparisonRow | None] = []
+    cells: list[tuple[int, _Cell, Any]] = []  # (row index, cell, its case) of every case that could be built
     for name in chosen:
         w = load_workload(name)
         taken = {k: v for k, v in params.items() if accepted(w, k)}
@@ -241,14 +330,12 @@ def compare_attention(
                 rows.append(ComparisonRow(label, seq, _passes(name), "-", None, None, None, None, "-", None,
                                           seq, seq, None, _params_text(taken), f"impossible: {exc}"))  # fmt: skip
                 continue
-            try:
-                row = _row(case, tgt, label, seq, direction)
-            except AttnscopeError as exc:
-                what = "no spatial mapping" if kind == "arch" else "impossible"
-                row = ComparisonRow(label, seq, _passes(name), "-", None, None, None, None, "-", None,
-                                    case.seq_q, case.seq_kv, case.kv_heads, _params_text(case.params),
-                                    f"{what}: {exc}")  # fmt: skip
-            rows.append(row)
+            cells.append((len(rows), _Cell(name, label, seq, taken), case))
+            rows.append(None)
+    setting = _Setting(device if device is not None else arch, dtype if device is not None else None, model, batch,
+                       direction)  # fmt: skip
+    for i, row in _evaluate_cells(setting, tgt, cells, jobs):
+        rows[i] = row
     notes = [
         f"Model {shape.name}: {shape.heads} query heads, {shape.kv_heads} K/V heads, head dim {shape.head_dim} "
         f"({shape.source}); batch {batch}.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from workloads.registry import parse_size
 
@@ -32,6 +33,8 @@ def _fraction(text: str) -> float:
 
 
 def add_parser(sub, parser_class) -> None:
+    from attnscope.cli import at_least
+
     p = sub.add_parser(
         "compare-attention",
         help="latency, energy, DRAM bytes and footprint of every attention variant vs sequence length",
@@ -56,6 +59,9 @@ def add_parser(sub, parser_class) -> None:
     p.add_argument("--density", type=_fraction, help="kept fraction of key blocks (block-sparse, moba)")
     p.add_argument("--out", required=True, help="folder for compare.csv, report.md and compare.png")
     p.add_argument("--no-plot", action="store_true", help="skip compare.png")
+    p.add_argument("--jobs", type=at_least(1),
+                   help="worker processes for the cells (default: all cores on a spatial array, whose cells run "
+                   "searches; 1 on a device, whose cells take milliseconds; 1 = in-process)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -69,9 +75,10 @@ def run(args) -> int:
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     params = {k: getattr(args, k) for k in ("window", "sinks", "splits", "block", "density")}
+    jobs = args.jobs if args.jobs is not None else (1 if args.device is not None else os.cpu_count() or 1)
     study = compare_attention(model=args.model, seqs=parse_seqs(args.seq), device=args.device, arch=args.arch,
                               variants=variants, batch=args.batch, dtype=args.dtype, direction=args.direction,
-                              params={k: v for k, v in params.items() if v is not None})  # fmt: skip
+                              params={k: v for k, v in params.items() if v is not None}, jobs=jobs)  # fmt: skip
     paths = write_comparison(study, args.out, plot=not args.no_plot)
     print_model_notes(args.model)
     if args.json:

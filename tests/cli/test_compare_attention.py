@@ -10,6 +10,7 @@ import pytest
 import attnscope.compare_attention as compare_module
 from attnscope.cli import main
 from attnscope.compare_attention import COLUMNS, attention_variants, compare_attention
+from einsum.errors import AttnscopeError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +81,17 @@ def test_every_variant_at_six_lengths_on_the_gpu_within_the_time_budget(tmp_path
     assert all(r.ok or r.status.startswith("impossible") for r in study.rows)
 
 
+def test_worker_processes_give_the_same_rows_in_the_same_order(tmp_path):
+    """``jobs`` > 1 spreads the cells over worker processes that rebuild each case and the target: the rows are
+    those of the in-process loop, in its order."""
+    kwargs = dict(arch="fusemax-cloud", model="bert", seqs=[1024, 1 << 20],
+                  variants=["attention-3pass", "attention-2pass-causal", "sliding-window", "mla"])  # fmt: skip
+    alone, spread = compare_attention(**kwargs), compare_attention(**kwargs, jobs=2)
+    assert spread.rows == alone.rows and len(alone.rows) == 8
+    with pytest.raises(AttnscopeError, match="jobs must be a positive integer"):
+        compare_attention(**kwargs, jobs=0)
+
+
 def test_json_output(capsys, tmp_path):
     code, out, _ = run(capsys, "compare-attention", "--device", "h100-sxm", "--model", "bert", "--seq", "2K",
                        "--variants", "streaming-llm", "--window", "512", "--sinks", "8", "--no-plot", "--json",
@@ -97,6 +109,7 @@ def test_json_output(capsys, tmp_path):
         (("--arch", "fusemax-cloud", "--model", "bert", "--seq", "4K,x"), "must be a positive integer"),
         (("--device", "h100-sxm", "--model", "bert", "--density", "2"), "not a number in (0, 1]"),
         (("--model", "bert",), "one of the arguments --device --arch is required"),
+        (("--arch", "fusemax-cloud", "--model", "bert", "--jobs", "0"), "--jobs"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_naming_what_is_valid(capsys, tmp_path, argv, fragment):
