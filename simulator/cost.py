@@ -273,8 +273,8 @@ def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMappin
     if plan is not None:
         _PLAN_CACHE.move_to_end(key)
         return plan
-    _check_mapping(lowered, arch, mapping)
-    nest_costs = {e.name: _plan_nest(e, arch, mapping.einsums[e.name]) for e in lowered.einsums}
+    _check_mapping(lowered, arch, mapping)  # with the nests built from it, all that evaluate_nest would check
+    nest_costs = {e.name: _plan_nest(e, arch, mapping.einsums[e.name], check=False) for e in lowered.einsums}
     buffer = shared_buffer(arch)
     compute_cycles: dict[str, float] = {}
     einsum_costs: dict[str, EinsumCost] = {}
@@ -404,6 +404,13 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
             problems.append(f"{path}.spatial: {len(em.spatial)} axes, array {em.array} has {arrays[em.array].shape}")
         for var in {v for loops in (*em.temporal, *em.spatial) for v, _ in loops} - set(e.vars):
             problems.append(f"{path}: unknown variable {var!r}; {e.name} iterates {', '.join(e.vars)}")
+        for kind, groups in (("temporal", em.temporal), ("spatial", em.spatial)):
+            for li, loops in enumerate(groups):
+                for var, bound in loops:
+                    whole = isinstance(bound, int | np.integer) or (isinstance(bound, float) and bound.is_integer())
+                    if isinstance(bound, bool) or not whole or bound < 1:
+                        problems.append(f"{path}.{kind}[{li}]: {var} has bound {bound!r}; a bound is a positive "
+                                        "integer")  # fmt: skip
         for li, loops in enumerate(em.temporal):
             names = [v for v, _ in loops]
             for var in sorted({v for v in names if names.count(v) > 1}):
@@ -446,16 +453,17 @@ def einsum_nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCost
 _PLAN_NEST_CACHE: OrderedDict[tuple[int, int, EinsumMapping], tuple[LoweredEinsum, ArchSpec, NestCosts]] = OrderedDict()
 
 
-def _plan_nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
+def _plan_nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, check: bool = True) -> NestCosts:
     """:func:`_nest_uncached` with every capacity unbounded (a :class:`CascadePlan`'s nest), memoized like
     :func:`einsum_nest` (same key, same bound): the mappings a search costs share most of their loop nests (a
-    multi-pass search: about 100 distinct nests in 4,500 of its cascade mappings' nests)."""
+    multi-pass search: about 100 distinct nests in 4,500 of its cascade mappings' nests). ``check=False``: the
+    mapping has passed :func:`_check_mapping`."""
     key = (id(e), id(arch), em)
     hit = _PLAN_NEST_CACHE.get(key)
     if hit is not None:
         _PLAN_NEST_CACHE.move_to_end(key)
         return hit[2]
-    costs = _nest_uncached(e, arch, em, unbounded=True)
+    costs = _nest_uncached(e, arch, em, unbounded=True, check=check)
     _PLAN_NEST_CACHE[key] = (e, arch, costs)
     if len(_PLAN_NEST_CACHE) > _NEST_CACHE_SIZE:
         _PLAN_NEST_CACHE.popitem(last=False)
@@ -523,8 +531,13 @@ def nest_problem(e: LoweredEinsum) -> NestProblem:
     )
 
 
-def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, unbounded: bool = False) -> NestCosts:
-    """``unbounded``: every capacity infinite (for a :class:`CascadePlan`, whose specs differ in capacities)."""
+def _nest_uncached(
+    e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, unbounded: bool = False, check: bool = True
+) -> NestCosts:
+    """``unbounded``: every capacity infinite (for a :class:`CascadePlan`, whose specs differ in capacities).
+    ``check=False`` skips :func:`simulator.nest.evaluate_nest`'s input checks, for a mapping that has passed
+    :func:`_check_mapping` (known variables, one loop per variable and level, positive bounds covering every rank;
+    the arrays below are built well formed from it and from the validated spec)."""
     levels = [arch.level(n) for n in em.levels]
     nest = nest_arch(arch, em.levels, em.array, bandwidth="none")  # transfers are costed per phase
     if unbounded:
@@ -547,7 +560,8 @@ def _nest_uncached(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, unbounde
     for li in range(1, n_levels):
         for ti, t in enumerate(e.tensors):
             keep[0, li, ti] = t in em.keep[li]
-    return evaluate_nest(nest_problem(e), nest, MappingBatch(temporal, spatial, order, keep), parallel=False)
+    return evaluate_nest(nest_problem(e), nest, MappingBatch(temporal, spatial, order, keep), parallel=False,
+                         check=check)  # fmt: skip
 
 
 def cycles_per_point(e: LoweredEinsum, array: ComputeArray, sum_op_cycles: bool) -> float:

@@ -2,6 +2,7 @@
 
 import ast
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,23 @@ def test_a_mapping_whose_factors_do_not_cover_a_rank_is_rejected():
     lowered_bigger = lower(get_cascade("fusemax").cascade, {**bert(1024), "E": 128, "M0": 256})
     with pytest.raises(SpecError, match=r"einsums\.QK: the bounds of e multiply to 64, its rank has size 128"):
         evaluate_cascade(lowered_bigger, arch, mapping)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
+def test_a_loop_bound_that_is_not_a_positive_integer_is_rejected(bad):
+    """The cascade check covers what the nest kernel's own input check would (the plan's nests skip it): a bound of
+    0, a negative pair that still multiplies to the rank size, a fraction, a bool."""
+    arch = load_arch("fusemax-cloud")
+    lowered = lower(get_cascade("fusemax").cascade, {**bert(1024), "M0": 256})
+    mapping = fusemax_mapping("binding", lowered, arch, 4)
+    qk = mapping.einsums["QK"]
+    level = next(i for i, loops in enumerate(qk.temporal) if loops)
+    var, bound = qk.temporal[level][0]
+    loops = ((var, bad), (var, bound)) if bad == -2 else ((var, bad),)
+    temporal = (*qk.temporal[:level], loops + qk.temporal[level][1:], *qk.temporal[level + 1 :])
+    broken = replace(mapping, einsums={**mapping.einsums, "QK": replace(qk, temporal=temporal)})
+    with pytest.raises(SpecError, match=rf"einsums\.QK\.temporal\[{level}\]: {var} has bound {bad!r}"):
+        evaluate_cascade(lowered, arch, broken)
 
 
 @settings(max_examples=30, deadline=None)
