@@ -161,6 +161,25 @@ def test_every_registered_cascade_has_a_backward_cost_or_a_reason_on_an_array():
     # with the reason (it was a KeyError on the reversed recurrence's carry), after the fused mapper's refusal
     (splitk,) = [r for r in study.rows if r.variant == "decode-splitk"]
     assert "passes: decode-splitk-bwd has recurrences (dRO_rev reads dRO_carry" in splitk.status
+    # the reverse-mode rules negate (d(1/x) = -1/x^2 dx): every preset array negates on its adder, so the linear
+    # and softplus variants' backward cascades map (they were refused for the operator set)
+    assert not [r for r in study.rows if "supports every operator" in r.status]
+    assert {r.variant for r in study.rows if r.status == "ok"} >= {
+        "linear-attention", "linear-attention-causal", "softplus-attention"}  # fmt: skip
+
+
+def test_every_preset_array_with_an_adder_negates():
+    """``neg`` (a subtraction from zero) on the adder wherever ``sub`` is: the backward cascades use it."""
+    from simulator.specs import ARCHITECTURES, load_arch
+
+    checked = 0
+    for name in ARCHITECTURES:
+        for array in load_arch(name).arrays:
+            ops = {op.name: (op.weights, op.cycles) for op in array.ops}
+            if "sub" in ops:
+                assert ops.get("neg") == ops["sub"], (name, array.name)
+                checked += 1
+    assert checked >= 7  # both arrays of fusemax-cloud, flat-cloud and flat-edge; tpu-v3-like's
 
 
 @pytest.mark.parametrize("name", ["attention-1pass", "gqa", "mla", "mla-expanded", "sigmoid-attention"])
