@@ -239,9 +239,17 @@ def _evaluate_cells(
     setting: _Setting, tgt: Any, cells: Sequence[tuple[int, _Cell, Any]], jobs: int
 ) -> Iterator[tuple[int, ComparisonRow]]:
     """(row index, row) of every cell: in this process (on ``tgt``), or over ``jobs`` worker processes
-    (forkserver on Linux; each loads the target from the setting), longest sequences first so the slowest cells
-    start first; each worker gets ``cpus // jobs`` Numba threads."""
+    (forkserver on Linux; each loads the target from the setting; a spec object that cannot be pickled keeps the
+    cells here), longest sequences first so the slowest cells start first; each worker gets ``cpus // jobs``
+    Numba threads."""
     jobs = min(jobs, len(cells))
+    if jobs > 1 and not isinstance(setting.target, str | Path):
+        import pickle
+
+        try:
+            pickle.dumps(setting.target)
+        except (TypeError, pickle.PicklingError):  # an in-memory spec the workers cannot receive: run here
+            jobs = 1
     if jobs <= 1:
         for i, cell, case in cells:
             yield i, _cell_row(setting, cell, tgt, case)

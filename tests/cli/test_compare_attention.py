@@ -90,6 +90,12 @@ def test_worker_processes_give_the_same_rows_in_the_same_order(tmp_path):
     assert spread.rows == alone.rows and len(alone.rows) == 8
     with pytest.raises(AttnscopeError, match="jobs must be a positive integer"):
         compare_attention(**kwargs, jobs=0)
+    # a device spec object (not picklable: its tables are read-only mappings) keeps its cells in this process
+    from simulator.device import load_device
+
+    on_device = dict(model="bert", seqs=[1024, 4096], variants=["attention-3pass", "gqa"])
+    assert (compare_attention(device=load_device("h100-sxm"), **on_device, jobs=2).rows
+            == compare_attention(device="h100-sxm", **on_device).rows)  # fmt: skip
 
 
 def test_json_output(capsys, tmp_path):
