@@ -322,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     except AttnscopeError as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C in a command that keeps nothing to resume (sweeps say how to resume)
+        print("attnscope: interrupted; nothing was written after the interruption", file=sys.stderr)
+        return 130
     except OSError as exc:  # a file-system fault anywhere (missing folder, read-only place, disk full): name it
         where = exc.filename if exc.filename is not None else "a file"
         return _fail(f"cannot use {where}: {exc.strerror or exc}; check the path and that it is writable")

@@ -162,3 +162,35 @@ def test_bad_direction_exits_2_naming_the_flag(capsys, tmp_path, argv, fragment)
     code, _, err = run(capsys, "compare-attention", "--device", "h100-sxm", "--model", "llama3-8b", "--seq", "1K",
                        *argv, "--out", str(tmp_path))  # fmt: skip
     assert code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_ctrl_c_with_worker_processes_exits_130_without_a_traceback(tmp_path):
+    """Ctrl-C (SIGINT to the foreground process group, as a terminal sends it) while worker processes cost the
+    cells: exit 130 and one line, no traceback from the parent or a worker, no process left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def foreground() -> None:  # SIGINT as in a terminal (a background suite's children may ignore it)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    argv = [sys.executable, "-c", "from attnscope import cli; cli.run()", "compare-attention", "--arch",
+            "fusemax-cloud", "--model", "bert", "--seq", "1K,4K,16K,64K,256K,1M", "--jobs", "2", "--no-plot",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=foreground, start_new_session=True)  # fmt: skip
+    time.sleep(8)  # past the imports, into the cells (the whole run takes 13 s or more)
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    deadline = time.monotonic() + 20  # the workers go with the pool; the forkserver when it sees the parent gone
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the run were left behind")
