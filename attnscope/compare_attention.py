@@ -235,6 +235,21 @@ def _worker_start(threads: int) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
+def _pool_context() -> Any:
+    """The workers' start method: a forkserver on Linux that imports the pipeline and loads the serial nest kernel
+    once (each worker forks from it warm); started at the first call, so that it warms up while the cases are
+    built."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["attnscope.compare_attention", "attnscope.api", "mappers.sweep.warm"])
+    multiprocessing.forkserver.ensure_running()
+    return ctx
+
+
 def _evaluate_cells(
     setting: _Setting, tgt: Any, cells: Sequence[tuple[int, _Cell, Any]], jobs: int
 ) -> Iterator[tuple[int, ComparisonRow]]:
@@ -254,14 +269,10 @@ def _evaluate_cells(
         for i, cell, case in cells:
             yield i, _cell_row(setting, cell, tgt, case)
         return
-    import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["attnscope.compare_attention", "attnscope.api", "mappers.sweep.warm"])
+    ctx = _pool_context()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     order = sorted(cells, key=lambda c: -c[1].seq)
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start, initargs=(threads,)) as pool:
@@ -323,6 +334,8 @@ def compare_attention(
                              "(FlashAttention-3's FP8 path is forward only); give --dtype bf16 or fp16")  # fmt: skip
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise AttnscopeError(f"jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1:
+        _pool_context()
     rows: list[ComparisonRow | None] = []
     cells: list[tuple[int, _Cell, Any]] = []  # (row index, cell, its case) of every case that could be built
     for name in chosen:
