@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from attnscope.interop.common import (
+    MAC_OPS,
     Converted,
     Tagged,
     arithmetic,
@@ -433,10 +434,10 @@ def import_arch(data: Any, origin: str, result: Converted, name: str | None = No
                 units = ext.get("units") or {"mac": {"energy_pj": float(f"{energy * 1e12:.15g}"),
                                                      "area_um2": float(f"{area * 1e12:.15g}")}
                                              | ({"leakage_w": float(leak)} if leak else {})}  # fmt: skip
-                ops = ext.get("ops") or {"mac": {"mac": 1}, "mul": {"mac": 1}, "add": {"mac": 1}, "sub": {"mac": 1}}
+                ops = ext.get("ops") or dict(MAC_OPS)
                 if not ext.get("ops"):
-                    result.drop(join(nkey, "actions"), "one compute action: the array's unit mac does mac, mul, add "
-                                "and sub; other operators have no unit")  # fmt: skip
+                    result.drop(join(nkey, "actions"), "one compute action: the array's unit mac does mac, mul, add, "
+                                "sub and neg; other operators have no unit")  # fmt: skip
                 arrays[aname] = {**shape, "instances": inst, "fed_by": parent,
                                  "pipelined": ext.get("pipelined", False), "units": units, "ops": ops}  # fmt: skip
                 arrays[aname] |= {k: v for k, v in ext.items()

@@ -252,6 +252,11 @@ def number(p: Problems, m: Mapping[str, Any], path: str, key: str, what: str, *,
     return value
 
 
+MAC_OPS = {"mac": {"mac": 1}, "mul": {"mac": 1}, "add": {"mac": 1}, "sub": {"mac": 1}, "neg": {"mac": 1}}
+"""An imported MAC's operators: multiply-accumulate, its multiplier alone, its adder (add; sub and neg as additions
+of a negation)."""
+
+
 def ident(name: str) -> str:
     """A foreign name as an attnscope identifier: snake_case, lower case (``GlobalBuffer`` -> ``global_buffer``)."""
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)  # PEInputBuffer -> PE_Input_Buffer

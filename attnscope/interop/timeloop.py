@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnscope.interop.common import Converted, arithmetic, default_name, read_tagged, tag_of, valid_name
+from attnscope.interop.common import (
+    MAC_OPS,
+    Converted,
+    arithmetic,
+    default_name,
+    read_tagged,
+    tag_of,
+    valid_name,
+)
 from attnscope.interop.common import ident as _ident
 from einsum.ast import Access, BinOp
 from einsum.cascade import Cascade, Einsum, bind_index
@@ -49,8 +57,6 @@ SECTIONS = ("architecture", "problem", "mapping", "ERT", "ART", "attnscope")
 rank names that Timeloop's one-letter dimensions stand for."""
 _RANGE_RE = re.compile(r"^(.*?)\[(\d+)\.\.(\d+)\]$")
 _COMPUTE_RE = re.compile(r"mac|compute|multipl|adder|alu", re.I)
-_MAC_OPS = {"mac": {"mac": 1}, "mul": {"mac": 1}, "add": {"mac": 1}, "sub": {"mac": 1}}
-"""A Timeloop MAC's operators: multiply-accumulate, its multiplier alone, its adder (add, and sub of a negation)."""
 _USED = {
     "depth", "memory_depth", "width", "memory_width", "datawidth", "word-bits", "block-size", "block_size",
     "read_bandwidth", "write_bandwidth", "meshX", "meshY", "global_cycle_seconds",
@@ -507,7 +513,7 @@ def import_arch(
         if isinstance(ops_ext, dict):
             ops = {k: dict(v) for k, v in ops_ext.items()}
         else:
-            ops = {k: dict(v) for k, v in _MAC_OPS.items()}
+            ops = {k: dict(v) for k, v in MAC_OPS.items()}
             lacking = [o for o in OPERATORS if o not in ops]
             result.drop(f"{c.key}.class", f"{c.cls}: a multiply-accumulate unit; the operators {', '.join(lacking)} "
                         "have no unit here (import with ops_from to borrow a preset array's)")  # fmt: skip
