@@ -211,7 +211,7 @@ class NestCosts:
 # Kernels: plain arrays in, preallocated arrays out. They also run as pure Python (NUMBA_DISABLE_JIT=1).
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
 def steps_above(temporal):
     """float[L + 1]: the product of every temporal bound at levels < c, for c = 0 .. L (time steps elapsed per
     residency at level c; the last entry is all the steps). ``temporal`` is float/int [L, R] of one mapping."""
@@ -226,7 +226,7 @@ def steps_above(temporal):
     return above
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
 def tile_and_distinct(temporal, extent, incidence, t, c):
     """(words of tensor ``t``'s tile resident at level ``c``, distinct tiles it takes over the loops above ``c``);
     at ``c = L`` (the compute) the tile is one word. ``extent`` [>= L, R] is one instance's tile extent per level."""
@@ -242,7 +242,7 @@ def tile_and_distinct(temporal, extent, incidence, t, c):
     return tile, distinct
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
 def occupancy_words(keep, extent, incidence, l):
     """Words resident at level ``l``: the tiles of the tensors ``keep`` [L, T] holds there."""
     occ = 0.0
