@@ -30,7 +30,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from simulator.nest import occupancy_words, steps_above, tile_and_distinct
+from simulator.nest import occupancy_words, sharing_pes, steps_above, tile_and_distinct
 
 __all__ = ["BOUND_SLACK", "keep_bounds", "tiling_bounds"]
 
@@ -127,10 +127,7 @@ def _bound_one(
     above = steps_above(temporal)
     steps = above[num_levels]
     for t in range(num_tensors):
-        group = 1.0
-        for r in range(num_ranks):
-            if not incidence[t, r]:
-                group *= spatial_rank[r]
+        group = sharing_pes(incidence, spatial_rank, t)
         for j in range(n_chains[t]):
             words[:] = 0.0
             energy = 0.0
@@ -289,10 +286,7 @@ def _bound_ordered(
         base_w[:] = 0.0
         base_e = compute_energy
         for t in range(num_tensors):
-            group = 1.0
-            for r in range(num_ranks):
-                if not incidence[t, r]:
-                    group *= spatial_rank[r]
+            group = sharing_pes(incidence, spatial_rank, t)
             parent = 0
             zero_parent = 1.0
             distinct_parent = 1.0

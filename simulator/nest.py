@@ -243,6 +243,16 @@ def tile_and_distinct(temporal, extent, incidence, t, c):
 
 
 @numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
+def sharing_pes(incidence, spatial_rank, t):
+    """PEs that share one tile of tensor ``t``: the product of the spatial factors of the ranks not indexing it."""
+    group = 1.0
+    for r in range(incidence.shape[1]):
+        if not incidence[t, r]:
+            group *= spatial_rank[r]
+    return group
+
+
+@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
 def occupancy_words(keep, extent, incidence, l):
     """Words resident at level ``l``: the tiles of the tensors ``keep`` [L, T] holds there."""
     occ = 0.0
@@ -325,10 +335,7 @@ def _cost_one(
     steps = above[num_levels]
 
     for t in range(num_tensors):
-        group = 1.0  # PEs sharing one tile of t: spatial factors of ranks not indexing t
-        for r in range(num_ranks):
-            if not incidence[t, r]:
-                group *= spatial_rank[r]
+        group = sharing_pes(incidence, spatial_rank, t)
         parent = 0
         zero_parent = 1.0  # residencies of the parent that start from zero (output only)
         distinct_parent = 1.0
