@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -297,10 +298,12 @@ def compare_attention(
     dtype: str | None = None,
     direction: str = "fwd",
     jobs: int = 1,
+    progress: bool = False,
 ) -> AttentionComparison:
     """Cost each variant at each sequence length on a device or an architecture (module docstring): a loop
     over :func:`attnscope.api.evaluate_case`; ``jobs`` > 1 spreads the cells over that many worker processes
-    (each rebuilds its case and target from the same inputs; the rows are the same, in the same order).
+    (each rebuilds its case and target from the same inputs; the rows are the same, in the same order);
+    ``progress`` shows a bar of the cells done on stderr.
 
     ``variants``: registered names or ``.einsum`` paths. ``params``: parameters (``window``, ``sinks``,
     ``density``, ``splits``, ...); each variant takes the ones it has (:func:`workloads.cases.accepted`)
@@ -355,8 +358,13 @@ def compare_attention(
             rows.append(None)
     setting = _Setting(device if device is not None else arch, dtype if device is not None else None, model, batch,
                        direction)  # fmt: skip
-    for i, row in _evaluate_cells(setting, tgt, cells, jobs):
-        rows[i] = row
+    from tqdm import tqdm
+
+    with tqdm(total=len(cells), desc=f"compare-attention on {tgt.name}", unit="cell", disable=not progress,
+              file=sys.stderr) as bar:  # fmt: skip
+        for i, row in _evaluate_cells(setting, tgt, cells, jobs):
+            rows[i] = row
+            bar.update(1)
     notes = [
         f"Model {shape.name}: {shape.heads} query heads, {shape.kv_heads} K/V heads, head dim {shape.head_dim} "
         f"({shape.source}); batch {batch}.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from workloads.registry import parse_size
 
@@ -78,7 +79,8 @@ def run(args) -> int:
     jobs = args.jobs if args.jobs is not None else (1 if args.device is not None else os.cpu_count() or 1)
     study = compare_attention(model=args.model, seqs=parse_seqs(args.seq), device=args.device, arch=args.arch,
                               variants=variants, batch=args.batch, dtype=args.dtype, direction=args.direction,
-                              params={k: v for k, v in params.items() if v is not None}, jobs=jobs)  # fmt: skip
+                              params={k: v for k, v in params.items() if v is not None}, jobs=jobs,
+                              progress=sys.stderr.isatty())  # fmt: skip
     paths = write_comparison(study, args.out, plot=not args.no_plot)
     print_model_notes(args.model)
     if args.json:

@@ -98,6 +98,13 @@ def test_worker_processes_give_the_same_rows_in_the_same_order(tmp_path):
             == compare_attention(device="h100-sxm", **on_device).rows)  # fmt: skip
 
 
+def test_progress_bar_counts_the_cells_on_stderr(capsys):
+    study = compare_attention(device="h100-sxm", model="bert", seqs=[1024, 4096], variants=["gqa", "mqa"],
+                              progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert len(study.rows) == 4 and "compare-attention on h100-sxm" in err and "4/4" in err
+
+
 def test_json_output(capsys, tmp_path):
     code, out, _ = run(capsys, "compare-attention", "--device", "h100-sxm", "--model", "bert", "--seq", "2K",
                        "--variants", "streaming-llm", "--window", "512", "--sinks", "8", "--no-plot", "--json",
