@@ -79,7 +79,14 @@ from dataclasses import dataclass, field, replace
 from einsum.errors import SpecError
 from einsum.lower import LoweredCascade, LoweredEinsum
 from mappers.templates import loop_nest
-from simulator.cost import CascadeCost, evaluate_cascade, nest_compute_cycles, phase_occupancy, shared_buffer
+from simulator.cost import (
+    CascadeCost,
+    evaluate_cascade,
+    nest_compute_cycles,
+    occupancy_parts,
+    phase_occupancy,
+    shared_buffer,
+)
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
 
@@ -87,6 +94,7 @@ __all__ = [
     "PassChoice",
     "PassDesign",
     "PassPlan",
+    "choice_compute_s",
     "compute_s_by_array",
     "fits_buffer",
     "fits_sizing_rule",
@@ -145,6 +153,10 @@ class PassPlan:
     """Memo of :func:`einsum_nest` (the choices of a search share most of their loop nests)."""
     compute_cycles: dict = field(default_factory=dict, compare=False, repr=False)
     """Memo of :func:`compute_s_by_array`'s per-Einsum cycles, by the nest's loops (not what its levels keep)."""
+    einsum_cycles: dict = field(default_factory=dict, compare=False, repr=False)
+    """Memo of :func:`choice_compute_s`'s per-Einsum cycles, by what the nest's loops depend on."""
+    handoffs: dict = field(default_factory=dict, compare=False, repr=False)
+    """Memo of :func:`_handoffs`, by hand-off mode and binding."""
 
 
 @dataclass(frozen=True)
@@ -398,57 +410,14 @@ def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeM
     lowered = plan.lowered
     binding = dict(choice.binding)
     fused = choice.fusion == "fused"
+    placement, buffered, staged, forwarded = _handoffs(plan, choice.fusion, choice.binding)
     intermediates = [e.name for e in lowered.einsums if e.name not in lowered.outputs]
 
-    placement: dict[str, str] = {}
-    for t in intermediates:
-        readers = lowered.consumers.get(t, ())
-        same_array = all(binding[r] == binding[t] for r in readers)
-        per_query = plan.pass_var not in _tensor_vars(lowered.einsum(t), t)
-        if same_array and per_query:
-            placement[t] = "pe"
-        elif fused or same_array:
-            placement[t] = plan.buffer
-        else:
-            placement[t] = plan.dram
-    buffered = {t for t, where in placement.items() if where == plan.buffer}
-
-    one_d = [e.name for e in lowered.einsums if e.name not in plan.contractions]
-    staged: set[str] = set()
-    forwarded: list[tuple[str, str, str]] = []
-    for t in intermediates:
-        if placement[t] == "pe":
-            continue
-        readers = lowered.consumers.get(t, ())
-        for r in readers:
-            if binding[r] == binding[t] and plan.passes[r] == plan.passes[t]:
-                forwarded.append((t, r, "pe"))  # taken as the PE produces it
-        if not fused and placement[t] == plan.dram:
-            row_readers = [r for r in readers if r in one_d]
-            if len({plan.passes[r] for r in row_readers}) > 1:
-                staged.add(t)  # staged in the buffer by its first row-wise reader, re-read there later
-                done = {r for x, r, _ in forwarded if x == t}
-                forwarded += [(t, r, plan.buffer) for r in row_readers[1:] if r not in done]
-
-    q = plan.var_sizes[plan.query_var]
-    outer = [(v, plan.var_sizes[v]) for v in plan.batch_vars]
-    block_outer = [*outer, (plan.query_var, q // choice.p1)]
     dataflow = dict(choice.dataflow)
     nests: dict[str, EinsumMapping] = {}
     for e in lowered.einsums:
-        array = arch.array(binding[e.name])
-        if e.name in plan.contractions:
-            keeps = choice.on_chip | buffered
-            nest = _contraction_nest(plan, arch, e, array.name, block_outer, choice.p1, dataflow[e.name], keeps)
-        else:
-            keeps = choice.on_chip | buffered | staged
-            if array.kind == "2d":
-                nest = _grid_nest(plan, arch, e, array.name, block_outer, choice.p1, keeps)
-            elif fused:
-                nest = _block_nest(plan, arch, e, array.name, block_outer, choice.p1, keeps)
-            else:
-                nest = _row_nest(plan, arch, e, array.name, [*outer, (plan.query_var, q)], keeps)
-        nests[e.name] = nest
+        keeps = choice.on_chip | buffered if e.name in plan.contractions else choice.on_chip | buffered | staged
+        nests[e.name] = _nest_for(plan, arch, e, binding[e.name], fused, choice.p1, dataflow.get(e.name), keeps)
 
     in_place = []
     for e in lowered.einsums:
@@ -471,13 +440,103 @@ def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeM
     return CascadeMapping(
         name=f"passes-{choice.fusion}-{flows}s-P1={choice.p1}",
         einsums=nests,
-        placement=placement,
+        placement=dict(placement),
         phases=(phase,),
         in_place=tuple(in_place),
-        forwarded=tuple(forwarded),
+        forwarded=forwarded,
         spill=True,
         notes=(choice.describe(plan),),
     )
+
+
+def _handoffs(
+    plan: PassPlan, fusion: str, binding: tuple[tuple[str, str], ...]
+) -> tuple[Mapping[str, str], frozenset[str], frozenset[str], tuple[tuple[str, str, str], ...]]:
+    """Where the hand-offs of a choice live (placement rules in the module docstring): the intermediates'
+    placement, those in the buffer, those staged there, and the (tensor, reader, source) forwards. They depend on
+    the hand-off mode and the binding alone (memoized in the plan: the callers only read them)."""
+    key = (fusion, binding)
+    hit = plan.handoffs.get(key)
+    if hit is not None:
+        return hit
+    lowered = plan.lowered
+    where = dict(binding)
+    fused = fusion == "fused"
+    intermediates = [e.name for e in lowered.einsums if e.name not in lowered.outputs]
+    placement: dict[str, str] = {}
+    for t in intermediates:
+        readers = lowered.consumers.get(t, ())
+        same_array = all(where[r] == where[t] for r in readers)
+        per_query = plan.pass_var not in _tensor_vars(lowered.einsum(t), t)
+        if same_array and per_query:
+            placement[t] = "pe"
+        elif fused or same_array:
+            placement[t] = plan.buffer
+        else:
+            placement[t] = plan.dram
+    buffered = frozenset(t for t, at in placement.items() if at == plan.buffer)
+
+    one_d = [e.name for e in lowered.einsums if e.name not in plan.contractions]
+    staged: set[str] = set()
+    forwarded: list[tuple[str, str, str]] = []
+    for t in intermediates:
+        if placement[t] == "pe":
+            continue
+        readers = lowered.consumers.get(t, ())
+        for r in readers:
+            if where[r] == where[t] and plan.passes[r] == plan.passes[t]:
+                forwarded.append((t, r, "pe"))  # taken as the PE produces it
+        if not fused and placement[t] == plan.dram:
+            row_readers = [r for r in readers if r in one_d]
+            if len({plan.passes[r] for r in row_readers}) > 1:
+                staged.add(t)  # staged in the buffer by its first row-wise reader, re-read there later
+                done = {r for x, r, _ in forwarded if x == t}
+                forwarded += [(t, r, plan.buffer) for r in row_readers[1:] if r not in done]
+    out = plan.handoffs[key] = (placement, buffered, frozenset(staged), tuple(forwarded))
+    return out
+
+
+def _nest_for(
+    plan: PassPlan, arch: ArchSpec, e: LoweredEinsum, array: str, fused: bool, p1: int, flow: str | None, keeps
+) -> EinsumMapping:
+    """One Einsum's loop nest in a choice (module docstring): a contraction by its dataflow ``flow``, another
+    Einsum on a 2-D array over blocks of P1 query rows, on a 1-D array over blocks (``fused``) or row by row."""
+    q = plan.var_sizes[plan.query_var]
+    outer = [(v, plan.var_sizes[v]) for v in plan.batch_vars]
+    block_outer = [*outer, (plan.query_var, q // p1)]
+    if e.name in plan.contractions:
+        return _contraction_nest(plan, arch, e, array, block_outer, p1, flow, keeps)
+    if arch.array(array).kind == "2d":
+        return _grid_nest(plan, arch, e, array, block_outer, p1, keeps)
+    if fused:
+        return _block_nest(plan, arch, e, array, block_outer, p1, keeps)
+    return _row_nest(plan, arch, e, array, [*outer, (plan.query_var, q)], keeps)
+
+
+def choice_compute_s(
+    plan: PassPlan, arch: ArchSpec, fusion: str, dataflow: tuple, binding: tuple[tuple[str, str], ...], p1: int
+) -> dict[str, float]:
+    """:func:`compute_s_by_array` of the choices (fusion, dataflow, binding, P1), with any primary tensors on chip,
+    without building their mappings: the same nests' cycles (memoized per Einsum by what its loops depend on: its
+    array, the hand-off mode, P1 and its dataflow; what the levels keep does not count), summed in the same
+    order, so the same floats."""
+    fused = fusion == "fused"
+    flows = dict(dataflow)
+    _, buffered, staged, _ = _handoffs(plan, fusion, binding)
+    out = {a.name: 0.0 for a in arch.arrays}
+    for a in arch.arrays:
+        for name, array in binding:
+            if array != a.name:
+                continue
+            key = (id(arch), name, array, fused, p1, flows.get(name))
+            hit = plan.einsum_cycles.get(key)
+            if hit is None or hit[0] is not arch:
+                e = plan.lowered.einsum(name)
+                keeps = buffered if name in plan.contractions else buffered | staged
+                em = _nest_for(plan, arch, e, array, fused, p1, flows.get(name), keeps)
+                hit = plan.einsum_cycles[key] = (arch, nest_compute_cycles(e, arch, em))
+            out[array] += hit[1] / arch.clock_hz
+    return out
 
 
 def einsum_nest(plan, arch, e, array, outer, middle, spatial, keeps) -> EinsumMapping:
@@ -575,9 +634,9 @@ def _row_nest(plan, arch, e, array, outer, keeps) -> EinsumMapping:
 
 def fits_sizing_rule(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> bool:
     """FLAT's sizing rule: the buffered tiles fit, not counting the double-buffered hand-offs between arrays."""
-    no_handoff = replace(mapping, placement={t: p for t, p in mapping.placement.items() if p != plan.buffer})
     capacity = arch.level(plan.buffer).capacity_words
-    return phase_occupancy(plan.lowered, no_handoff, mapping.phases[0], plan.buffer) <= capacity
+    held, _ = occupancy_parts(plan.lowered, mapping, mapping.phases[0], plan.buffer)
+    return held + 0.0 <= capacity  # the occupancy with no hand-off placed in the buffer
 
 
 def fits_buffer(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> bool:
@@ -721,21 +780,19 @@ def _best_candidates(
     """
     keyed = []
     for key, by_on in groups.items():
-        plain = {c.p1: pass_mapping(plan, arch, c) for c in by_on[frozenset()]}
-        compute = {p1: compute_s_by_array(plan, arch, m) for p1, m in plain.items()}
-        head = max(compute[max(plain)].values())
-        keyed.append((head, key, {p1: max(s.values()) for p1, s in compute.items()}, plain))
+        compute = {c.p1: max(choice_compute_s(plan, arch, *key, c.p1).values()) for c in by_on[frozenset()]}
+        keyed.append((compute[max(compute)], key, compute))
     keyed.sort(key=lambda t: t[0])
     best: tuple[float, float] | None = None  # (latency, energy) of the best feasible design so far
 
     def beaten(bound_s: float) -> bool:
         return best is not None and bound_s > best[0] * (1 + 1e-9)
 
-    for _, key, compute, plain in keyed:
+    for _, key, compute in keyed:
         if beaten(min(compute.values())):
             continue
-        for on, group in groups[key].items():
-            mappings: dict[int, CascadeMapping] = {} if on else plain
+        for group in groups[key].values():
+            mappings: dict[int, CascadeMapping] = {}
             by_p1 = {c.p1: c for c in group}
 
             def fits(p1: int, mappings=mappings, by_p1=by_p1) -> bool:
@@ -755,9 +812,9 @@ def _best_candidates(
 def _costed(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping, choice: PassChoice) -> PassDesign:
     cost = evaluate_cascade(plan.lowered, arch, mapping)
     own = choice.is_flat() and not choice.softmax_where(plan)
-    return PassDesign(
-        choice, mapping, cost, fits_sizing_rule(plan, arch, mapping), fits_buffer(plan, arch, mapping), own
-    )
+    capacity = arch.level(plan.buffer).capacity_words  # the cost's occupancy is fits_buffer's, at plan.buffer
+    fits = all(words <= capacity for words in cost.buffer_occupancy_words)
+    return PassDesign(choice, mapping, cost, fits_sizing_rule(plan, arch, mapping), fits, own)
 
 
 def search_pass_designs(

@@ -274,20 +274,13 @@ def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMappin
         _PLAN_CACHE.move_to_end(key)
         return plan
     _check_mapping(lowered, arch, mapping)  # with the nests built from it, all that evaluate_nest would check
-    nest_costs = {e.name: _plan_nest(e, arch, mapping.einsums[e.name], check=False) for e in lowered.einsums}
-    buffer = shared_buffer(arch)
+    nest_costs: dict[str, NestCosts] = {}
     compute_cycles: dict[str, float] = {}
     einsum_costs: dict[str, EinsumCost] = {}
     for e in lowered.einsums:
-        em = mapping.einsums[e.name]
-        array = arch.array(em.array)
-        cpp = cycles_per_point(e, array, arch.compat.sum_op_cycles)
-        cycles = nest_compute_cycles(e, arch, em, nest_costs[e.name])
-        busy = e.points * cpp / array.pe_count
-        compute_cycles[e.name] = cycles
-        einsum_costs[e.name] = EinsumCost(
-            e.name, em.array, cycles, busy, cpp, e.ops(), {"compute": _compute_energy(e, array, arch)}
-        )
+        nest_costs[e.name], einsum_costs[e.name] = _einsum_plan(e, arch, mapping.einsums[e.name])
+        compute_cycles[e.name] = einsum_costs[e.name].compute_cycles
+    buffer = shared_buffer(arch)
     plan = CascadePlan(
         lowered=lowered,
         mapping=mapping,
@@ -306,6 +299,31 @@ def cascade_plan(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMappin
     if len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
         _PLAN_CACHE.popitem(last=False)
     return plan
+
+
+_EINSUM_PLANS: OrderedDict[tuple[int, int, EinsumMapping], tuple[LoweredEinsum, ArchSpec, NestCosts, EinsumCost]] = (
+    OrderedDict()
+)
+
+
+def _einsum_plan(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> tuple[NestCosts, EinsumCost]:
+    """One Einsum's part of a :class:`CascadePlan` (its nest's counts and its compute cost on the array), for a
+    nest that has passed :func:`_check_mapping`; memoized like :func:`_plan_nest` (the objects are only read)."""
+    key = (id(e), id(arch), em)
+    hit = _EINSUM_PLANS.get(key)
+    if hit is not None and hit[0] is e and hit[1] is arch:
+        _EINSUM_PLANS.move_to_end(key)
+        return hit[2], hit[3]
+    nc = _plan_nest(e, arch, em, check=False)
+    array = arch.array(em.array)
+    cpp = cycles_per_point(e, array, arch.compat.sum_op_cycles)
+    cycles = nest_compute_cycles(e, arch, em, nc)
+    busy = e.points * cpp / array.pe_count
+    cost = EinsumCost(e.name, em.array, cycles, busy, cpp, e.ops(), {"compute": _compute_energy(e, array, arch)})
+    _EINSUM_PLANS[key] = (e, arch, nc, cost)
+    if len(_EINSUM_PLANS) > _NEST_CACHE_SIZE:
+        _EINSUM_PLANS.popitem(last=False)
+    return nc, cost
 
 
 def _fit(nc: NestCosts, em: EinsumMapping) -> tuple[float, tuple[tuple[str, float], ...]]:
@@ -370,10 +388,11 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
     missing = names - set(mapping.einsums)
     if missing:
         problems.append(f"no loop nest for Einsum(s) {', '.join(sorted(missing))}")
+    known = {a.name for a in arch.arrays}
     for i, ph in enumerate(mapping.phases):
         for j, stage in enumerate(ph.stages):
             for array in stage:
-                if array not in {a.name for a in arch.arrays}:
+                if array not in known:
                     problems.append(f"phases[{i}].stages[{j}]: unknown array {array!r}")
     scheduled = [e for ph in mapping.phases for e in ph.einsums]
     if sorted(scheduled) != sorted(names):
@@ -382,24 +401,41 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
             f"Einsums {sorted(names)}"
         )
     levels = {lv.name for lv in arch.levels}
+    places = levels | {"pe"}
     for t, where in mapping.placement.items():
-        if where not in levels | {"pe"}:
+        if where not in places:
             problems.append(f"placement.{t}: unknown place {where!r}; allowed: pe, {', '.join(sorted(levels))}")
-    arrays = {a.name: a for a in arch.arrays}
     for name in set(mapping.einsums) - names:
         problems.append(f"einsums.{name}: no such Einsum; the cascade has {', '.join(sorted(names))}")
     for e in lowered.einsums:
         em = mapping.einsums.get(e.name)
-        if em is None:
-            continue
-        path = f"einsums.{e.name}"
-        if em.array not in arrays:
-            problems.append(f"{path}.array: unknown array {em.array!r}; {arch.name} has {', '.join(arrays)}")
-            continue
-        unknown_levels = [lv for lv in em.levels if lv not in levels]
-        if unknown_levels:
-            problems.append(f"{path}.levels: unknown {unknown_levels}; {arch.name} has {', '.join(sorted(levels))}")
-            continue
+        if em is not None:
+            problems += _nest_problems(e, arch, em)
+    if problems:
+        where = f"{mapping.origin}: " if mapping.origin else ""
+        raise SpecError(f"{where}mapping {mapping.name}: " + "; ".join(problems))
+
+
+_NEST_PROBLEMS: dict[tuple[int, int, EinsumMapping], tuple[LoweredEinsum, ArchSpec, tuple[str, ...]]] = {}
+
+
+def _nest_problems(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> tuple[str, ...]:
+    """What is wrong with one Einsum's loop nest on the architecture (empty: nothing), for :func:`_check_mapping`;
+    memoized by the identity of the Einsum and the spec (the entry keeps both alive) and the (frozen) nest: the
+    mappings a search checks share most of their nests."""
+    key = (id(e), id(arch), em)
+    hit = _NEST_PROBLEMS.get(key)
+    if hit is not None and hit[0] is e and hit[1] is arch:
+        return hit[2]
+    problems: list[str] = []
+    arrays = {a.name: a for a in arch.arrays}
+    levels = {lv.name for lv in arch.levels}
+    path = f"einsums.{e.name}"
+    if em.array not in arrays:
+        problems.append(f"{path}.array: unknown array {em.array!r}; {arch.name} has {', '.join(arrays)}")
+    elif unknown_levels := [lv for lv in em.levels if lv not in levels]:
+        problems.append(f"{path}.levels: unknown {unknown_levels}; {arch.name} has {', '.join(sorted(levels))}")
+    else:
         if len(em.spatial) > len(arrays[em.array].shape) + (arrays[em.array].instances > 1):
             problems.append(f"{path}.spatial: {len(em.spatial)} axes, array {em.array} has {arrays[em.array].shape}")
         for var in {v for loops in (*em.temporal, *em.spatial) for v, _ in loops} - set(e.vars):
@@ -424,9 +460,10 @@ def _check_mapping(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapp
                 problems.append(
                     f"einsums.{e.name}: the bounds of {var} multiply to {em.factors(var)}, its rank has size {size}"
                 )
-    if problems:
-        where = f"{mapping.origin}: " if mapping.origin else ""
-        raise SpecError(f"{where}mapping {mapping.name}: " + "; ".join(problems))
+    if len(_NEST_PROBLEMS) >= 16384:
+        _NEST_PROBLEMS.clear()
+    _NEST_PROBLEMS[key] = (e, arch, tuple(problems))
+    return _NEST_PROBLEMS[key][2]
 
 
 _NEST_CACHE: OrderedDict[tuple[int, int, EinsumMapping], tuple[LoweredEinsum, ArchSpec, NestCosts]] = OrderedDict()
@@ -475,7 +512,10 @@ def nest_compute_cycles(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping, nc:
     :func:`cycles_per_point`, plus the array's fill and drain once per DRAM-level iteration. They depend on the
     nest's loops, not on what its levels keep. ``nc``: the nest's costs (:func:`_plan_nest`) when at hand."""
     array = arch.array(em.array)
-    nc = _plan_nest(e, arch, em) if nc is None else nc
+    if nc is None:
+        if problems := _nest_problems(e, arch, em):  # all that evaluate_nest would check, and cheaper
+            raise SpecError(f"loop nest of {e.name}: " + "; ".join(problems))
+        nc = _plan_nest(e, arch, em, check=False)
     cycles = float(nc.compute_cycles[0]) * cycles_per_point(e, array, arch.compat.sum_op_cycles)
     if array.fill_drain_cycles:
         cycles += array.fill_drain_cycles * math.prod(b for _, b in em.temporal[0])
@@ -608,6 +648,24 @@ def phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Pha
     """Words held in the shared buffer during a phase (see the module docstring)."""
     if buffer is None:
         return 0.0
+    held, handoff = occupancy_parts(lowered, mapping, phase, buffer)
+    return held + handoff
+
+
+_OCCUPANCY: OrderedDict[tuple[int, int, int, str], tuple[CascadeMapping, LoweredCascade, tuple[float, float]]] = (
+    OrderedDict()
+)
+
+
+def occupancy_parts(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, buffer: str) -> tuple[float, float]:
+    """The two parts of :func:`phase_occupancy`: the tiles the phase's nests keep in the buffer (in-place
+    tensors sharing one), and the double buffers of the hand-offs placed there between arrays. Memoized by the
+    identity of the mapping (which must not change after costing: the entry keeps it alive), of the cascade and
+    of the phase, so a search that tests a mapping's fit and then costs it works it out once."""
+    key = (id(mapping), id(lowered), id(phase), buffer)
+    hit = _OCCUPANCY.get(key)
+    if hit is not None and hit[0] is mapping and hit[1] is lowered:
+        return hit[2]
     tiles: dict[str, float] = {}
     for name in phase.einsums:
         e = lowered.einsum(name)
@@ -631,7 +689,11 @@ def phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Pha
         if any(mapping.array_of(c) != producer.array for c in lowered.consumers.get(t, ())):
             e = lowered.einsum(lowered.producer[t])
             handoff += 2 * spatial_tile_words(e, producer, 0)
-    return sum(classes.values()) + handoff
+    parts = (sum(classes.values()), handoff)
+    _OCCUPANCY[key] = (mapping, lowered, parts)
+    if len(_OCCUPANCY) > _PLAN_CACHE_SIZE:
+        _OCCUPANCY.popitem(last=False)
+    return parts
 
 
 def staging_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, staging: str | None) -> float:
@@ -898,8 +960,8 @@ class _Traffic:
 
     def _phase_share(self, tensors: set[str]) -> dict[str, float]:
         """A tensor touched by several phases splits its DRAM words between them by their accesses."""
-        counts = {t: sum(1 for ph in self.mapping.phases if t in self._phase_tensors(ph)) for t in tensors}
-        return {t: 1.0 / max(1, counts[t]) for t in tensors}
+        touched = [self._phase_tensors(ph) for ph in self.mapping.phases]
+        return {t: 1.0 / max(1, sum(1 for ts in touched if t in ts)) for t in tensors}
 
     def _phase_tensors(self, phase: Phase) -> set[str]:
         return {t for name in phase.einsums for t in self.lowered.einsum(name).tensors}

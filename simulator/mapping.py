@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,19 @@ class EinsumMapping:
     keep: tuple[frozenset[str], ...]
     """Per level: tensors held there (DRAM holds everything it backs)."""
 
+    def __hash__(self) -> int:
+        # Computed once: the cost model's memos look nests up by value many times per cascade mapping.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.array, self.levels, self.temporal, self.spatial, self.keep))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_hash", None)  # string hashes differ between processes: a copy hashes itself again
+        return state
+
     def factors(self, var: str) -> int:
         """Product of the variable's bounds over all levels and axes."""
         total = 1
@@ -68,8 +82,9 @@ class Phase:
     stall_einsum: str | None = None
     """The Einsum whose latency times the array's columns is that stall."""
 
-    @property
+    @cached_property
     def einsums(self) -> tuple[str, ...]:
+        """Every Einsum of the phase, stage by stage (worked out once: the stages are not changed after)."""
         return tuple(e for stage in self.stages for names in stage.values() for e in names)
 
 

@@ -7,7 +7,18 @@ import pytest
 
 from einsum.lower import lower
 from mappers.cascade_search import search_passes
-from mappers.passes import compute_s_by_array, pass_choices, pass_mapping, plan_passes
+from dataclasses import replace
+
+from mappers.passes import (
+    choice_compute_s,
+    compute_s_by_array,
+    fits_buffer,
+    fits_sizing_rule,
+    pass_choices,
+    pass_mapping,
+    plan_passes,
+)
+from simulator.cost import phase_occupancy
 from simulator.cost import evaluate_cascade
 from simulator.specs import load_arch, with_overrides
 from validate.fusemax.study import SEQ_LENS, attention_sizes
@@ -84,4 +95,24 @@ def test_the_compute_bound_holds_on_every_design(arch, cascade, model, seq, stri
         compute = compute_s_by_array(plan, spec, mapping)
         assert compute == dict(cost.compute_s_by_array), c
         assert compute == plain[c.fusion, c.dataflow, c.binding, c.p1], c
+        assert choice_compute_s(plan, spec, c.fusion, c.dataflow, c.binding, c.p1) == compute, c
         assert cost.latency_s >= max(compute.values()) * (1 - 1e-9), c
+
+
+@pytest.mark.parametrize("arch,cascade,model,seq", [CASES[1], CASES[4], CASES[10]], ids=str)
+def test_the_fit_tests_are_the_occupancy_with_and_without_the_hand_offs(arch, cascade, model, seq):
+    """The search's fit tests read the memoized occupancy parts: FLAT's sizing rule is the occupancy of the mapping
+    with no hand-off placed in the buffer, the buffer test the cost model's own occupancy."""
+    low, spec = _lowered(cascade, model, seq), _arch(arch)
+    plan = plan_passes(low, spec)
+    capacity = spec.level(plan.buffer).capacity_words
+    seen = set()
+    for c in pass_choices(plan, spec, pairing="searched")[::3]:
+        mapping = pass_mapping(plan, spec, c)
+        no_handoff = replace(mapping, placement={t: p for t, p in mapping.placement.items() if p != plan.buffer})
+        rule = phase_occupancy(low, no_handoff, mapping.phases[0], plan.buffer) <= capacity
+        assert fits_sizing_rule(plan, spec, mapping) == rule, c
+        cost = evaluate_cascade(low, spec, mapping)
+        assert fits_buffer(plan, spec, mapping) == all(w <= capacity for w in cost.buffer_occupancy_words), c
+        seen.add((rule, fits_buffer(plan, spec, mapping)))
+    assert len(seen) > 1  # the cases hold designs on both sides of the tests
