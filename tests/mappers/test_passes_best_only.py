@@ -3,12 +3,12 @@ as the full search, and the compute bound it prunes with holds on every design o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from einsum.lower import lower
 from mappers.cascade_search import search_passes
-from dataclasses import replace
-
 from mappers.passes import (
     choice_compute_s,
     compute_s_by_array,
@@ -18,8 +18,7 @@ from mappers.passes import (
     pass_mapping,
     plan_passes,
 )
-from simulator.cost import phase_occupancy
-from simulator.cost import evaluate_cascade
+from simulator.cost import evaluate_cascade, phase_occupancy
 from simulator.specs import load_arch, with_overrides
 from validate.fusemax.study import SEQ_LENS, attention_sizes
 from workloads import get_cascade
