@@ -103,6 +103,7 @@ __all__ = [
     "iter_pass_designs",
     "pass_choices",
     "pass_mapping",
+    "pass_space",
     "plan_passes",
     "recurrence_refusal",
     "search_pass_designs",
@@ -379,13 +380,32 @@ def pass_choices(
     ``pairing`` (:data:`PAIRINGS`): ``flat`` ties the contractions' dataflow to the hand-offs as FLAT does,
     ``any`` enumerates each contraction's dataflow independently.
     """
+    keys, p1s, ons = pass_space(plan, arch, row_blocks, pairing)
+    by_mode: dict[tuple, list[tuple]] = {}
+    for fusion, dataflow, binding in keys:
+        by_mode.setdefault((fusion, dataflow), []).append(binding)
+    return [
+        PassChoice(fusion, dataflow, p1, on, binding)
+        for (fusion, dataflow), bindings in by_mode.items()
+        for p1 in p1s
+        for on in ons
+        for binding in bindings
+    ]
+
+
+def pass_space(
+    plan: PassPlan, arch: ArchSpec, row_blocks: Sequence[int] | None = None, pairing: str = "flat"
+) -> tuple[list[tuple], list[int], list[frozenset[str]]]:
+    """The space of :func:`pass_choices` by its parts: the (hand-offs, dataflow, binding) groups in the order
+    their choices come, the query blocks (coarsest first) and the on-chip sets (none first); the choices are
+    every group x block x set, ordered by hand-offs and dataflow, then block, then set, then binding."""
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing {pairing!r}: expected one of {', '.join(PAIRINGS)}")
     if row_blocks is not None and (not row_blocks or any(not isinstance(k, int) or k < 1 for k in row_blocks)):
         raise ValueError(f"row_blocks {tuple(row_blocks)!r}: expected positive integers (multiples of the array width)")
     names = [e.name for e in plan.lowered.einsums]
     bindings = [tuple(zip(names, combo, strict=True)) for combo in itertools.product(*(plan.arrays[n] for n in names))]
-    out = []
+    keys = []
     for fusion in FUSIONS:
         paired = DATAFLOWS[0] if fusion == "fused" else DATAFLOWS[1]
         if pairing == "flat":
@@ -396,13 +416,13 @@ def pass_choices(
         else:
             flows = [DATAFLOWS if plan.weights[c] else ("output", "reduce") for c in plan.contractions]
         for flow in itertools.product(*flows):
-            for p1 in granularities(plan, arch, row_blocks):
-                for bits in itertools.product((False, True), repeat=len(plan.primary)):
-                    on = frozenset(t for t, b in zip(plan.primary, bits, strict=True) if b)
-                    for binding in bindings:
-                        dataflow = tuple(zip(plan.contractions, flow, strict=True))
-                        out.append(PassChoice(fusion, dataflow, p1, on, binding))
-    return out
+            dataflow = tuple(zip(plan.contractions, flow, strict=True))
+            keys += [(fusion, dataflow, binding) for binding in bindings]
+    ons = [
+        frozenset(t for t, b in zip(plan.primary, bits, strict=True) if b)
+        for bits in itertools.product((False, True), repeat=len(plan.primary))
+    ]
+    return keys, granularities(plan, arch, row_blocks), ons
 
 
 def pass_mapping(plan: PassPlan, arch: ArchSpec, choice: PassChoice) -> CascadeMapping:
@@ -694,17 +714,16 @@ def iter_pass_designs(
     costed only while that bound does not exceed the best latency found (FLAT's own dataflows, softmax on
     the 1-D arrays, are always costed in full: :func:`flat_policy` chooses among them).
     """
-    choices = pass_choices(plan, arch, row_blocks, pairing)
     if row_blocks is not None:
-        for choice in choices:
+        for choice in pass_choices(plan, arch, row_blocks, pairing):
             yield _costed(plan, arch, pass_mapping(plan, arch, choice), choice)
         return
-    groups: dict[tuple, dict[frozenset[str], list[PassChoice]]] = {}
-    for c in choices:
-        groups.setdefault((c.fusion, c.dataflow, c.binding), {}).setdefault(c.on_chip, []).append(c)
     if best_only:
-        yield from _best_candidates(plan, arch, groups)
+        yield from _best_candidates(plan, arch, *pass_space(plan, arch, None, pairing))
         return
+    groups: dict[tuple, dict[frozenset[str], list[PassChoice]]] = {}
+    for c in pass_choices(plan, arch, row_blocks, pairing):
+        groups.setdefault((c.fusion, c.dataflow, c.binding), {}).setdefault(c.on_chip, []).append(c)
 
     def variant(group: list[PassChoice]) -> list[PassDesign]:
         mappings: dict[int, CascadeMapping] = {}
@@ -753,7 +772,7 @@ def compute_s_by_array(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) 
 
 
 def _best_candidates(
-    plan: PassPlan, arch: ArchSpec, groups: Mapping[tuple, Mapping[frozenset[str], list[PassChoice]]]
+    plan: PassPlan, arch: ArchSpec, keys: Sequence[tuple], p1s: Sequence[int], ons: Sequence[frozenset[str]]
 ) -> Iterator[PassDesign]:
     """The designs of :func:`iter_pass_designs` (default query blocks) that may be the best one, in its order.
 
@@ -779,8 +798,8 @@ def _best_candidates(
     (whose own branch and bound skips only variants whose latency exceeds a design it found).
     """
     keyed = []
-    for key, by_on in groups.items():
-        compute = {c.p1: max(choice_compute_s(plan, arch, *key, c.p1).values()) for c in by_on[frozenset()]}
+    for key in keys:
+        compute = {p1: max(choice_compute_s(plan, arch, *key, p1).values()) for p1 in p1s}
         keyed.append((compute[max(compute)], key, compute))
     keyed.sort(key=lambda t: t[0])
     best: tuple[float, float] | None = None  # (latency, energy) of the best feasible design so far
@@ -788,19 +807,19 @@ def _best_candidates(
     def beaten(bound_s: float) -> bool:
         return best is not None and bound_s > best[0] * (1 + 1e-9)
 
-    for _, key, compute in keyed:
+    for _, (fusion, dataflow, binding), compute in keyed:
         if beaten(min(compute.values())):
             continue
-        for group in groups[key].values():
+        for on in ons:
             mappings: dict[int, CascadeMapping] = {}
-            by_p1 = {c.p1: c for c in group}
+            by_p1 = {p1: PassChoice(fusion, dataflow, p1, on, binding) for p1 in p1s}
 
             def fits(p1: int, mappings=mappings, by_p1=by_p1) -> bool:
                 if p1 not in mappings:
                     mappings[p1] = pass_mapping(plan, arch, by_p1[p1])
                 return fits_buffer(plan, arch, mappings[p1])
 
-            for p1 in pick_blocks([c.p1 for c in group], fits):
+            for p1 in pick_blocks(p1s, fits):
                 if beaten(compute[p1]):
                     continue
                 d = _costed(plan, arch, mappings[p1], by_p1[p1])

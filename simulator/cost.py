@@ -788,6 +788,68 @@ def array_side_mm(arch: ArchSpec, array: ComputeArray) -> float:
     return math.sqrt(units + registers) * 1e-3
 
 
+_EINSUM_WORDS: OrderedDict[tuple, tuple[LoweredEinsum, ArchSpec, tuple, tuple, float]] = OrderedDict()
+
+
+def _einsum_words(
+    e: LoweredEinsum,
+    arch: ArchSpec,
+    em: EinsumMapping,
+    nc: NestCosts,
+    homes: tuple[str, ...],
+    sources: tuple[str | None, ...],
+    buffer: str | None,
+) -> tuple[tuple[tuple[str, str, float, float], ...], tuple[tuple[int, float], ...], float]:
+    """One Einsum's words after the placement rules, for :class:`_Traffic`: the (level, tensor, reads, writes) it
+    adds, in order, the words the buffer sends to its PEs and gets back (index 0 and 1, in order), and its DRAM
+    words. ``homes``: each tensor's placement; ``sources``: where each tensor is forwarded from (None: it is not).
+    Memoized by the Einsum's and the spec's identity (the entry keeps them alive; ``nc`` is their nest's costs),
+    the nest and the placement: a search costs many cascade mappings that share most of their Einsums' nests."""
+    key = (id(e), id(arch), em, homes, sources, buffer)
+    hit = _EINSUM_WORDS.get(key)
+    if hit is not None and hit[0] is e and hit[1] is arch:
+        _EINSUM_WORDS.move_to_end(key)
+        return hit[2], hit[3], hit[4]
+    adds: list[tuple[str, str, float, float]] = []
+    pes: list[tuple[int, float]] = []
+    dram_words = 0.0
+    for ti, t in enumerate(e.tensors):
+        home, source = homes[ti], sources[ti]
+        # A tensor whose home is outside this nest (the PE registers, a staging level) moves only
+        # inside the PEs here; the staging accesses are added by _staging.
+        home_index = em.levels.index(home) if home in em.levels else len(em.levels) - 1
+        first = len(em.levels) - 1 if source == "pe" else (em.levels.index(source) if source else 0)
+        for li, level in enumerate(em.levels):
+            if li < first:
+                continue  # the data is already at its source level
+            if source and li == first and source != "pe":
+                r = float(nc.reads_words[0, li, ti])
+                adds.append((level, t, r, 0.0))  # no fill: it is already there
+                if level == buffer:
+                    pes.append((0, r))
+                continue
+            r = float(nc.reads_words[0, li, ti])
+            w = float(nc.fills_words[0, li, ti] + nc.updates_words[0, li, ti])
+            if li < home_index:
+                continue  # the tensor never reaches levels above its home
+            if li == home_index and home != "dram":
+                # Fills from above and drains to above do not happen: it lives here.
+                w = float(nc.updates_words[0, li, ti])
+                if li + 1 < len(em.levels) or e.is_output[ti]:
+                    drained = float(nc.updates_words[0, li - 1, ti]) if li > 0 else 0.0
+                    r = max(0.0, r - drained) if e.is_output[ti] else r
+            adds.append((level, t, r, w))
+            if level == buffer:  # reads go down towards the PEs, updates come up from them
+                pes += [(0, r), (1, float(nc.updates_words[0, li, ti]))]
+            if li == DRAM:
+                dram_words += r + w
+    out = (tuple(adds), tuple(pes), dram_words)
+    _EINSUM_WORDS[key] = (e, arch, *out)
+    if len(_EINSUM_WORDS) > _NEST_CACHE_SIZE:
+        _EINSUM_WORDS.popitem(last=False)
+    return out
+
+
 class _Traffic:
     """Words moved per (level, tensor), after the placement rules; energy per component."""
 
@@ -815,42 +877,16 @@ class _Traffic:
         forwarded = {(t, consumer): level for t, consumer, level in mapping.forwarded}
         for e in lowered.einsums:
             em = mapping.einsums[e.name]
-            nc = nest_costs[e.name]
-            dram_words = 0.0
+            homes = tuple(mapping.placement.get(t, "dram") for t in e.tensors)
+            sources = tuple(forwarded.get((t, e.name)) for t in e.tensors)
+            adds, pes, dram_words = _einsum_words(e, arch, em, nest_costs[e.name], homes, sources, buffer)
             self._einsum = e.name
-            for ti, t in enumerate(e.tensors):
-                home = mapping.placement.get(t, "dram")
-                # A tensor whose home is outside this nest (the PE registers, a staging level) moves only
-                # inside the PEs here; the staging accesses are added by _staging.
-                home_index = em.levels.index(home) if home in em.levels else len(em.levels) - 1
-                source = forwarded.get((t, e.name))
-                first = len(em.levels) - 1 if source == "pe" else (em.levels.index(source) if source else 0)
-                for li, level in enumerate(em.levels):
-                    if li < first:
-                        continue  # the data is already at its source level
-                    if source and li == first and source != "pe":
-                        r = float(nc.reads_words[0, li, ti])
-                        self._add(level, t, r, 0.0)  # no fill: it is already there
-                        if level == buffer:
-                            self.to_pes.setdefault(e.name, [0.0, 0.0])[0] += r
-                        continue
-                    r = float(nc.reads_words[0, li, ti])
-                    w = float(nc.fills_words[0, li, ti] + nc.updates_words[0, li, ti])
-                    if li < home_index:
-                        continue  # the tensor never reaches levels above its home
-                    if li == home_index and home != "dram":
-                        # Fills from above and drains to above do not happen: it lives here.
-                        w = float(nc.updates_words[0, li, ti])
-                        if li + 1 < len(em.levels) or e.is_output[ti]:
-                            drained = float(nc.updates_words[0, li - 1, ti]) if li > 0 else 0.0
-                            r = max(0.0, r - drained) if e.is_output[ti] else r
-                    self._add(level, t, r, w)
-                    if level == buffer:  # reads go down towards the PEs, updates come up from them
-                        below = self.to_pes.setdefault(e.name, [0.0, 0.0])
-                        below[0] += r
-                        below[1] += float(nc.updates_words[0, li, ti])
-                    if li == DRAM:
-                        dram_words += r + w
+            for level, t, r, w in adds:
+                self._add(level, t, r, w)
+            if pes:
+                below = self.to_pes.setdefault(e.name, [0.0, 0.0])
+                for i, words in pes:
+                    below[i] += words
             if staging and mapping.placement and any(mapping.placement.get(t) == staging for t in e.tensors):
                 self._staging(e, em, staging)
             self.by_einsum_dram[e.name] = dram_words
