@@ -338,11 +338,15 @@ def run() -> None:
     main thread is left (no pool or writer thread to wait for), the streams are flushed, the ``atexit`` handlers
     run (logging, ``weakref.finalize`` clean-ups such as temporary folders, multiprocessing and Dask shutdowns),
     and the process exits with ``main``'s status. Anything else takes the ordinary exit, and so does
-    ``python -m attnscope.cli`` (a profiler or tracer wrapping the module writes its results after ``main``)."""
+    ``python -m attnscope.cli`` (a profiler or tracer wrapping the module writes its results after ``main``). Both
+    set the collector up for a command (:func:`attnscope.tune_gc`); ``main`` alone, as tests call it, does not."""
     import atexit
     import contextlib
     import threading
 
+    from attnscope import tune_gc
+
+    tune_gc()
     rc = main()
     if threading.active_count() > 1:
         sys.exit(rc)
@@ -355,4 +359,7 @@ def run() -> None:
 
 
 if __name__ == "__main__":
+    from attnscope import tune_gc
+
+    tune_gc()
     sys.exit(main())

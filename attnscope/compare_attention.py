@@ -233,6 +233,9 @@ def _cell_row(setting: _Setting, cell: _Cell, tgt: Any = None, case: Any = None)
 def _worker_start(threads: int) -> None:
     import numba
 
+    from attnscope import tune_gc
+
+    tune_gc()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 

@@ -509,11 +509,18 @@ def schedules(plan: FusedPlan, keep: int = 16, within: float | None = None) -> t
                 load[0] += f * c0
         return max(load)
 
-    def lower_bound(i: int) -> float:
+    def cut(i: int) -> bool:
+        """Whether the lower bound reaches the bound: the stages so far plus the remaining least work beyond the
+        idle time (spread), no array's own work, and with two arrays the balanced split (the cheap parts first:
+        the same answer as comparing their maximum)."""
+        limit = bound[0]
         idle = width * cost[0] - sum(totals.values())
-        spread = cost[0] + max(0.0, (rest[i] - idle) / width)
-        own = max(totals[a] + forced[i][a] for a in arrays_all)
-        return max(spread, own, balanced(i) if width == 2 else 0.0)
+        if cost[0] + max(0.0, (rest[i] - idle) / width) >= limit:
+            return True
+        at = forced[i]
+        if max(totals[a] + at[a] for a in arrays_all) >= limit:
+            return True
+        return (balanced(i) if width == 2 else 0.0) >= limit
 
     def record() -> None:
         complete[0] += 1
@@ -549,7 +556,7 @@ def schedules(plan: FusedPlan, keep: int = 16, within: float | None = None) -> t
         visits[0] += 1
         if (within is not None and len(best) >= keep) or (best and visits[0] > VISITS):
             return
-        if lower_bound(i) >= bound[0]:
+        if cut(i):
             return
         if i == n:
             record()

@@ -474,13 +474,17 @@ entry keeps alive, and by the (frozen) loop nest."""
 
 
 def einsum_nest(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> NestCosts:
-    """Evaluate one Einsum's loop nest with the kernel (a batch of one mapping), memoized (callers only read)."""
+    """Evaluate one Einsum's loop nest with the kernel (a batch of one mapping), memoized (callers only read). The
+    nest is checked by :func:`_nest_problems` (what :func:`_check_mapping` checks of it: all that
+    :func:`simulator.nest.evaluate_nest` would check of a nest on a validated spec, and cheaper)."""
     key = (id(e), id(arch), em)
     hit = _NEST_CACHE.get(key)
     if hit is not None:
         _NEST_CACHE.move_to_end(key)
         return hit[2]
-    costs = _nest_uncached(e, arch, em)
+    if problems := _nest_problems(e, arch, em):
+        raise SpecError(f"loop nest of {e.name}: " + "; ".join(problems))
+    costs = _nest_uncached(e, arch, em, check=False)
     _NEST_CACHE[key] = (e, arch, costs)
     if len(_NEST_CACHE) > _NEST_CACHE_SIZE:
         _NEST_CACHE.popitem(last=False)

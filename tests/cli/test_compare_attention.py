@@ -171,6 +171,23 @@ def test_bad_direction_exits_2_naming_the_flag(capsys, tmp_path, argv, fragment)
     assert code == 2 and fragment in err and "Traceback" not in err
 
 
+def _session_processes(sid: int) -> list[int]:
+    """Processes of a session (Linux /proc): the run started as its leader and what it started."""
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:  # after the command name: state, ppid, pgrp, session
+                out.append(int(entry))
+    return out
+
+
 def test_ctrl_c_with_worker_processes_exits_130_without_a_traceback(tmp_path):
     """Ctrl-C (SIGINT to the foreground process group, as a terminal sends it) while worker processes cost the
     cells: exit 130 and one line, no traceback from the parent or a worker, no process left behind."""
@@ -182,12 +199,17 @@ def test_ctrl_c_with_worker_processes_exits_130_without_a_traceback(tmp_path):
     def foreground() -> None:  # SIGINT as in a terminal (a background suite's children may ignore it)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+    seqs = ",".join(f"{1 << k}K" for k in range(11))  # 1K..1M, every power of two: 260 cells, 10 s or more
     argv = [sys.executable, "-c", "from attnscope import cli; cli.run()", "compare-attention", "--arch",
-            "fusemax-cloud", "--model", "bert", "--seq", "1K,4K,16K,64K,256K,1M", "--jobs", "2", "--no-plot",
+            "fusemax-cloud", "--model", "bert", "--seq", seqs, "--jobs", "2", "--no-plot",
             "--out", str(tmp_path / "out")]  # fmt: skip
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=foreground, start_new_session=True)  # fmt: skip
-    time.sleep(8)  # past the imports, into the cells (the whole run takes 13 s or more)
+    deadline = time.monotonic() + 60
+    while len(_session_processes(child.pid)) < 4 and time.monotonic() < deadline:  # the run, forkserver, 2 workers
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the cells
+    assert child.poll() is None, "the run ended before it could be interrupted"
     os.killpg(child.pid, signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
