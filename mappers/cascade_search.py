@@ -39,6 +39,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import numba
 import numpy as np
 
 from einsum.analysis import key_ranks, pass_analysis
@@ -448,152 +449,309 @@ def schedules(plan: FusedPlan, keep: int = 16, within: float | None = None) -> t
     remaining Einsums' least work beyond the idle time the stages already leave (no array is busy longer than
     the whole), and no array's own work. Returns [(cycles, binding, stages)] with stages as per-array Einsum
     tuples, and how many complete (binding, schedule) pairs the search reached.
+
+    The search runs in :func:`_schedule_search` (Numba); this side lays the plan out as arrays and reads the
+    bindings back.
     """
     order = plan.order
     n = len(order)
     arrays_all = sorted({a for able in plan.arrays.values() for a in able})
     width = len(arrays_all)
+    at = {a: k for k, a in enumerate(arrays_all)}
+    index = {e: i for i, e in enumerate(order)}
     cyc = plan.cycles
+    able = np.zeros((n, width), dtype=np.bool_)
+    cycles = np.zeros((n, width))
+    for i, e in enumerate(order):
+        for a in plan.arrays[e]:
+            able[i, at[a]] = True
+            cycles[i, at[a]] = cyc[e, a]
     least = [min(cyc[e, a] for a in plan.arrays[e]) for e in order]
     rest = [sum(least[i:]) for i in range(n + 1)]
-    minor = {e for e, c in zip(order, least, strict=True) if c <= NEGLIGIBLE * rest[0] / width}
-    forced = [dict.fromkeys(arrays_all, 0.0) for _ in range(n + 1)]
+    minor = np.array([c <= NEGLIGIBLE * rest[0] / width for c in least], dtype=np.bool_)
+    forced = np.zeros((n + 1, width))
     for i in range(n - 1, -1, -1):
-        forced[i] = dict(forced[i + 1])
+        forced[i] = forced[i + 1]
         if len(plan.arrays[order[i]]) == 1:
-            forced[i][plan.arrays[order[i]][0]] += cyc[order[i], plan.arrays[order[i]][0]]
-
-    best: dict[tuple[str, ...], tuple[float, dict[str, int]]] = {}  # binding -> (cycles, stage of each Einsum)
-    bound = [math.inf if within is None else within * (1 + 1e-12)]
-    complete = [0]
-    binding: dict[str, str] = {}
-    stage: dict[str, int] = {}
-    loads: dict[tuple[int, str], float] = {}
-    stage_max: list[float] = []
-    totals = dict.fromkeys(arrays_all, 0.0)
-    cost = [0.0]
-    visits = [0]
-
+            a = at[plan.arrays[order[i]][0]]
+            forced[i, a] = forced[i + 1, a] + cyc[order[i], plan.arrays[order[i]][0]]
     # Two arrays: the remaining Einsums' least possible makespan, splitting them fractionally between the
     # arrays (each starts on its faster array; work moves to the other one, best exchange rate first).
-    flexible: list[list[tuple[float, float, float]]] = [[] for _ in range(n + 1)]  # (c1 / c0, c0, c1)
-    if width == 2:
-        first, second = arrays_all
-        for i in range(n):
+    flex_start = np.zeros(n + 2, dtype=np.int64)
+    flex: list[tuple[float, float, float]] = []
+    for i in range(n + 1):
+        flex_start[i] = len(flex)
+        if width == 2 and i < n:
+            first, second = arrays_all
             both = [e for e in order[i:] if len(plan.arrays[e]) == 2]
-            flexible[i] = sorted((cyc[e, second] / cyc[e, first], cyc[e, first], cyc[e, second]) for e in both)
+            flex += sorted((cyc[e, second] / cyc[e, first], cyc[e, first], cyc[e, second]) for e in both)
+    flex_start[n + 1] = len(flex)
+    flexible = np.array([(c0, c1) for _, c0, c1 in flex], dtype=np.float64).reshape(-1, 2)
 
-    def balanced(i: int) -> float:
-        first, second = arrays_all
-        load = [totals[first] + forced[i][first], totals[second] + forced[i][second]]
-        for _, c0, c1 in flexible[i]:
-            load[c1 < c0] += min(c0, c1)
-        # Move work to the less loaded array, cheapest exchange first, until the two balance.
-        if load[0] > load[1]:
-            moves = [(c0, c1) for _, c0, c1 in flexible[i] if c0 <= c1]  # ascending c1/c0: cheapest moves first
-            for c0, c1 in moves:
-                gap = load[0] - load[1]
-                if gap <= 0:
-                    break
-                f = min(1.0, gap / (c0 + c1))
-                load[0] -= f * c0
-                load[1] += f * c1
-        elif load[1] > load[0]:
-            moves = [(c0, c1) for _, c0, c1 in reversed(flexible[i]) if c1 < c0]  # descending c1/c0
-            for c0, c1 in moves:
-                gap = load[1] - load[0]
-                if gap <= 0:
-                    break
-                f = min(1.0, gap / (c0 + c1))
-                load[1] -= f * c1
-                load[0] += f * c0
-        return max(load)
+    def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.cumsum([0, *(len(x) for x in lists)]).astype(np.int64)
+        return starts, np.array([v for x in lists for v in x], dtype=np.int64)
 
-    def cut(i: int) -> bool:
-        """Whether the lower bound reaches the bound: the stages so far plus the remaining least work beyond the
-        idle time (spread), no array's own work, and with two arrays the balanced split (the cheap parts first:
-        the same answer as comparing their maximum)."""
-        limit = bound[0]
-        idle = width * cost[0] - sum(totals.values())
-        if cost[0] + max(0.0, (rest[i] - idle) / width) >= limit:
-            return True
-        at = forced[i]
-        if max(totals[a] + at[a] for a in arrays_all) >= limit:
-            return True
-        return (balanced(i) if width == 2 else 0.0) >= limit
-
-    def record() -> None:
-        complete[0] += 1
-        key = tuple(binding[e] for e in order)
-        if key in best and best[key][0] <= cost[0]:
-            return
-        best[key] = (cost[0], dict(stage))
-        if within is None and len(best) > keep:
-            del best[max(best, key=lambda k: best[k][0])]
-        if within is None and len(best) == keep:
-            bound[0] = max(c for c, _ in best.values())
-
-    def places(name: str) -> list[tuple[float, int, str]]:
-        """(added time, stage, array) of the places tried for an Einsum, cheapest first."""
-        top = len(stage_max)
-        found = set()
-        for a in plan.arrays[name]:
-            low = max((stage[p] + (binding[p] != a) for p in plan.producers[name]), default=0)
-            limit = -1
-            if name in plan.tails:  # or at the start of the next tile, before its readers there
-                limit = min(
-                    (stage[r] - (binding[r] != a) for r in plan.carried_readers[name] if r in stage), default=top
-                )
-            c = cyc[name, a]
-            tried = [(c if s == top else max(0.0, loads.get((s, a), 0.0) + c - stage_max[s]), s)
-                     for s in range(top + 1) if s >= low or s <= limit]  # fmt: skip
-            cheapest = min(tried)
-            found |= {(cheapest[0], cheapest[1], a), (tried[0][0], tried[0][1], a), (c, top, a)}
-        ranked = sorted(found)
-        return ranked[:1] if name in minor else ranked
-
-    def visit(i: int) -> None:
-        visits[0] += 1
-        if (within is not None and len(best) >= keep) or (best and visits[0] > VISITS):
-            return
-        if cut(i):
-            return
-        if i == n:
-            record()
-            return
-        name = order[i]
-        for delta, s, a in places(name):
-            c = cyc[name, a]
-            binding[name], stage[name] = a, s
-            opened = s == len(stage_max)
-            if opened:
-                stage_max.append(0.0)
-            old_max = stage_max[s]
-            loads[s, a] = loads.get((s, a), 0.0) + c
-            stage_max[s] = max(old_max, loads[s, a])
-            totals[a] += c
-            cost[0] += delta
-            visit(i + 1)
-            cost[0] -= delta
-            totals[a] -= c
-            stage_max[s] = old_max
-            loads[s, a] -= c
-            if loads[s, a] <= 0.0:
-                del loads[s, a]
-            if opened:
-                stage_max.pop()
-            del binding[name], stage[name]
-
-    visit(0)
+    prod_start, prods = csr([[index[p] for p in plan.producers[e]] for e in order])
+    read_start, readers = csr([[index[r] for r in plan.carried_readers.get(e, ()) if r in index] for e in order])
+    tails = np.array([e in plan.tails for e in order], dtype=np.bool_)
+    count, costs, binds, stage_of, complete = _schedule_search(
+        able, cycles, np.array(rest), minor, forced, flex_start, flexible, prod_start, prods, read_start, readers,
+        tails, keep, -1.0 if within is None else float(within), VISITS,
+    )  # fmt: skip
     out = []
-    for key, (cycles, stage_of) in sorted(best.items(), key=lambda kv: kv[1][0]):
-        bound_to = dict(zip(order, key, strict=True))
+    for k in sorted(range(count), key=lambda k: costs[k]):  # stable: ties in the order they were found
+        bound_to = {e: arrays_all[binds[k, i]] for i, e in enumerate(order)}
         stages = tuple(
-            {a: es for a in arrays_all if (es := tuple(e for e in order if stage_of[e] == k and bound_to[e] == a))}
-            for k in sorted(set(stage_of.values()))
-        )
-        out.append((cycles, bound_to, stages))
-    return out, complete[0]
+            {a: es for a in arrays_all if (es := tuple(e for i, e in enumerate(order) if stage_of[k, i] == s
+                                                        and bound_to[e] == a))}
+            for s in sorted(set(stage_of[k].tolist()))
+        )  # fmt: skip
+        out.append((float(costs[k]), bound_to, stages))
+    return out, int(complete)
+
+
+@numba.njit(cache=True)
+def _balanced(i, totals, forced, flex_start, flexible):  # pragma: no cover - compiled
+    """Two arrays: the least makespan of the work placed so far and the remaining Einsums split fractionally."""
+    load0 = totals[0] + forced[i, 0]
+    load1 = totals[1] + forced[i, 1]
+    lo, hi = flex_start[i], flex_start[i + 1]
+    for k in range(lo, hi):
+        c0, c1 = flexible[k, 0], flexible[k, 1]
+        if c1 < c0:
+            load1 += min(c0, c1)
+        else:
+            load0 += min(c0, c1)
+    # Move work to the less loaded array, cheapest exchange first, until the two balance.
+    if load0 > load1:
+        for k in range(lo, hi):  # ascending c1/c0: cheapest moves first
+            c0, c1 = flexible[k, 0], flexible[k, 1]
+            if not c0 <= c1:
+                continue
+            gap = load0 - load1
+            if gap <= 0:
+                break
+            f = min(1.0, gap / (c0 + c1))
+            load0 -= f * c0
+            load1 += f * c1
+    elif load1 > load0:
+        for k in range(hi - 1, lo - 1, -1):  # descending c1/c0
+            c0, c1 = flexible[k, 0], flexible[k, 1]
+            if not c1 < c0:
+                continue
+            gap = load1 - load0
+            if gap <= 0:
+                break
+            f = min(1.0, gap / (c0 + c1))
+            load1 -= f * c1
+            load0 += f * c0
+    return max(load0, load1)
+
+
+@numba.njit(cache=True)
+def _schedule_search(
+    able,
+    cycles,
+    rest,
+    minor,
+    forced,
+    flex_start,
+    flexible,
+    prod_start,
+    prods,
+    read_start,
+    readers,
+    tails,
+    keep,
+    within,
+    max_visits,
+):  # pragma: no cover - compiled (tests/mappers/test_schedules.py holds it to the Python search, step for step)
+    """:func:`schedules`' branch and bound: Einsum ``i`` (dataflow order) on array ``a`` (sorted names) in stage
+    ``s``; ``within`` < 0: none. Returns the bindings kept (count, cycles, arrays, stages, in the order found)
+    and the complete assignments reached."""
+    n, width = cycles.shape
+    inf = np.inf
+    bound = inf if within < 0 else within * (1 + 1e-12)
+    cap = keep + 1
+    best_cost = np.zeros(cap)
+    best_bind = np.zeros((cap, n), dtype=np.int64)
+    best_stage = np.zeros((cap, n), dtype=np.int64)
+    nbest = 0
+    complete = 0
+    binding = np.full(n, -1, dtype=np.int64)
+    stage = np.full(n, -1, dtype=np.int64)
+    loads = np.zeros((n + 1, width))
+    stage_max = np.zeros(n + 1)
+    top = 0
+    totals = np.zeros(width)
+    cost = 0.0
+    visits = 0
+    slots = 3 * width
+    cand_delta = np.zeros((n, slots))
+    cand_s = np.zeros((n, slots), dtype=np.int64)
+    cand_a = np.zeros((n, slots), dtype=np.int64)
+    cand_count = np.zeros(n, dtype=np.int64)
+    cand_pos = np.zeros(n, dtype=np.int64)
+    old_max = np.zeros(n)
+    opened = np.zeros(n, dtype=np.bool_)
+
+    enter, step, back = 0, 1, 2  # enter visit(i); try Einsum i's next place; return from visit(i)
+    i = 0
+    action = enter
+    while True:
+        if action == enter:
+            visits += 1
+            leave = (within >= 0 and nbest >= keep) or (nbest > 0 and visits > max_visits)
+            if not leave:
+                placed = 0.0
+                for a in range(width):
+                    placed += totals[a]
+                idle = width * cost - placed
+                if cost + max(0.0, (rest[i] - idle) / width) >= bound:
+                    leave = True
+                else:
+                    own = -inf
+                    for a in range(width):
+                        own = max(own, totals[a] + forced[i, a])
+                    if (
+                        own >= bound
+                        or (_balanced(i, totals, forced, flex_start, flexible) if width == 2 else 0.0) >= bound
+                    ):
+                        leave = True
+            if not leave and i == n:
+                complete += 1
+                found = -1
+                for k in range(nbest):
+                    same = True
+                    for j in range(n):
+                        if best_bind[k, j] != binding[j]:
+                            same = False
+                            break
+                    if same:
+                        found = k
+                        break
+                if not (found >= 0 and best_cost[found] <= cost):
+                    if found < 0:
+                        found = nbest
+                        nbest += 1
+                    best_cost[found] = cost
+                    best_bind[found] = binding
+                    best_stage[found] = stage
+                    if within < 0 and nbest > keep:  # drop the first of the most costly
+                        worst = 0
+                        for k in range(1, nbest):
+                            if best_cost[k] > best_cost[worst]:
+                                worst = k
+                        for k in range(worst, nbest - 1):
+                            best_cost[k] = best_cost[k + 1]
+                            best_bind[k] = best_bind[k + 1]
+                            best_stage[k] = best_stage[k + 1]
+                        nbest -= 1
+                    if within < 0 and nbest == keep:
+                        bound = best_cost[0]
+                        for k in range(1, nbest):
+                            bound = max(bound, best_cost[k])
+                leave = True
+            if leave:
+                action = back
+            else:
+                # The places tried for Einsum i, cheapest first (see schedules).
+                m = 0
+                for a in range(width):
+                    if not able[i, a]:
+                        continue
+                    low = 0
+                    for k in range(prod_start[i], prod_start[i + 1]):
+                        p = prods[k]
+                        low = max(low, stage[p] + (1 if binding[p] != a else 0))
+                    limit = -1
+                    if tails[i]:
+                        limit = top
+                        seen = False
+                        for k in range(read_start[i], read_start[i + 1]):
+                            r = readers[k]
+                            if stage[r] >= 0:
+                                v = stage[r] - (1 if binding[r] != a else 0)
+                                limit = v if not seen else min(limit, v)
+                                seen = True
+                    c = cycles[i, a]
+                    first_d, first_s = -1.0, -1
+                    cheap_d, cheap_s = inf, -1
+                    for s_ in range(top + 1):
+                        if not (s_ >= low or s_ <= limit):
+                            continue
+                        d = c if s_ == top else max(0.0, loads[s_, a] + c - stage_max[s_])
+                        if first_s < 0:
+                            first_d, first_s = d, s_
+                        if d < cheap_d or (d == cheap_d and s_ < cheap_s):
+                            cheap_d, cheap_s = d, s_
+                    for d, s_ in ((cheap_d, cheap_s), (first_d, first_s), (c, top)):
+                        dup = False
+                        for k in range(m):
+                            if cand_delta[i, k] == d and cand_s[i, k] == s_ and cand_a[i, k] == a:
+                                dup = True
+                                break
+                        if not dup:
+                            cand_delta[i, m] = d
+                            cand_s[i, m] = s_
+                            cand_a[i, m] = a
+                            m += 1
+                for k in range(1, m):  # insertion sort by (delta, stage, array)
+                    d, s_, a = cand_delta[i, k], cand_s[i, k], cand_a[i, k]
+                    j = k - 1
+                    while j >= 0 and (
+                        cand_delta[i, j] > d
+                        or (cand_delta[i, j] == d and (cand_s[i, j] > s_ or (cand_s[i, j] == s_ and cand_a[i, j] > a)))
+                    ):
+                        cand_delta[i, j + 1] = cand_delta[i, j]
+                        cand_s[i, j + 1] = cand_s[i, j]
+                        cand_a[i, j + 1] = cand_a[i, j]
+                        j -= 1
+                    cand_delta[i, j + 1] = d
+                    cand_s[i, j + 1] = s_
+                    cand_a[i, j + 1] = a
+                cand_count[i] = 1 if minor[i] else m
+                cand_pos[i] = 0
+                action = step
+        elif action == back:
+            i -= 1  # back in visit(i - 1): undo the place its loop tried
+            if i < 0:
+                break
+            a, s_ = binding[i], stage[i]
+            c = cycles[i, a]
+            cost -= cand_delta[i, cand_pos[i] - 1]
+            totals[a] -= c
+            stage_max[s_] = old_max[i]
+            loads[s_, a] -= c
+            if loads[s_, a] <= 0.0:
+                loads[s_, a] = 0.0
+            if opened[i]:
+                top -= 1
+            binding[i] = -1
+            stage[i] = -1
+            action = step
+        else:
+            if cand_pos[i] < cand_count[i]:
+                k = cand_pos[i]
+                cand_pos[i] += 1
+                d, s_, a = cand_delta[i, k], cand_s[i, k], cand_a[i, k]
+                c = cycles[i, a]
+                binding[i], stage[i] = a, s_
+                opened[i] = s_ == top
+                if opened[i]:
+                    stage_max[top] = 0.0
+                    top += 1
+                old_max[i] = stage_max[s_]
+                loads[s_, a] += c
+                stage_max[s_] = max(old_max[i], loads[s_, a])
+                totals[a] += c
+                cost += d
+                i += 1
+                action = enter
+            else:
+                action = back
+    return nbest, best_cost[:nbest].copy(), best_bind[:nbest].copy(), best_stage[:nbest].copy(), complete
 
 
 def fused_mapping(
