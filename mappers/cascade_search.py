@@ -514,39 +514,29 @@ def schedules(plan: FusedPlan, keep: int = 16, within: float | None = None) -> t
 @numba.njit(cache=True)
 def _balanced(i, totals, forced, flex_start, flexible):  # pragma: no cover - compiled
     """Two arrays: the least makespan of the work placed so far and the remaining Einsums split fractionally."""
-    load0 = totals[0] + forced[i, 0]
-    load1 = totals[1] + forced[i, 1]
+    load = np.empty(2)
+    load[0] = totals[0] + forced[i, 0]
+    load[1] = totals[1] + forced[i, 1]
     lo, hi = flex_start[i], flex_start[i + 1]
     for k in range(lo, hi):
         c0, c1 = flexible[k, 0], flexible[k, 1]
-        if c1 < c0:
-            load1 += min(c0, c1)
-        else:
-            load0 += min(c0, c1)
-    # Move work to the less loaded array, cheapest exchange first, until the two balance.
-    if load0 > load1:
-        for k in range(lo, hi):  # ascending c1/c0: cheapest moves first
-            c0, c1 = flexible[k, 0], flexible[k, 1]
-            if not c0 <= c1:
+        load[1 if c1 < c0 else 0] += min(c0, c1)
+    # Move work from the more loaded array to the other, cheapest exchange first, until the two balance: off the
+    # first array the Einsums no slower there in ascending c1/c0, off the second those faster there, descending.
+    if load[0] > load[1] or load[1] > load[0]:
+        h = 0 if load[0] > load[1] else 1
+        for j in range(hi - lo):
+            k = lo + j if h == 0 else hi - 1 - j
+            ch, cl = flexible[k, h], flexible[k, 1 - h]
+            if not (ch <= cl if h == 0 else ch < cl):
                 continue
-            gap = load0 - load1
+            gap = load[h] - load[1 - h]
             if gap <= 0:
                 break
-            f = min(1.0, gap / (c0 + c1))
-            load0 -= f * c0
-            load1 += f * c1
-    elif load1 > load0:
-        for k in range(hi - 1, lo - 1, -1):  # descending c1/c0
-            c0, c1 = flexible[k, 0], flexible[k, 1]
-            if not c1 < c0:
-                continue
-            gap = load1 - load0
-            if gap <= 0:
-                break
-            f = min(1.0, gap / (c0 + c1))
-            load1 -= f * c1
-            load0 += f * c0
-    return max(load0, load1)
+            f = min(1.0, gap / (flexible[k, 0] + flexible[k, 1]))
+            load[h] -= f * ch
+            load[1 - h] += f * cl
+    return max(load[0], load[1])
 
 
 @numba.njit(cache=True)
