@@ -460,7 +460,7 @@ def _nest_problems(e: LoweredEinsum, arch: ArchSpec, em: EinsumMapping) -> tuple
                 problems.append(
                     f"einsums.{e.name}: the bounds of {var} multiply to {em.factors(var)}, its rank has size {size}"
                 )
-    if len(_NEST_PROBLEMS) >= 16384:
+    if len(_NEST_PROBLEMS) >= _NEST_CACHE_SIZE:
         _NEST_PROBLEMS.clear()
     _NEST_PROBLEMS[key] = (e, arch, tuple(problems))
     return _NEST_PROBLEMS[key][2]
@@ -656,20 +656,20 @@ def phase_occupancy(lowered: LoweredCascade, mapping: CascadeMapping, phase: Pha
     return held + handoff
 
 
-_OCCUPANCY: OrderedDict[tuple[int, int, int, str], tuple[CascadeMapping, LoweredCascade, tuple[float, float]]] = (
-    OrderedDict()
-)
+_Occupied = tuple[CascadeMapping, LoweredCascade, Phase, tuple[float, float]]
+_OCCUPANCY: OrderedDict[tuple[int, int, int, str], _Occupied] = OrderedDict()
 
 
 def occupancy_parts(lowered: LoweredCascade, mapping: CascadeMapping, phase: Phase, buffer: str) -> tuple[float, float]:
     """The two parts of :func:`phase_occupancy`: the tiles the phase's nests keep in the buffer (in-place
     tensors sharing one), and the double buffers of the hand-offs placed there between arrays. Memoized by the
-    identity of the mapping (which must not change after costing: the entry keeps it alive), of the cascade and
-    of the phase, so a search that tests a mapping's fit and then costs it works it out once."""
+    identity of the mapping (which must not change after costing), of the cascade and of the phase (the entry keeps
+    all three alive), so a search that tests a mapping's fit and then costs it works it out once."""
     key = (id(mapping), id(lowered), id(phase), buffer)
     hit = _OCCUPANCY.get(key)
-    if hit is not None and hit[0] is mapping and hit[1] is lowered:
-        return hit[2]
+    if hit is not None and hit[0] is mapping and hit[1] is lowered and hit[2] is phase:
+        _OCCUPANCY.move_to_end(key)
+        return hit[3]
     tiles: dict[str, float] = {}
     for name in phase.einsums:
         e = lowered.einsum(name)
@@ -694,7 +694,7 @@ def occupancy_parts(lowered: LoweredCascade, mapping: CascadeMapping, phase: Pha
             e = lowered.einsum(lowered.producer[t])
             handoff += 2 * spatial_tile_words(e, producer, 0)
     parts = (sum(classes.values()), handoff)
-    _OCCUPANCY[key] = (mapping, lowered, parts)
+    _OCCUPANCY[key] = (mapping, lowered, phase, parts)
     if len(_OCCUPANCY) > _PLAN_CACHE_SIZE:
         _OCCUPANCY.popitem(last=False)
     return parts
