@@ -3,6 +3,7 @@
 import csv
 import doctest
 import json
+import os
 import time
 
 import pytest
@@ -173,8 +174,6 @@ def test_bad_direction_exits_2_naming_the_flag(capsys, tmp_path, argv, fragment)
 
 def _session_processes(sid: int) -> list[int]:
     """Processes of a session (Linux /proc): the run started as its leader and what it started."""
-    import os
-
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -188,10 +187,10 @@ def _session_processes(sid: int) -> list[int]:
     return out
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the run's worker processes in /proc (Linux)")
 def test_ctrl_c_with_worker_processes_exits_130_without_a_traceback(tmp_path):
     """Ctrl-C (SIGINT to the foreground process group, as a terminal sends it) while worker processes cost the
     cells: exit 130 and one line, no traceback from the parent or a worker, no process left behind."""
-    import os
     import signal
     import subprocess
     import sys
