@@ -36,7 +36,7 @@ from einsum.errors import SpecError
 from einsum.lower import LoweredCascade
 from mappers.passes import block_sizes, pick_blocks, share_pes
 from mappers.templates import loop_nest
-from simulator.cost import CascadeCost, evaluate_cascade, phase_occupancy
+from simulator.cost import CascadeCost, evaluate_cascade, occupancy_parts, phase_occupancy
 from simulator.mapping import CascadeMapping, Phase
 from simulator.specs import ArchSpec
 
@@ -145,12 +145,8 @@ def flat_choices(p: int, width: int, row_blocks: Sequence[int] | None = None) ->
 
 def fits_flat_rule(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> bool:
     """FLAT's sizing rule: the buffered tiles fit, not counting the hand-off double buffers."""
-    capacity = arch.level(BUFFER).capacity_words
-    no_handoff = CascadeMapping(
-        mapping.name, mapping.einsums, {t: p for t, p in mapping.placement.items() if p != BUFFER},
-        mapping.phases, mapping.in_place, mapping.forwarded, mapping.spill,
-    )  # fmt: skip
-    return phase_occupancy(lowered, no_handoff, mapping.phases[0], BUFFER) <= capacity
+    held, _ = occupancy_parts(lowered, mapping, mapping.phases[0], BUFFER)
+    return held + 0.0 <= arch.level(BUFFER).capacity_words  # the occupancy with no hand-off in the buffer
 
 
 def fits_buffer(lowered: LoweredCascade, arch: ArchSpec, mapping: CascadeMapping) -> bool:

@@ -95,7 +95,6 @@ __all__ = [
     "PassDesign",
     "PassPlan",
     "choice_compute_s",
-    "compute_s_by_array",
     "fits_buffer",
     "fits_sizing_rule",
     "flat_policy",
@@ -152,8 +151,6 @@ class PassPlan:
     """The architecture's 1-D arrays."""
     nests: dict = field(default_factory=dict, compare=False, repr=False)
     """Memo of :func:`einsum_nest` (the choices of a search share most of their loop nests)."""
-    compute_cycles: dict = field(default_factory=dict, compare=False, repr=False)
-    """Memo of :func:`compute_s_by_array`'s per-Einsum cycles, by the nest's loops (not what its levels keep)."""
     einsum_cycles: dict = field(default_factory=dict, compare=False, repr=False)
     """Memo of :func:`choice_compute_s`'s per-Einsum cycles, by what the nest's loops depend on."""
     handoffs: dict = field(default_factory=dict, compare=False, repr=False)
@@ -536,10 +533,10 @@ def _nest_for(
 def choice_compute_s(
     plan: PassPlan, arch: ArchSpec, fusion: str, dataflow: tuple, binding: tuple[tuple[str, str], ...], p1: int
 ) -> dict[str, float]:
-    """:func:`compute_s_by_array` of the choices (fusion, dataflow, binding, P1), with any primary tensors on chip,
-    without building their mappings: the same nests' cycles (memoized per Einsum by what its loops depend on: its
-    array, the hand-off mode, P1 and its dataflow; what the levels keep does not count), summed in the same
-    order, so the same floats."""
+    """Seconds each array computes in the choices (fusion, dataflow, binding, P1), with any primary tensors on
+    chip, without building their mappings: their nests' cycles (memoized per Einsum by what its loops depend on:
+    its array, the hand-off mode, P1 and its dataflow; what the levels keep does not count), summed as
+    :func:`evaluate_cascade` sums its ``compute_s_by_array`` (same terms, same order: the same floats)."""
     fused = fusion == "fused"
     flows = dict(dataflow)
     _, buffered, staged, _ = _handoffs(plan, fusion, binding)
@@ -754,21 +751,6 @@ def iter_pass_designs(
                 more = variant(group)
                 best = min([best, *(d.cost.latency_s for d in more if d.cost.feasible)])
                 yield from more
-
-
-def compute_s_by_array(plan: PassPlan, arch: ArchSpec, mapping: CascadeMapping) -> dict[str, float]:
-    """Seconds each array computes in a mapping of :func:`pass_mapping`, summed as :func:`evaluate_cascade` sums
-    its ``compute_s_by_array`` (same terms, same order: the same floats), from the loop nests alone."""
-    out = {a.name: 0.0 for a in arch.arrays}
-    for phase in mapping.phases:
-        for name in phase.einsums:
-            em = mapping.einsums[name]
-            key = (id(arch), name, em.array, em.levels, em.temporal, em.spatial)  # the loops: keeps do not count
-            hit = plan.compute_cycles.get(key)
-            if hit is None or hit[0] is not arch:
-                hit = plan.compute_cycles[key] = (arch, nest_compute_cycles(plan.lowered.einsum(name), arch, em))
-            out[em.array] += hit[1] / arch.clock_hz
-    return out
 
 
 def _best_candidates(
