@@ -171,19 +171,25 @@ def cmd_reproduce(args) -> int:
 
     from tqdm import tqdm
 
-    from validate.fusemax.report import reproduce
-    from validate.fusemax.study import CONFIGS, SEQ_LENS, STUDY_MODELS
+    jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
+    if jobs > 1:  # the workers' forkserver imports and warms up the study while this process imports it
+        from mappers.workers import pool_context
+        from validate.fusemax import WORKER_PRELOAD
+
+        pool_context(WORKER_PRELOAD)
+    from validate.fusemax.report import progress_steps, reproduce
+    from validate.fusemax.study import SEQ_LENS, STUDY_MODELS
 
     models = _choices(args.models, STUDY_MODELS, "--models")
     seqs = _choices(args.seqs, tuple(SEQ_LENS), "--seqs")
-    steps = 2 * len(models) * len(seqs) * (len(CONFIGS) + 2) + 1
-    with tqdm(total=steps, desc="fusemax study", unit="step", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(total=progress_steps(models, seqs), desc="fusemax study", unit="cell", disable=args.quiet,
+              file=sys.stderr) as bar:  # fmt: skip
 
-        def progress(label: str) -> None:
+        def progress(label: str, steps: int) -> None:
             bar.set_postfix_str(label, refresh=False)
-            bar.update(1)
+            bar.update(steps)
 
-        summary = reproduce(Path(args.out), models, seqs, progress, figures=not args.no_figures)
+        summary = reproduce(Path(args.out), models, seqs, progress, figures=not args.no_figures, jobs=jobs)
     if args.json:
         _print_json(summary)
         return 0
@@ -292,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated subset of BERT,TrXL,T5,XLM")
     p.add_argument("--seqs", help="comma-separated subset of 1K,4K,16K,64K,256K,1M")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--jobs", type=at_least(1),
+                   help="worker processes for the study's pieces (default: all cores; 1 = in-process)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)
@@ -339,12 +347,12 @@ def run() -> None:
     run (logging, ``weakref.finalize`` clean-ups such as temporary folders, multiprocessing and Dask shutdowns),
     and the process exits with ``main``'s status. Anything else takes the ordinary exit, and so does
     ``python -m attnscope.cli`` (a profiler or tracer wrapping the module writes its results after ``main``). Both
-    set the collector up for a command (:func:`attnscope.tune_gc`); ``main`` alone, as tests call it, does not."""
+    set the collector up for a command (:func:`mappers.workers.tune_gc`); ``main`` alone, as tests call it, does not."""
     import atexit
     import contextlib
     import threading
 
-    from attnscope import tune_gc
+    from mappers.workers import tune_gc
 
     tune_gc()
     rc = main()
@@ -359,7 +367,7 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    from attnscope import tune_gc
+    from mappers.workers import tune_gc
 
     tune_gc()
     sys.exit(main())

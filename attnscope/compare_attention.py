@@ -230,37 +230,16 @@ def _cell_row(setting: _Setting, cell: _Cell, tgt: Any = None, case: Any = None)
                              f"{what}: {exc}")  # fmt: skip
 
 
-def _worker_start(threads: int) -> None:
-    import numba
-
-    from attnscope import tune_gc
-
-    tune_gc()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-
-
-def _pool_context() -> Any:
-    """The workers' start method: a forkserver on Linux that imports the pipeline and loads the serial nest kernel
-    once (each worker forks from it warm); started at the first call, so that it warms up while the cases are
-    built."""
-    import multiprocessing
-    import multiprocessing.forkserver
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["attnscope.compare_attention", "attnscope.api", "mappers.sweep.warm"])
-    multiprocessing.forkserver.ensure_running()
-    return ctx
+PRELOAD = ("attnscope.compare_attention", "attnscope.api")
+"""What the workers' forkserver imports (:func:`mappers.workers.pool_context`)."""
 
 
 def _evaluate_cells(
     setting: _Setting, tgt: Any, cells: Sequence[tuple[int, _Cell, Any]], jobs: int
 ) -> Iterator[tuple[int, ComparisonRow]]:
     """(row index, row) of every cell: in this process (on ``tgt``), or over ``jobs`` worker processes
-    (forkserver on Linux; each loads the target from the setting; a spec object that cannot be pickled keeps the
-    cells here), longest sequences first so the slowest cells start first; each worker gets ``cpus // jobs``
-    Numba threads."""
+    (:func:`mappers.workers.worker_pool`; each loads the target from the setting; a spec object that cannot be
+    pickled keeps the cells here), longest sequences first so the slowest cells start first."""
     jobs = min(jobs, len(cells))
     if jobs > 1 and not isinstance(setting.target, str | Path):
         import pickle
@@ -273,20 +252,15 @@ def _evaluate_cells(
         for i, cell, case in cells:
             yield i, _cell_row(setting, cell, tgt, case)
         return
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    ctx = _pool_context()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    from mappers.workers import worker_pool
+
     order = sorted(cells, key=lambda c: -c[1].seq)
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start, initargs=(threads,)) as pool:
-        try:
-            futures = {pool.submit(_cell_row, setting, cell): i for i, cell, _ in order}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    with worker_pool(jobs, PRELOAD) as pool:
+        futures = {pool.submit(_cell_row, setting, cell): i for i, cell, _ in order}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def compare_attention(
@@ -341,7 +315,9 @@ def compare_attention(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise AttnscopeError(f"jobs must be a positive integer, got {jobs!r}")
     if jobs > 1:
-        _pool_context()
+        from mappers.workers import pool_context
+
+        pool_context(PRELOAD)  # the forkserver warms up while the cases are built
     rows: list[ComparisonRow | None] = []
     cells: list[tuple[int, _Cell, Any]] = []  # (row index, cell, its case) of every case that could be built
     for name in chosen:

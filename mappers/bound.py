@@ -27,9 +27,9 @@ variables at their smallest extents), so tilings that cannot fit are never visit
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from simulator.jit import kernel
 from simulator.nest import occupancy_words, sharing_pes, steps_above, tile_and_distinct
 
 __all__ = ["BOUND_SLACK", "keep_bounds", "tiling_bounds"]
@@ -114,7 +114,7 @@ def _chains(keep_table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return chains[:, : counts.max()].copy(), counts, chain_of
 
 
-@numba.njit(cache=True)
+@kernel
 def _bound_one(
     temporal, spatial_rank, pes, extent, incidence, is_output, capacity, s, keep_table, chains, n_chains, chain_of,
     bandwidth, read_e, write_e, cycles_per_point, energy_per_point, chain_words, chain_energy, words,
@@ -197,7 +197,7 @@ def _bound_one(
         keep_energy[k] = energy
 
 
-@numba.njit(cache=True)
+@kernel
 def _link(
     t, parent, c, residencies, distinct, tile, instances, group, crossing, zero_parent, distinct_parent, above_c,
     is_output, read_e, write_e, num_levels,
@@ -230,7 +230,7 @@ def _link(
     return energy, to_parent, at_child, 0.0
 
 
-@numba.njit(cache=True)
+@kernel
 def _bound_ordered(
     temporal, spatial_rank, pes, extent, incidence, is_output, capacity, s, keep_table, order_table, order_count,
     bandwidth, read_e, write_e, cycles_per_point, energy_per_point, keep_latency, keep_energy,
@@ -357,7 +357,7 @@ def _scratch(space, chains):
     )  # fmt: skip
 
 
-@numba.njit(cache=True)
+@kernel
 def _bounds(
     start, assign, assign_spatial, group_start, group_count, trows, ext, min_ext, incidence, is_output, capacity,
     s_level, keep_table, keep_min, chains, n_chains, chain_of, bandwidth, read_e, write_e, cycles_per_point,
@@ -463,7 +463,7 @@ def _bounds(
     return n, s
 
 
-@numba.njit(cache=True)
+@kernel
 def _keep_bounds(
     tiling_s, tiling_t, assign, assign_spatial, group_start, group_count, trows, ext, incidence, is_output, capacity,
     s_level, keep_table, order_table, order_count, bandwidth, read_e, write_e, cycles_per_point, energy_per_point,

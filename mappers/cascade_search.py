@@ -39,7 +39,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-import numba
 import numpy as np
 
 from einsum.analysis import key_ranks, pass_analysis
@@ -58,6 +57,7 @@ from simulator.cost import (
     shared_buffer,
     spatial_tile_words,
 )
+from simulator.jit import kernel
 from simulator.mapping import CascadeMapping, EinsumMapping, Phase
 from simulator.specs import ArchSpec
 
@@ -511,7 +511,7 @@ def schedules(plan: FusedPlan, keep: int = 16, within: float | None = None) -> t
     return out, int(complete)
 
 
-@numba.njit(cache=True)
+@kernel
 def _balanced(i, totals, forced, flex_start, flexible):  # pragma: no cover - compiled
     """Two arrays: the least makespan of the work placed so far and the remaining Einsums split fractionally."""
     load = np.empty(2)
@@ -539,7 +539,7 @@ def _balanced(i, totals, forced, flex_start, flexible):  # pragma: no cover - co
     return max(load[0], load[1])
 
 
-@numba.njit(cache=True)
+@kernel
 def _schedule_search(
     able,
     cycles,

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
-import numba
 import numpy as np
 
 from mappers.space import MapSpace
+from simulator.jit import kernel
 from simulator.nest import MappingBatch, NestCosts
 
 __all__ = ["T_END", "T_START", "anneal"]
@@ -133,7 +133,7 @@ def _score(keys: Callable[[NestCosts], tuple[np.ndarray, np.ndarray]], costs: Ne
     return np.where(costs.feasible, score, score + penalty)
 
 
-@numba.njit(cache=True)
+@kernel
 def _prime_factor(n, u):
     """One prime factor of n > 1, chosen by u in [0, 1) among its distinct primes."""
     primes = np.empty(32, np.int64)
@@ -153,7 +153,7 @@ def _prime_factor(n, u):
     return primes[min(int(u * count), count - 1)]
 
 
-@numba.njit(cache=True)
+@kernel
 def _axes_ok(spatial, axis_sizes, per_axis, min_pes):
     pes = 1.0
     for a in range(spatial.shape[0]):
@@ -169,7 +169,7 @@ def _axes_ok(spatial, axis_sizes, per_axis, min_pes):
     return pes >= min_pes
 
 
-@numba.njit(cache=True)
+@kernel
 def _factor_move(u, t, sp, free_t, free_sp, axis_sizes, per_axis, min_pes):
     """Move one prime factor between two free places of one variable; False if no such move applies."""
     num_levels, num_ranks = t.shape
@@ -223,7 +223,7 @@ def _factor_move(u, t, sp, free_t, free_sp, axis_sizes, per_axis, min_pes):
     return False
 
 
-@numba.njit(cache=True)
+@kernel
 def _resample(u, t, sp, axis_sizes, per_axis, min_pes, trows, group_start, group_count, group_spatial):
     """Draw one variable's factorization afresh; False if the draws never fit the axes."""
     num_levels, num_ranks = t.shape
@@ -257,7 +257,7 @@ def _resample(u, t, sp, axis_sizes, per_axis, min_pes, trows, group_start, group
     return False
 
 
-@numba.njit(cache=True)
+@kernel
 def _spatial_swap(u, t, sp, free_t, free_sp, axis_sizes, per_axis, min_pes):
     """Give one array axis to another variable: the axis's free spatial factors go back to temporal loops,
     then prime factors of a new variable's temporal loops fill the axis greedily; False if nothing moves."""
@@ -329,7 +329,7 @@ def _spatial_swap(u, t, sp, free_t, free_sp, axis_sizes, per_axis, min_pes):
     return False
 
 
-@numba.njit(cache=True)
+@kernel
 def _order_move(u, t, o, order_table, order_count):
     """Give one level a different distinct loop order (from the space's table); False if none has two."""
     num_levels, num_ranks = o.shape
@@ -357,7 +357,7 @@ def _order_move(u, t, o, order_table, order_count):
     return False
 
 
-@numba.njit(cache=True)
+@kernel
 def _keep_move(u, k, free_keep):
     """Flip one free bypass bit; False if none is free."""
     n = 0
@@ -378,7 +378,7 @@ def _keep_move(u, k, free_keep):
     return False
 
 
-@numba.njit(cache=True)
+@kernel
 def _propose(
     u, cur_t, cur_sp, cur_o, cur_k, out_t, out_sp, out_o, out_k, free_t, free_sp, free_keep, order_table,
     order_count, axis_sizes, per_axis, min_pes, trows, group_start, group_count, group_spatial,

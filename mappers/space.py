@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
-import numba
 import numpy as np
 
 from einsum.errors import SpecError
@@ -53,6 +52,7 @@ from einsum.lower import LoweredEinsum
 from mappers.constraints import Constraints
 from mappers.templates import divisors
 from simulator.cost import cycles_per_point, nest_arch, nest_problem
+from simulator.jit import kernel
 from simulator.mapping import EinsumMapping, Loops
 from simulator.nest import MappingBatch, NestArch, NestProblem
 from simulator.specs import ArchSpec
@@ -817,7 +817,7 @@ def _check_footprints(space: MapSpace, b: _Bound) -> None:
 # Kernels
 
 
-@numba.njit(cache=True)
+@kernel
 def _set_assignment(s, assign, assign_spatial, group_count, counts, spatial_rank):
     """Tilings of assignment ``s``; fills ``counts`` (factorizations per variable) and ``spatial_rank``."""
     total = 1
@@ -831,7 +831,7 @@ def _set_assignment(s, assign, assign_spatial, group_count, counts, spatial_rank
     return total
 
 
-@numba.njit(cache=True)
+@kernel
 def _set_tiling(
     s, t, assign, group_start, counts, spatial_rank, trows, incidence, capacity, spatial_level, keep_table,
     keep_allowed, order_count, temporal, extent, tile, mask, ocount, feasible, min_occ,
@@ -888,7 +888,7 @@ def _set_tiling(
     return n_feasible, n_orders
 
 
-@numba.njit(cache=True)
+@kernel
 def _write_tiling(
     s, pos, assign_spatial, keep_table, order_table, temporal, mask, ocount, n_orders, feasible, odig,
     out_t, out_sp, out_o, out_k,
@@ -922,7 +922,7 @@ def _write_tiling(
     return pos
 
 
-@numba.njit(cache=True)
+@kernel
 def _enumerate(
     cursor, assign, assign_spatial, group_start, group_count, trows, incidence, capacity, spatial_level,
     keep_table, order_table, order_count, out_t, out_sp, out_o, out_k, min_occ, max_tilings,
@@ -977,7 +977,7 @@ def _enumerate(
     return pos, points
 
 
-@numba.njit(cache=True)
+@kernel
 def _enumerate_listed(
     cursor, tiling_s, tiling_t, keep_allowed, assign, assign_spatial, group_start, group_count, trows, incidence,
     capacity, spatial_level, keep_table, order_table, order_count, out_t, out_sp, out_o, out_k, out_src,
@@ -1027,7 +1027,7 @@ def _enumerate_listed(
     return pos, points
 
 
-@numba.njit(cache=True)
+@kernel
 def _sample(
     uniforms, assign, assign_spatial, group_start, group_count, trows, keep_table, order_table, order_count,
     out_t, out_sp, out_o, out_k,

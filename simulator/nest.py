@@ -81,6 +81,7 @@ import numba
 import numpy as np
 
 from einsum.errors import SpecError
+from simulator.jit import kernel
 
 __all__ = [
     "ASSUMPTIONS",
@@ -211,7 +212,7 @@ class NestCosts:
 # Kernels: plain arrays in, preallocated arrays out. They also run as pure Python (NUMBA_DISABLE_JIT=1).
 
 
-@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
+@kernel(inline="always")  # inlined by Numba: the kernel's speed
 def steps_above(temporal):
     """float[L + 1]: the product of every temporal bound at levels < c, for c = 0 .. L (time steps elapsed per
     residency at level c; the last entry is all the steps). ``temporal`` is float/int [L, R] of one mapping."""
@@ -226,7 +227,7 @@ def steps_above(temporal):
     return above
 
 
-@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
+@kernel(inline="always")  # inlined by Numba: the kernel's speed
 def tile_and_distinct(temporal, extent, incidence, t, c):
     """(words of tensor ``t``'s tile resident at level ``c``, distinct tiles it takes over the loops above ``c``);
     at ``c = L`` (the compute) the tile is one word. ``extent`` [>= L, R] is one instance's tile extent per level."""
@@ -242,7 +243,7 @@ def tile_and_distinct(temporal, extent, incidence, t, c):
     return tile, distinct
 
 
-@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
+@kernel(inline="always")  # inlined by Numba: the kernel's speed
 def sharing_pes(incidence, spatial_rank, t):
     """PEs that share one tile of tensor ``t``: the product of the spatial factors of the ranks not indexing it."""
     group = 1.0
@@ -252,7 +253,7 @@ def sharing_pes(incidence, spatial_rank, t):
     return group
 
 
-@numba.njit(cache=True, inline="always")  # inlined by Numba: the kernel's speed
+@kernel(inline="always")  # inlined by Numba: the kernel's speed
 def occupancy_words(keep, extent, incidence, l):
     """Words resident at level ``l``: the tiles of the tensors ``keep`` [L, T] holds there."""
     occ = 0.0
@@ -266,7 +267,7 @@ def occupancy_words(keep, extent, incidence, l):
     return occ
 
 
-@numba.njit(cache=True)
+@kernel
 def _cost_one(
     i,
     incidence,
@@ -410,7 +411,7 @@ def _cost_one(
     pes_used[i] = pes
 
 
-@numba.njit(cache=True)
+@kernel
 def _cost_batch_serial(
     incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes, spatial_level,
     temporal, spatial, order, keep, cycles_per_point, useful_points,
@@ -427,17 +428,18 @@ def _cost_batch_serial(
         )  # fmt: skip
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _cost_batch_parallel(
     incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes, spatial_level,
     temporal, spatial, order, keep, cycles_per_point, useful_points,
     reads, fills, updates, occupancy, transfer_cycles, overflow_ratio, feasible, compute_cycles,
     latency_cycles, utilization, energy_pj, padded_points, pes_used,
 ):  # fmt: skip
-    """All mappings over Numba's thread pool (each mapping writes only its own rows)."""
+    """All mappings over Numba's thread pool (each mapping writes only its own rows). The index is passed as
+    int64, the serial kernel's type, so that ``_cost_one`` is compiled once for both (prange counts in uint64)."""
     for i in numba.prange(temporal.shape[0]):
         _cost_one(
-            i, incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes,
+            np.int64(i), incidence, is_output, capacity_words, bandwidth, read_energy, write_energy, array_axes,
             spatial_level, temporal, spatial, order, keep, cycles_per_point, useful_points,
             reads, fills, updates, occupancy, transfer_cycles, overflow_ratio, feasible, compute_cycles,
             latency_cycles, utilization, energy_pj, padded_points, pes_used,
@@ -483,7 +485,7 @@ def _list_mappings(indices: np.ndarray, describe, limit: int = 5) -> list[str]:
 _BAD_TEMPORAL, _BAD_SPATIAL, _BAD_ORDER, _DRAM_BYPASS, _NOT_COVERED = 1, 2, 4, 8, 16
 
 
-@numba.njit(cache=True)
+@kernel
 def _check_mappings(rank_sizes, temporal, spatial, order, keep, flags):
     """Set ``flags[i]`` to the OR of the ``_BAD_*`` bits that mapping ``i`` violates (0 = well-formed)."""
     num_levels = temporal.shape[1]
@@ -695,7 +697,8 @@ def evaluate_nest(
     fits = out is not None and out.reads_words.shape[0] >= n and out.reads_words.shape[1:] == (
         num_levels, problem.incidence.shape[0])  # fmt: skip
     costs = _view(out, n, useful) if fits else empty_costs(n, num_levels, problem.incidence.shape[0], useful)
-    kernel = _cost_batch_parallel if parallel else _cost_batch_serial
+    # one thread (a worker's share of a 2-core machine): the serial kernel, so the threaded one is never compiled
+    kernel = _cost_batch_parallel if parallel and numba.get_num_threads() > 1 else _cost_batch_serial
     c = np.ascontiguousarray  # one compiled specialisation: C-contiguous arrays only (copies only if needed)
     kernel(
         c(problem.incidence), c(problem.is_output), c(arch.capacity_words), c(arch.bandwidth_words_per_cycle),

@@ -2,12 +2,21 @@
 
 import csv
 import itertools
+import re
 
 import pytest
 
 from attnscope.cli import main
-from validate.fusemax.report import PUBLISHED_HEADLINE, compare, headline, read_reference, reference_dir
-from validate.fusemax.study import CONFIGS, SEQ_LENS, pe_sweep, run_study
+from validate.fusemax.report import (
+    PUBLISHED_HEADLINE,
+    compare,
+    headline,
+    progress_steps,
+    read_reference,
+    reference_dir,
+    reproduce,
+)
+from validate.fusemax.study import CONFIGS, SEQ_LENS, merge_results, pe_sweep, run_study
 
 REFERENCE = read_reference(reference_dir())
 needs_reference = pytest.mark.skipif(not REFERENCE, reason="shared/reference/fusemax not found beside the checkout")
@@ -94,3 +103,46 @@ def test_reproduce_command_writes_csvs_figures_and_report(tmp_path, capsys):
 def test_reproduce_rejects_unknown_models(tmp_path, capsys):
     assert main(["reproduce", "fusemax", "--out", str(tmp_path), "--models", "GPT"]) == 2
     assert "--models: unknown GPT; allowed: BERT, TrXL, T5, XLM" in capsys.readouterr().err
+
+
+def test_merged_parts_are_the_whole_run():
+    """One model's share per part, merged in model order: the rows and designs of the whole run, in its order."""
+    whole_models = ("BERT", "T5")
+    whole = run_study(False, models=whole_models, seqs=("1K",), node_nm=7, configs=("flat", "binding"))
+    parts = [run_study(False, models=(m,), seqs=("1K",), node_nm=7, configs=("flat", "binding")) for m in whole_models]
+    merged = merge_results(parts)
+    assert merged.attention == whole.attention and merged.end2end == whole.end2end
+    assert merged.designs.keys() == whole.designs.keys()
+    with pytest.raises(ValueError, match="parts of one run"):
+        merge_results([parts[0], run_study(True, models=("T5",), seqs=("1K",), configs=("flat",))])
+
+
+def test_reproduce_over_workers_writes_what_one_process_writes(tmp_path):
+    """``--jobs 2`` (worker processes) and ``--jobs 1``: the same CSVs byte for byte and the same report but for the
+    time it took; progress is told every piece, and the steps add up to the bar's total."""
+    told: dict[int, list[tuple[str, int]]] = {1: [], 2: []}
+    for jobs in (1, 2):
+        reproduce(tmp_path / str(jobs), ("BERT",), ("1K", "4K"), lambda label, n, j=jobs: told[j].append((label, n)),
+                  figures=False, jobs=jobs)  # fmt: skip
+    csvs = sorted(p.name for p in (tmp_path / "1").glob("*.csv"))
+    assert len(csvs) == 16
+    assert all((tmp_path / "1" / n).read_bytes() == (tmp_path / "2" / n).read_bytes() for n in csvs)
+
+    def report(jobs):
+        text = (tmp_path / str(jobs) / "report.md").read_text()
+        return re.sub(r"[0-9.]+ s\b", "T s", text)
+
+    assert report(1) == report(2)
+    total = progress_steps(("BERT",), ("1K", "4K"))
+    for jobs in (1, 2):
+        assert sum(n for _, n in told[jobs]) == total
+        assert sorted(label for label, _ in told[jobs]) == sorted(label for label, _ in told[1])
+
+
+def test_reproduce_progress_bar_total_counts_every_step(tmp_path, capsys):
+    """The bar ends at its total (it once counted 337 steps of 529)."""
+    assert main(["reproduce", "fusemax", "--out", str(tmp_path), "--models", "T5", "--seqs", "1K", "--jobs", "1",
+                 "--no-figures"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    total = progress_steps(("T5",), ("1K",))
+    assert f"{total}/{total}" in err and f"{total + 1}" not in err.replace(f"{total}/{total}", "")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from validate.fusemax import WORKER_PRELOAD
 from validate.fusemax.study import (
     CONFIGS,
     EINSUM_COLUMNS,
@@ -23,6 +24,7 @@ from validate.fusemax.study import (
     SEQ_LENS,
     STUDY_MODELS,
     StudyResult,
+    merge_results,
     pe_sweep,
     run_study,
     study_preset,
@@ -170,27 +172,117 @@ def published_tables(reference: Mapping[str, Mapping]) -> tuple[dict[str, list[d
     return attention, end2end
 
 
+@dataclass(frozen=True)
+class _Task:
+    """One piece of the study that a worker computes: one model's share of a run (``node_nm``: the corrected model
+    at that node, FLAT and FuseMax only) or of a PE sweep."""
+
+    run: str
+    model: str
+    as_published: bool
+    node_nm: int | None = None
+    sweep: bool = False
+
+    def steps(self, seqs: tuple[str, ...]) -> int:
+        """Progress steps: the cells (configurations and end-to-end platforms per sequence length) or sweep points."""
+        if self.sweep:
+            return len(PE_DIMS)
+        return len(seqs) * (len(CONFIGS if self.node_nm is None else NODE_CONFIGS) + len(END2END_PLATFORMS))
+
+    def compute(self, seqs: tuple[str, ...]) -> StudyResult | list[dict]:
+        if self.sweep:
+            return pe_sweep(self.as_published, (self.model,))
+        configs = CONFIGS if self.node_nm is None else NODE_CONFIGS
+        return run_study(self.as_published, (self.model,), seqs, node_nm=self.node_nm, configs=configs)
+
+
+NODE_CONFIGS = ("flat", "binding")
+"""The configurations re-run at each of :data:`TECHNOLOGY_NODES_NM`."""
+
+
+FIGURE_RUNS = ("published", "corrected", "published PE sweep")
+"""The pieces the figures are drawn from (computed first, so that the figures are drawn while the rest runs)."""
+
+
+def _tasks(models: tuple[str, ...]) -> list[_Task]:
+    """Every piece of the study: what the figures need first, the longest first (the as-published and corrected
+    runs, the as-published sweep), then the nodes and the corrected sweep."""
+    runs = [("published", True, None), ("corrected", False, None)]
+    runs += [(f"{node} nm", False, node) for node in TECHNOLOGY_NODES_NM]
+    tasks = [_Task(run, m, published, node) for run, published, node in runs for m in models]
+    sweeps = [_Task(f"{'published' if p else 'corrected'} PE sweep", m, p, sweep=True)
+              for p in (True, False) for m in models]  # fmt: skip
+    return tasks[: 2 * len(models)] + sweeps[: len(models)] + tasks[2 * len(models) :] + sweeps[len(models) :]
+
+
+def progress_steps(models: Iterable[str], seqs: Iterable[str]) -> int:
+    """The progress steps of :func:`reproduce` (what its ``progress`` callback is told, in all)."""
+    seqs = tuple(seqs)
+    return sum(t.steps(seqs) for t in _tasks(tuple(models)))
+
+
+def _computed(tasks: list[_Task], seqs: tuple[str, ...], jobs: int):
+    """(task, its result) of every task, in this process in order, or over ``jobs`` workers as they finish."""
+    jobs = min(jobs, len(tasks))
+    if jobs <= 1:
+        for task in tasks:
+            yield task, task.compute(seqs)
+        return
+    from concurrent.futures import as_completed
+
+    from mappers.workers import worker_pool
+
+    with worker_pool(jobs, WORKER_PRELOAD) as pool:
+        futures = {pool.submit(task.compute, seqs): task for task in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def reproduce(
     out: Path,
     models: Iterable[str] = STUDY_MODELS,
     seqs: Iterable[str] = tuple(SEQ_LENS),
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, int], None] | None = None,
     figures: bool = True,
+    jobs: int = 1,
 ) -> dict:
-    """Run the study both ways, write the CSVs, figures and report.md into ``out``; returns a summary."""
+    """Run the study both ways, write the CSVs, figures and report.md into ``out``; returns a summary.
+
+    ``jobs`` > 1 spreads the study's pieces (one model's share of a run or sweep) over that many worker processes;
+    the results are the same. ``progress(label, steps)`` is told each piece as it finishes and how many of
+    :func:`progress_steps` it was.
+    """
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     models, seqs = tuple(models), tuple(seqs)
-    published = run_study(True, models, seqs, progress)
-    corrected = run_study(False, models, seqs, progress)
-    sweep = pe_sweep(True, models)
-    sweep_corrected = pe_sweep(False, models)
-    by_node = {45: corrected} | {
-        node: run_study(False, models, seqs, progress, node_nm=node, configs=("flat", "binding"))
-        for node in TECHNOLOGY_NODES_NM
-    }
-    if progress:
-        progress("PE sweep")
+    tasks = _tasks(models)
+    if jobs > 1:
+        from mappers.workers import pool_context
+
+        pool_context(WORKER_PRELOAD)  # the forkserver imports and warms up while this process loads matplotlib
+    if figures:
+        from validate.fusemax import figures as drawing  # matplotlib only when drawing
+    reference = read_reference(reference_dir())
+    done: dict[_Task, StudyResult | list[dict]] = {}
+
+    def run(name: str) -> StudyResult:
+        return merge_results(done[t] for t in tasks if t.run == name)
+
+    def sweep_rows(as_published: bool) -> list[dict]:
+        return [row for t in tasks if t.sweep and t.as_published == as_published for row in done[t]]
+
+    drawn: list[str] | None = None if figures else []
+    for task, value in _computed(tasks, seqs, jobs):
+        done[task] = value
+        if progress:
+            progress(f"{task.run} {task.model}", task.steps(seqs))
+        if drawn is None and all(t in done for t in tasks if t.run in FIGURE_RUNS):
+            # drawn while the workers finish the other pieces
+            drawn = drawing.draw_all(out, run("published"), run("corrected"), sweep_rows(True), reference)
+    figure_files = drawn or []
+    published, corrected = run("published"), run("corrected")
+    sweep, sweep_corrected = sweep_rows(True), sweep_rows(False)
+    by_node = {45: corrected} | {node: run(f"{node} nm") for node in TECHNOLOGY_NODES_NM}
     for config, rows in published.attention.items():
         write_csv(out / f"attn-{config}.csv", rows, attention_columns(config))
         write_csv(out / f"corrected-attn-{config}.csv", corrected.attention[config], attention_columns(config))
@@ -201,7 +293,6 @@ def reproduce(
     write_csv(out / "pareto.csv", sweep, PARETO_COLUMNS)
     write_csv(out / "corrected-pareto.csv", sweep_corrected, PARETO_COLUMNS)
 
-    reference = read_reference(reference_dir())
     comparisons = compare(published, reference)
     heads = {
         "published (paper)": PUBLISHED_HEADLINE,
@@ -216,11 +307,6 @@ def reproduce(
             {c: [r for r in rows if (r["model"], r["seq_len"]) in keys] for c, rows in published.attention.items()},
             {p: [r for r in rows if (r["model"], r["seq_len"]) in keys] for p, rows in published.end2end.items()},
         )
-    figure_files = []
-    if figures:
-        from validate.fusemax.figures import draw_all  # matplotlib only when drawing
-
-        figure_files = draw_all(out, published, corrected, sweep, reference)
     elapsed = time.perf_counter() - start
     summary = {
         "out": str(out),

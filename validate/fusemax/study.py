@@ -199,6 +199,22 @@ class StudyResult:
     end2end: dict[str, list[dict]]  # platform -> rows
 
 
+def merge_results(parts: Iterable[StudyResult]) -> StudyResult:
+    """One run from its parts (e.g. one per model, as workers compute them): rows concatenated in the parts'
+    order, so parts given in model order give :func:`run_study`'s rows in its order."""
+    parts = list(parts)
+    if len({p.as_published for p in parts}) != 1:
+        raise ValueError("merge_results: give the parts of one run (all as published, or all corrected)")
+    result = StudyResult(parts[0].as_published, {c: [] for c in CONFIGS}, {}, {p: [] for p in END2END_PLATFORMS})
+    for part in parts:
+        for config, rows in part.attention.items():
+            result.attention[config] += rows
+        for platform, rows in part.end2end.items():
+            result.end2end[platform] += rows
+        result.designs.update(part.designs)
+    return result
+
+
 def run_study(
     as_published: bool,
     models: Iterable[str] = STUDY_MODELS,
