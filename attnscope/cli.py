@@ -6,6 +6,7 @@ Bad input exits with status 2 and a message naming what is at fault; no tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -333,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C in a command that keeps nothing to resume (sweeps say how to resume)
         print("attnscope: interrupted; nothing was written after the interruption", file=sys.stderr)
         return 130
+    except BrokenPipeError as exc:
+        if exc.filename is not None:
+            return _fail(f"cannot write {exc.filename}: its reader has gone (broken pipe)")
+        # whoever read the output stopped reading (``| head``): nothing more to say, and nowhere to say it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a command killed by SIGPIPE, the shell's convention
     except OSError as exc:  # a file-system fault anywhere (missing folder, read-only place, disk full): name it
         where = exc.filename if exc.filename is not None else "a file"
         return _fail(f"cannot use {where}: {exc.strerror or exc}; check the path and that it is writable")
@@ -349,7 +357,6 @@ def run() -> None:
     ``python -m attnscope.cli`` (a profiler or tracer wrapping the module writes its results after ``main``). Both
     set the collector up for a command (:func:`mappers.workers.tune_gc`); ``main`` alone, as tests call it, does not."""
     import atexit
-    import contextlib
     import threading
 
     from mappers.workers import tune_gc

@@ -129,3 +129,14 @@ def test_console_script_quick_exit_keeps_every_byte_and_the_status(capsys, tmp_p
     proc = console_script("cascade", "show", "no-such-cascade", marker=marker)
     assert proc.returncode == 2 and "no-such-cascade" in proc.stderr and "Traceback" not in proc.stderr
     assert marker.read_text() == "yes"
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly():
+    """``attnscope cascades | head -1``: the pipe's reader goes away; no traceback and no "cannot use a file"
+    message, the exit status of a command killed by SIGPIPE (141)."""
+    proc = subprocess.Popen([sys.executable, "-m", "attnscope.cli", "cascades"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
