@@ -789,7 +789,8 @@ def _random_power_of_two_batch(
 
 def warm_up(parallel: tuple[bool, ...] = (False, True)) -> None:
     """Compile (or load from the on-disk cache) the kernels on a tiny problem: the serial one (``False``) and the
-    threaded one (``True``); a process that forks workers loads the serial one only (threads do not survive a fork)."""
+    threaded one (``True``; the serial one where Numba has one thread); a process that forks workers loads the serial
+    one only (threads do not survive a fork)."""
     rng = np.random.default_rng(0)
     batch = _random_power_of_two_batch(rng, 4, 2, 3, 2, 3, 3)
     for threaded in parallel:

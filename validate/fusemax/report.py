@@ -172,6 +172,10 @@ def published_tables(reference: Mapping[str, Mapping]) -> tuple[dict[str, list[d
     return attention, end2end
 
 
+NODE_CONFIGS = ("flat", "binding")
+"""The configurations re-run at each of :data:`TECHNOLOGY_NODES_NM`."""
+
+
 @dataclass(frozen=True)
 class _Task:
     """One piece of the study that a worker computes: one model's share of a run (``node_nm``: the corrected model
@@ -194,10 +198,6 @@ class _Task:
             return pe_sweep(self.as_published, (self.model,))
         configs = CONFIGS if self.node_nm is None else NODE_CONFIGS
         return run_study(self.as_published, (self.model,), seqs, node_nm=self.node_nm, configs=configs)
-
-
-NODE_CONFIGS = ("flat", "binding")
-"""The configurations re-run at each of :data:`TECHNOLOGY_NODES_NM`."""
 
 
 FIGURE_RUNS = ("published", "corrected", "published PE sweep")
@@ -252,6 +252,8 @@ def reproduce(
     the results are the same. ``progress(label, steps)`` is told each piece as it finishes and how many of
     :func:`progress_steps` it was.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"reproduce: jobs must be a positive integer (worker processes), got {jobs!r}")
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     models, seqs = tuple(models), tuple(seqs)
