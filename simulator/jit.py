@@ -8,7 +8,7 @@ under the user's cache folder (``$ATTNSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/
 ``~/.cache/attnscope``), in a folder named by a hash of the contents of *every* kernel source file together: any
 edit to any of them starts a fresh folder (all kernels recompile), and any checkout with the same kernel sources
 reuses the compiled code. Numba's index still checks its version, the function's bytecode and the CPU. The most
-recently used :data:`KEPT_VERSIONS` folders are kept. ``NUMBA_CACHE_DIR``, when set, takes precedence (Numba's own
+recently used :data:`KEPT_VERSIONS` folders are kept (and any used within the hour). ``NUMBA_CACHE_DIR``, when set, takes precedence (Numba's own
 locator), and where the cache folder cannot be written Numba falls back to ``__pycache__``.
 """
 
@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import time
 from functools import cache
 from pathlib import Path
 
@@ -31,7 +32,9 @@ PACKAGES = ("attnscope", "einsum", "mappers", "simulator", "validate", "workload
 MARKER = "@kernel"
 """How a kernel is declared; a file holding it is a kernel source file."""
 KEPT_VERSIONS = 4
-"""Cache folders (versions of the kernel sources) kept; older ones are removed when a new one is made."""
+"""Cache folders (versions of the kernel sources) kept; older ones are removed when a new one is made, unless used
+within :data:`IN_USE_S` (a process may still be saving kernels there)."""
+IN_USE_S = 3600.0
 
 
 def kernel(*args, **options):
@@ -83,7 +86,8 @@ def version_folder() -> Path:
     if fresh:
         others = sorted((p for p in root.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime)
         for old in others[: max(0, len(others) - (KEPT_VERSIONS - 1))]:
-            shutil.rmtree(old, ignore_errors=True)
+            if time.time() - old.stat().st_mtime > IN_USE_S:
+                shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
@@ -112,7 +116,7 @@ class SourceTreeLocator(caching._CacheLocator):
         try:
             self = cls(py_func, py_file)
             self.ensure_cache_path()
-        except OSError:
+        except (OSError, RuntimeError):  # RuntimeError: no home folder to find the cache in
             return None
         return self
 

@@ -62,6 +62,19 @@ def test_old_versions_are_removed_beyond_the_kept_ones(tmp_path, monkeypatch):
     assert kept == {folder.name} | {f"old{i}" for i in range(3, jit.KEPT_VERSIONS + 2)}
 
 
+def test_a_version_used_within_the_hour_is_not_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNSCOPE_CACHE_DIR", str(tmp_path))
+    root = tmp_path / "kernels"
+    for i in range(jit.KEPT_VERSIONS + 2):
+        (root / f"old{i}").mkdir(parents=True)  # all used just now: another process may be saving there
+    jit.version_folder.cache_clear()
+    try:
+        folder = jit.version_folder()
+    finally:
+        jit.version_folder.cache_clear()
+    assert {p.name for p in root.iterdir()} == {folder.name} | {f"old{i}" for i in range(jit.KEPT_VERSIONS + 2)}
+
+
 def _run(code: str, env: dict) -> str:
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
                          cwd=jit.ROOT, timeout=600, check=False)  # fmt: skip
