@@ -8,8 +8,9 @@ under the user's cache folder (``$ATTNSCOPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/
 ``~/.cache/attnscope``), in a folder named by a hash of the contents of *every* kernel source file together: any
 edit to any of them starts a fresh folder (all kernels recompile), and any checkout with the same kernel sources
 reuses the compiled code. Numba's index still checks its version, the function's bytecode and the CPU. The most
-recently used :data:`KEPT_VERSIONS` folders are kept (and any used within the hour). ``NUMBA_CACHE_DIR``, when set, takes precedence (Numba's own
-locator), and where the cache folder cannot be written Numba falls back to ``__pycache__``.
+recently used :data:`KEPT_VERSIONS` folders are kept (and any used within the hour). ``NUMBA_CACHE_DIR``, when set,
+takes precedence (Numba's own locator), and where the cache folder cannot be written Numba falls back to
+``__pycache__``.
 """
 
 from __future__ import annotations
