@@ -28,7 +28,6 @@ import itertools
 import math
 import multiprocessing
 import multiprocessing.connection
-import multiprocessing.forkserver
 import os
 import signal
 import sqlite3
@@ -47,6 +46,7 @@ from mappers.sweep.spec import SweepSpec, spec_summary
 from mappers.sweep.store import LEASE_SECONDS, Store, new_owner, unwritable, utc_now
 from mappers.sweep.strategies import Strategy, get_strategy
 from mappers.sweep.targets import Target, resolve_in_worker
+from mappers.workers import pool_context
 from simulator.specs import ArchSpec, with_overrides
 
 
@@ -294,11 +294,8 @@ class LocalPool(_Retrying):
         self.task_timeout = task_timeout
         self.stopped_after = stopped_after
         self.description = f"local pool, {workers} workers"
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        self.ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            self.ctx.set_forkserver_preload(["mappers.sweep.runner", "mappers.sweep.warm"])  # warm: the kernel
-            multiprocessing.forkserver.ensure_running()  # it imports and warms up while the points are sampled
+        # the forkserver imports and loads the kernel while the points are sampled
+        self.ctx = pool_context(("mappers.sweep.runner",))
         self.pool: list[_Worker] = []
 
     def _spawn(self) -> _Worker:

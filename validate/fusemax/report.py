@@ -267,8 +267,13 @@ def reproduce(
     reference = read_reference(reference_dir())
     done: dict[_Task, StudyResult | list[dict]] = {}
 
+    merged: dict[str, StudyResult] = {}
+
     def run(name: str) -> StudyResult:
-        return merge_results(done[t] for t in tasks if t.run == name)
+        """One run's parts merged (once: it is asked for when all its parts are done)."""
+        if name not in merged:
+            merged[name] = merge_results(done[t] for t in tasks if t.run == name)
+        return merged[name]
 
     def sweep_rows(as_published: bool) -> list[dict]:
         return [row for t in tasks if t.sweep and t.as_published == as_published for row in done[t]]

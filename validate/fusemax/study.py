@@ -198,6 +198,11 @@ class StudyResult:
     designs: dict[tuple[str, str, str], Design]  # (config, model, seq) -> design
     end2end: dict[str, list[dict]]  # platform -> rows
 
+    @classmethod
+    def empty(cls, as_published: bool) -> StudyResult:
+        """No rows yet, a list for every configuration and platform."""
+        return cls(as_published, {c: [] for c in CONFIGS}, {}, {p: [] for p in END2END_PLATFORMS})
+
 
 def merge_results(parts: Iterable[StudyResult]) -> StudyResult:
     """One run from its parts (e.g. one per model, as workers compute them): rows concatenated in the parts'
@@ -205,7 +210,7 @@ def merge_results(parts: Iterable[StudyResult]) -> StudyResult:
     parts = list(parts)
     if len({p.as_published for p in parts}) != 1:
         raise ValueError("merge_results: give the parts of one run (all as published, or all corrected)")
-    result = StudyResult(parts[0].as_published, {c: [] for c in CONFIGS}, {}, {p: [] for p in END2END_PLATFORMS})
+    result = StudyResult.empty(parts[0].as_published)
     for part in parts:
         for config, rows in part.attention.items():
             result.attention[config] += rows
@@ -226,7 +231,7 @@ def run_study(
     """Every configuration x model x sequence length, and the end-to-end layers (the corrected model at another
     technology node with ``node_nm``; a subset of the configurations with ``configs``)."""
     configs = tuple(configs)
-    result = StudyResult(as_published, {c: [] for c in CONFIGS}, {}, {p: [] for p in END2END_PLATFORMS})
+    result = StudyResult.empty(as_published)
     for model in models:
         for seq in seqs:
             for config in configs:
